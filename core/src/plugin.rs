@@ -1,0 +1,228 @@
+//! The filter's own configuration: Envoy's `configuration` (Istio's `pluginConfig`), parsed once in
+//! `on_configure` and compiled into [`PluginConfig`]. Every field is optional; unknown fields are
+//! rejected so a typo is a loud error, not a silently ignored setting.
+
+use serde::Deserialize;
+
+use crate::outcome::OutcomeHeaders;
+
+/// Where a sticky key comes from, tried in order; the first present wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickySource {
+    /// A request header (name lower-cased, as Envoy stores header names).
+    Header(String),
+    /// A cookie by name, read from the `cookie` header.
+    Cookie(String),
+}
+
+impl StickySource {
+    pub fn parse(spec: &str) -> Result<Self, PluginConfigError> {
+        let bad = || PluginConfigError::Sticky(spec.to_string());
+        let (kind, name) = spec.split_once(':').ok_or_else(bad)?;
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(bad());
+        }
+        match kind {
+            "header" => Ok(Self::Header(name.to_ascii_lowercase())),
+            "cookie" => Ok(Self::Cookie(name.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// RFC 9110 token characters: what a header or cookie name may contain.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerTarget {
+    /// Envoy cluster that reaches the controller.
+    pub cluster: String,
+    /// `:authority` sent to the controller.
+    pub authority: String,
+    /// Bearer token sent on config polls and reports, if the controller requires one.
+    pub token: Option<String>,
+    /// How long one long-poll may take before Envoy gives up on it (ms).
+    pub poll_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub controller: ControllerTarget,
+    pub route_header: String,
+    pub sticky: Vec<StickySource>,
+    /// Period of the root context's timer: how often a worker looks for new config (ms).
+    pub tick_ms: u64,
+    /// How often telemetry is drained to the controller (ms).
+    pub report_interval_ms: u64,
+    pub outcome: OutcomeHeaders,
+    /// Overrides the proxy id sent in reports (default: Envoy's node id).
+    pub proxy_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginConfigError {
+    #[error("plugin configuration is not valid JSON for fledge: {0}")]
+    Json(String),
+    #[error("sticky source {0:?} is invalid: use \"header:NAME\" or \"cookie:NAME\"")]
+    Sticky(String),
+    #[error("field {field} is invalid: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    controller: RawController,
+    route_header: Option<String>,
+    sticky: Option<Vec<String>>,
+    tick_ms: Option<u64>,
+    report_interval_ms: Option<u64>,
+    #[serde(default)]
+    outcome: RawOutcome,
+    proxy_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    cluster: Option<String>,
+    authority: Option<String>,
+    token: Option<String>,
+    poll_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutcome {
+    result_header: Option<String>,
+    cost_header: Option<String>,
+    policy_violations_header: Option<String>,
+}
+
+pub const DEFAULT_CLUSTER: &str = "fledge_controller";
+pub const DEFAULT_ROUTE_HEADER: &str = "x-fledge-version";
+pub const DEFAULT_STICKY: [&str; 2] = ["header:x-user-id", "header:x-session-id"];
+
+impl PluginConfig {
+    /// Parses the plugin configuration; empty input means all defaults.
+    pub fn parse(bytes: &[u8]) -> Result<Self, PluginConfigError> {
+        let raw: Raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Raw::default()
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| PluginConfigError::Json(e.to_string()))?
+        };
+        Self::compile(raw)
+    }
+
+    fn compile(raw: Raw) -> Result<Self, PluginConfigError> {
+        let cluster = non_empty("controller.cluster", raw.controller.cluster)?
+            .unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
+        let authority = non_empty("controller.authority", raw.controller.authority)?
+            .unwrap_or_else(|| cluster.clone());
+        let route_header = header_name("route_header", raw.route_header)?
+            .unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_string());
+        let sticky = match raw.sticky {
+            Some(list) => list.iter().map(|s| StickySource::parse(s)).collect::<Result<_, _>>()?,
+            None => DEFAULT_STICKY.iter().map(|s| StickySource::parse(s)).collect::<Result<_, _>>()?,
+        };
+        let defaults = OutcomeHeaders::default();
+        let outcome = OutcomeHeaders {
+            result: header_name("outcome.result_header", raw.outcome.result_header)?
+                .unwrap_or(defaults.result),
+            cost: header_name("outcome.cost_header", raw.outcome.cost_header)?.unwrap_or(defaults.cost),
+            policy_violations: header_name(
+                "outcome.policy_violations_header",
+                raw.outcome.policy_violations_header,
+            )?
+            .unwrap_or(defaults.policy_violations),
+        };
+        Ok(Self {
+            controller: ControllerTarget {
+                cluster,
+                authority,
+                token: non_empty("controller.token", raw.controller.token)?,
+                poll_timeout_ms: ranged("controller.poll_timeout_ms", raw.controller.poll_timeout_ms, 40_000, 1_000, 600_000)?,
+            },
+            route_header,
+            sticky,
+            tick_ms: ranged("tick_ms", raw.tick_ms, 50, 10, 10_000)?,
+            report_interval_ms: ranged("report_interval_ms", raw.report_interval_ms, 1_000, 100, 60_000)?,
+            outcome,
+            proxy_id: non_empty("proxy_id", raw.proxy_id)?,
+        })
+    }
+}
+
+fn non_empty(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
+    match v {
+        Some(s) if s.trim().is_empty() => {
+            Err(PluginConfigError::Field { field, reason: "must not be empty".into() })
+        }
+        other => Ok(other),
+    }
+}
+
+fn header_name(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
+    match v {
+        Some(s) if s.is_empty() || !s.bytes().all(is_token_byte) => Err(PluginConfigError::Field {
+            field,
+            reason: format!("{s:?} is not a valid header name"),
+        }),
+        Some(s) => Ok(Some(s.to_ascii_lowercase())),
+        None => Ok(None),
+    }
+}
+
+fn ranged(field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64) -> Result<u64, PluginConfigError> {
+    let v = v.unwrap_or(default);
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(PluginConfigError::Field { field, reason: format!("{v} is outside {lo}..={hi}") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = PluginConfig::parse(b"").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.controller.cluster, "fledge_controller");
+        assert_eq!(c.controller.authority, "fledge_controller");
+        assert_eq!(c.route_header, "x-fledge-version");
+        assert_eq!(
+            c.sticky,
+            vec![StickySource::Header("x-user-id".into()), StickySource::Header("x-session-id".into())]
+        );
+        assert_eq!(c, PluginConfig::parse(b"{}").unwrap_or_else(|e| unreachable!("{e}")));
+    }
+
+    #[test]
+    fn explicit_fields() {
+        let c = PluginConfig::parse(
+            br#"{"controller":{"cluster":"ctl","authority":"fledge.svc"},"route_header":"X-Version",
+                 "sticky":["cookie:sid","header:X-Tenant"]}"#,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.controller.authority, "fledge.svc");
+        assert_eq!(c.route_header, "x-version");
+        assert_eq!(c.sticky, vec![StickySource::Cookie("sid".into()), StickySource::Header("x-tenant".into())]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |json: &str| PluginConfig::parse(json.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(r#"{"route_heder":"x"}"#).contains("route_heder"));
+        assert!(err(r#"{"controller":{"clustr":"x"}}"#).contains("clustr"));
+        assert!(err(r#"{"sticky":["query:uid"]}"#).contains("query:uid"));
+        assert!(err(r#"{"route_header":"bad header"}"#).contains("route_header"));
+        assert!(err(r#"{"tick_ms":0}"#).contains("tick_ms"));
+        assert!(err("not json").contains("not valid JSON"));
+    }
+}

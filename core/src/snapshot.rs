@@ -1,0 +1,67 @@
+//! The config snapshot: what `GET /v1/config` returns and what the filter keeps in shared data.
+//! The controller validates before publishing; the filter validates again on receipt, because a
+//! proxy must never trust bytes off the wire to be well formed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::Weight;
+use crate::rollout::{validate_version, RolloutError};
+
+/// One rollout as the data plane needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub stable: String,
+    pub canary: String,
+    pub weight: Weight,
+    /// Seed of the sticky hash, so each rollout draws its own cohort.
+    pub salt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConfigSnapshot {
+    pub generation: u64,
+    pub rollouts: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("config snapshot is not valid JSON: {0}")]
+    Json(String),
+    #[error("rollout {name:?}: {source}")]
+    Rollout { name: String, source: RolloutError },
+    #[error("host {host:?} belongs to both {first:?} and {second:?}")]
+    HostConflict { host: String, first: String, second: String },
+}
+
+impl ConfigSnapshot {
+    pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let snap: Self = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Json(e.to_string()))?;
+        snap.validate()?;
+        Ok(snap)
+    }
+
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        let mut owners: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+        for r in &self.rollouts {
+            let wrap = |source| SnapshotError::Rollout { name: r.name.clone(), source };
+            crate::rollout::validate_hosts(&r.hosts).map_err(wrap)?;
+            validate_version("stable", &r.stable).map_err(wrap)?;
+            validate_version("canary", &r.canary).map_err(wrap)?;
+            if r.stable == r.canary {
+                return Err(wrap(RolloutError::SameVersion));
+            }
+            for h in &r.hosts {
+                if let Some(first) = owners.insert(crate::rollout::normalize_host(h), &r.name) {
+                    return Err(SnapshotError::HostConflict {
+                        host: h.clone(),
+                        first: first.to_string(),
+                        second: r.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! The config long-poll as a state machine, free of hostcalls: when to poll, what a response means, and
+//! which log line (if any) a change of state deserves. The root context feeds it time and responses and
+//! carries out what it returns.
+
+use fledge_core::backoff::Backoff;
+use fledge_core::route::RouteTable;
+use fledge_core::snapshot::ConfigSnapshot;
+
+/// What one poll response amounts to.
+#[derive(Debug)]
+pub enum PollResult {
+    /// A new, valid config: store `bytes` in shared data and install `table`.
+    Apply { table: RouteTable, generation: u64 },
+    /// Nothing new (304, or the generation we already have).
+    Unchanged,
+    /// Unreachable controller, error status or invalid body; the last good config stays.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    Starting,
+    Healthy,
+    Failing(String),
+}
+
+#[derive(Debug)]
+pub struct Poller {
+    backoff: Backoff,
+    in_flight: bool,
+    next_attempt_ms: u64,
+    health: Health,
+}
+
+impl Default for Poller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Poller {
+    pub fn new() -> Self {
+        Self { backoff: Backoff::new(100, 2_000), in_flight: false, next_attempt_ms: 0, health: Health::Starting }
+    }
+
+    pub fn due(&self, now_ms: u64) -> bool {
+        !self.in_flight && now_ms >= self.next_attempt_ms
+    }
+
+    pub fn dispatched(&mut self) {
+        self.in_flight = true;
+    }
+
+    /// The poll path for the generation this proxy has applied.
+    pub fn path(applied: Option<u64>) -> String {
+        format!("/v1/config?since={}", applied.unwrap_or(0))
+    }
+
+    /// Classifies a response. `status` is None when Envoy could not reach the controller at all.
+    pub fn classify(status: Option<u16>, body: Option<&[u8]>, applied: Option<u64>) -> PollResult {
+        match status {
+            Some(200) => {
+                let snap = match ConfigSnapshot::parse(body.unwrap_or_default()) {
+                    Ok(s) => s,
+                    Err(e) => return PollResult::Failed(format!("controller sent an invalid config: {e}")),
+                };
+                if applied == Some(snap.generation) {
+                    return PollResult::Unchanged;
+                }
+                match RouteTable::compile(&snap) {
+                    Ok(table) => PollResult::Apply { generation: snap.generation, table },
+                    Err(e) => PollResult::Failed(format!("controller sent an invalid config: {e}")),
+                }
+            }
+            Some(304) => PollResult::Unchanged,
+            Some(s) => PollResult::Failed(format!("controller answered HTTP {s}")),
+            None => PollResult::Failed("controller unreachable".to_string()),
+        }
+    }
+
+    /// Records how the poll ended and returns a log line when the state changed. A success polls again
+    /// at once (the long poll is the push channel); a failure waits out the backoff.
+    pub fn finished(&mut self, now_ms: u64, result: &PollResult, jitter: u32) -> Option<String> {
+        self.in_flight = false;
+        let next = match result {
+            PollResult::Failed(reason) => {
+                self.next_attempt_ms = now_ms.saturating_add(self.backoff.fail(jitter));
+                Health::Failing(reason.clone())
+            }
+            _ => {
+                self.backoff.succeed();
+                self.next_attempt_ms = now_ms;
+                Health::Healthy
+            }
+        };
+        if next == self.health {
+            return None;
+        }
+        let line = match (&self.health, &next) {
+            (_, Health::Failing(reason)) => Some(format!("fledge: config poll failing ({reason}); keeping the last good config, retrying with backoff")),
+            (Health::Failing(_), Health::Healthy) => Some("fledge: config poll recovered".to_string()),
+            (Health::Starting, Health::Healthy) => Some("fledge: connected to the controller".to_string()),
+            _ => None,
+        };
+        self.health = next;
+        line
+    }
+
+    /// The dispatch itself failed (e.g. unknown cluster): treat like an unreachable controller.
+    pub fn dispatch_failed(&mut self, now_ms: u64, reason: String, jitter: u32) -> Option<String> {
+        self.in_flight = true;
+        self.finished(now_ms, &PollResult::Failed(reason), jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"generation":4,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":10,"salt":1}]}"#;
+
+    #[test]
+    fn classifies_responses() {
+        assert!(matches!(Poller::classify(Some(200), Some(BODY), None), PollResult::Apply { generation: 4, .. }));
+        assert!(matches!(Poller::classify(Some(200), Some(BODY), Some(4)), PollResult::Unchanged));
+        assert!(matches!(Poller::classify(Some(304), None, Some(4)), PollResult::Unchanged));
+        assert!(matches!(Poller::classify(Some(200), Some(b"{"), None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(Some(200), None, None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(Some(503), None, None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(None, None, None), PollResult::Failed(_)));
+        let weight_out_of_range = br#"{"generation":1,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":101,"salt":1}]}"#;
+        assert!(matches!(Poller::classify(Some(200), Some(weight_out_of_range), None), PollResult::Failed(_)));
+    }
+
+    #[test]
+    fn logs_once_per_change_of_state_and_backs_off() {
+        let mut p = Poller::new();
+        assert!(p.due(0));
+        p.dispatched();
+        assert!(!p.due(0));
+        let fail = PollResult::Failed("controller unreachable".into());
+        assert!(p.finished(0, &fail, 0).is_some());
+        assert!(!p.due(50) && p.due(100));
+        p.dispatched();
+        assert_eq!(p.finished(100, &fail, 0), None, "same failure again: no new log line");
+        assert!(!p.due(299) && p.due(300), "backoff doubled");
+        p.dispatched();
+        assert_eq!(p.finished(300, &PollResult::Unchanged, 0).as_deref(), Some("fledge: config poll recovered"));
+        assert!(p.due(300), "after a success the next poll goes out at once");
+        p.dispatched();
+        assert_eq!(p.finished(300, &PollResult::Unchanged, 0), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! The root context: configuration, the fetcher lease, the config long-poll and the per-worker refresh
+//! of the compiled route table from shared data.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fledge_core::lease;
+use fledge_core::plugin::PluginConfig;
+use fledge_core::rng::SplitMix64;
+use fledge_core::route::RouteTable;
+use fledge_core::snapshot::ConfigSnapshot;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+
+use crate::http::Http;
+use crate::poller::{PollResult, Poller};
+
+const CONFIG_KEY: &str = "fledge.config";
+const LEASE_KEY: &str = "fledge.lease";
+/// After a failed dispatch this context stays away from the lease so another can fetch.
+const LEASE_BACKOFF_MS: u64 = 5_000;
+
+/// Per-VM (per worker) state shared by the root context and the HTTP contexts it creates.
+pub struct Worker {
+    pub config: Rc<PluginConfig>,
+    pub table: Option<Rc<RouteTable>>,
+    pub rng: SplitMix64,
+}
+
+pub struct Root {
+    worker: Rc<RefCell<Worker>>,
+    owner: u64,
+    poller: Poller,
+    poll_token: Option<u32>,
+    config_cas: Option<u32>,
+    lease_blocked_until: u64,
+}
+
+impl Root {
+    pub fn new() -> Self {
+        let seed = getrandom::u64().unwrap_or_else(|_| now_ms());
+        let worker = Worker {
+            config: Rc::new(PluginConfig::parse(b"").unwrap_or_else(|_| unreachable_defaults())),
+            table: None,
+            rng: SplitMix64::new(seed),
+        };
+        Self {
+            owner: SplitMix64::new(seed ^ 0x5eed).next_u64(),
+            worker: Rc::new(RefCell::new(worker)),
+            poller: Poller::new(),
+            poll_token: None,
+            config_cas: None,
+            lease_blocked_until: 0,
+        }
+    }
+
+    fn config(&self) -> Rc<PluginConfig> {
+        self.worker.borrow().config.clone()
+    }
+
+    fn applied_generation(&self) -> Option<u64> {
+        self.worker.borrow().table.as_ref().map(|t| t.generation)
+    }
+
+    fn jitter(&self) -> u32 {
+        self.worker.borrow_mut().rng.next_u32()
+    }
+
+    fn install(&self, table: RouteTable) {
+        self.worker.borrow_mut().table = Some(Rc::new(table));
+    }
+
+    /// Re-reads the stored config only when its CAS moved: a tick costs one shared-data read.
+    fn refresh_from_shared(&mut self) {
+        let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(CONFIG_KEY) else { return };
+        if cas == self.config_cas {
+            return;
+        }
+        self.config_cas = cas;
+        match ConfigSnapshot::parse(&bytes).and_then(|s| RouteTable::compile(&s)) {
+            Ok(table) if Some(table.generation) != self.applied_generation() => self.install(table),
+            Ok(_) => {}
+            Err(e) => log(LogLevel::Error, &format!("fledge: stored config rejected, keeping the last good one: {e}")),
+        }
+    }
+
+    fn hold_lease(&mut self, now: u64) -> bool {
+        if now < self.lease_blocked_until {
+            return false;
+        }
+        let ttl = (self.config().tick_ms * 10).max(1_000);
+        let Ok((current, cas)) = hostcalls::get_shared_data(LEASE_KEY) else { return false };
+        match lease::claim(current.as_deref(), self.owner, now, ttl) {
+            Some(l) => hostcalls::set_shared_data(LEASE_KEY, Some(l.encode().as_bytes()), cas).is_ok(),
+            None => false,
+        }
+    }
+
+    fn poll(&mut self, now: u64) {
+        let cfg = self.config();
+        let path = Poller::path(self.applied_generation());
+        let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", cfg.controller.authority.as_str())];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        let timeout = Duration::from_millis(cfg.controller.poll_timeout_ms);
+        match hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, None, vec![], timeout) {
+            Ok(token) => {
+                self.poll_token = Some(token);
+                self.poller.dispatched();
+            }
+            Err(status) => {
+                let reason = format!("cannot call cluster {:?}: {status:?}", cfg.controller.cluster);
+                let jitter = self.jitter();
+                if let Some(line) = self.poller.dispatch_failed(now, reason, jitter) {
+                    log(LogLevel::Warn, &line);
+                }
+                // Let another context (e.g. a worker rather than the main thread) try.
+                let _ = hostcalls::set_shared_data(LEASE_KEY, Some(b"-"), None);
+                self.lease_blocked_until = now + LEASE_BACKOFF_MS;
+            }
+        }
+    }
+
+    fn on_poll_response(&mut self, num_headers: usize, body_size: usize) {
+        let now = now_ms();
+        let status = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
+        };
+        let body = self.get_http_call_response_body(0, body_size);
+        let result = Poller::classify(status, body.as_deref(), self.applied_generation());
+        if let (PollResult::Apply { .. }, Some(bytes)) = (&result, &body) {
+            let _ = hostcalls::set_shared_data(CONFIG_KEY, Some(bytes), None);
+            self.config_cas = hostcalls::get_shared_data(CONFIG_KEY).ok().and_then(|(_, cas)| cas);
+        }
+        let jitter = self.jitter();
+        if let Some(line) = self.poller.finished(now, &result, jitter) {
+            let level = if matches!(result, PollResult::Failed(_)) { LogLevel::Warn } else { LogLevel::Info };
+            log(level, &line);
+        }
+        if let PollResult::Apply { table, generation } = result {
+            log(LogLevel::Info, &format!("fledge: applied config generation {generation} ({} rollouts)", table.rollouts().len()));
+            self.install(table);
+        }
+        if self.poller.due(now) && self.hold_lease(now) {
+            self.poll(now);
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        if self.poll_token == Some(token) {
+            self.poll_token = None;
+            self.on_poll_response(num_headers, body_size);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = if size == 0 { Vec::new() } else { self.get_plugin_configuration().unwrap_or_default() };
+        match PluginConfig::parse(&bytes) {
+            Ok(cfg) => {
+                let _ = hostcalls::set_tick_period(Duration::from_millis(cfg.tick_ms));
+                self.worker.borrow_mut().config = Rc::new(cfg);
+                true
+            }
+            Err(e) => {
+                log(LogLevel::Critical, &format!("fledge: invalid plugin configuration: {e}"));
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.refresh_from_shared();
+        if self.poller.due(now) && self.hold_lease(now) {
+            self.poll(now);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(self.worker.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+/// Parsing empty input yields the defaults and cannot fail; this satisfies the type without a panic.
+fn unreachable_defaults() -> PluginConfig {
+    PluginConfig {
+        controller: fledge_core::plugin::ControllerTarget {
+            cluster: fledge_core::plugin::DEFAULT_CLUSTER.into(),
+            authority: fledge_core::plugin::DEFAULT_CLUSTER.into(),
+            token: None,
+            poll_timeout_ms: 40_000,
+        },
+        route_header: fledge_core::plugin::DEFAULT_ROUTE_HEADER.into(),
+        sticky: Vec::new(),
+        tick_ms: 50,
+        report_interval_ms: 1_000,
+        outcome: Default::default(),
+        proxy_id: None,
+    }
+}
