@@ -1,1 +1,94 @@
-fn main(){}
+//! The `fledge` binary: `fledge serve` runs the controller daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fledge_controller::store::Store;
+use fledge_controller::{app, AppState, Settings};
+use std::io::Write;
+
+#[derive(Parser)]
+#[command(name = "fledge", version, about = "Progressive delivery for AI-agent services behind Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller daemon.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the bound address is printed on stdout).
+    #[arg(long, env = "FLEDGE_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Directory for the SQLite data file.
+    #[arg(long, env = "FLEDGE_DATA", default_value = "./fledge-data")]
+    data: PathBuf,
+    /// Bearer token required on mutating and data-plane endpoints (unset: no auth).
+    #[arg(long, env = "FLEDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long `GET /v1/config` holds a request when nothing changed, in seconds.
+    #[arg(long, env = "FLEDGE_POLL_HOLD_SECS", default_value_t = 30.0)]
+    poll_hold_secs: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEDGE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.data)?;
+    let settings = Settings {
+        poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs).context("--poll-hold-secs must be a positive number")?,
+        token: args.token.filter(|t| !t.is_empty()),
+    };
+    let state = AppState::new(store, settings)?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %args.data.display(), generation = state.current().generation, "fledge controller started");
+    // A machine-readable line for scripts and tests that start fledge on port 0.
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "fledge listening on http://{addr}")?;
+        out.flush()?;
+    }
+    let shutdown_state = state.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown().await;
+            tracing::info!("shutting down");
+            shutdown_state.begin_shutdown();
+        })
+        .await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,143 @@
+//! The REST API through `app(state).oneshot(..)`: contract, validation and the long poll.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fledge_controller::store::Store;
+use fledge_controller::{app, AppState, Settings};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn state_with(settings: Settings) -> AppState {
+    AppState::new(Store::in_memory().unwrap(), settings).unwrap()
+}
+
+fn state() -> AppState {
+    state_with(Settings { poll_hold: Duration::from_millis(300), token: None })
+}
+
+async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (status, value)
+}
+
+const SPEC: &str = r#"{"hosts":["support-agent"],"stable":"v1","canary":"v2","weight":10}"#;
+
+#[tokio::test]
+async fn crud_bumps_generation() {
+    let s = state();
+    let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"]["weight"], json!(10.0));
+    assert_eq!(body["status"]["generation"], json!(1));
+    let (code, _) = call(&s, "PUT", "/v1/rollouts/support", Some(&SPEC.replace("10", "12.5"))).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, one) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(one["status"]["weight"], json!(12.5));
+    let (_, all) = call(&s, "GET", "/v1/rollouts", None).await;
+    assert_eq!(all["generation"], json!(2));
+    assert_eq!(all["rollouts"].as_array().unwrap().len(), 1);
+    let (code, _) = call(&s, "DELETE", "/v1/rollouts/support", None).await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let (code, body) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(body["error"]["message"].as_str().unwrap().contains("support"));
+    let (code, _) = call(&s, "DELETE", "/v1/rollouts/support", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (_, health) = call(&s, "GET", "/healthz", None).await;
+    assert_eq!(health["generation"], json!(3));
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
+    let s = state();
+    call(&s, "PUT", "/v1/rollouts/taken", Some(r#"{"hosts":["shared"],"stable":"a","canary":"b"}"#)).await;
+    let cases = [
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":101}"#, 422, "between 0 and 100"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":-1}"#, 422, "between 0 and 100"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":1.234}"#, 422, "two decimals"),
+        ("support", r#"{"hosts":[],"stable":"v1","canary":"v2"}"#, 422, "hosts must not be empty"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v1"}"#, 422, "different"),
+        ("support", r#"{"hosts":["SHARED"],"stable":"v1","canary":"v2"}"#, 409, "already owned by rollout \"taken\""),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","colour":"red"}"#, 422, "colour"),
+        ("support", r#"{"hosts":["x"],"stable":"v1""#, 400, "malformed JSON"),
+        ("support", r#"{"hosts":"x","stable":"v1","canary":"v2"}"#, 422, "invalid type"),
+        ("Bad Name", SPEC, 400, "name"),
+    ];
+    for (name, body, code, needle) in cases {
+        let uri = format!("/v1/rollouts/{}", name.replace(' ', "%20"));
+        let (got, resp) = call(&s, "PUT", &uri, Some(body)).await;
+        assert_eq!(got.as_u16(), code, "{body} → {resp}");
+        let msg = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: message {msg:?} should mention {needle:?}");
+    }
+    let (_, all) = call(&s, "GET", "/v1/rollouts", None).await;
+    assert_eq!(all["generation"], json!(1), "no rejected request changed anything");
+    let (code, body) = call(&s, "GET", "/v1/config?since=abc", None).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, body) = call(&s, "GET", "/v1/nope", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn long_poll_answers_on_change_and_times_out_with_304() {
+    let s = state();
+    let (code, snap) = call(&s, "GET", "/v1/config?since=5", None).await;
+    assert_eq!(code, StatusCode::OK, "a proxy ahead of the controller is answered at once");
+    assert_eq!(snap, json!({"generation": 0, "rollouts": []}));
+    let (code, _) = call(&s, "GET", "/v1/config?since=0", None).await;
+    assert_eq!(code, StatusCode::NOT_MODIFIED, "held for the hold time, then 304");
+
+    // The hold (300 ms) is longer than the wait before the change, so the change is what answers.
+    let waiter = tokio::spawn({
+        let s = s.clone();
+        async move { call(&s, "GET", "/v1/config?since=0", None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    let (code, snap) = waiter.await.unwrap();
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(snap["generation"], json!(1));
+    assert_eq!(snap["rollouts"][0]["weight"], json!(10.0));
+    assert_eq!(snap["rollouts"][0]["hosts"], json!(["support-agent"]));
+    assert!(snap["rollouts"][0]["salt"].is_u64());
+}
+
+#[tokio::test]
+async fn token_guards_mutations_and_config() {
+    let s = state_with(Settings { poll_hold: Duration::from_millis(100), token: Some("s3cret".into()) });
+    let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+    let (code, _) = call(&s, "GET", "/v1/config", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/rollouts/support")
+        .header("authorization", "Bearer s3cret")
+        .body(Body::from(SPEC))
+        .unwrap();
+    assert_eq!(app(s.clone()).oneshot(req).await.unwrap().status(), StatusCode::CREATED);
+    let (code, _) = call(&s, "GET", "/v1/rollouts", None).await;
+    assert_eq!(code, StatusCode::OK, "reads stay open");
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = AppState::new(Store::open(dir.path()).unwrap(), Settings::default()).unwrap();
+        call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+        call(&s, "PUT", "/v1/rollouts/support", Some(&SPEC.replace("10", "20"))).await;
+    }
+    let s = AppState::new(Store::open(dir.path()).unwrap(), Settings::default()).unwrap();
+    assert_eq!(s.current().generation, 2);
+    let (_, one) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(one["status"]["weight"], json!(20.0));
+}
