@@ -97,9 +97,9 @@ impl Poller {
             return None;
         }
         let line = match (&self.health, &next) {
-            (_, Health::Failing(reason)) => Some(format!("fledge: config poll failing ({reason}); keeping the last good config, retrying with backoff")),
-            (Health::Failing(_), Health::Healthy) => Some("fledge: config poll recovered".to_string()),
-            (Health::Starting, Health::Healthy) => Some("fledge: connected to the controller".to_string()),
+            (_, Health::Failing(reason)) => Some(format!("config poll failing ({reason}); keeping the last good config, retrying with backoff")),
+            (Health::Failing(_), Health::Healthy) => Some("config poll recovered".to_string()),
+            (Health::Starting, Health::Healthy) => Some("connected to the controller".to_string()),
             _ => None,
         };
         self.health = next;
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(p.finished(100, &fail, 0), None, "same failure again: no new log line");
         assert!(!p.due(299) && p.due(300), "backoff doubled");
         p.dispatched();
-        assert_eq!(p.finished(300, &PollResult::Unchanged, 0).as_deref(), Some("fledge: config poll recovered"));
+        assert_eq!(p.finished(300, &PollResult::Unchanged, 0).as_deref(), Some("config poll recovered"));
         assert!(p.due(300), "after a success the next poll goes out at once");
         p.dispatched();
         assert_eq!(p.finished(300, &PollResult::Unchanged, 0), None);

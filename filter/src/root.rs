@@ -82,7 +82,7 @@ impl Root {
         match ConfigSnapshot::parse(&bytes).and_then(|s| RouteTable::compile(&s)) {
             Ok(table) if Some(table.generation) != self.applied_generation() => self.install(table),
             Ok(_) => {}
-            Err(e) => log(LogLevel::Error, &format!("fledge: stored config rejected, keeping the last good one: {e}")),
+            Err(e) => log(LogLevel::Error, &format!("stored config rejected, keeping the last good one: {e}")),
         }
     }
 
@@ -144,7 +144,7 @@ impl Root {
             log(level, &line);
         }
         if let PollResult::Apply { table, generation } = result {
-            log(LogLevel::Info, &format!("fledge: applied config generation {generation} ({} rollouts)", table.rollouts().len()));
+            log(LogLevel::Info, &format!("applied config generation {generation} ({} rollouts)", table.rollouts().len()));
             self.install(table);
         }
         if self.poller.due(now) && self.hold_lease(now) {
@@ -172,7 +172,7 @@ impl RootContext for Root {
                 true
             }
             Err(e) => {
-                log(LogLevel::Critical, &format!("fledge: invalid plugin configuration: {e}"));
+                log(LogLevel::Critical, &format!("invalid plugin configuration: {e}"));
                 false
             }
         }

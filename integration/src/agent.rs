@@ -1,0 +1,200 @@
+//! A sample agent backend whose behaviour is set per version and can change while it runs: error
+//! rate, added latency, task success, cost, policy violations. Rates are applied as exact fractions of
+//! the requests seen (every k-th request), not coin flips, so tests measure fledge and not the dice.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Behaviour {
+    pub version: String,
+    /// Fraction of requests answered with HTTP 500.
+    pub error_rate: f64,
+    /// Delay before answering.
+    pub latency_ms: u64,
+    /// Fraction of answered tasks reported as `x-agent-outcome: success` (the rest: failure).
+    pub success_rate: f64,
+    /// `x-agent-cost` of each task.
+    pub cost: f64,
+    /// Fraction of requests reporting one policy violation.
+    pub violation_rate: f64,
+    /// Send the outcome headers as trailers (as a streamed answer would).
+    pub outcome_in_trailers: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            version: "v1".into(),
+            error_rate: 0.0,
+            latency_ms: 0,
+            success_rate: 1.0,
+            cost: 0.01,
+            violation_rate: 0.0,
+            outcome_in_trailers: false,
+        }
+    }
+}
+
+impl Behaviour {
+    pub fn version(v: &str) -> Self {
+        Self { version: v.into(), ..Self::default() }
+    }
+}
+
+/// Timestamps tests use to measure reaction times.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Marks {
+    pub first_error: Option<Instant>,
+    pub last_request: Option<Instant>,
+}
+
+struct Shared {
+    behaviour: RwLock<Behaviour>,
+    requests: AtomicU64,
+    marks: Mutex<Marks>,
+}
+
+pub struct Agent {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// True for the n-th event (0-based) when events happen at `rate`: spreads them evenly.
+fn every(n: u64, rate: f64) -> bool {
+    let rate = rate.clamp(0.0, 1.0);
+    ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor()
+}
+
+impl Agent {
+    /// Starts on 127.0.0.1 with an ephemeral port.
+    pub async fn start(behaviour: Behaviour) -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse()?, behaviour).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, behaviour: Behaviour) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            behaviour: RwLock::new(behaviour),
+            requests: AtomicU64::new(0),
+            marks: Mutex::new(Marks::default()),
+        });
+        let s = shared.clone();
+        let app = axum::Router::new().fallback(move || handle(s.clone()));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn set(&self, b: Behaviour) {
+        if let Ok(mut w) = self.shared.behaviour.write() {
+            *w = b;
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Behaviour)) {
+        if let Ok(mut w) = self.shared.behaviour.write() {
+            f(&mut w);
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn marks(&self) -> Marks {
+        self.shared.marks.lock().map(|m| *m).unwrap_or_default()
+    }
+
+    pub fn reset_marks(&self) {
+        if let Ok(mut m) = self.shared.marks.lock() {
+            *m = Marks::default();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(shared: Arc<Shared>) -> Response {
+    let n = shared.requests.fetch_add(1, Ordering::Relaxed);
+    let b = shared.behaviour.read().map(|b| b.clone()).unwrap_or_default();
+    if b.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
+    }
+    let failed = every(n, b.error_rate);
+    if let Ok(mut m) = shared.marks.lock() {
+        let now = Instant::now();
+        m.last_request = Some(now);
+        if failed && m.first_error.is_none() {
+            m.first_error = Some(now);
+        }
+    }
+    let status = if failed { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    let outcome = if every(n, 1.0 - b.success_rate) { "failure" } else { "success" };
+    let mut signals = vec![("x-agent-outcome", outcome.to_string()), ("x-agent-cost", b.cost.to_string())];
+    if every(n, b.violation_rate) {
+        signals.push(("x-agent-policy-violations", "1".to_string()));
+    }
+    let body = format!("{{\"version\":\"{}\"}}", b.version);
+    let mut resp = if b.outcome_in_trailers {
+        with_trailers(body, signals)
+    } else {
+        let mut r = Response::new(Body::from(body));
+        for (k, v) in signals {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    };
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&b.version) {
+        resp.headers_mut().insert("x-served-by", v);
+    }
+    resp
+}
+
+/// A chunked body that ends with the agent signals as HTTP trailers.
+fn with_trailers(body: String, signals: Vec<(&'static str, String)>) -> Response {
+    use axum::http::HeaderMap;
+    let mut trailers = HeaderMap::new();
+    for (k, v) in signals {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            trailers.insert(k, v);
+        }
+    }
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(axum::body::Bytes::from(body))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let mut r = Response::new(Body::new(stream));
+    r.headers_mut().insert("trailer", HeaderValue::from_static("x-agent-outcome, x-agent-cost, x-agent-policy-violations"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_spreads_exact_fractions() {
+        let hits = (0..1000).filter(|n| super::every(*n, 0.1)).count();
+        assert_eq!(hits, 100);
+        assert_eq!((0..50).filter(|n| super::every(*n, 0.0)).count(), 0);
+        assert_eq!((0..50).filter(|n| super::every(*n, 1.0)).count(), 50);
+    }
+}

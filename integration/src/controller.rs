@@ -1,0 +1,165 @@
+//! The real `fledge` controller as a child process, with a data directory that outlives restarts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Default)]
+pub struct ControllerBuilder {
+    token: Option<String>,
+    poll_hold_secs: Option<f64>,
+    env: Vec<(String, String)>,
+}
+
+impl ControllerBuilder {
+    pub fn token(mut self, t: &str) -> Self {
+        self.token = Some(t.into());
+        self
+    }
+
+    pub fn poll_hold_secs(mut self, s: f64) -> Self {
+        self.poll_hold_secs = Some(s);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Controller> {
+        let dir = tempfile::Builder::new().prefix("fledge-ctl-").tempdir()?;
+        let mut c = Controller {
+            addr: "127.0.0.1:0".parse()?,
+            child: None,
+            data: dir.path().to_path_buf(),
+            _dir: dir,
+            builder: self,
+            http: reqwest::Client::new(),
+        };
+        c.spawn().await?;
+        Ok(c)
+    }
+}
+
+pub struct Controller {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+    builder: ControllerBuilder,
+    http: reqwest::Client,
+}
+
+impl Controller {
+    pub fn builder() -> ControllerBuilder {
+        ControllerBuilder::default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = crate::fledge_bin();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.join("controller.log"))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data")
+            .arg(&self.data)
+            .env("FLEDGE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if let Some(t) = &self.builder.token {
+            cmd.arg("--token").arg(t);
+        }
+        if let Some(s) = self.builder.poll_hold_secs {
+            cmd.arg("--poll-hold-secs").arg(s.to_string());
+        }
+        for (k, v) in &self.builder.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {} (run `make build`)", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("controller did not start within 20 s")??
+            .with_context(|| format!("controller exited; see {}", self.data.join("controller.log").display()))?;
+        let url = line.strip_prefix("fledge listening on http://").with_context(|| format!("unexpected line {line:?}"))?;
+        self.addr = url.parse()?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no graceful shutdown, nothing flushed beyond what was committed.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts again on the same address and data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        self.spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("controller.log")).unwrap_or_default()
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.builder.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends a request and returns status and JSON body (Null when empty).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let mut rb = self.authed(self.http.request(method, self.url(path)));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        Ok((status, v))
+    }
+
+    /// PUT a rollout and insist on success.
+    pub async fn put_rollout(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
+        let (status, body) = self.call(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?;
+        anyhow::ensure!(status == 200 || status == 201, "PUT rollout {name}: {status} {body}");
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        anyhow::ensure!(status == 200, "GET {path}: {status} {body}");
+        Ok(body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, resp) = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        anyhow::ensure!((200..300).contains(&status), "POST {path}: {status} {resp}");
+        Ok(resp)
+    }
+}

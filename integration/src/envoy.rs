@@ -1,0 +1,204 @@
+//! A real Envoy (from the PyPI wheel) with the built fledge filter, configured in code.
+//!
+//! Listener and admin bind port 0; the real ports are read back from the admin API, so tests run in
+//! parallel without port clashes. `--use-dynamic-base-id` keeps their shared memory apart too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::eventually;
+
+struct HostRoute {
+    host: String,
+    /// (version, backend); the first is where requests without a route header go.
+    versions: Vec<(String, SocketAddr)>,
+}
+
+pub struct EnvoyBuilder {
+    hosts: Vec<HostRoute>,
+    controller: Option<SocketAddr>,
+    plugin_config: Value,
+    concurrency: u32,
+}
+
+impl EnvoyBuilder {
+    /// Routes `host` by the fledge header to one backend per version; the first version is the default.
+    pub fn route(mut self, host: &str, versions: &[(&str, SocketAddr)]) -> Self {
+        self.hosts.push(HostRoute {
+            host: host.into(),
+            versions: versions.iter().map(|(v, a)| (v.to_string(), *a)).collect(),
+        });
+        self
+    }
+
+    pub fn controller(mut self, addr: SocketAddr) -> Self {
+        self.controller = Some(addr);
+        self
+    }
+
+    /// The filter's plugin configuration (JSON); defaults to `{}`.
+    pub fn plugin_config(mut self, v: Value) -> Self {
+        self.plugin_config = v;
+        self
+    }
+
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<Envoy> {
+        let dir = tempfile::Builder::new().prefix("fledge-envoy-").tempdir()?;
+        let config_path = dir.path().join("envoy.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&self.bootstrap())?)?;
+        let admin_path = dir.path().join("admin.addr");
+        let log_path = dir.path().join("envoy.log");
+        let child = Command::new(crate::envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--concurrency")
+            .arg(self.concurrency.to_string())
+            .arg("--use-dynamic-base-id")
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("-l")
+            .arg("info")
+            .stdout(Stdio::null())
+            // stderr, not --log-path: Envoy's file log is flushed lazily, stderr at once.
+            .stderr(Stdio::from(std::fs::File::create(&log_path)?))
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start envoy (run `make setup`)")?;
+        let mut envoy = Envoy { listener: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, child, log_path, dir };
+        envoy.wait_ready(&admin_path).await.with_context(|| format!("envoy log:\n{}", envoy.log_tail(40)))?;
+        Ok(envoy)
+    }
+
+    fn bootstrap(&self) -> Value {
+        let mut clusters = Vec::new();
+        let mut vhosts = Vec::new();
+        for h in &self.hosts {
+            let mut routes = Vec::new();
+            for (version, addr) in &h.versions {
+                let name = format!("{}_{}", h.host, version);
+                clusters.push(static_cluster(&name, *addr));
+                routes.push(json!({
+                    "match": {"prefix": "/", "headers": [{"name": "x-fledge-version", "string_match": {"exact": version}}]},
+                    "route": {"cluster": name}
+                }));
+            }
+            if let Some((v, _)) = h.versions.first() {
+                routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{}_{}", h.host, v)}}));
+            }
+            vhosts.push(json!({"name": h.host, "domains": [h.host, format!("{}:*", h.host)], "routes": routes}));
+        }
+        vhosts.push(json!({"name": "other", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "untouched"}}}
+        ]}));
+        if let Some(c) = self.controller {
+            clusters.push(static_cluster("fledge_controller", c));
+        }
+        let wasm = json!({
+            "name": "fledge",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "fledge", "root_id": "fledge",
+                    "vm_config": {"vm_id": "fledge", "runtime": "envoy.wasm.runtime.v8",
+                                  "code": {"local": {"filename": crate::wasm_path()}}},
+                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                      "value": self.plugin_config.to_string()}
+                }
+            }
+        });
+        json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "agents",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "agents",
+                            "route_config": {"name": "agents", "virtual_hosts": vhosts},
+                            "http_filters": [wasm, {"name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                        }
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        })
+    }
+}
+
+fn static_cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+            {"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}}}}]}]}
+    })
+}
+
+pub struct Envoy {
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    log_path: PathBuf,
+    #[allow(dead_code)]
+    dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    pub fn builder() -> EnvoyBuilder {
+        EnvoyBuilder { hosts: Vec::new(), controller: None, plugin_config: json!({}), concurrency: 2 }
+    }
+
+    async fn wait_ready(&mut self, admin_path: &std::path::Path) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let (admin, _) = eventually(Duration::from_secs(30), "envoy admin address", || async {
+            let s = std::fs::read_to_string(admin_path)?;
+            Ok(s.trim().parse::<SocketAddr>()?)
+        })
+        .await?;
+        self.admin = admin;
+        let url = format!("http://{admin}/listeners?format=json");
+        let child = std::sync::Mutex::new(&mut self.child);
+        let (listener, _) = eventually(Duration::from_secs(30), "envoy listener", || async {
+            if let Some(status) = child.lock().map_err(|_| anyhow::anyhow!("lock"))?.try_wait()? {
+                anyhow::bail!("envoy exited: {status}");
+            }
+            let v: Value = http.get(&url).send().await?.json().await?;
+            let port = v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+                .as_u64()
+                .context("no listener yet")?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], port as u16)))
+        })
+        .await?;
+        self.listener = listener;
+        Ok(())
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Envoy's admin stats in Prometheus format.
+    pub async fn prometheus(&self) -> anyhow::Result<String> {
+        Ok(reqwest::get(format!("http://{}/stats/prometheus", self.admin)).await?.text().await?)
+    }
+}

@@ -1,0 +1,65 @@
+//! Sending requests through Envoy as users would, and summarising where they went.
+
+use std::net::SocketAddr;
+
+use futures_util::{stream, StreamExt};
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// The route header the filter added to the response (None: request passed untouched).
+    pub routed: Option<String>,
+    /// The backend that actually answered.
+    pub served_by: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Traffic {
+    http: reqwest::Client,
+    url: String,
+    host: String,
+}
+
+impl Traffic {
+    pub fn new(envoy: SocketAddr, host: &str) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
+        Self { http, url: format!("http://{envoy}/task"), host: host.into() }
+    }
+
+    /// One request, keyed by `user` in `x-user-id` when given.
+    pub async fn send(&self, user: Option<&str>) -> anyhow::Result<Reply> {
+        self.send_with(user.map(|u| ("x-user-id", u))).await
+    }
+
+    pub async fn send_with(&self, header: Option<(&str, &str)>) -> anyhow::Result<Reply> {
+        let mut rb = self.http.get(&self.url).header("host", &self.host);
+        if let Some((k, v)) = header {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().await?;
+        let get = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let reply = Reply { status: resp.status().as_u16(), routed: get("x-fledge-version"), served_by: get("x-served-by") };
+        let _ = resp.bytes().await?;
+        Ok(reply)
+    }
+
+    /// One request per user, `concurrency` in flight; results in the order of `users`.
+    pub async fn send_users(&self, users: &[String], concurrency: usize) -> anyhow::Result<Vec<Reply>> {
+        let replies: Vec<anyhow::Result<Reply>> = stream::iter(users.iter())
+            .map(|u| self.send(Some(u)))
+            .buffered(concurrency)
+            .collect()
+            .await;
+        replies.into_iter().collect()
+    }
+}
+
+/// Share of replies served by `version`.
+pub fn share(replies: &[Reply], version: &str) -> f64 {
+    let n = replies.iter().filter(|r| r.served_by.as_deref() == Some(version)).count();
+    n as f64 / replies.len().max(1) as f64
+}
+
+pub fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}

@@ -1,0 +1,216 @@
+//! Issue 2 acceptance: sticky weighted routing in a real Envoy with the real filter and controller.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use fledge_core::rollout::default_salt;
+use fledge_core::{Bucket, Weight};
+use fledge_integration::traffic::{share, users, Traffic};
+use fledge_integration::{assert_eventually, Agent, Behaviour, Controller, Envoy};
+use serde_json::json;
+
+const HOST: &str = "support-agent";
+const ROLLOUT: &str = "support";
+
+struct Env {
+    ctl: Controller,
+    envoy: Envoy,
+    _v1: Agent,
+    _v2: Agent,
+    traffic: Traffic,
+}
+
+async fn setup() -> Env {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctl.addr)
+        .start()
+        .await
+        .unwrap();
+    let traffic = Traffic::new(envoy.listener, HOST);
+    Env { ctl, envoy, _v1: v1, _v2: v2, traffic }
+}
+
+/// The version core's bucketing assigns `user` at `weight` — what the filter must do.
+fn predicted(user: &str, weight: f64) -> &'static str {
+    let w = Weight::try_from_percent(weight).unwrap();
+    if w.admits(Bucket::of_key(user.as_bytes(), default_salt(ROLLOUT))) {
+        "v2"
+    } else {
+        "v1"
+    }
+}
+
+async fn set_weight(env: &Env, weight: f64) {
+    env.ctl
+        .put_rollout(ROLLOUT, json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight}))
+        .await
+        .unwrap();
+}
+
+/// Routing matches the prediction at `weight` for a probe set, through several connections (workers).
+async fn routes_at(env: &Env, weight: f64, probes: &[String]) -> anyhow::Result<()> {
+    let replies = env.traffic.send_users(probes, 16).await?;
+    for (u, r) in probes.iter().zip(&replies) {
+        let want = predicted(u, weight);
+        anyhow::ensure!(r.served_by.as_deref() == Some(want), "{u}: served by {:?}, want {want}", r.served_by);
+    }
+    Ok(())
+}
+
+async fn wait_for_weight(env: &Env, weight: f64) -> Duration {
+    let probes = users("probe", 64);
+    let (_, took) = assert_eventually!(Duration::from_secs(10), "routing follows the weight", routes_at(env, weight, &probes));
+    took
+}
+
+#[tokio::test]
+async fn weighted_split_is_exact_sticky_and_monotonic() {
+    let env = setup().await;
+    set_weight(&env, 10.0).await;
+    wait_for_weight(&env, 10.0).await;
+
+    // 1. 5,000 distinct users at weight 10: share within 10 % ± 1.5 pp, every user where core puts it.
+    let all = users("user", 5_000);
+    let replies = env.traffic.send_users(&all, 32).await.unwrap();
+    let canary = share(&replies, "v2");
+    println!("weight 10: canary share {:.2} % over {} users", canary * 100.0, all.len());
+    assert!((canary - 0.10).abs() <= 0.015, "canary share {canary}");
+    for (u, r) in all.iter().zip(&replies) {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.served_by.as_deref(), Some(predicted(u, 10.0)), "{u}");
+        assert_eq!(r.routed, r.served_by, "response header names the version that served it");
+    }
+
+    // 2. Stickiness: 200 users x 10 requests, each user always on one version.
+    let cohort = users("sticky", 200);
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for _ in 0..10 {
+        for (u, r) in cohort.iter().zip(env.traffic.send_users(&cohort, 32).await.unwrap()) {
+            let v = r.served_by.unwrap();
+            let first = seen.entry(u.clone()).or_insert_with(|| v.clone());
+            assert_eq!(*first, v, "{u} switched versions");
+        }
+    }
+
+    // 3. Monotonic ramp: every canary user at 10 is still on the canary at 50; share ≈ 50 %.
+    set_weight(&env, 50.0).await;
+    wait_for_weight(&env, 50.0).await;
+    let replies50 = env.traffic.send_users(&all, 32).await.unwrap();
+    for ((u, at10), at50) in all.iter().zip(&replies).zip(&replies50) {
+        if at10.served_by.as_deref() == Some("v2") {
+            assert_eq!(at50.served_by.as_deref(), Some("v2"), "{u} left the canary when the weight rose");
+        }
+    }
+    let canary50 = share(&replies50, "v2");
+    println!("weight 50: canary share {:.2} %", canary50 * 100.0);
+    assert!((canary50 - 0.50).abs() <= 0.03, "canary share {canary50}");
+}
+
+#[tokio::test]
+async fn weight_change_reaches_routing_within_a_second() {
+    let env = setup().await;
+    set_weight(&env, 10.0).await;
+    wait_for_weight(&env, 10.0).await;
+    let pid_before = env.envoy.admin;
+    let mut delays = Vec::new();
+    for weight in [30.0, 70.0, 20.0] {
+        let start = Instant::now();
+        set_weight(&env, weight).await;
+        let probes = users(&format!("push-{weight}"), 32);
+        let (_, _) = assert_eventually!(Duration::from_secs(1), "weight change applied", routes_at(&env, weight, &probes));
+        delays.push(start.elapsed());
+    }
+    println!("push delay (API call → routing, no Envoy restart): {delays:?}");
+    assert_eq!(env.envoy.admin, pid_before);
+}
+
+#[tokio::test]
+async fn controller_down_keeps_last_config_then_catches_up() {
+    let mut env = setup().await;
+    set_weight(&env, 25.0).await;
+    wait_for_weight(&env, 25.0).await;
+
+    env.ctl.kill().await.unwrap();
+    let all = users("outage", 400);
+    // Several rounds across the outage: the filter keeps routing by the last good config.
+    for _ in 0..3 {
+        routes_at(&env, 25.0, &all).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    env.ctl.restart().await.unwrap();
+    set_weight(&env, 60.0).await;
+    let took = wait_for_weight(&env, 60.0).await;
+    println!("after controller restart, new weight applied in {took:?}");
+    let log = env.envoy.log();
+    assert!(log.contains("config poll failing"), "the outage was logged");
+    assert!(env.envoy.log().contains("config poll recovered"), "the recovery was logged");
+}
+
+#[tokio::test]
+async fn untouched_before_config_and_for_other_hosts() {
+    // No controller at all: requests pass untouched to the default (stable) route.
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let envoy = Envoy::builder().route(HOST, &[("v1", v1.addr), ("v2", v2.addr)]).start().await.unwrap();
+    let t = Traffic::new(envoy.listener, HOST);
+    for r in t.send_users(&users("early", 50), 8).await.unwrap() {
+        assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (None, Some("v1")));
+    }
+
+    let env = setup().await;
+    set_weight(&env, 100.0).await;
+    wait_for_weight(&env, 100.0).await;
+    let other = Traffic::new(env.envoy.listener, "billing-agent");
+    let r = other.send(Some("user-1")).await.unwrap();
+    assert_eq!((r.status, r.routed), (200, None), "a host without a rollout is not touched");
+    // A client cannot pick its version by sending the route header itself.
+    let r = env.traffic.send_with(Some(("x-fledge-version", "v1"))).await.unwrap();
+    assert_eq!(r.served_by.as_deref(), Some("v2"));
+}
+
+#[tokio::test]
+async fn cookie_and_session_keys_are_sticky() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"sticky": ["cookie:fledge_uid", "header:x-session-id"]}))
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout(ROLLOUT, json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
+    let t = Traffic::new(envoy.listener, HOST);
+    assert_eventually!(Duration::from_secs(10), "config applied", async {
+        let r = t.send_with(Some(("cookie", "a=b; fledge_uid=u-1"))).await?;
+        anyhow::ensure!(r.routed.is_some(), "not routed yet");
+        Ok(())
+    });
+    for i in 0..100 {
+        let key = format!("u-{i}");
+        let by_cookie = t.send_with(Some(("cookie", &format!("a=b; fledge_uid={key}")))).await.unwrap();
+        let by_session = t.send_with(Some(("x-session-id", key.as_str()))).await.unwrap();
+        assert_eq!(by_cookie.served_by.as_deref(), Some(predicted(&key, 50.0)), "cookie {key}");
+        assert_eq!(by_session.served_by, by_cookie.served_by, "same key, same version, whatever the source");
+    }
+}
+
+#[tokio::test]
+async fn invalid_plugin_config_is_refused_with_the_field_named() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let err = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr)])
+        .plugin_config(json!({"route_heder": "x-version"}))
+        .start()
+        .await
+        .err()
+        .expect("envoy must refuse the listener");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("route_heder"), "{msg}");
+}
