@@ -6,11 +6,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use fledge_core::rollout::{normalize_host, validate_name, RoutingSpec};
+use axum::routing::post;
+use fledge_core::rollout::{normalize_host, validate_name, RolloutSpec};
 use serde_json::json;
 
 use crate::error::{parse_json, ApiError};
-use crate::model::{Rollout, RolloutStatus};
+use crate::model::Rollout;
 use crate::state::{now_ms, AppState, Persist};
 
 pub fn app(state: AppState) -> Router {
@@ -18,6 +19,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(get_one).put(put).delete(delete))
+        .route("/v1/rollouts/{name}/events", get(crate::actions::events))
+        .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes))
+        .route("/v1/rollouts/{name}/{action}", post(crate::actions::act))
+        .route("/v1/reports", post(crate::ingest::reports))
         .route("/v1/config", get(crate::poll::config))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
@@ -51,9 +56,30 @@ async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
     Ok(Json(json!({ "generation": inner.generation, "rollouts": rollouts })))
 }
 
-async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Rollout>, ApiError> {
-    let inner = state.lock()?;
-    inner.rollouts.get(&name).cloned().map(Json).ok_or_else(|| not_found(&name))
+async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rollout = state.lock()?.rollouts.get(&name).cloned().ok_or_else(|| not_found(&name))?;
+    let now = now_ms();
+    let live = state.live()?;
+    let window = live.windows.get(&name);
+    let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
+    let confirmation = live.confirmation(rollout.status.generation, now);
+    let summary = format!(
+        "{}; confirmed by {}/{} proxies",
+        rollout.status.phase.as_str().replace('_', " "),
+        confirmation.confirmed,
+        confirmation.proxies
+    );
+    let mut body = serde_json::to_value(&rollout).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["live"] = json!({
+        "summary": summary,
+        "window": {
+            "started_at_ms": window.map(|w| w.started_at_ms),
+            "stable": crate::metrics::summary(&rollout.spec.stable, &stats(&rollout.spec.stable)),
+            "canary": crate::metrics::summary(&rollout.spec.canary, &stats(&rollout.spec.canary)),
+        },
+        "confirmation": confirmation,
+    });
+    Ok(Json(body))
 }
 
 async fn put(
@@ -64,18 +90,19 @@ async fn put(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     validate_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let spec: RoutingSpec = parse_json(&body)?;
+    let spec: RolloutSpec = parse_json(&body)?;
     spec.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
     let (created, rollout) = state.commit(|inner, generation| {
         if let Some((host, owner)) = host_conflict(inner.rollouts.values(), &name, &spec) {
             return Err(ApiError::Conflict(format!("host {host:?} is already owned by rollout {owner:?}")));
         }
-        let status = RolloutStatus { weight: spec.weight, generation, updated_at_ms: now_ms() };
-        let rollout = Rollout { name: name.clone(), spec, status };
+        let rollout = Rollout::new(&name, spec, generation, now_ms());
         let created = inner.rollouts.insert(name.clone(), rollout.clone()).is_none();
-        Ok(((created, rollout), Persist::Put(name.clone())))
+        let event = if created { "created" } else { "replaced" };
+        Ok(((created, rollout), Persist::Put { name: name.clone(), event: Some(event) }))
     })?;
-    tracing::info!(rollout = %name, weight = %rollout.status.weight.percent(), generation = rollout.status.generation, created, "rollout written");
+    state.live()?.reset_window(&name, now_ms());
+    tracing::info!(rollout = %name, phase = rollout.status.phase.as_str(), weight = %rollout.status.weight.percent(), generation = rollout.status.generation, created, "rollout written");
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(rollout)).into_response())
 }
@@ -86,11 +113,12 @@ async fn delete(State(state): State<AppState>, Path(name): Path<String>, headers
         Some(_) => Ok(((), Persist::Delete(name.clone()))),
         None => Err(not_found(&name)),
     })?;
+    state.live()?.windows.remove(&name);
     tracing::info!(rollout = %name, "rollout deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn not_found(name: &str) -> ApiError {
+pub fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("rollout {name:?} does not exist"))
 }
 
@@ -98,7 +126,7 @@ fn not_found(name: &str) -> ApiError {
 fn host_conflict<'a>(
     others: impl Iterator<Item = &'a Rollout>,
     name: &str,
-    spec: &RoutingSpec,
+    spec: &RolloutSpec,
 ) -> Option<(String, String)> {
     let wanted: Vec<String> = spec.hosts.iter().map(|h| normalize_host(h)).collect();
     others.filter(|r| r.name != name).find_map(|r| {

@@ -3,10 +3,17 @@
 //! Holds the rollouts (SQLite under `--data`), publishes each change as a config generation that proxies
 //! pick up by long poll, and serves the REST API. `main.rs` is only the CLI edge.
 
+pub mod actions;
 pub mod api;
+pub mod driver;
 pub mod error;
+pub mod events;
+pub mod ingest;
+pub mod live;
+pub mod metrics;
 pub mod model;
 pub mod poll;
+pub mod progress;
 pub mod state;
 pub mod store;
 

@@ -68,6 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "fledge listening on http://{addr}")?;
         out.flush()?;
     }
+    let driver = fledge_controller::driver::spawn(state.clone());
     let shutdown_state = state.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
@@ -76,6 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_state.begin_shutdown();
         })
         .await?;
+    driver.abort();
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use fledge_core::snapshot::ConfigSnapshot;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::live::Live;
 use crate::model::Rollout;
 use crate::store::{Store, StoreError};
 
@@ -34,6 +35,7 @@ pub struct AppState {
     inner: Arc<Mutex<Inner>>,
     published: Arc<watch::Sender<Arc<Published>>>,
     shutdown: Arc<watch::Sender<bool>>,
+    pub live: Arc<Mutex<Live>>,
     pub settings: Arc<Settings>,
 }
 
@@ -63,6 +65,7 @@ impl AppState {
             inner: Arc::new(Mutex::new(inner)),
             published: Arc::new(tx),
             shutdown: Arc::new(shutdown),
+            live: Arc::new(Mutex::new(Live::default())),
             settings: Arc::new(settings),
         })
     }
@@ -99,10 +102,11 @@ impl AppState {
         let before = inner.rollouts.clone();
         let (out, persist) = change(&mut inner, next)?;
         let written = match &persist {
-            Persist::Put(name) => match inner.rollouts.get(name) {
+            Persist::Put { name, event } => match inner.rollouts.get(name) {
                 Some(r) => {
                     let r = r.clone();
-                    inner.store.put(&r, next)
+                    let event = event.as_ref().map(|kind| crate::events::body(kind, &r));
+                    inner.store.put(&r, next, event.as_ref())
                 }
                 None => Ok(()),
             },
@@ -119,10 +123,16 @@ impl AppState {
     }
 }
 
-/// Which record a committed change writes.
+/// Which record a committed change writes, and the event it records in the same transaction.
 pub enum Persist {
-    Put(String),
+    Put { name: String, event: Option<&'static str> },
     Delete(String),
+}
+
+impl AppState {
+    pub fn live(&self) -> Result<MutexGuard<'_, Live>, ApiError> {
+        self.live.lock().map_err(|_| ApiError::Internal("live state lock poisoned".into()))
+    }
 }
 
 fn publish(inner: &Inner) -> Result<Published, StoreError> {

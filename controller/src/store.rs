@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::model::Rollout;
 
@@ -79,14 +79,21 @@ impl Store {
         Ok(Loaded { generation: generation as u64, rollouts })
     }
 
-    /// Writes a rollout (insert or replace) and the new generation in one transaction.
-    pub fn put(&mut self, rollout: &Rollout, generation: u64) -> Result<(), StoreError> {
+    /// Writes a rollout (insert or replace), the new generation and the event of the change in one
+    /// transaction: after a crash, either all of them are there or none.
+    pub fn put(&mut self, rollout: &Rollout, generation: u64, event: Option<&serde_json::Value>) -> Result<(), StoreError> {
         let body = serde_json::to_string(rollout)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rollouts (name, body) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
             params![rollout.name, body],
         )?;
+        if let Some(e) = event {
+            tx.execute(
+                "INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)",
+                params![rollout.name, rollout.status.updated_at_ms as i64, e.to_string()],
+            )?;
+        }
         tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
         Ok(())
@@ -101,15 +108,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event; the returned sequence number orders events across restarts.
-    pub fn append_event(&mut self, rollout: &str, at_ms: u64, body: &serde_json::Value) -> Result<i64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)",
-            params![rollout, at_ms as i64, body.to_string()],
-        )?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
     pub fn events(&self, rollout: &str) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT seq, body FROM events WHERE rollout = ?1 ORDER BY seq")?;
         let rows = stmt
@@ -122,9 +120,6 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn rollout_exists(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row("SELECT 1 FROM rollouts WHERE name = ?1", params![name], |_| Ok(())).optional()?.is_some())
-    }
 }
 
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -6,16 +6,21 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+pub mod analysis;
 pub mod backoff;
 pub mod bucket;
+pub mod histogram;
 pub mod lease;
 pub mod murmur3;
 pub mod outcome;
 pub mod plugin;
+pub mod report;
 pub mod rng;
 pub mod rollout;
 pub mod route;
 pub mod snapshot;
+pub mod stats;
+pub mod telemetry;
 
 pub use bucket::{Bucket, Weight};
 pub use route::{Decision, RouteTable, Side};

@@ -2,8 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, GateConfig};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
+
+/// Steps of a spec that sets none (percent of traffic to the canary).
+pub const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+pub const DEFAULT_STEP_SECONDS: u64 = 60;
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RolloutError {
@@ -19,24 +26,76 @@ pub enum RolloutError {
     Version { field: &'static str, value: String },
     #[error("stable and canary must be different versions")]
     SameVersion,
+    #[error("weight sets manual weighting and cannot be combined with {0}; remove weight to let fledge progress through steps")]
+    ManualAndAutomated(&'static str),
+    #[error("{0}")]
+    Analysis(String),
 }
 
-/// A rollout's routing part. Later fields (steps, gates) extend it without breaking this shape.
+/// How the canary's weight is set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// The user sets `weight`; fledge only routes.
+    Manual(Weight),
+    /// fledge moves through `steps`, judging the canary at each.
+    Automated(AnalysisSpec),
+}
+
+/// `analysis` options of a rollout spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisOptions {
+    /// How often the canary is judged (default 1 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<f64>,
+    /// Consecutive failing judgements of non-critical gates before a rollback (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_limit: Option<u32>,
+}
+
+/// A rollout as users declare it. With `weight` (and no steps) it is a manual split; without
+/// `weight` fledge progresses through `steps`, judging the canary against stable on `gates`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoutingSpec {
+pub struct RolloutSpec {
     pub hosts: Vec<String>,
     pub stable: String,
     pub canary: String,
-    /// Percent of traffic to the canary, 0-100 with two decimals.
-    #[serde(default)]
-    pub weight: Weight,
+    /// Percent of traffic to the canary, 0-100 with two decimals: manual weighting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Weight>,
     /// Seed for the sticky hash; defaults to a hash of the rollout's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<GateConfig>>,
 }
 
-impl RoutingSpec {
+impl RolloutSpec {
+    /// A manual rollout: routing only.
+    pub fn manual(hosts: &[&str], stable: &str, canary: &str, weight: Weight) -> Self {
+        Self {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            stable: stable.into(),
+            canary: canary.into(),
+            weight: Some(weight),
+            salt: None,
+            steps: None,
+            step_seconds: None,
+            min_requests: None,
+            analysis: None,
+            gates: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), RolloutError> {
         validate_hosts(&self.hosts)?;
         validate_version("stable", &self.stable)?;
@@ -44,7 +103,37 @@ impl RoutingSpec {
         if self.stable == self.canary {
             return Err(RolloutError::SameVersion);
         }
-        Ok(())
+        self.mode().map(|_| ())
+    }
+
+    /// Manual or automated, with the analysis spec (defaults filled in) validated.
+    pub fn mode(&self) -> Result<Mode, RolloutError> {
+        if let Some(w) = self.weight {
+            let automated = [
+                ("steps", self.steps.is_some()),
+                ("step_seconds", self.step_seconds.is_some()),
+                ("min_requests", self.min_requests.is_some()),
+                ("analysis", self.analysis.is_some()),
+                ("gates", self.gates.is_some()),
+            ];
+            return match automated.iter().find(|(_, set)| *set) {
+                Some((field, _)) => Err(RolloutError::ManualAndAutomated(field)),
+                None => Ok(Mode::Manual(w)),
+            };
+        }
+        let options = self.analysis.clone().unwrap_or_default();
+        let config = AnalysisSpecConfig {
+            steps: self.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec()),
+            step_seconds: self.step_seconds.unwrap_or(DEFAULT_STEP_SECONDS),
+            min_requests: self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS),
+            interval_seconds: options.interval_seconds.unwrap_or(1.0),
+            failure_limit: options.failure_limit.unwrap_or(DEFAULT_FAILURE_LIMIT),
+            gates: self
+                .gates
+                .clone()
+                .unwrap_or_else(|| crate::analysis::default_gates().into_iter().map(GateConfig::from).collect()),
+        };
+        AnalysisSpec::try_new(config).map(Mode::Automated).map_err(|e| RolloutError::Analysis(e.to_string()))
     }
 
     pub fn salt_for(&self, name: &str) -> u32 {
@@ -103,14 +192,8 @@ pub fn normalize_host(h: &str) -> String {
 mod tests {
     use super::*;
 
-    fn spec(hosts: &[&str], stable: &str, canary: &str) -> RoutingSpec {
-        RoutingSpec {
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            stable: stable.into(),
-            canary: canary.into(),
-            weight: Weight::ZERO,
-            salt: None,
-        }
+    fn spec(hosts: &[&str], stable: &str, canary: &str) -> RolloutSpec {
+        RolloutSpec::manual(hosts, stable, canary, Weight::ZERO)
     }
 
     #[test]
@@ -127,7 +210,28 @@ mod tests {
 
     #[test]
     fn unknown_fields_rejected() {
-        let e = serde_json::from_str::<RoutingSpec>(r#"{"hosts":["a"],"stable":"v1","canary":"v2","wieght":5}"#);
+        let e = serde_json::from_str::<RolloutSpec>(r#"{"hosts":["a"],"stable":"v1","canary":"v2","wieght":5}"#);
         assert!(e.err().map(|e| e.to_string()).unwrap_or_default().contains("wieght"));
+    }
+
+    fn parse(json: &str) -> RolloutSpec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn modes() {
+        let bare = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2"}"#);
+        let Ok(Mode::Automated(a)) = bare.mode() else { panic!("a bare spec is automated with defaults") };
+        assert_eq!(a.steps(), &DEFAULT_STEPS[..]);
+        assert_eq!(a.gates().len(), 4);
+        assert!(matches!(parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#).mode(), Ok(Mode::Manual(_))));
+        let mixed = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"steps":[1,100]}"#);
+        assert_eq!(mixed.validate(), Err(RolloutError::ManualAndAutomated("steps")));
+        let bad_steps = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[50,10]}"#);
+        assert!(matches!(bad_steps.validate(), Err(RolloutError::Analysis(_))));
+        let gate = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[10,100],
+            "gates":[{"metric":"policy_violation_rate","max":0,"critical":true}],"analysis":{"interval_seconds":0.5}}"#);
+        let Ok(Mode::Automated(a)) = gate.mode() else { panic!() };
+        assert_eq!((a.gates().len(), a.interval_seconds()), (1, 0.5));
     }
 }

@@ -1,21 +1,36 @@
-//! The HTTP context: picks the version for a request and stamps it on request and response.
+//! The HTTP context: picks the version for a request, stamps it on request and response, and records
+//! the request's telemetry when it ends. Reads only the headers it needs; no parsing of bodies.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
 use fledge_core::plugin::PluginConfig;
 use fledge_core::route::{RouteTable, Side};
+use fledge_core::telemetry::{Sample, Signal};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
 use crate::headers::{sticky_key, HeaderSource};
-use crate::root::Worker;
+use crate::root::{now_ns, Worker};
+
+/// Envoy's legacy response-flag bits that mean the upstream failed: no healthy upstream, upstream
+/// request timeout, remote reset, connection failure, connection termination, overflow.
+const UPSTREAM_FAILURE_FLAGS: u64 = 0x2 | 0x4 | 0x10 | 0x20 | 0x40 | 0x80;
+
+struct Picked {
+    table: Rc<RouteTable>,
+    config: Rc<PluginConfig>,
+    index: usize,
+    side: Side,
+    start_ns: u64,
+    sample: Sample,
+}
 
 pub struct Http {
     worker: Rc<RefCell<Worker>>,
-    /// The table, rollout index and side chosen for this request, kept for the response.
-    picked: Option<(Rc<RouteTable>, Rc<PluginConfig>, usize, Side)>,
+    picked: Option<Picked>,
 }
 
 impl Http {
@@ -24,11 +39,25 @@ impl Http {
     }
 }
 
-struct RequestHeaders;
+struct Headers(MapType);
 
-impl HeaderSource for RequestHeaders {
+impl HeaderSource for Headers {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+        hostcalls::get_map_value_bytes(self.0, name).ok().flatten()
+    }
+}
+
+/// Fills the outcome signals still absent from `map` (response headers, then trailers).
+fn read_outcome(sample: &mut Sample, config: &PluginConfig, map: MapType) {
+    let h = Headers(map);
+    if sample.result.is_none() {
+        sample.result = h.header(&config.outcome.result).map(|v| parse_result(&v));
+    }
+    if sample.cost.is_absent() {
+        sample.cost = Signal::from_parsed(h.header(&config.outcome.cost).as_deref(), parse_cost);
+    }
+    if sample.violations.is_absent() {
+        sample.violations = Signal::from_parsed(h.header(&config.outcome.policy_violations).as_deref(), parse_violations);
     }
 }
 
@@ -43,25 +72,50 @@ impl HttpContext for Http {
                 _ => return Action::Continue,
             }
         };
-        let Some(authority) = RequestHeaders.header(":authority") else { return Action::Continue };
+        let request = Headers(MapType::HttpRequestHeaders);
+        let Some(authority) = request.header(":authority") else { return Action::Continue };
         let Some(rollout) = std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a)) else {
             return Action::Continue;
         };
-        let key = sticky_key(&config.sticky, &RequestHeaders);
+        let key = sticky_key(&config.sticky, &request);
         let worker = &self.worker;
         let decision = rollout.decide(key.as_ref().map(|(i, k)| (*i, k.as_slice())), || worker.borrow_mut().rng.next_u32());
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(decision.side)));
         let index = rollout.index;
-        self.picked = Some((table, config, index, decision.side));
+        self.picked = Some(Picked { table, config, index, side: decision.side, start_ns: now_ns(), sample: Sample::default() });
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some((table, config, index, side)) = &self.picked {
-            if let Some(r) = table.rollouts().get(*index) {
-                let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &config.route_header, Some(r.version(*side)));
-            }
+        let Some(p) = &mut self.picked else { return Action::Continue };
+        p.sample.headers_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
+        let response = Headers(MapType::HttpResponseHeaders);
+        p.sample.status = response.header(":status").and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        read_outcome(&mut p.sample, &p.config, MapType::HttpResponseHeaders);
+        if let Some(r) = p.table.rollouts().get(p.index) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &p.config.route_header, Some(r.version(p.side)));
         }
         Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(p) = &mut self.picked {
+            read_outcome(&mut p.sample, &p.config, MapType::HttpResponseTrailers);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(mut p) = self.picked.take() else { return };
+        p.sample.total_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
+        // Only failed-looking requests pay for the flags lookup.
+        if p.sample.status.is_none_or(|s| s >= 500) {
+            let flags = hostcalls::get_property(vec!["response", "flags"]).ok().flatten();
+            let flags = flags.and_then(|b| b.get(..8).and_then(|b| b.try_into().ok())).map_or(0, u64::from_le_bytes);
+            p.sample.upstream_failure = flags & UPSTREAM_FAILURE_FLAGS != 0;
+        }
+        if let Some(r) = p.table.rollouts().get(p.index) {
+            self.worker.borrow_mut().telemetry.record(&r.name, r.version(p.side), &p.sample);
+        }
     }
 }

@@ -16,6 +16,8 @@ pub mod poller;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]
+mod metrics;
+#[cfg(target_arch = "wasm32")]
 mod root;
 
 #[cfg(target_arch = "wasm32")]

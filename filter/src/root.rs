@@ -6,6 +6,8 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fledge_core::lease;
+use fledge_core::report::Report;
+use fledge_core::telemetry::Telemetry;
 use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
@@ -15,10 +17,12 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
 use crate::http::Http;
+use crate::metrics::Metrics;
 use crate::poller::{PollResult, Poller};
 
 const CONFIG_KEY: &str = "fledge.config";
 const LEASE_KEY: &str = "fledge.lease";
+const PROXY_ID_KEY: &str = "fledge.proxy_id";
 /// After a failed dispatch this context stays away from the lease so another can fetch.
 const LEASE_BACKOFF_MS: u64 = 5_000;
 
@@ -27,6 +31,7 @@ pub struct Worker {
     pub config: Rc<PluginConfig>,
     pub table: Option<Rc<RouteTable>>,
     pub rng: SplitMix64,
+    pub telemetry: Telemetry,
 }
 
 pub struct Root {
@@ -36,6 +41,12 @@ pub struct Root {
     poll_token: Option<u32>,
     config_cas: Option<u32>,
     lease_blocked_until: u64,
+    proxy_id: String,
+    worker_id: String,
+    next_report_ms: u64,
+    /// Reports on the wire, by call token, kept to be restored if delivery fails.
+    reports_in_flight: Vec<(u32, Report)>,
+    metrics: Metrics,
 }
 
 impl Root {
@@ -45,6 +56,7 @@ impl Root {
             config: Rc::new(PluginConfig::parse(b"").unwrap_or_else(|_| unreachable_defaults())),
             table: None,
             rng: SplitMix64::new(seed),
+            telemetry: Telemetry::default(),
         };
         Self {
             owner: SplitMix64::new(seed ^ 0x5eed).next_u64(),
@@ -53,6 +65,67 @@ impl Root {
             poll_token: None,
             config_cas: None,
             lease_blocked_until: 0,
+            proxy_id: String::new(),
+            worker_id: format!("{:08x}", SplitMix64::new(seed ^ 0x3017).next_u32()),
+            next_report_ms: 0,
+            reports_in_flight: Vec::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The process-wide proxy id: the plugin's `proxy_id`, else Envoy's node id, else a random id that
+    /// the first worker stores in shared data for the others.
+    fn resolve_proxy_id(&self, cfg: &PluginConfig) -> String {
+        if let Some(id) = &cfg.proxy_id {
+            return id.clone();
+        }
+        let node = hostcalls::get_property(vec!["node", "id"]).ok().flatten();
+        if let Some(id) = node.and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty()) {
+            return id;
+        }
+        let mine = format!("envoy-{:012x}", self.owner >> 16);
+        let _ = hostcalls::set_shared_data(PROXY_ID_KEY, Some(mine.as_bytes()), Some(0));
+        match hostcalls::get_shared_data(PROXY_ID_KEY) {
+            Ok((Some(b), _)) => String::from_utf8(b).unwrap_or(mine),
+            _ => mine,
+        }
+    }
+
+    /// Drains this worker's telemetry to the controller and Envoy's counters.
+    fn report(&mut self, now: u64) {
+        let cfg = self.config();
+        self.next_report_ms = now + cfg.report_interval_ms;
+        let generation = self.applied_generation();
+        let report = self.worker.borrow_mut().telemetry.drain(&self.proxy_id, &self.worker_id, generation);
+        self.metrics.export(&report);
+        let Ok(body) = serde_json_body(&report) else { return };
+        let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/reports"),
+            (":authority", cfg.controller.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        let timeout = Duration::from_millis(cfg.report_interval_ms.max(1_000));
+        match hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, Some(&body), vec![], timeout) {
+            Ok(token) => self.reports_in_flight.push((token, report)),
+            Err(_) => self.worker.borrow_mut().telemetry.restore(report),
+        }
+    }
+
+    fn on_report_response(&mut self, index: usize, num_headers: usize) {
+        let (_, report) = self.reports_in_flight.swap_remove(index);
+        let status: Option<u16> = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
+        };
+        // 4xx means the controller understood and refused (e.g. an unknown rollout): do not resend.
+        if !status.is_some_and(|s| (200..500).contains(&s)) {
+            self.worker.borrow_mut().telemetry.restore(report);
         }
     }
 
@@ -158,6 +231,8 @@ impl Context for Root {
         if self.poll_token == Some(token) {
             self.poll_token = None;
             self.on_poll_response(num_headers, body_size);
+        } else if let Some(i) = self.reports_in_flight.iter().position(|(t, _)| *t == token) {
+            self.on_report_response(i, num_headers);
         }
     }
 }
@@ -168,6 +243,7 @@ impl RootContext for Root {
         match PluginConfig::parse(&bytes) {
             Ok(cfg) => {
                 let _ = hostcalls::set_tick_period(Duration::from_millis(cfg.tick_ms));
+                self.proxy_id = self.resolve_proxy_id(&cfg);
                 self.worker.borrow_mut().config = Rc::new(cfg);
                 true
             }
@@ -183,6 +259,9 @@ impl RootContext for Root {
         self.refresh_from_shared();
         if self.poller.due(now) && self.hold_lease(now) {
             self.poll(now);
+        }
+        if now >= self.next_report_ms {
+            self.report(now);
         }
     }
 
@@ -200,6 +279,17 @@ pub fn now_ms() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn serde_json_body(report: &Report) -> Result<Vec<u8>, ()> {
+    fledge_core::report::encode(report).map_err(|e| log(LogLevel::Error, &format!("cannot encode report: {e}")))
 }
 
 pub fn log(level: LogLevel, msg: &str) {

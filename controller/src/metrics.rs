@@ -1,0 +1,24 @@
+//! Human-readable window metrics for the status API.
+
+use fledge_core::analysis::VersionStats;
+use serde_json::{json, Value};
+
+pub fn summary(version: &str, s: &VersionStats) -> Value {
+    json!({
+        "version": version,
+        "requests": s.requests,
+        "errors": s.errors,
+        "error_rate": s.error_rate(),
+        "latency_p50_ms": s.latency_p50_ms(),
+        "latency_p99_ms": s.latency_p99_ms(),
+        "outcomes": s.outcome_success + s.outcome_failure,
+        "task_success_rate": s.task_success_rate(),
+        "cost_per_task": s.cost_per_task(),
+        "policy_violation_rate": s.policy_violation_rate(),
+        "malformed": {
+            "outcome": s.outcome_malformed,
+            "cost": s.cost_malformed,
+            "policy_violations": s.policy_malformed,
+        },
+    })
+}

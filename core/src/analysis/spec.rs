@@ -1,0 +1,227 @@
+//! The analysis spec: traffic steps, dwell, data minimums, failure tolerance and gates.
+
+use super::gate::{Gate, GateConfig, GateError, Threshold};
+use super::metric::Metric;
+use serde::{Deserialize, Serialize};
+
+/// Why a spec was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("steps is empty: give at least one canary weight, e.g. [1, 5, 25, 50, 100]")]
+    NoSteps,
+    #[error("steps[{index}] = {value} is outside (0, 100] percent")]
+    StepOutOfRange { index: usize, value: f64 },
+    #[error("steps[{index}] = {value} is not above the step before it; steps must strictly increase")]
+    StepsNotIncreasing { index: usize, value: f64 },
+    #[error("min_requests must be at least 1 (gates never pass on no data)")]
+    MinRequestsZero,
+    #[error("interval_seconds = {0} must be a finite number above 0")]
+    BadInterval(f64),
+    #[error("failure_limit must be at least 1")]
+    FailureLimitZero,
+    #[error("gates is empty: a rollout needs at least one gate (omit the field for the defaults)")]
+    NoGates,
+    #[error("gates[{index}]: {source}")]
+    Gate { index: usize, source: GateError },
+}
+
+/// The spec as written by users; [`AnalysisSpec`] is its validated form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpecConfig {
+    /// Canary weights in percent, strictly increasing, each in (0, 100].
+    pub steps: Vec<f64>,
+    /// Minimum dwell at each step before advancing.
+    pub step_seconds: u64,
+    /// Observations each side needs (per metric) before a gate can pass.
+    pub min_requests: u64,
+    /// How often the controller calls `judge` (one failing call = one failing interval).
+    #[serde(default = "default_interval_seconds")]
+    pub interval_seconds: f64,
+    /// Consecutive failing intervals of non-critical gates that trigger a rollback.
+    pub failure_limit: u32,
+    /// Defaults to [`default_gates`] when omitted.
+    #[serde(default = "default_gate_configs")]
+    pub gates: Vec<GateConfig>,
+}
+
+fn default_interval_seconds() -> f64 {
+    1.0
+}
+
+fn default_gate_configs() -> Vec<GateConfig> {
+    default_gates().into_iter().map(GateConfig::from).collect()
+}
+
+/// The default gates, all judged against stable:
+/// - `error_rate`, `max_ratio: 1.25` — 1% → 1.25% is tolerated; a doubling is not.
+/// - `latency_p99_ms`, `max_ratio: 1.2` — tail latency up to +20%.
+/// - `task_success_rate`, `max_decrease: 0.02` — a drop of up to 2 percentage points.
+/// - `policy_violation_rate`, `max_increase: 0.001`, critical — +0.1 pp of requests with a
+///   violation, rolled back at the first significant evidence.
+pub fn default_gates() -> Vec<Gate> {
+    let gates = [
+        (Metric::ErrorRate, Threshold::MaxRatio(1.25), false),
+        (Metric::LatencyP99Ms, Threshold::MaxRatio(1.2), false),
+        (Metric::TaskSuccessRate, Threshold::MaxDecrease(0.02), false),
+        (Metric::PolicyViolationRate, Threshold::MaxIncrease(0.001), true),
+    ];
+    // These constants are valid; filter_map only keeps the code free of unwrap.
+    gates.into_iter().filter_map(|(m, t, c)| Gate::try_new(m, t, c).ok()).collect()
+}
+
+/// A validated analysis spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AnalysisSpecConfig", into = "AnalysisSpecConfig")]
+pub struct AnalysisSpec {
+    steps: Vec<f64>,
+    step_seconds: u64,
+    min_requests: u64,
+    interval_seconds: f64,
+    failure_limit: u32,
+    gates: Vec<Gate>,
+}
+
+impl AnalysisSpec {
+    pub fn try_new(config: AnalysisSpecConfig) -> Result<Self, SpecError> {
+        check_steps(&config.steps)?;
+        if config.min_requests == 0 {
+            return Err(SpecError::MinRequestsZero);
+        }
+        if !(config.interval_seconds.is_finite() && config.interval_seconds > 0.0) {
+            return Err(SpecError::BadInterval(config.interval_seconds));
+        }
+        if config.failure_limit == 0 {
+            return Err(SpecError::FailureLimitZero);
+        }
+        if config.gates.is_empty() {
+            return Err(SpecError::NoGates);
+        }
+        let gates = config
+            .gates
+            .into_iter()
+            .enumerate()
+            .map(|(index, g)| Gate::try_from(g).map_err(|source| SpecError::Gate { index, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            steps: config.steps,
+            step_seconds: config.step_seconds,
+            min_requests: config.min_requests,
+            interval_seconds: config.interval_seconds,
+            failure_limit: config.failure_limit,
+            gates,
+        })
+    }
+
+    pub fn steps(&self) -> &[f64] {
+        &self.steps
+    }
+
+    /// Canary weight (percent) at a step, `None` past the last.
+    pub fn weight(&self, step_index: usize) -> Option<f64> {
+        self.steps.get(step_index).copied()
+    }
+
+    pub fn step_seconds(&self) -> u64 {
+        self.step_seconds
+    }
+
+    pub fn min_requests(&self) -> u64 {
+        self.min_requests
+    }
+
+    pub fn interval_seconds(&self) -> f64 {
+        self.interval_seconds
+    }
+
+    pub fn failure_limit(&self) -> u32 {
+        self.failure_limit
+    }
+
+    pub fn gates(&self) -> &[Gate] {
+        &self.gates
+    }
+}
+
+fn check_steps(steps: &[f64]) -> Result<(), SpecError> {
+    if steps.is_empty() {
+        return Err(SpecError::NoSteps);
+    }
+    let mut previous = 0.0;
+    for (index, &value) in steps.iter().enumerate() {
+        if !(value.is_finite() && value > 0.0 && value <= 100.0) {
+            return Err(SpecError::StepOutOfRange { index, value });
+        }
+        if index > 0 && value <= previous {
+            return Err(SpecError::StepsNotIncreasing { index, value });
+        }
+        previous = value;
+    }
+    Ok(())
+}
+
+impl TryFrom<AnalysisSpecConfig> for AnalysisSpec {
+    type Error = SpecError;
+
+    fn try_from(config: AnalysisSpecConfig) -> Result<Self, Self::Error> {
+        Self::try_new(config)
+    }
+}
+
+impl From<AnalysisSpec> for AnalysisSpecConfig {
+    fn from(spec: AnalysisSpec) -> Self {
+        AnalysisSpecConfig {
+            steps: spec.steps,
+            step_seconds: spec.step_seconds,
+            min_requests: spec.min_requests,
+            interval_seconds: spec.interval_seconds,
+            failure_limit: spec.failure_limit,
+            gates: spec.gates.into_iter().map(GateConfig::from).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    fn parse(json: &str) -> Result<AnalysisSpec, String> {
+        serde_json::from_str::<AnalysisSpec>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_fill_interval_and_gates() {
+        let spec = parse(r#"{"steps":[1,5,25,50,100],"step_seconds":60,"min_requests":100,"failure_limit":3}"#).unwrap();
+        assert_eq!(spec.interval_seconds(), 1.0);
+        assert_eq!(spec.gates(), default_gates().as_slice());
+        assert_eq!(spec.gates().len(), 4);
+        assert_eq!(spec.weight(2), Some(25.0));
+        assert_eq!(spec.weight(5), None);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(parse(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn refuses_bad_specs() {
+        let cases = [
+            (r#"{"steps":[],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps is empty"),
+            (r#"{"steps":[0,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps[0] = 0"),
+            (r#"{"steps":[5,101],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps[1] = 101"),
+            (r#"{"steps":[5,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "strictly increase"),
+            (r#"{"steps":[5],"step_seconds":60,"min_requests":0,"failure_limit":3}"#, "min_requests"),
+            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":0}"#, "failure_limit"),
+            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"interval_seconds":0}"#, "interval_seconds"),
+            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"gates":[]}"#, "gates is empty"),
+            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"extra":1}"#, "unknown field"),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"gates":[{"metric":"error_rate","max":0.1},{"metric":"error_rate","min":0.1}]}"#,
+                "gates[1]: gate on error_rate: min does not apply",
+            ),
+        ];
+        for (json, want) in cases {
+            let err = parse(json).unwrap_err();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+}

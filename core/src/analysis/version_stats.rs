@@ -1,0 +1,205 @@
+//! Per-version counters the proxies report (as deltas) and the controller sums.
+//!
+//! The wire form is this struct in serde (histograms sparse); every field defaults to zero so
+//! proxies and controller of different versions still understand each other. Counters add with
+//! saturation: a corrupt report must not panic the controller.
+
+use super::metric::Metric;
+use crate::histogram::Histogram;
+use crate::stats::msprt::MeanSummary;
+use serde::{Deserialize, Serialize};
+
+/// Counters for one version (stable or canary) over a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VersionStats {
+    pub requests: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    /// 5xx or upstream failure (reset, timeout, no response), each request counted once.
+    pub errors: u64,
+    /// Time to response headers, µs.
+    pub latency_headers: Histogram,
+    /// Time to end of response, µs; the latency metrics use this one.
+    pub latency_total: Histogram,
+    pub outcome_success: u64,
+    pub outcome_failure: u64,
+    /// Outcome reports that could not be parsed (not counted as success or failure).
+    pub outcome_malformed: u64,
+    /// Tasks with a reported cost, and the sum and sum of squares of those costs.
+    pub cost_count: u64,
+    pub cost_sum: f64,
+    pub cost_sum_sq: f64,
+    pub cost_malformed: u64,
+    /// Total violations reported (a request may report several).
+    pub policy_violations: u64,
+    /// Requests with at least one violation.
+    pub policy_violating_requests: u64,
+    pub policy_malformed: u64,
+}
+
+impl VersionStats {
+    /// Adds another window's (or proxy's) counters.
+    pub fn merge(&mut self, other: &VersionStats) {
+        let counters = [
+            (&mut self.requests, other.requests),
+            (&mut self.status_2xx, other.status_2xx),
+            (&mut self.status_3xx, other.status_3xx),
+            (&mut self.status_4xx, other.status_4xx),
+            (&mut self.status_5xx, other.status_5xx),
+            (&mut self.errors, other.errors),
+            (&mut self.outcome_success, other.outcome_success),
+            (&mut self.outcome_failure, other.outcome_failure),
+            (&mut self.outcome_malformed, other.outcome_malformed),
+            (&mut self.cost_count, other.cost_count),
+            (&mut self.cost_malformed, other.cost_malformed),
+            (&mut self.policy_violations, other.policy_violations),
+            (&mut self.policy_violating_requests, other.policy_violating_requests),
+            (&mut self.policy_malformed, other.policy_malformed),
+        ];
+        for (mine, theirs) in counters {
+            *mine = mine.saturating_add(theirs);
+        }
+        self.cost_sum += other.cost_sum;
+        self.cost_sum_sq += other.cost_sum_sq;
+        self.latency_headers.merge(&other.latency_headers);
+        self.latency_total.merge(&other.latency_total);
+    }
+
+    /// errors / requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        ratio(self.errors, self.requests)
+    }
+
+    /// success / (success + failure).
+    pub fn task_success_rate(&self) -> Option<f64> {
+        ratio(self.outcome_success, self.outcomes())
+    }
+
+    /// cost_sum / cost_count.
+    pub fn cost_per_task(&self) -> Option<f64> {
+        self.cost_summary().mean()
+    }
+
+    /// policy_violating_requests / requests.
+    pub fn policy_violation_rate(&self) -> Option<f64> {
+        ratio(self.policy_violating_requests, self.requests)
+    }
+
+    pub fn latency_p50_ms(&self) -> Option<f64> {
+        self.latency_quantile_ms(0.5)
+    }
+
+    pub fn latency_p99_ms(&self) -> Option<f64> {
+        self.latency_quantile_ms(0.99)
+    }
+
+    /// A quantile of total latency, in milliseconds.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        self.latency_total.quantile(q).map(|micros| micros / 1000.0)
+    }
+
+    /// Tasks with a parsed outcome.
+    pub fn outcomes(&self) -> u64 {
+        self.outcome_success.saturating_add(self.outcome_failure)
+    }
+
+    pub fn cost_summary(&self) -> MeanSummary {
+        MeanSummary { count: self.cost_count, sum: self.cost_sum, sum_sq: self.cost_sum_sq }
+    }
+
+    /// The metric's value, `None` while its denominator is zero.
+    pub fn metric(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::ErrorRate => self.error_rate(),
+            Metric::LatencyP50Ms => self.latency_p50_ms(),
+            Metric::LatencyP99Ms => self.latency_p99_ms(),
+            Metric::TaskSuccessRate => self.task_success_rate(),
+            Metric::CostPerTask => self.cost_per_task(),
+            Metric::PolicyViolationRate => self.policy_violation_rate(),
+        }
+    }
+
+    /// How many observations the metric rests on (its denominator).
+    pub fn sample_size(&self, metric: Metric) -> u64 {
+        match metric {
+            Metric::ErrorRate | Metric::PolicyViolationRate => self.requests,
+            Metric::LatencyP50Ms | Metric::LatencyP99Ms => self.latency_total.count(),
+            Metric::TaskSuccessRate => self.outcomes(),
+            Metric::CostPerTask => self.cost_count,
+        }
+    }
+}
+
+/// num / den clamped to [0, 1] (a report with more errors than requests is corrupt, not 110%).
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num.min(den) as f64 / den as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    fn sample() -> VersionStats {
+        let mut s = VersionStats { requests: 200, status_2xx: 196, status_5xx: 4, errors: 4, ..Default::default() };
+        s.outcome_success = 90;
+        s.outcome_failure = 10;
+        s.cost_count = 4;
+        s.cost_sum = 10.0;
+        s.cost_sum_sq = 30.0;
+        s.policy_violating_requests = 2;
+        s.policy_violations = 3;
+        for ms in 1..=100u64 {
+            s.latency_total.record(ms * 1000);
+        }
+        s
+    }
+
+    #[test]
+    fn derived_metrics() {
+        let s = sample();
+        assert_eq!(s.error_rate(), Some(0.02));
+        assert_eq!(s.task_success_rate(), Some(0.9));
+        assert_eq!(s.cost_per_task(), Some(2.5));
+        assert_eq!(s.policy_violation_rate(), Some(0.01));
+        assert!((s.latency_p50_ms().unwrap() - 50.0).abs() < 0.5);
+        assert!((s.latency_p99_ms().unwrap() - 99.0).abs() < 1.0);
+        assert_eq!(s.sample_size(Metric::TaskSuccessRate), 100);
+        let empty = VersionStats::default();
+        assert!(Metric::ALL.iter().all(|&m| empty.metric(m).is_none()));
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let mut a = sample();
+        a.merge(&sample());
+        assert_eq!(a.requests, 400);
+        assert_eq!(a.errors, 8);
+        assert_eq!(a.cost_sum_sq, 60.0);
+        assert_eq!(a.latency_total.count(), 200);
+        assert_eq!(a.error_rate(), Some(0.02));
+        let mut huge = VersionStats { requests: u64::MAX, ..Default::default() };
+        huge.merge(&sample());
+        assert_eq!(huge.requests, u64::MAX);
+    }
+
+    #[test]
+    fn wire_form_round_trips_and_defaults_missing_fields() {
+        let s = sample();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""latency_total":{"buckets":[["#));
+        let back: VersionStats = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        let partial: VersionStats = serde_json::from_str(r#"{"requests":5,"errors":1}"#).unwrap();
+        assert_eq!(partial.error_rate(), Some(0.2));
+    }
+
+    #[test]
+    fn corrupt_counts_stay_in_range() {
+        let s = VersionStats { requests: 10, errors: 20, ..Default::default() };
+        assert_eq!(s.error_rate(), Some(1.0));
+    }
+}

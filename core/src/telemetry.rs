@@ -1,0 +1,200 @@
+//! Per-request telemetry: what one request contributes to its version's stats, and the per-worker
+//! aggregate that is drained to the controller as a [`Report`] of deltas.
+//!
+//! Recording is pure arithmetic on counters and a histogram bucket: the filter calls it once per
+//! request (in `on_log`) with values it already read, and sends nothing until the next drain.
+
+use std::collections::HashMap;
+
+use crate::analysis::VersionStats;
+use crate::outcome::TaskResult;
+use crate::report::{Report, VersionReport};
+
+/// A signal that may be absent, present, or present but unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Signal<T> {
+    #[default]
+    Absent,
+    Value(T),
+    Malformed,
+}
+
+impl<T> Signal<T> {
+    pub fn from_parsed(raw: Option<&[u8]>, parse: impl FnOnce(&[u8]) -> Option<T>) -> Self {
+        match raw {
+            None => Signal::Absent,
+            Some(v) => parse(v).map_or(Signal::Malformed, Signal::Value),
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Signal::Absent)
+    }
+}
+
+/// What the filter observed about one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    /// Response status; None when no response headers were seen (reset before headers).
+    pub status: Option<u16>,
+    /// Envoy flagged an upstream failure (connect failure, reset, timeout, overflow).
+    pub upstream_failure: bool,
+    pub headers_us: Option<u64>,
+    pub total_us: Option<u64>,
+    pub result: Option<TaskResult>,
+    pub cost: Signal<f64>,
+    pub violations: Signal<u32>,
+}
+
+/// Adds one request to `stats`. An error is a 5xx or an upstream failure, counted once.
+pub fn record(stats: &mut VersionStats, s: &Sample) {
+    stats.requests += 1;
+    match s.status.map(|c| c / 100) {
+        Some(2) => stats.status_2xx += 1,
+        Some(3) => stats.status_3xx += 1,
+        Some(4) => stats.status_4xx += 1,
+        Some(5) => stats.status_5xx += 1,
+        _ => {}
+    }
+    // No status and no upstream failure means the client went away: not the version's fault.
+    if s.status.is_some_and(|c| c >= 500) || s.upstream_failure {
+        stats.errors += 1;
+    }
+    if let Some(us) = s.headers_us {
+        stats.latency_headers.record(us);
+    }
+    if let Some(us) = s.total_us {
+        stats.latency_total.record(us);
+    }
+    match s.result {
+        Some(TaskResult::Success) => stats.outcome_success += 1,
+        Some(TaskResult::Failure) => stats.outcome_failure += 1,
+        Some(TaskResult::Malformed) => stats.outcome_malformed += 1,
+        None => {}
+    }
+    match s.cost {
+        Signal::Value(c) => {
+            stats.cost_count += 1;
+            stats.cost_sum += c;
+            stats.cost_sum_sq += c * c;
+        }
+        Signal::Malformed => stats.cost_malformed += 1,
+        Signal::Absent => {}
+    }
+    match s.violations {
+        Signal::Value(n) => {
+            stats.policy_violations += u64::from(n);
+            if n > 0 {
+                stats.policy_violating_requests += 1;
+            }
+        }
+        Signal::Malformed => stats.policy_malformed += 1,
+        Signal::Absent => {}
+    }
+}
+
+/// One worker's stats since the last drain, by rollout and version.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    by_rollout: HashMap<String, HashMap<String, VersionStats>>,
+    seq: u64,
+}
+
+impl Telemetry {
+    /// Allocates only the first time a rollout/version pair is seen in an interval.
+    pub fn record(&mut self, rollout: &str, version: &str, sample: &Sample) {
+        let versions = match self.by_rollout.get_mut(rollout) {
+            Some(v) => v,
+            None => self.by_rollout.entry(rollout.to_string()).or_default(),
+        };
+        let stats = match versions.get_mut(version) {
+            Some(s) => s,
+            None => versions.entry(version.to_string()).or_default(),
+        };
+        record(stats, sample);
+    }
+
+    /// Everything since the last drain, as the next report. Sent even when empty: it is also the
+    /// proxy's heartbeat and its confirmation of the applied generation.
+    pub fn drain(&mut self, proxy: &str, worker: &str, generation: Option<u64>) -> Report {
+        self.seq += 1;
+        let mut versions = Vec::new();
+        for (rollout, by_version) in self.by_rollout.drain() {
+            for (version, stats) in by_version {
+                versions.push(VersionReport { rollout: rollout.clone(), version, stats });
+            }
+        }
+        Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, versions }
+    }
+
+    /// Puts back the stats of a report that could not be delivered, so nothing is lost; they go out
+    /// again, under a new sequence number, with the next drain.
+    pub fn restore(&mut self, report: Report) {
+        for v in report.versions {
+            let versions = self.by_rollout.entry(v.rollout).or_default();
+            versions.entry(v.version).or_default().merge(&v.stats);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_rollout.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{parse_cost, parse_violations};
+
+    fn ok(status: u16) -> Sample {
+        Sample { status: Some(status), headers_us: Some(1_000), total_us: Some(2_000), ..Sample::default() }
+    }
+
+    #[test]
+    fn classes_errors_and_outcomes() {
+        let mut s = VersionStats::default();
+        record(&mut s, &ok(200));
+        record(&mut s, &ok(302));
+        record(&mut s, &ok(404));
+        record(&mut s, &ok(503));
+        record(&mut s, &Sample { status: Some(503), upstream_failure: true, ..Sample::default() });
+        record(&mut s, &Sample { status: None, ..Sample::default() });
+        assert_eq!((s.requests, s.status_2xx, s.status_3xx, s.status_4xx, s.status_5xx), (6, 1, 1, 1, 2));
+        assert_eq!(s.errors, 2, "5xx and upstream failure counted once each; a client reset is no error");
+        assert_eq!(s.latency_total.count(), 4);
+
+        let mut s = VersionStats::default();
+        let sample = |result, cost: &[u8], viol: &[u8]| Sample {
+            status: Some(200),
+            result: Some(result),
+            cost: Signal::from_parsed(Some(cost), parse_cost),
+            violations: Signal::from_parsed(Some(viol), parse_violations),
+            ..Sample::default()
+        };
+        record(&mut s, &sample(TaskResult::Success, b"0.5", b"0"));
+        record(&mut s, &sample(TaskResult::Failure, b"1.5", b"2"));
+        record(&mut s, &sample(TaskResult::Malformed, b"abc", b"-1"));
+        assert_eq!((s.outcome_success, s.outcome_failure, s.outcome_malformed), (1, 1, 1));
+        assert_eq!((s.cost_count, s.cost_sum, s.cost_sum_sq, s.cost_malformed), (2, 2.0, 2.5, 1));
+        assert_eq!((s.policy_violations, s.policy_violating_requests, s.policy_malformed), (2, 1, 1));
+    }
+
+    #[test]
+    fn drain_restore_loses_nothing() {
+        let mut t = Telemetry::default();
+        for _ in 0..3 {
+            t.record("r", "v1", &ok(200));
+        }
+        t.record("r", "v2", &ok(500));
+        let report = t.drain("p", "w", Some(4));
+        assert_eq!((report.seq, report.generation, report.versions.len()), (1, Some(4), 2));
+        assert!(t.is_empty());
+        t.restore(report);
+        t.record("r", "v1", &ok(200));
+        let again = t.drain("p", "w", Some(4));
+        assert_eq!(again.seq, 2);
+        let v1 = again.versions.iter().find(|v| v.version == "v1").map(|v| v.stats.requests);
+        assert_eq!(v1, Some(4));
+        assert_eq!(t.drain("p", "w", None).versions.len(), 0, "an empty drain is a heartbeat");
+    }
+}
