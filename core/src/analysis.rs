@@ -32,7 +32,8 @@ mod simulation;
 mod tests;
 
 pub use evaluate::{
-    evaluate_gate, Evidence, GateResult, GateStatus, MEAN_SD_FLOOR, MIN_MEAN_SAMPLES, OVERALL_ALPHA, PSEUDO_COUNT, TAU_IN_SDS,
+    evaluate_gate, Evidence, GateResult, GateStatus, MEAN_SD_FLOOR, MIN_MEAN_SAMPLES,
+    OVERALL_ALPHA, PSEUDO_COUNT, TAU_IN_SDS,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};

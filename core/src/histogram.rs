@@ -80,7 +80,10 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self { counts: vec![0; BUCKET_COUNT], total: 0 }
+        Self {
+            counts: vec![0; BUCKET_COUNT],
+            total: 0,
+        }
     }
 
     pub fn record(&mut self, micros: u64) {
@@ -141,27 +144,43 @@ impl Histogram {
     /// Both arms of a comparison use the same bucket edge, so the counts are comparable.
     pub fn count_above(&self, micros: u64) -> u64 {
         let edge = bucket_index(micros);
-        self.counts.iter().skip(edge + 1).fold(0u64, |acc, &n| acc.saturating_add(n))
+        self.counts
+            .iter()
+            .skip(edge + 1)
+            .fold(0u64, |acc, &n| acc.saturating_add(n))
     }
 
     /// Non-empty buckets as (bucket index, count), ascending.
     pub fn buckets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.counts.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, &n)| (i, n))
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| (i, n))
     }
 
     /// Non-empty buckets as (representative value in µs, count), ascending: input for rank tests.
     pub fn values(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        self.buckets().filter_map(|(i, n)| bucket_value(i).map(|v| (v, n)))
+        self.buckets()
+            .filter_map(|(i, n)| bucket_value(i).map(|v| (v, n)))
     }
 
     pub fn to_sparse(&self) -> SparseHistogram {
-        let buckets = self.buckets().filter_map(|(i, n)| u16::try_from(i).ok().map(|i| (i, n)));
-        SparseHistogram { buckets: buckets.collect() }
+        let buckets = self
+            .buckets()
+            .filter_map(|(i, n)| u16::try_from(i).ok().map(|i| (i, n)));
+        SparseHistogram {
+            buckets: buckets.collect(),
+        }
     }
 
     /// Adds a wire-form histogram. All indexes are checked first, so a bad one changes nothing.
     pub fn merge_sparse(&mut self, sparse: &SparseHistogram) -> Result<(), HistogramError> {
-        if let Some(&(index, _)) = sparse.buckets.iter().find(|(i, _)| usize::from(*i) >= BUCKET_COUNT) {
+        if let Some(&(index, _)) = sparse
+            .buckets
+            .iter()
+            .find(|(i, _)| usize::from(*i) >= BUCKET_COUNT)
+        {
             return Err(HistogramError::IndexOutOfRange { index });
         }
         for &(index, n) in &sparse.buckets {
@@ -189,7 +208,12 @@ impl From<Histogram> for SparseHistogram {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
 
     #[test]
@@ -267,9 +291,17 @@ mod tests {
             h.record(ms * 1000);
         }
         assert_eq!(h.count(), 1000);
-        for (q, exact) in [(0.5, 500_000.0), (0.99, 990_000.0), (0.0, 1_000.0), (1.0, 1_000_000.0)] {
+        for (q, exact) in [
+            (0.5, 500_000.0),
+            (0.99, 990_000.0),
+            (0.0, 1_000.0),
+            (1.0, 1_000_000.0),
+        ] {
             let got = h.quantile(q).unwrap();
-            assert!((got - exact).abs() / exact < 1.0 / 128.0, "q={q}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() / exact < 1.0 / 128.0,
+                "q={q}: {got} vs {exact}"
+            );
         }
         assert_eq!(h.quantile(f64::NAN), None);
     }
@@ -302,9 +334,14 @@ mod tests {
         let back: Histogram = serde_json::from_str(&json).unwrap();
         assert_eq!(back, h);
 
-        let bad = SparseHistogram { buckets: vec![(3, 1), (u16::MAX, 1)] };
+        let bad = SparseHistogram {
+            buckets: vec![(3, 1), (u16::MAX, 1)],
+        };
         let before = h.clone();
-        assert_eq!(h.merge_sparse(&bad), Err(HistogramError::IndexOutOfRange { index: u16::MAX }));
+        assert_eq!(
+            h.merge_sparse(&bad),
+            Err(HistogramError::IndexOutOfRange { index: u16::MAX })
+        );
         assert_eq!(h, before, "a refused merge changes nothing");
         assert!(serde_json::from_str::<Histogram>(r#"{"buckets":[[60000,1]]}"#).is_err());
     }

@@ -18,7 +18,11 @@ pub mod sprt;
 pub enum StatsError {
     /// A parameter outside its domain (or not finite).
     #[error("{name} = {value} is outside {domain}")]
-    OutOfDomain { name: &'static str, value: f64, domain: &'static str },
+    OutOfDomain {
+        name: &'static str,
+        value: f64,
+        domain: &'static str,
+    },
     /// More successes than trials.
     #[error("{successes} successes out of {trials} trials")]
     CountExceedsTrials { successes: u64, trials: u64 },
@@ -59,11 +63,21 @@ impl Proportion {
 }
 
 /// Checks `lo < value < hi` (open) and finiteness.
-pub(crate) fn check_open(name: &'static str, value: f64, lo: f64, hi: f64, domain: &'static str) -> Result<f64, StatsError> {
+pub(crate) fn check_open(
+    name: &'static str,
+    value: f64,
+    lo: f64,
+    hi: f64,
+    domain: &'static str,
+) -> Result<f64, StatsError> {
     if value.is_finite() && value > lo && value < hi {
         Ok(value)
     } else {
-        Err(StatsError::OutOfDomain { name, value, domain })
+        Err(StatsError::OutOfDomain {
+            name,
+            value,
+            domain,
+        })
     }
 }
 
@@ -83,6 +97,9 @@ pub(crate) mod testutil {
     pub fn assert_close(got: f64, want: f64, rel: f64) {
         let scale = want.abs().max(f64::MIN_POSITIVE);
         let err = (got - want).abs() / scale;
-        assert!(err <= rel, "got {got:e}, want {want:e} (relative error {err:e} > {rel:e})");
+        assert!(
+            err <= rel,
+            "got {got:e}, want {want:e} (relative error {err:e} > {rel:e})"
+        );
     }
 }

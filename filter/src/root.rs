@@ -83,12 +83,28 @@ impl Root {
         if let Some(id) = node.and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty()) {
             return id;
         }
-        let mine = format!("envoy-{:012x}", self.owner >> 16);
-        let _ = hostcalls::set_shared_data(PROXY_ID_KEY, Some(mine.as_bytes()), Some(0));
-        match hostcalls::get_shared_data(PROXY_ID_KEY) {
-            Ok((Some(b), _)) => String::from_utf8(b).unwrap_or(mine),
-            _ => mine,
+        // Shared data has no create-if-absent: racing workers may each write, and the last write wins.
+        // `current_proxy_id` re-reads it at every report, so all workers converge on that value.
+        if let Ok((Some(b), _)) = hostcalls::get_shared_data(PROXY_ID_KEY) {
+            if let Ok(id) = String::from_utf8(b) {
+                return id;
+            }
         }
+        let mine = format!("envoy-{:012x}", self.owner >> 16);
+        let _ = hostcalls::set_shared_data(PROXY_ID_KEY, Some(mine.as_bytes()), None);
+        mine
+    }
+
+    fn current_proxy_id(&mut self) -> &str {
+        let derived = self.config().proxy_id.is_none() && self.proxy_id.starts_with("envoy-");
+        if derived {
+            if let Ok((Some(b), _)) = hostcalls::get_shared_data(PROXY_ID_KEY) {
+                if let Ok(id) = String::from_utf8(b) {
+                    self.proxy_id = id;
+                }
+            }
+        }
+        &self.proxy_id
     }
 
     /// Drains this worker's telemetry to the controller and Envoy's counters.
@@ -96,7 +112,8 @@ impl Root {
         let cfg = self.config();
         self.next_report_ms = now + cfg.report_interval_ms;
         let generation = self.applied_generation();
-        let report = self.worker.borrow_mut().telemetry.drain(&self.proxy_id, &self.worker_id, generation);
+        let proxy = self.current_proxy_id().to_string();
+        let report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation);
         self.metrics.export(&report);
         let Ok(body) = serde_json_body(&report) else { return };
         let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));

@@ -28,6 +28,8 @@ pub struct Behaviour {
     pub violation_rate: f64,
     /// Send the outcome headers as trailers (as a streamed answer would).
     pub outcome_in_trailers: bool,
+    /// Send outcome signals at all (off: outcomes arrive later through the API).
+    pub emit_outcome: bool,
 }
 
 impl Default for Behaviour {
@@ -40,6 +42,7 @@ impl Default for Behaviour {
             cost: 0.01,
             violation_rate: 0.0,
             outcome_in_trailers: false,
+            emit_outcome: true,
         }
     }
 }
@@ -151,6 +154,9 @@ async fn handle(shared: Arc<Shared>) -> Response {
         signals.push(("x-agent-policy-violations", "1".to_string()));
     }
     let body = format!("{{\"version\":\"{}\"}}", b.version);
+    if !b.emit_outcome {
+        signals.clear();
+    }
     let mut resp = if b.outcome_in_trailers {
         with_trailers(body, signals)
     } else {

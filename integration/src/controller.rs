@@ -144,6 +144,49 @@ impl Controller {
         Ok((status, v))
     }
 
+    /// The rollout's `status.phase`.
+    pub async fn phase(&self, name: &str) -> anyhow::Result<String> {
+        let v = self.get(&format!("/v1/rollouts/{name}")).await?;
+        v["status"]["phase"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no phase in {v}"))
+    }
+
+    /// Waits until the rollout reaches `phase`; fails at once if it ends in another terminal phase.
+    pub async fn wait_phase(&self, name: &str, phase: &str, within: std::time::Duration) -> anyhow::Result<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let v = self.get(&format!("/v1/rollouts/{name}")).await?;
+            let now = v["status"]["phase"].as_str().unwrap_or_default().to_string();
+            if now == phase {
+                return Ok(v);
+            }
+            if ["succeeded", "rolled_back", "aborted"].contains(&now.as_str()) {
+                anyhow::bail!("rollout {name} ended {now} instead of {phase}: {}", v["status"]["message"]);
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("rollout {name} not {phase} within {within:?}: {now}: {}", v["status"]["message"]);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every active proxy has applied the rollout's current generation (from their reports;
+    /// sends no traffic).
+    pub async fn wait_confirmed(&self, name: &str, within: std::time::Duration) -> anyhow::Result<Value> {
+        let (v, _) = crate::eventually(within, "proxies confirmed the generation", || async {
+            let v = self.get(&format!("/v1/rollouts/{name}")).await?;
+            let c = &v["live"]["confirmation"];
+            anyhow::ensure!(c["proxies"].as_u64().unwrap_or(0) > 0 && c["confirmed"] == c["proxies"], "{c}");
+            Ok(v)
+        })
+        .await?;
+        Ok(v)
+    }
+
+    pub async fn events(&self, name: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self.get(&format!("/v1/rollouts/{name}/events")).await?;
+        Ok(v["events"].as_array().cloned().unwrap_or_default())
+    }
+
     /// PUT a rollout and insist on success.
     pub async fn put_rollout(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
         let (status, body) = self.call(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?;

@@ -87,7 +87,7 @@ impl EnvoyBuilder {
             let mut routes = Vec::new();
             for (version, addr) in &h.versions {
                 let name = format!("{}_{}", h.host, version);
-                clusters.push(static_cluster(&name, *addr));
+                clusters.push(agent_cluster(&name, *addr));
                 routes.push(json!({
                     "match": {"prefix": "/", "headers": [{"name": "x-fledge-version", "string_match": {"exact": version}}]},
                     "route": {"cluster": name}
@@ -119,6 +119,7 @@ impl EnvoyBuilder {
         });
         json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "stats_config": {"stats_tags": fledge_stats_tags()},
             "static_resources": {
                 "listeners": [{
                     "name": "agents",
@@ -138,6 +139,24 @@ impl EnvoyBuilder {
             }
         })
     }
+}
+
+/// The stats_tags that turn `fledge.<rollout>.<version>.<counter>` into labels (see README).
+pub fn fledge_stats_tags() -> Value {
+    json!([
+        {"tag_name": "fledge_rollout", "regex": "^wasmcustom\\.fledge\\.(([^.]+)\\.)[^.]+\\.[^.]+$"},
+        {"tag_name": "fledge_version", "regex": "^wasmcustom\\.fledge\\.[^.]+\\.(([^.]+)\\.)[^.]+$"}
+    ])
+}
+
+/// HTTP/2 (h2c) to the agent backends: streamed agent answers carry their outcome in trailers, which
+/// HTTP/1 servers only send when asked with `TE: trailers`.
+fn agent_cluster(name: &str, addr: SocketAddr) -> Value {
+    let mut c = static_cluster(name, addr);
+    c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}});
+    c
 }
 
 fn static_cluster(name: &str, addr: SocketAddr) -> Value {

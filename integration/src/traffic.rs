@@ -63,3 +63,43 @@ pub fn share(replies: &[Reply], version: &str) -> f64 {
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
+
+/// Background load at a fixed rate from a pool of users, until dropped.
+pub struct Load {
+    task: tokio::task::JoinHandle<()>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Load {
+    pub fn start(traffic: Traffic, rps: u64, users: u64) -> Self {
+        use std::sync::atomic::Ordering;
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rps.max(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                n += 1;
+                let t = traffic.clone();
+                let user = format!("load-{}", n.wrapping_mul(7919) % users.max(1));
+                counter.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let _ = t.send(Some(&user)).await;
+                });
+            }
+        });
+        Self { task, sent }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -15,7 +15,10 @@ use super::gate::{Gate, Threshold};
 use super::metric::{Metric, MetricKind};
 use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
-use crate::stats::msprt::{mean_difference, mean_vs_fixed, proportion_difference, proportion_vs_fixed, Difference, MeanSummary, NormalMixture};
+use crate::stats::msprt::{
+    mean_difference, mean_vs_fixed, proportion_difference, proportion_vs_fixed, Difference,
+    MeanSummary, NormalMixture,
+};
 use crate::stats::Proportion;
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +82,12 @@ struct TestOutcome {
 }
 
 /// Evaluates `gate` on cumulative stats of both versions.
-pub fn evaluate_gate(gate: &Gate, spec: &AnalysisSpec, stable: &VersionStats, canary: &VersionStats) -> GateResult {
+pub fn evaluate_gate(
+    gate: &Gate,
+    spec: &AnalysisSpec,
+    stable: &VersionStats,
+    canary: &VersionStats,
+) -> GateResult {
     let metric = gate.metric();
     let mut result = GateResult {
         metric,
@@ -139,14 +147,25 @@ fn unit_name(metric: Metric) -> &'static str {
     }
 }
 
-fn run_test(gate: &Gate, stable: &VersionStats, canary: &VersionStats, alpha: f64) -> Result<TestOutcome, String> {
+fn run_test(
+    gate: &Gate,
+    stable: &VersionStats,
+    canary: &VersionStats,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
     let (metric, threshold) = (gate.metric(), gate.threshold());
     match (metric.kind(), threshold) {
         (MetricKind::Rate, Threshold::Max(limit)) => rate_vs_limit(metric, canary, limit, alpha),
-        (MetricKind::Rate, Threshold::Min(limit)) => rate_vs_limit(metric, canary, 1.0 - limit, alpha),
+        (MetricKind::Rate, Threshold::Min(limit)) => {
+            rate_vs_limit(metric, canary, 1.0 - limit, alpha)
+        }
         (MetricKind::Rate, t) => rate_vs_stable(metric, t, stable, canary, alpha),
-        (MetricKind::Latency { quantile }, Threshold::Max(limit)) => latency_vs_limit(quantile, canary, limit, alpha),
-        (MetricKind::Latency { quantile }, t) => latency_vs_stable(quantile, t, stable, canary, alpha),
+        (MetricKind::Latency { quantile }, Threshold::Max(limit)) => {
+            latency_vs_limit(quantile, canary, limit, alpha)
+        }
+        (MetricKind::Latency { quantile }, t) => {
+            latency_vs_stable(quantile, t, stable, canary, alpha)
+        }
         (MetricKind::Mean, Threshold::Max(limit)) => mean_vs_limit(canary, limit, alpha),
         (MetricKind::Mean, t) => mean_vs_stable(t, stable, canary, alpha),
     }
@@ -156,7 +175,9 @@ fn run_test(gate: &Gate, stable: &VersionStats, canary: &VersionStats, alpha: f6
 fn bad_events(metric: Metric, s: &VersionStats) -> Proportion {
     match metric {
         Metric::TaskSuccessRate => Proportion::new(s.outcome_failure, s.outcomes()),
-        Metric::PolicyViolationRate => Proportion::new(s.policy_violating_requests.min(s.requests), s.requests),
+        Metric::PolicyViolationRate => {
+            Proportion::new(s.policy_violating_requests.min(s.requests), s.requests)
+        }
         _ => Proportion::new(s.errors.min(s.requests), s.requests),
     }
 }
@@ -170,35 +191,75 @@ fn relative_terms(threshold: Threshold) -> (f64, f64) {
     }
 }
 
-fn rate_vs_stable(metric: Metric, threshold: Threshold, stable: &VersionStats, canary: &VersionStats, alpha: f64) -> Result<TestOutcome, String> {
+fn rate_vs_stable(
+    metric: Metric,
+    threshold: Threshold,
+    stable: &VersionStats,
+    canary: &VersionStats,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
     let (c, s) = (bad_events(metric, canary), bad_events(metric, stable));
     let (ratio, delta0) = relative_terms(threshold);
     let diff = proportion_difference(c, s, ratio, PSEUDO_COUNT).map_err(|e| e.to_string())?;
     let reference = smoothed_rate(s);
-    let detail = format!("{} rate: canary {} vs stable {}", bad_name(metric), pct(c), pct(s));
+    let detail = format!(
+        "{} rate: canary {} vs stable {}",
+        bad_name(metric),
+        pct(c),
+        pct(s)
+    );
     msprt(diff, delta0, reference * (1.0 - reference), alpha, detail)
 }
 
-fn rate_vs_limit(metric: Metric, canary: &VersionStats, limit: f64, alpha: f64) -> Result<TestOutcome, String> {
+fn rate_vs_limit(
+    metric: Metric,
+    canary: &VersionStats,
+    limit: f64,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
     let c = bad_events(metric, canary);
     if c.trials == 0 {
         return Err(format!("canary has no {}", unit_name(metric)));
     }
-    let detail = format!("{} rate: canary {} vs limit {:.2}%", bad_name(metric), pct(c), limit * 100.0);
+    let detail = format!(
+        "{} rate: canary {} vs limit {:.2}%",
+        bad_name(metric),
+        pct(c),
+        limit * 100.0
+    );
     if limit <= 0.0 {
         // A zero limit: a single event is proof, no statistics needed.
-        let evidence = Evidence { test: "count".into(), value: c.successes as f64, threshold: 1.0, detail };
-        return Ok(TestOutcome { regressed: c.successes > 0, evidence: Some(evidence) });
+        let evidence = Evidence {
+            test: "count".into(),
+            value: c.successes as f64,
+            threshold: 1.0,
+            detail,
+        };
+        return Ok(TestOutcome {
+            regressed: c.successes > 0,
+            evidence: Some(evidence),
+        });
     }
     if limit >= 1.0 {
-        return Ok(TestOutcome { regressed: false, evidence: None });
+        return Ok(TestOutcome {
+            regressed: false,
+            evidence: None,
+        });
     }
     let diff = proportion_vs_fixed(c, limit).map_err(|e| e.to_string())?;
     msprt(diff, 0.0, limit * (1.0 - limit), alpha, detail)
 }
 
-fn latency_vs_stable(q: f64, threshold: Threshold, stable: &VersionStats, canary: &VersionStats, alpha: f64) -> Result<TestOutcome, String> {
-    let (Some(stable_q), Some(canary_q)) = (stable.latency_quantile_ms(q), canary.latency_quantile_ms(q)) else {
+fn latency_vs_stable(
+    q: f64,
+    threshold: Threshold,
+    stable: &VersionStats,
+    canary: &VersionStats,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
+    let (Some(stable_q), Some(canary_q)) =
+        (stable.latency_quantile_ms(q), canary.latency_quantile_ms(q))
+    else {
         return Err("no latency samples".into());
     };
     let limit_ms = match threshold {
@@ -208,31 +269,63 @@ fn latency_vs_stable(q: f64, threshold: Threshold, stable: &VersionStats, canary
     };
     let (c, s) = (share_above(canary, limit_ms), share_above(stable, limit_ms));
     let diff = proportion_difference(c, s, 1.0, PSEUDO_COUNT).map_err(|e| e.to_string())?;
-    let detail = format!("share above {limit_ms:.1} ms: canary {} vs stable {}; canary p{} {canary_q:.1} ms", pct(c), pct(s), q * 100.0);
+    let detail = format!(
+        "share above {limit_ms:.1} ms: canary {} vs stable {}; canary p{} {canary_q:.1} ms",
+        pct(c),
+        pct(s),
+        q * 100.0
+    );
     let outcome = msprt(diff, 0.0, q * (1.0 - q), alpha, detail)?;
-    Ok(TestOutcome { regressed: outcome.regressed && canary_q > limit_ms, ..outcome })
+    Ok(TestOutcome {
+        regressed: outcome.regressed && canary_q > limit_ms,
+        ..outcome
+    })
 }
 
-fn latency_vs_limit(q: f64, canary: &VersionStats, limit_ms: f64, alpha: f64) -> Result<TestOutcome, String> {
+fn latency_vs_limit(
+    q: f64,
+    canary: &VersionStats,
+    limit_ms: f64,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
     let Some(canary_q) = canary.latency_quantile_ms(q) else {
         return Err("no latency samples".into());
     };
     let c = share_above(canary, limit_ms);
     let allowed = 1.0 - q;
     let diff = proportion_vs_fixed(c, allowed).map_err(|e| e.to_string())?;
-    let detail = format!("share above {limit_ms:.1} ms: canary {} vs {:.1}% allowed; canary p{} {canary_q:.1} ms", pct(c), allowed * 100.0, q * 100.0);
+    let detail = format!(
+        "share above {limit_ms:.1} ms: canary {} vs {:.1}% allowed; canary p{} {canary_q:.1} ms",
+        pct(c),
+        allowed * 100.0,
+        q * 100.0
+    );
     let outcome = msprt(diff, 0.0, q * (1.0 - q), alpha, detail)?;
-    Ok(TestOutcome { regressed: outcome.regressed && canary_q > limit_ms, ..outcome })
+    Ok(TestOutcome {
+        regressed: outcome.regressed && canary_q > limit_ms,
+        ..outcome
+    })
 }
 
-fn mean_vs_stable(threshold: Threshold, stable: &VersionStats, canary: &VersionStats, alpha: f64) -> Result<TestOutcome, String> {
+fn mean_vs_stable(
+    threshold: Threshold,
+    stable: &VersionStats,
+    canary: &VersionStats,
+    alpha: f64,
+) -> Result<TestOutcome, String> {
     let (c, s) = (canary.cost_summary(), stable.cost_summary());
     let (mc, ms) = (mean_of(&c, "canary")?, mean_of(&s, "stable")?);
     let floor = variance_floor(mc.abs().max(ms.abs()));
     let (ratio, delta0) = relative_terms(threshold);
     let diff = mean_difference(&c, &s, ratio, floor).map_err(|e| e.to_string())?;
     let reference = s.variance().unwrap_or(0.0).max(floor);
-    msprt(diff, delta0, reference, alpha, format!("mean cost: canary {mc:.4} vs stable {ms:.4}"))
+    msprt(
+        diff,
+        delta0,
+        reference,
+        alpha,
+        format!("mean cost: canary {mc:.4} vs stable {ms:.4}"),
+    )
 }
 
 fn mean_vs_limit(canary: &VersionStats, limit: f64, alpha: f64) -> Result<TestOutcome, String> {
@@ -241,13 +334,22 @@ fn mean_vs_limit(canary: &VersionStats, limit: f64, alpha: f64) -> Result<TestOu
     let floor = variance_floor(mc.abs().max(limit));
     let diff = mean_vs_fixed(&c, limit, floor).map_err(|e| e.to_string())?;
     let reference = c.variance().unwrap_or(0.0).max(floor);
-    msprt(diff, 0.0, reference, alpha, format!("mean cost: canary {mc:.4} vs limit {limit:.4}"))
+    msprt(
+        diff,
+        0.0,
+        reference,
+        alpha,
+        format!("mean cost: canary {mc:.4} vs limit {limit:.4}"),
+    )
 }
 
 fn mean_of(summary: &MeanSummary, side: &str) -> Result<f64, String> {
     match summary.mean() {
         Some(mean) if summary.count >= MIN_MEAN_SAMPLES => Ok(mean),
-        _ => Err(format!("{side} has {} of {MIN_MEAN_SAMPLES} cost reports a mean test needs", summary.count)),
+        _ => Err(format!(
+            "{side} has {} of {MIN_MEAN_SAMPLES} cost reports a mean test needs",
+            summary.count
+        )),
     }
 }
 
@@ -257,20 +359,39 @@ fn variance_floor(scale: f64) -> f64 {
 
 /// One-sided mSPRT: regression when the estimate exceeds δ₀ and Λ ≥ 1/α.
 /// `reference_variance` is one observation's variance under the reference; τ² = 0.1²·that.
-fn msprt(diff: Difference, delta0: f64, reference_variance: f64, alpha: f64, detail: String) -> Result<TestOutcome, String> {
+fn msprt(
+    diff: Difference,
+    delta0: f64,
+    reference_variance: f64,
+    alpha: f64,
+    detail: String,
+) -> Result<TestOutcome, String> {
     let tau2 = (TAU_IN_SDS * TAU_IN_SDS * reference_variance).max(ABSOLUTE_VARIANCE_FLOOR);
     let mixture = NormalMixture::try_new(tau2).map_err(|e| e.to_string())?;
-    let ln_lambda = mixture.ln_lambda_of(diff, delta0).map_err(|e| e.to_string())?;
+    let ln_lambda = mixture
+        .ln_lambda_of(diff, delta0)
+        .map_err(|e| e.to_string())?;
     let bound = (1.0 / alpha).ln();
     let regressed = diff.estimate > delta0 && ln_lambda >= bound;
-    let evidence = Evidence { test: "mSPRT".into(), value: ln_lambda.exp().min(f64::MAX), threshold: 1.0 / alpha, detail };
-    Ok(TestOutcome { evidence: Some(evidence), regressed })
+    let evidence = Evidence {
+        test: "mSPRT".into(),
+        value: ln_lambda.exp().min(f64::MAX),
+        threshold: 1.0 / alpha,
+        detail,
+    };
+    Ok(TestOutcome {
+        evidence: Some(evidence),
+        regressed,
+    })
 }
 
 fn share_above(stats: &VersionStats, limit_ms: f64) -> Proportion {
     // `as` saturates: a limit past the histogram's range simply counts nothing above it.
     let limit_micros = (limit_ms * 1000.0).round() as u64;
-    Proportion::new(stats.latency_total.count_above(limit_micros), stats.latency_total.count())
+    Proportion::new(
+        stats.latency_total.count_above(limit_micros),
+        stats.latency_total.count(),
+    )
 }
 
 /// (x + pseudo) / (n + 2·pseudo): never 0 or 1, so variances built on it are never 0.
@@ -290,5 +411,10 @@ fn pct(p: Proportion) -> String {
     if p.trials == 0 {
         return "n/a".into();
     }
-    format!("{:.2}% ({}/{})", 100.0 * p.successes as f64 / p.trials as f64, p.successes, p.trials)
+    format!(
+        "{:.2}% ({}/{})",
+        100.0 * p.successes as f64 / p.trials as f64,
+        p.successes,
+        p.trials
+    )
 }

@@ -31,7 +31,10 @@ pub enum Threshold {
 impl Threshold {
     /// Relative thresholds compare canary with stable; absolute ones look at the canary alone.
     pub fn is_relative(self) -> bool {
-        matches!(self, Threshold::MaxIncrease(_) | Threshold::MaxDecrease(_) | Threshold::MaxRatio(_))
+        matches!(
+            self,
+            Threshold::MaxIncrease(_) | Threshold::MaxDecrease(_) | Threshold::MaxRatio(_)
+        )
     }
 
     fn field(self) -> &'static str {
@@ -46,7 +49,11 @@ impl Threshold {
 
     fn value(self) -> f64 {
         match self {
-            Threshold::Max(v) | Threshold::Min(v) | Threshold::MaxIncrease(v) | Threshold::MaxDecrease(v) | Threshold::MaxRatio(v) => v,
+            Threshold::Max(v)
+            | Threshold::Min(v)
+            | Threshold::MaxIncrease(v)
+            | Threshold::MaxDecrease(v)
+            | Threshold::MaxRatio(v) => v,
         }
     }
 }
@@ -59,11 +66,24 @@ pub enum GateError {
     #[error("gate on {metric}: several thresholds ({fields}); use one gate per threshold")]
     SeveralThresholds { metric: Metric, fields: String },
     #[error("gate on {metric}: {field} = {value} is not a finite number")]
-    NotFinite { metric: Metric, field: &'static str, value: f64 },
+    NotFinite {
+        metric: Metric,
+        field: &'static str,
+        value: f64,
+    },
     #[error("gate on {metric}: {field} = {value} is outside {allowed}")]
-    OutOfRange { metric: Metric, field: &'static str, value: f64, allowed: &'static str },
+    OutOfRange {
+        metric: Metric,
+        field: &'static str,
+        value: f64,
+        allowed: &'static str,
+    },
     #[error("gate on {metric}: {field} does not apply ({hint})")]
-    WrongDirection { metric: Metric, field: &'static str, hint: &'static str },
+    WrongDirection {
+        metric: Metric,
+        field: &'static str,
+        hint: &'static str,
+    },
 }
 
 /// The gate as written by users; [`Gate`] is its validated form.
@@ -97,10 +117,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn try_new(metric: Metric, threshold: Threshold, critical: bool) -> Result<Self, GateError> {
+    pub fn try_new(
+        metric: Metric,
+        threshold: Threshold,
+        critical: bool,
+    ) -> Result<Self, GateError> {
         check_direction(metric, threshold)?;
         check_range(metric, threshold)?;
-        Ok(Self { metric, threshold, critical })
+        Ok(Self {
+            metric,
+            threshold,
+            critical,
+        })
     }
 
     pub fn metric(&self) -> Metric {
@@ -132,7 +160,9 @@ fn check_direction(metric: Metric, threshold: Threshold) -> Result<(), GateError
     let field = threshold.field();
     let allowed = match threshold {
         Threshold::Min(_) | Threshold::MaxDecrease(_) => metric.higher_is_better(),
-        Threshold::Max(_) | Threshold::MaxIncrease(_) | Threshold::MaxRatio(_) => !metric.higher_is_better(),
+        Threshold::Max(_) | Threshold::MaxIncrease(_) | Threshold::MaxRatio(_) => {
+            !metric.higher_is_better()
+        }
     };
     if allowed {
         return Ok(());
@@ -142,26 +172,49 @@ fn check_direction(metric: Metric, threshold: Threshold) -> Result<(), GateError
     } else {
         "lower is better for this metric: use max, max_increase or max_ratio"
     };
-    Err(GateError::WrongDirection { metric, field, hint })
+    Err(GateError::WrongDirection {
+        metric,
+        field,
+        hint,
+    })
 }
 
 fn check_range(metric: Metric, threshold: Threshold) -> Result<(), GateError> {
     let (field, value) = (threshold.field(), threshold.value());
     if !value.is_finite() {
-        return Err(GateError::NotFinite { metric, field, value });
+        return Err(GateError::NotFinite {
+            metric,
+            field,
+            value,
+        });
     }
     let is_rate = metric.kind() == MetricKind::Rate;
     let (ok, allowed) = match threshold {
-        Threshold::MaxRatio(r) => (r >= 1.0, "[1, ∞) (a ratio below 1 would fail identical versions)"),
+        Threshold::MaxRatio(r) => (
+            r >= 1.0,
+            "[1, ∞) (a ratio below 1 would fail identical versions)",
+        ),
         Threshold::Max(v) | Threshold::Min(v) if is_rate => ((0.0..=1.0).contains(&v), "[0, 1]"),
-        Threshold::Max(v) if matches!(metric.kind(), MetricKind::Latency { .. }) => (v > 0.0, "(0, ∞) ms"),
-        Threshold::MaxIncrease(v) | Threshold::MaxDecrease(v) if is_rate => ((0.0..1.0).contains(&v), "[0, 1)"),
-        Threshold::Max(v) | Threshold::Min(v) | Threshold::MaxIncrease(v) | Threshold::MaxDecrease(v) => (v >= 0.0, "[0, ∞)"),
+        Threshold::Max(v) if matches!(metric.kind(), MetricKind::Latency { .. }) => {
+            (v > 0.0, "(0, ∞) ms")
+        }
+        Threshold::MaxIncrease(v) | Threshold::MaxDecrease(v) if is_rate => {
+            ((0.0..1.0).contains(&v), "[0, 1)")
+        }
+        Threshold::Max(v)
+        | Threshold::Min(v)
+        | Threshold::MaxIncrease(v)
+        | Threshold::MaxDecrease(v) => (v >= 0.0, "[0, ∞)"),
     };
     if ok {
         Ok(())
     } else {
-        Err(GateError::OutOfRange { metric, field, value, allowed })
+        Err(GateError::OutOfRange {
+            metric,
+            field,
+            value,
+            allowed,
+        })
     }
 }
 
@@ -183,8 +236,15 @@ impl TryFrom<GateConfig> for Gate {
             [] => Err(GateError::NoThreshold { metric: c.metric }),
             [one] => Gate::try_new(c.metric, *one, c.critical),
             several => {
-                let fields = several.iter().map(|t| t.field()).collect::<Vec<_>>().join(", ");
-                Err(GateError::SeveralThresholds { metric: c.metric, fields })
+                let fields = several
+                    .iter()
+                    .map(|t| t.field())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Err(GateError::SeveralThresholds {
+                    metric: c.metric,
+                    fields,
+                })
             }
         }
     }
@@ -214,7 +274,12 @@ impl From<Gate> for GateConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
 
     fn parse(json: &str) -> Result<Gate, String> {
@@ -227,7 +292,10 @@ mod tests {
         assert_eq!(g.threshold(), Threshold::Max(0.0));
         assert!(g.critical());
         let back = serde_json::to_string(&g).unwrap();
-        assert_eq!(back, r#"{"metric":"policy_violation_rate","max":0.0,"critical":true}"#);
+        assert_eq!(
+            back,
+            r#"{"metric":"policy_violation_rate","max":0.0,"critical":true}"#
+        );
         let g = parse(r#"{"metric":"task_success_rate","max_decrease":0.02}"#).unwrap();
         assert!(!g.critical());
         assert_eq!(g.describe(), "canary ≥ stable − 2.00 pp");
@@ -235,8 +303,12 @@ mod tests {
 
     #[test]
     fn refuses_unknown_fields_and_threshold_counts() {
-        assert!(parse(r#"{"metric":"error_rate","max":0.1,"maximum":2}"#).unwrap_err().contains("unknown field"));
-        assert!(parse(r#"{"metric":"error_rate"}"#).unwrap_err().contains("no threshold"));
+        assert!(parse(r#"{"metric":"error_rate","max":0.1,"maximum":2}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+        assert!(parse(r#"{"metric":"error_rate"}"#)
+            .unwrap_err()
+            .contains("no threshold"));
         let err = parse(r#"{"metric":"error_rate","max":0.1,"max_ratio":2}"#).unwrap_err();
         assert!(err.contains("several thresholds (max, max_ratio)"), "{err}");
     }
@@ -244,8 +316,12 @@ mod tests {
     #[test]
     fn refuses_wrong_direction() {
         let err = Gate::try_new(Metric::ErrorRate, Threshold::Min(0.9), false).unwrap_err();
-        assert!(matches!(err, GateError::WrongDirection { field: "min", .. }));
-        let err = Gate::try_new(Metric::TaskSuccessRate, Threshold::MaxIncrease(0.01), false).unwrap_err();
+        assert!(matches!(
+            err,
+            GateError::WrongDirection { field: "min", .. }
+        ));
+        let err = Gate::try_new(Metric::TaskSuccessRate, Threshold::MaxIncrease(0.01), false)
+            .unwrap_err();
         assert!(err.to_string().contains("max_decrease"), "{err}");
         assert!(Gate::try_new(Metric::TaskSuccessRate, Threshold::MaxRatio(1.1), false).is_err());
         assert!(Gate::try_new(Metric::LatencyP99Ms, Threshold::MaxDecrease(10.0), false).is_err());
@@ -265,7 +341,10 @@ mod tests {
             (Metric::CostPerTask, Threshold::MaxIncrease(f64::NAN)),
         ];
         for (metric, threshold) in bad {
-            assert!(Gate::try_new(metric, threshold, false).is_err(), "{metric} {threshold:?}");
+            assert!(
+                Gate::try_new(metric, threshold, false).is_err(),
+                "{metric} {threshold:?}"
+            );
         }
         let good = [
             (Metric::ErrorRate, Threshold::Max(0.0)),
@@ -275,7 +354,10 @@ mod tests {
             (Metric::TaskSuccessRate, Threshold::Min(1.0)),
         ];
         for (metric, threshold) in good {
-            assert!(Gate::try_new(metric, threshold, false).is_ok(), "{metric} {threshold:?}");
+            assert!(
+                Gate::try_new(metric, threshold, false).is_ok(),
+                "{metric} {threshold:?}"
+            );
         }
     }
 }

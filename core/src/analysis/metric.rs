@@ -61,7 +61,9 @@ impl Metric {
 
     pub fn kind(self) -> MetricKind {
         match self {
-            Metric::ErrorRate | Metric::TaskSuccessRate | Metric::PolicyViolationRate => MetricKind::Rate,
+            Metric::ErrorRate | Metric::TaskSuccessRate | Metric::PolicyViolationRate => {
+                MetricKind::Rate
+            }
             Metric::LatencyP50Ms => MetricKind::Latency { quantile: 0.5 },
             Metric::LatencyP99Ms => MetricKind::Latency { quantile: 0.99 },
             Metric::CostPerTask => MetricKind::Mean,
@@ -94,7 +96,12 @@ impl fmt::Display for Metric {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
 
     #[test]

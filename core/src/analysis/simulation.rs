@@ -1,8 +1,16 @@
 //! Seeded rollout simulations: synthetic traffic through `judge`, checking false and true rollback
 //! rates with the default gates. Deterministic (SplitMix64); run with `--nocapture` to see rates.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
-use super::{default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, GateConfig, Metric, StepState, VersionStats};
+use super::{
+    default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, GateConfig, Metric, StepState,
+    VersionStats,
+};
 use crate::stats::normal;
 
 /// SplitMix64 (Steele, Lea & Flood): tiny, fast, good enough for simulations.
@@ -46,7 +54,12 @@ struct Profile {
     extra_latency_us: u64,
 }
 
-const BASELINE: Profile = Profile { error_rate: 0.01, success_rate: 0.95, violation_rate: 0.001, extra_latency_us: 0 };
+const BASELINE: Profile = Profile {
+    error_rate: 0.01,
+    success_rate: 0.95,
+    violation_rate: 0.001,
+    extra_latency_us: 0,
+};
 
 struct Simulation {
     spec: AnalysisSpec,
@@ -80,7 +93,13 @@ const MAX_SIMULATED_SECONDS: u64 = 3600;
 
 impl Simulation {
     fn new(stable: Profile, canary: Profile) -> Self {
-        Self { spec: sim_spec(3), rps: 200, latency: latency_table(), stable, canary }
+        Self {
+            spec: sim_spec(3),
+            rps: 200,
+            latency: latency_table(),
+            stable,
+            canary,
+        }
     }
 
     /// One request into a delta.
@@ -102,7 +121,9 @@ impl Simulation {
             delta.policy_violating_requests += 1;
         }
         let index = (rng.next_u64() >> (64 - LATENCY_TABLE_BITS)) as usize;
-        delta.latency_total.record(self.latency[index] + profile.extra_latency_us);
+        delta
+            .latency_total
+            .record(self.latency[index] + profile.extra_latency_us);
     }
 
     fn run(&self, seed: u64) -> Ending {
@@ -129,8 +150,16 @@ impl Simulation {
             match verdict.action {
                 Action::Promote => return Ending::Promoted,
                 Action::Rollback => {
-                    let failing = verdict.gates.iter().filter(|g| g.status == super::GateStatus::Fail).map(|g| g.metric).collect();
-                    return Ending::RolledBack { step: state.step_index, failing };
+                    let failing = verdict
+                        .gates
+                        .iter()
+                        .filter(|g| g.status == super::GateStatus::Fail)
+                        .map(|g| g.metric)
+                        .collect();
+                    return Ending::RolledBack {
+                        step: state.step_index,
+                        failing,
+                    };
                 }
                 Action::Advance | Action::Hold => state = verdict.next_state,
             }
@@ -149,7 +178,14 @@ struct Tally {
 }
 
 fn run_many(sim: &Simulation, runs: usize, seed: u64) -> Tally {
-    let mut t = Tally { runs, promoted: 0, timed_out: 0, rolled_back: 0, by_metric: Vec::new(), by_step: [0; 5] };
+    let mut t = Tally {
+        runs,
+        promoted: 0,
+        timed_out: 0,
+        rolled_back: 0,
+        by_metric: Vec::new(),
+        by_step: [0; 5],
+    };
     for i in 0..runs {
         match sim.run(seed.wrapping_mul(1_000_003).wrapping_add(i as u64)) {
             Ending::Promoted => t.promoted += 1,
@@ -175,7 +211,10 @@ impl Tally {
     }
 
     fn rolled_back_on(&self, metric: Metric) -> usize {
-        self.by_metric.iter().find(|(m, _)| *m == metric).map_or(0, |(_, n)| *n)
+        self.by_metric
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map_or(0, |(_, n)| *n)
     }
 
     fn print(&self, name: &str) {
@@ -197,22 +236,42 @@ fn a_a_rollouts_rarely_roll_back() {
     let sim = Simulation::new(BASELINE, BASELINE);
     let t = run_many(&sim, 500, 1);
     t.print("A/A (1% errors, 95% success, 0.1% violations, same latency)");
-    assert!(t.rollback_rate() <= 0.01, "false rollback rate {}", t.rollback_rate());
+    assert!(
+        t.rollback_rate() <= 0.01,
+        "false rollback rate {}",
+        t.rollback_rate()
+    );
     assert_eq!(t.promoted + t.rolled_back, t.runs, "every A/A rollout ends");
 }
 
 #[test]
 fn doubled_error_rate_is_rolled_back() {
-    let sim = Simulation::new(BASELINE, Profile { error_rate: 0.02, ..BASELINE });
+    let sim = Simulation::new(
+        BASELINE,
+        Profile {
+            error_rate: 0.02,
+            ..BASELINE
+        },
+    );
     let t = run_many(&sim, 200, 2);
     t.print("errors 1% → 2%");
-    assert!(t.rollback_rate() >= 0.95, "detection rate {}", t.rollback_rate());
+    assert!(
+        t.rollback_rate() >= 0.95,
+        "detection rate {}",
+        t.rollback_rate()
+    );
     assert!(t.rolled_back_on(Metric::ErrorRate) >= t.rolled_back * 95 / 100);
 }
 
 #[test]
 fn slower_canary_is_rolled_back_on_latency() {
-    let sim = Simulation::new(BASELINE, Profile { extra_latency_us: 150_000, ..BASELINE });
+    let sim = Simulation::new(
+        BASELINE,
+        Profile {
+            extra_latency_us: 150_000,
+            ..BASELINE
+        },
+    );
     let t = run_many(&sim, 100, 3);
     t.print("latency +150 ms");
     assert!(t.rollback_rate() >= 0.95);
@@ -221,7 +280,13 @@ fn slower_canary_is_rolled_back_on_latency() {
 
 #[test]
 fn worse_task_success_is_rolled_back_on_success_gate() {
-    let sim = Simulation::new(BASELINE, Profile { success_rate: 0.80, ..BASELINE });
+    let sim = Simulation::new(
+        BASELINE,
+        Profile {
+            success_rate: 0.80,
+            ..BASELINE
+        },
+    );
     let t = run_many(&sim, 100, 4);
     t.print("task success 95% → 80%");
     assert!(t.rollback_rate() >= 0.95);
@@ -231,7 +296,12 @@ fn worse_task_success_is_rolled_back_on_success_gate() {
 #[test]
 fn better_canary_is_promoted() {
     // One-sided tests: an improvement is never a regression.
-    let better = Profile { error_rate: 0.002, success_rate: 0.99, violation_rate: 0.0, extra_latency_us: 0 };
+    let better = Profile {
+        error_rate: 0.002,
+        success_rate: 0.99,
+        violation_rate: 0.0,
+        extra_latency_us: 0,
+    };
     let t = run_many(&Simulation::new(BASELINE, better), 50, 5);
     t.print("better canary (0.2% errors, 99% success)");
     assert_eq!(t.promoted, t.runs);
@@ -246,21 +316,69 @@ fn long_run_rates() {
     aa.spec = sim_spec(1);
     run_many(&aa, 5_000, 12).print("A/A, failure_limit 1 (any single failing interval rolls back)");
     // Exactly at a gate's tolerance (the null's boundary): each should stay under α/4 = 0.25%.
-    let edge = Simulation::new(BASELINE, Profile { error_rate: 0.0125, ..BASELINE });
+    let edge = Simulation::new(
+        BASELINE,
+        Profile {
+            error_rate: 0.0125,
+            ..BASELINE
+        },
+    );
     run_many(&edge, 2_000, 18).print("errors at tolerance (1% → 1.25%, max_ratio 1.25)");
-    let edge = Simulation::new(BASELINE, Profile { success_rate: 0.93, ..BASELINE });
+    let edge = Simulation::new(
+        BASELINE,
+        Profile {
+            success_rate: 0.93,
+            ..BASELINE
+        },
+    );
     run_many(&edge, 2_000, 19).print("success at tolerance (95% → 93%, max_decrease 0.02)");
-    let edge = Simulation::new(BASELINE, Profile { violation_rate: 0.002, ..BASELINE });
+    let edge = Simulation::new(
+        BASELINE,
+        Profile {
+            violation_rate: 0.002,
+            ..BASELINE
+        },
+    );
     run_many(&edge, 2_000, 20).print("violations at tolerance (0.1% → 0.2%, max_increase 0.001)");
-    let errors = Simulation::new(BASELINE, Profile { error_rate: 0.02, ..BASELINE });
+    let errors = Simulation::new(
+        BASELINE,
+        Profile {
+            error_rate: 0.02,
+            ..BASELINE
+        },
+    );
     run_many(&errors, 2_000, 13).print("errors 1% → 2%");
-    let mild = Simulation::new(BASELINE, Profile { error_rate: 0.015, ..BASELINE });
+    let mild = Simulation::new(
+        BASELINE,
+        Profile {
+            error_rate: 0.015,
+            ..BASELINE
+        },
+    );
     run_many(&mild, 1_000, 14).print("errors 1% → 1.5%");
-    let latency = Simulation::new(BASELINE, Profile { extra_latency_us: 150_000, ..BASELINE });
+    let latency = Simulation::new(
+        BASELINE,
+        Profile {
+            extra_latency_us: 150_000,
+            ..BASELINE
+        },
+    );
     run_many(&latency, 1_000, 15).print("latency +150 ms");
-    let success = Simulation::new(BASELINE, Profile { success_rate: 0.80, ..BASELINE });
+    let success = Simulation::new(
+        BASELINE,
+        Profile {
+            success_rate: 0.80,
+            ..BASELINE
+        },
+    );
     run_many(&success, 1_000, 16).print("task success 95% → 80%");
-    let violations = Simulation::new(BASELINE, Profile { violation_rate: 0.005, ..BASELINE });
+    let violations = Simulation::new(
+        BASELINE,
+        Profile {
+            violation_rate: 0.005,
+            ..BASELINE
+        },
+    );
     run_many(&violations, 1_000, 17).print("policy violations 0.1% → 0.5%");
 }
 
@@ -273,7 +391,10 @@ fn zero_traffic_holds_forever() {
     for now_s in (5..=24 * 3600).step_by(5) {
         let verdict = judge(&sim.spec, &state, &empty, &empty, now_s * 1000);
         assert_eq!(verdict.action, Action::Hold, "{}", verdict.reason);
-        assert!(verdict.gates.iter().all(|g| g.status == super::GateStatus::InsufficientData));
+        assert!(verdict
+            .gates
+            .iter()
+            .all(|g| g.status == super::GateStatus::InsufficientData));
         state = verdict.next_state;
     }
     assert_eq!(state, StepState::start(0));

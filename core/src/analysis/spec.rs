@@ -11,7 +11,9 @@ pub enum SpecError {
     NoSteps,
     #[error("steps[{index}] = {value} is outside (0, 100] percent")]
     StepOutOfRange { index: usize, value: f64 },
-    #[error("steps[{index}] = {value} is not above the step before it; steps must strictly increase")]
+    #[error(
+        "steps[{index}] = {value} is not above the step before it; steps must strictly increase"
+    )]
     StepsNotIncreasing { index: usize, value: f64 },
     #[error("min_requests must be at least 1 (gates never pass on no data)")]
     MinRequestsZero,
@@ -64,10 +66,17 @@ pub fn default_gates() -> Vec<Gate> {
         (Metric::ErrorRate, Threshold::MaxRatio(1.25), false),
         (Metric::LatencyP99Ms, Threshold::MaxRatio(1.2), false),
         (Metric::TaskSuccessRate, Threshold::MaxDecrease(0.02), false),
-        (Metric::PolicyViolationRate, Threshold::MaxIncrease(0.001), true),
+        (
+            Metric::PolicyViolationRate,
+            Threshold::MaxIncrease(0.001),
+            true,
+        ),
     ];
     // These constants are valid; filter_map only keeps the code free of unwrap.
-    gates.into_iter().filter_map(|(m, t, c)| Gate::try_new(m, t, c).ok()).collect()
+    gates
+        .into_iter()
+        .filter_map(|(m, t, c)| Gate::try_new(m, t, c).ok())
+        .collect()
 }
 
 /// A validated analysis spec.
@@ -183,7 +192,12 @@ impl From<AnalysisSpec> for AnalysisSpecConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
 
     fn parse(json: &str) -> Result<AnalysisSpec, String> {
@@ -192,7 +206,10 @@ mod tests {
 
     #[test]
     fn defaults_fill_interval_and_gates() {
-        let spec = parse(r#"{"steps":[1,5,25,50,100],"step_seconds":60,"min_requests":100,"failure_limit":3}"#).unwrap();
+        let spec = parse(
+            r#"{"steps":[1,5,25,50,100],"step_seconds":60,"min_requests":100,"failure_limit":3}"#,
+        )
+        .unwrap();
         assert_eq!(spec.interval_seconds(), 1.0);
         assert_eq!(spec.gates(), default_gates().as_slice());
         assert_eq!(spec.gates().len(), 4);
@@ -205,15 +222,42 @@ mod tests {
     #[test]
     fn refuses_bad_specs() {
         let cases = [
-            (r#"{"steps":[],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps is empty"),
-            (r#"{"steps":[0,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps[0] = 0"),
-            (r#"{"steps":[5,101],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "steps[1] = 101"),
-            (r#"{"steps":[5,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#, "strictly increase"),
-            (r#"{"steps":[5],"step_seconds":60,"min_requests":0,"failure_limit":3}"#, "min_requests"),
-            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":0}"#, "failure_limit"),
-            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"interval_seconds":0}"#, "interval_seconds"),
-            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"gates":[]}"#, "gates is empty"),
-            (r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"extra":1}"#, "unknown field"),
+            (
+                r#"{"steps":[],"step_seconds":60,"min_requests":100,"failure_limit":3}"#,
+                "steps is empty",
+            ),
+            (
+                r#"{"steps":[0,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#,
+                "steps[0] = 0",
+            ),
+            (
+                r#"{"steps":[5,101],"step_seconds":60,"min_requests":100,"failure_limit":3}"#,
+                "steps[1] = 101",
+            ),
+            (
+                r#"{"steps":[5,5],"step_seconds":60,"min_requests":100,"failure_limit":3}"#,
+                "strictly increase",
+            ),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":0,"failure_limit":3}"#,
+                "min_requests",
+            ),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":0}"#,
+                "failure_limit",
+            ),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"interval_seconds":0}"#,
+                "interval_seconds",
+            ),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"gates":[]}"#,
+                "gates is empty",
+            ),
+            (
+                r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"extra":1}"#,
+                "unknown field",
+            ),
             (
                 r#"{"steps":[5],"step_seconds":60,"min_requests":1,"failure_limit":1,"gates":[{"metric":"error_rate","max":0.1},{"metric":"error_rate","min":0.1}]}"#,
                 "gates[1]: gate on error_rate: min does not apply",

@@ -56,7 +56,10 @@ impl VersionStats {
             (&mut self.cost_count, other.cost_count),
             (&mut self.cost_malformed, other.cost_malformed),
             (&mut self.policy_violations, other.policy_violations),
-            (&mut self.policy_violating_requests, other.policy_violating_requests),
+            (
+                &mut self.policy_violating_requests,
+                other.policy_violating_requests,
+            ),
             (&mut self.policy_malformed, other.policy_malformed),
         ];
         for (mine, theirs) in counters {
@@ -107,7 +110,11 @@ impl VersionStats {
     }
 
     pub fn cost_summary(&self) -> MeanSummary {
-        MeanSummary { count: self.cost_count, sum: self.cost_sum, sum_sq: self.cost_sum_sq }
+        MeanSummary {
+            count: self.cost_count,
+            sum: self.cost_sum,
+            sum_sq: self.cost_sum_sq,
+        }
     }
 
     /// The metric's value, `None` while its denominator is zero.
@@ -140,11 +147,22 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
 
     fn sample() -> VersionStats {
-        let mut s = VersionStats { requests: 200, status_2xx: 196, status_5xx: 4, errors: 4, ..Default::default() };
+        let mut s = VersionStats {
+            requests: 200,
+            status_2xx: 196,
+            status_5xx: 4,
+            errors: 4,
+            ..Default::default()
+        };
         s.outcome_success = 90;
         s.outcome_failure = 10;
         s.cost_count = 4;
@@ -181,7 +199,10 @@ mod tests {
         assert_eq!(a.cost_sum_sq, 60.0);
         assert_eq!(a.latency_total.count(), 200);
         assert_eq!(a.error_rate(), Some(0.02));
-        let mut huge = VersionStats { requests: u64::MAX, ..Default::default() };
+        let mut huge = VersionStats {
+            requests: u64::MAX,
+            ..Default::default()
+        };
         huge.merge(&sample());
         assert_eq!(huge.requests, u64::MAX);
     }
@@ -199,7 +220,11 @@ mod tests {
 
     #[test]
     fn corrupt_counts_stay_in_range() {
-        let s = VersionStats { requests: 10, errors: 20, ..Default::default() };
+        let s = VersionStats {
+            requests: 10,
+            errors: 20,
+            ..Default::default()
+        };
         assert_eq!(s.error_rate(), Some(1.0));
     }
 }

@@ -22,7 +22,9 @@ pub fn prob_canary_greater(canary: Proportion, stable: Proportion) -> Result<f64
     let b = posterior(canary)?;
     let a = posterior(stable)?;
     if a.0.min(b.0) > MAX_TERMS {
-        return Err(StatsError::ExactUnavailable("both arms have more than 10^7 successes"));
+        return Err(StatsError::ExactUnavailable(
+            "both arms have more than 10^7 successes",
+        ));
     }
     // The sum has a_B terms; when the other arm has fewer, use P(B > A) = 1 − P(A > B).
     if b.0 <= a.0 {
@@ -37,7 +39,8 @@ fn prob_b_greater((a_a, b_a): (f64, f64), (a_b, b_b): (f64, f64)) -> f64 {
     let mut total = 0.0;
     let mut i = 0.0;
     while i < a_b {
-        total += (ln_beta(a_a + i, b_a + b_b) - (b_b + i).ln() - ln_beta(1.0 + i, b_b) - norm).exp();
+        total +=
+            (ln_beta(a_a + i, b_a + b_b) - (b_b + i).ln() - ln_beta(1.0 + i, b_b) - norm).exp();
         i += 1.0;
     }
     total.clamp(0.0, 1.0)
@@ -45,13 +48,20 @@ fn prob_b_greater((a_a, b_a): (f64, f64), (a_b, b_b): (f64, f64)) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
     #[test]
     fn golden_vectors() {
-        let p = |c: u64, s: u64| prob_canary_greater(Proportion::new(c, 1000), Proportion::new(s, 1000)).unwrap();
+        let p = |c: u64, s: u64| {
+            prob_canary_greater(Proportion::new(c, 1000), Proportion::new(s, 1000)).unwrap()
+        };
         assert_close(p(20, 10), 0.965_704_277_488_153_4, 1e-11);
         assert_close(p(12, 10), 0.662_073_005_170_897_3, 1e-11);
     }

@@ -11,16 +11,32 @@ use super::StatsError;
 const SUM_TOLERANCE: f64 = 1e-9;
 
 /// ln e = ln B(α₀ + c) − ln B(α₀) − Σ cᵢ ln θ₀ᵢ with α₀ = k·θ₀ and ln B(v) = Σ ln Γ(vᵢ) − ln Γ(Σvᵢ).
-pub fn ln_dirichlet_multinomial_e_value(counts: &[u64], theta0: &[f64], k: f64) -> Result<f64, StatsError> {
+pub fn ln_dirichlet_multinomial_e_value(
+    counts: &[u64],
+    theta0: &[f64],
+    k: f64,
+) -> Result<f64, StatsError> {
     check_inputs(counts, theta0, k)?;
     let prior: Vec<f64> = theta0.iter().map(|t| k * t).collect();
-    let posterior: Vec<f64> = prior.iter().zip(counts).map(|(a, &c)| a + c as f64).collect();
-    let null: f64 = counts.iter().zip(theta0).map(|(&c, t)| c as f64 * t.ln()).sum();
+    let posterior: Vec<f64> = prior
+        .iter()
+        .zip(counts)
+        .map(|(a, &c)| a + c as f64)
+        .collect();
+    let null: f64 = counts
+        .iter()
+        .zip(theta0)
+        .map(|(&c, t)| c as f64 * t.ln())
+        .sum();
     Ok(ln_beta_multi(&posterior) - ln_beta_multi(&prior) - null)
 }
 
 /// The e-value itself (may be +∞ for overwhelming evidence).
-pub fn dirichlet_multinomial_e_value(counts: &[u64], theta0: &[f64], k: f64) -> Result<f64, StatsError> {
+pub fn dirichlet_multinomial_e_value(
+    counts: &[u64],
+    theta0: &[f64],
+    k: f64,
+) -> Result<f64, StatsError> {
     ln_dirichlet_multinomial_e_value(counts, theta0, k).map(f64::exp)
 }
 
@@ -32,21 +48,38 @@ fn check_inputs(counts: &[u64], theta0: &[f64], k: f64) -> Result<(), StatsError
         return Err(StatsError::Empty("category list (needs ≥ 2 categories)"));
     }
     if let Some(&bad) = theta0.iter().find(|t| !(t.is_finite() && **t > 0.0)) {
-        return Err(StatsError::OutOfDomain { name: "theta0", value: bad, domain: "(0, 1]" });
+        return Err(StatsError::OutOfDomain {
+            name: "theta0",
+            value: bad,
+            domain: "(0, 1]",
+        });
     }
     let sum: f64 = theta0.iter().sum();
     if (sum - 1.0).abs() > SUM_TOLERANCE {
-        return Err(StatsError::OutOfDomain { name: "sum of theta0", value: sum, domain: "1" });
+        return Err(StatsError::OutOfDomain {
+            name: "sum of theta0",
+            value: sum,
+            domain: "1",
+        });
     }
     if !(k.is_finite() && k > 0.0) {
-        return Err(StatsError::OutOfDomain { name: "k", value: k, domain: "(0, ∞)" });
+        return Err(StatsError::OutOfDomain {
+            name: "k",
+            value: k,
+            domain: "(0, ∞)",
+        });
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
@@ -60,7 +93,11 @@ mod tests {
 
     #[test]
     fn no_data_is_no_evidence() {
-        assert_close(dirichlet_multinomial_e_value(&[0, 0, 0], &[0.2, 0.3, 0.5], 10.0).unwrap(), 1.0, 1e-14);
+        assert_close(
+            dirichlet_multinomial_e_value(&[0, 0, 0], &[0.2, 0.3, 0.5], 10.0).unwrap(),
+            1.0,
+            1e-14,
+        );
     }
 
     #[test]

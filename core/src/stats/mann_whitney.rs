@@ -28,9 +28,17 @@ pub struct MannWhitney {
 impl MannWhitney {
     pub fn from_samples(x: &[f64], y: &[f64]) -> Result<Self, StatsError> {
         if x.iter().chain(y).any(|v| v.is_nan()) {
-            return Err(StatsError::OutOfDomain { name: "sample value", value: f64::NAN, domain: "numbers" });
+            return Err(StatsError::OutOfDomain {
+                name: "sample value",
+                value: f64::NAN,
+                domain: "numbers",
+            });
         }
-        let mut all: Vec<(f64, bool)> = x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
+        let mut all: Vec<(f64, bool)> = x
+            .iter()
+            .map(|&v| (v, true))
+            .chain(y.iter().map(|&v| (v, false)))
+            .collect();
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
         let groups = all.chunk_by(|a, b| a.0 == b.0).map(|group| {
             let from_x = group.iter().filter(|(_, is_x)| *is_x).count() as u64;
@@ -41,7 +49,10 @@ impl MannWhitney {
 
     /// Each bucket is a tie group at its representative value.
     pub fn from_histograms(x: &Histogram, y: &Histogram) -> Result<Self, StatsError> {
-        Self::from_groups(MergedBuckets { x: x.buckets().peekable(), y: y.buckets().peekable() })
+        Self::from_groups(MergedBuckets {
+            x: x.buckets().peekable(),
+            y: y.buckets().peekable(),
+        })
     }
 
     /// From (count in x, count in y) per distinct value, ascending by value.
@@ -59,7 +70,12 @@ impl MannWhitney {
             return Err(StatsError::Empty("Mann–Whitney sample"));
         }
         let n1f = n1 as f64;
-        Ok(Self { u1: rank_sum - n1f * (n1f + 1.0) / 2.0, n1, n2, tie_term })
+        Ok(Self {
+            u1: rank_sum - n1f * (n1f + 1.0) / 2.0,
+            n1,
+            n2,
+            tie_term,
+        })
     }
 
     pub fn u2(&self) -> f64 {
@@ -128,7 +144,9 @@ struct MergedBuckets<X: Iterator<Item = (usize, u64)>, Y: Iterator<Item = (usize
     y: Peekable<Y>,
 }
 
-impl<X: Iterator<Item = (usize, u64)>, Y: Iterator<Item = (usize, u64)>> Iterator for MergedBuckets<X, Y> {
+impl<X: Iterator<Item = (usize, u64)>, Y: Iterator<Item = (usize, u64)>> Iterator
+    for MergedBuckets<X, Y>
+{
     type Item = (u64, u64);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -140,33 +158,67 @@ impl<X: Iterator<Item = (usize, u64)>, Y: Iterator<Item = (usize, u64)>> Iterato
         };
         let take_x = order != Ordering::Greater;
         let take_y = order != Ordering::Less;
-        let cx = if take_x { self.x.next().map_or(0, |(_, n)| n) } else { 0 };
-        let cy = if take_y { self.y.next().map_or(0, |(_, n)| n) } else { 0 };
+        let cx = if take_x {
+            self.x.next().map_or(0, |(_, n)| n)
+        } else {
+            0
+        };
+        let cy = if take_y {
+            self.y.next().map_or(0, |(_, n)| n)
+        } else {
+            0
+        };
         Some((cx, cy))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
     #[test]
     fn golden_no_ties() {
-        let t = MannWhitney::from_samples(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0]).unwrap();
+        let t = MannWhitney::from_samples(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0])
+            .unwrap();
         assert_eq!(t.u1, 0.0);
-        assert_close(t.p_exact_two_sided().unwrap(), 0.007_936_507_936_507_936, 1e-14);
-        assert_close(t.p_asymptotic_two_sided(true).unwrap(), 0.012_185_780_355_344_813, 1e-12);
-        assert_close(t.p_asymptotic_two_sided(false).unwrap(), 0.009_023_438_818_080_326, 1e-12);
+        assert_close(
+            t.p_exact_two_sided().unwrap(),
+            0.007_936_507_936_507_936,
+            1e-14,
+        );
+        assert_close(
+            t.p_asymptotic_two_sided(true).unwrap(),
+            0.012_185_780_355_344_813,
+            1e-12,
+        );
+        assert_close(
+            t.p_asymptotic_two_sided(false).unwrap(),
+            0.009_023_438_818_080_326,
+            1e-12,
+        );
     }
 
     #[test]
     fn golden_ties() {
-        let t = MannWhitney::from_samples(&[1.0, 2.0, 2.0, 3.0, 4.0, 4.0], &[2.0, 3.0, 3.0, 5.0, 6.0, 7.0]).unwrap();
+        let t = MannWhitney::from_samples(
+            &[1.0, 2.0, 2.0, 3.0, 4.0, 4.0],
+            &[2.0, 3.0, 3.0, 5.0, 6.0, 7.0],
+        )
+        .unwrap();
         assert_eq!(t.u1, 9.0);
         assert!(t.has_ties());
-        assert_close(t.p_asymptotic_two_sided(true).unwrap(), 0.166_657_470_320_907_6, 1e-12);
+        assert_close(
+            t.p_asymptotic_two_sided(true).unwrap(),
+            0.166_657_470_320_907_6,
+            1e-12,
+        );
         assert!(t.p_exact_two_sided().is_err());
     }
 
@@ -191,7 +243,8 @@ mod tests {
         xs.iter().for_each(|&v| hx.record(v));
         ys.iter().for_each(|&v| hy.record(v));
         let from_h = MannWhitney::from_histograms(&hx, &hy).unwrap();
-        let rep = |v: u64| crate::histogram::bucket_value(crate::histogram::bucket_index(v)).unwrap();
+        let rep =
+            |v: u64| crate::histogram::bucket_value(crate::histogram::bucket_index(v)).unwrap();
         let xr: Vec<f64> = xs.iter().map(|&v| rep(v)).collect();
         let yr: Vec<f64> = ys.iter().map(|&v| rep(v)).collect();
         let from_s = MannWhitney::from_samples(&xr, &yr).unwrap();

@@ -51,7 +51,11 @@ fn finite(name: &'static str, value: f64) -> Result<f64, StatsError> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(StatsError::OutOfDomain { name, value, domain: "finite numbers" })
+        Err(StatsError::OutOfDomain {
+            name,
+            value,
+            domain: "finite numbers",
+        })
     }
 }
 
@@ -66,10 +70,19 @@ pub struct Difference {
 /// p̃ = (x + pseudo)/(n + 2·pseudo). The pseudo-counts only enter the variance: with no events
 /// seen p̂ = 0 would claim zero variance and make any later event look infinitely significant.
 /// `ratio` = 1 tests a difference; `ratio` = r tests p_c ≤ r·p_s.
-pub fn proportion_difference(canary: Proportion, stable: Proportion, ratio: f64, pseudo: f64) -> Result<Difference, StatsError> {
+pub fn proportion_difference(
+    canary: Proportion,
+    stable: Proportion,
+    ratio: f64,
+    pseudo: f64,
+) -> Result<Difference, StatsError> {
     check_open("ratio", ratio, 0.0, f64::INFINITY, "(0, ∞)")?;
     if !(pseudo.is_finite() && pseudo >= 0.0) {
-        return Err(StatsError::OutOfDomain { name: "pseudo", value: pseudo, domain: "[0, ∞)" });
+        return Err(StatsError::OutOfDomain {
+            name: "pseudo",
+            value: pseudo,
+            domain: "[0, ∞)",
+        });
     }
     let (xc, nc) = canary.checked()?;
     let (xs, ns) = stable.checked()?;
@@ -78,14 +91,20 @@ pub fn proportion_difference(canary: Proportion, stable: Proportion, ratio: f64,
         p * (1.0 - p) / n
     };
     let variance = smoothed_variance(xc, nc) + ratio * ratio * smoothed_variance(xs, ns);
-    Ok(Difference { estimate: xc / nc - ratio * xs / ns, variance })
+    Ok(Difference {
+        estimate: xc / nc - ratio * xs / ns,
+        variance,
+    })
 }
 
 /// One arm against a fixed rate p₀: d̂ = p̂ − p₀ with the null variance p₀(1−p₀)/n.
 pub fn proportion_vs_fixed(arm: Proportion, p0: f64) -> Result<Difference, StatsError> {
     check_open("p0", p0, 0.0, 1.0, "(0, 1)")?;
     let (x, n) = arm.checked()?;
-    Ok(Difference { estimate: x / n - p0, variance: p0 * (1.0 - p0) / n })
+    Ok(Difference {
+        estimate: x / n - p0,
+        variance: p0 * (1.0 - p0) / n,
+    })
 }
 
 /// Count, sum and sum of squares of a per-observation quantity (e.g. cost per task).
@@ -116,32 +135,66 @@ impl MeanSummary {
     fn checked(&self) -> Result<(f64, f64, f64), StatsError> {
         match (self.mean(), self.variance()) {
             (Some(mean), Some(variance)) => Ok((mean, variance, self.count as f64)),
-            _ => Err(StatsError::Empty("mean summary (needs ≥ 2 finite observations)")),
+            _ => Err(StatsError::Empty(
+                "mean summary (needs ≥ 2 finite observations)",
+            )),
         }
     }
 }
 
 /// d̂ = m_c − r·m_s with Var = max(s²_c, floor)/n_c + r²·max(s²_s, floor)/n_s.
 /// `variance_floor` is a per-observation variance: constant costs would otherwise give σ² = 0.
-pub fn mean_difference(canary: &MeanSummary, stable: &MeanSummary, ratio: f64, variance_floor: f64) -> Result<Difference, StatsError> {
+pub fn mean_difference(
+    canary: &MeanSummary,
+    stable: &MeanSummary,
+    ratio: f64,
+    variance_floor: f64,
+) -> Result<Difference, StatsError> {
     check_open("ratio", ratio, 0.0, f64::INFINITY, "(0, ∞)")?;
-    check_open("variance_floor", variance_floor, 0.0, f64::INFINITY, "(0, ∞)")?;
+    check_open(
+        "variance_floor",
+        variance_floor,
+        0.0,
+        f64::INFINITY,
+        "(0, ∞)",
+    )?;
     let (mc, vc, nc) = canary.checked()?;
     let (ms, vs, ns) = stable.checked()?;
     let variance = vc.max(variance_floor) / nc + ratio * ratio * vs.max(variance_floor) / ns;
-    Ok(Difference { estimate: mc - ratio * ms, variance })
+    Ok(Difference {
+        estimate: mc - ratio * ms,
+        variance,
+    })
 }
 
 /// One arm's mean against a fixed value: d̂ = m − m₀, Var = max(s², floor)/n.
-pub fn mean_vs_fixed(arm: &MeanSummary, m0: f64, variance_floor: f64) -> Result<Difference, StatsError> {
-    check_open("variance_floor", variance_floor, 0.0, f64::INFINITY, "(0, ∞)")?;
+pub fn mean_vs_fixed(
+    arm: &MeanSummary,
+    m0: f64,
+    variance_floor: f64,
+) -> Result<Difference, StatsError> {
+    check_open(
+        "variance_floor",
+        variance_floor,
+        0.0,
+        f64::INFINITY,
+        "(0, ∞)",
+    )?;
     let (mean, variance, n) = arm.checked()?;
-    Ok(Difference { estimate: mean - finite("m0", m0)?, variance: variance.max(variance_floor) / n })
+    Ok(Difference {
+        estimate: mean - finite("m0", m0)?,
+        variance: variance.max(variance_floor) / n,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
@@ -149,8 +202,16 @@ mod tests {
     fn lambda_golden() {
         let m = NormalMixture::try_new(1e-4).unwrap();
         // Golden form: σ² = V/n.
-        assert_close(m.lambda(0.02, 0.0, 0.039 / 2000.0).unwrap(), 2_156.666_747_150_168_7, 1e-12);
-        assert_close(m.lambda(0.01, 0.0, 0.0198 / 1000.0).unwrap(), 3.346_179_946_852_067, 1e-12);
+        assert_close(
+            m.lambda(0.02, 0.0, 0.039 / 2000.0).unwrap(),
+            2_156.666_747_150_168_7,
+            1e-12,
+        );
+        assert_close(
+            m.lambda(0.01, 0.0, 0.0198 / 1000.0).unwrap(),
+            3.346_179_946_852_067,
+            1e-12,
+        );
     }
 
     #[test]
@@ -159,7 +220,11 @@ mod tests {
         let m = NormalMixture::try_new(1e-4).unwrap();
         let v = 0.0198 / 2.0;
         let sigma2 = v / 1000.0 + v / 1000.0;
-        assert_close(m.lambda(0.01, 0.0, sigma2).unwrap(), 3.346_179_946_852_067, 1e-12);
+        assert_close(
+            m.lambda(0.01, 0.0, sigma2).unwrap(),
+            3.346_179_946_852_067,
+            1e-12,
+        );
     }
 
     #[test]
@@ -182,46 +247,98 @@ mod tests {
 
     #[test]
     fn proportion_difference_smooths_variance_only() {
-        let c = Proportion { successes: 0, trials: 100 };
-        let s = Proportion { successes: 0, trials: 1000 };
+        let c = Proportion {
+            successes: 0,
+            trials: 100,
+        };
+        let s = Proportion {
+            successes: 0,
+            trials: 1000,
+        };
         let d = proportion_difference(c, s, 1.0, 1.0).unwrap();
         assert_eq!(d.estimate, 0.0);
         assert!(d.variance > 0.0);
         let raw = proportion_difference(
-            Proportion { successes: 20, trials: 1000 },
-            Proportion { successes: 10, trials: 1000 },
+            Proportion {
+                successes: 20,
+                trials: 1000,
+            },
+            Proportion {
+                successes: 10,
+                trials: 1000,
+            },
             1.0,
             0.0,
         )
         .unwrap();
         assert_close(raw.estimate, 0.01, 1e-12);
-        assert_close(raw.variance, 0.02 * 0.98 / 1000.0 + 0.01 * 0.99 / 1000.0, 1e-12);
+        assert_close(
+            raw.variance,
+            0.02 * 0.98 / 1000.0 + 0.01 * 0.99 / 1000.0,
+            1e-12,
+        );
         let ratio = proportion_difference(
-            Proportion { successes: 20, trials: 1000 },
-            Proportion { successes: 10, trials: 1000 },
+            Proportion {
+                successes: 20,
+                trials: 1000,
+            },
+            Proportion {
+                successes: 10,
+                trials: 1000,
+            },
             1.5,
             0.0,
         )
         .unwrap();
         assert_close(ratio.estimate, 0.005, 1e-12);
-        assert!(proportion_difference(c, Proportion { successes: 0, trials: 0 }, 1.0, 1.0).is_err());
+        assert!(proportion_difference(
+            c,
+            Proportion {
+                successes: 0,
+                trials: 0
+            },
+            1.0,
+            1.0
+        )
+        .is_err());
         assert!(proportion_difference(c, s, 1.0, -1.0).is_err());
         // No pseudo-counts and no events: zero variance is refused downstream, never NaN.
         let zero = proportion_difference(c, s, 1.0, 0.0).unwrap();
-        assert!(NormalMixture::try_new(1e-4).unwrap().ln_lambda_of(zero, 0.0).is_err());
+        assert!(NormalMixture::try_new(1e-4)
+            .unwrap()
+            .ln_lambda_of(zero, 0.0)
+            .is_err());
     }
 
     #[test]
     fn mean_summary_and_difference() {
         let values = [1.0, 2.0, 3.0, 4.0];
-        let summary = MeanSummary { count: 4, sum: values.iter().sum(), sum_sq: values.iter().map(|v| v * v).sum() };
+        let summary = MeanSummary {
+            count: 4,
+            sum: values.iter().sum(),
+            sum_sq: values.iter().map(|v| v * v).sum(),
+        };
         assert_close(summary.mean().unwrap(), 2.5, 1e-15);
         assert_close(summary.variance().unwrap(), 5.0 / 3.0, 1e-14);
-        let constant = MeanSummary { count: 10, sum: 10.0, sum_sq: 10.0 };
+        let constant = MeanSummary {
+            count: 10,
+            sum: 10.0,
+            sum_sq: 10.0,
+        };
         let d = mean_difference(&summary, &constant, 1.0, 1e-6).unwrap();
         assert_close(d.estimate, 1.5, 1e-15);
         assert_close(d.variance, (5.0 / 3.0) / 4.0 + 1e-6 / 10.0, 1e-12);
-        assert!(mean_difference(&MeanSummary { count: 1, sum: 1.0, sum_sq: 1.0 }, &constant, 1.0, 1e-6).is_err());
+        assert!(mean_difference(
+            &MeanSummary {
+                count: 1,
+                sum: 1.0,
+                sum_sq: 1.0
+            },
+            &constant,
+            1.0,
+            1e-6
+        )
+        .is_err());
         let d = mean_vs_fixed(&summary, 2.0, 1e-6).unwrap();
         assert_close(d.estimate, 0.5, 1e-15);
     }

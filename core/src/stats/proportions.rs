@@ -31,7 +31,12 @@ pub fn z_test(x1: u64, n1: u64, x2: u64, n2: u64) -> Result<ZTest, StatsError> {
         return Err(StatsError::ZeroVariance("z-test with all or no successes"));
     }
     let z = (x1 as f64 / n1f - x2 as f64 / n2f) / se;
-    Ok(ZTest { z, p_two_sided: 2.0 * normal::sf(z.abs()), p_smaller: normal::cdf(z), p_larger: normal::sf(z) })
+    Ok(ZTest {
+        z,
+        p_two_sided: 2.0 * normal::sf(z.abs()),
+        p_smaller: normal::cdf(z),
+        p_larger: normal::sf(z),
+    })
 }
 
 /// R's tolerance for "as or less likely than observed" (guards against rounding in the pmf).
@@ -46,7 +51,9 @@ pub fn fisher_exact_two_sided(x1: u64, n1: u64, x2: u64, n2: u64) -> Result<f64,
     check_count(x1, n1)?;
     check_count(x2, n2)?;
     if n1.min(x1 + x2) > FISHER_MAX_SUPPORT {
-        return Err(StatsError::ExactUnavailable("Fisher support above 10^7 tables"));
+        return Err(StatsError::ExactUnavailable(
+            "Fisher support above 10^7 tables",
+        ));
     }
     let weights = HypergeometricWeights::new(n1 + n2, x1 + x2, n1);
     let observed = weights.weight(x1);
@@ -77,7 +84,8 @@ impl HypergeometricWeights {
         let mode = mode.clamp(low, high);
         let ratio = |x: u64| {
             // P(x + 1) / P(x)
-            ((k - x) as f64 * (draws - x) as f64) / ((x + 1) as f64 * (n - k + x + 1 - draws) as f64)
+            ((k - x) as f64 * (draws - x) as f64)
+                / ((x + 1) as f64 * (n - k + x + 1 - draws) as f64)
         };
         let mut weights = vec![0.0; (high - low + 1) as usize];
         let mut w = 1.0;
@@ -101,7 +109,10 @@ impl HypergeometricWeights {
     }
 
     fn weight(&self, x: u64) -> f64 {
-        x.checked_sub(self.low).and_then(|i| self.weights.get(i as usize)).copied().unwrap_or(0.0)
+        x.checked_sub(self.low)
+            .and_then(|i| self.weights.get(i as usize))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     fn all(&self) -> impl Iterator<Item = f64> + '_ {
@@ -110,7 +121,11 @@ impl HypergeometricWeights {
 }
 
 /// Wilson score interval for a proportion at the given two-sided confidence level.
-pub fn wilson_interval(successes: u64, trials: u64, confidence: f64) -> Result<(f64, f64), StatsError> {
+pub fn wilson_interval(
+    successes: u64,
+    trials: u64,
+    confidence: f64,
+) -> Result<(f64, f64), StatsError> {
     check_count(successes, trials)?;
     if trials == 0 {
         return Err(StatsError::Empty("Wilson interval sample"));
@@ -127,7 +142,12 @@ pub fn wilson_interval(successes: u64, trials: u64, confidence: f64) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
@@ -144,25 +164,44 @@ mod tests {
 
     #[test]
     fn z_test_rejects_degenerate_input() {
-        assert!(matches!(z_test(0, 10, 0, 10), Err(StatsError::ZeroVariance(_))));
+        assert!(matches!(
+            z_test(0, 10, 0, 10),
+            Err(StatsError::ZeroVariance(_))
+        ));
         assert!(z_test(11, 10, 0, 10).is_err());
         assert!(z_test(0, 0, 0, 10).is_err());
     }
 
     #[test]
     fn fisher_golden() {
-        assert_close(fisher_exact_two_sided(30, 1000, 45, 1000).unwrap(), 0.098_801_839_533_069_23, 1e-12);
+        assert_close(
+            fisher_exact_two_sided(30, 1000, 45, 1000).unwrap(),
+            0.098_801_839_533_069_23,
+            1e-12,
+        );
     }
 
     #[test]
     fn fisher_small_tables() {
         // Lady tasting tea: [[3,1],[1,3]] → 0.4857142857 (= 34/70).
-        assert_close(fisher_exact_two_sided(3, 4, 1, 4).unwrap(), 34.0 / 70.0, 1e-14);
+        assert_close(
+            fisher_exact_two_sided(3, 4, 1, 4).unwrap(),
+            34.0 / 70.0,
+            1e-14,
+        );
         assert_close(fisher_exact_two_sided(0, 5, 0, 5).unwrap(), 1.0, 1e-15);
-        assert_close(fisher_exact_two_sided(5, 5, 0, 5).unwrap(), 2.0 / 252.0, 1e-14);
+        assert_close(
+            fisher_exact_two_sided(5, 5, 0, 5).unwrap(),
+            2.0 / 252.0,
+            1e-14,
+        );
         // More draws than unmarked items, so the support starts above zero: [[7,0],[1,2]].
         // x₁ = 5, 6, 7 have C(8,x)·C(2,7−x) = 56, 56, 8 of 120; only x₁ = 7 is as unlikely.
-        assert_close(fisher_exact_two_sided(7, 7, 1, 3).unwrap(), 8.0 / 120.0, 1e-14);
+        assert_close(
+            fisher_exact_two_sided(7, 7, 1, 3).unwrap(),
+            8.0 / 120.0,
+            1e-14,
+        );
     }
 
     #[test]

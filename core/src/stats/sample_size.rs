@@ -26,16 +26,28 @@ fn z_values(p1: f64, p2: f64, alpha: f64, power: f64) -> Result<(f64, f64), Stat
     check_open("p1", p1, 0.0, 1.0, "(0, 1)")?;
     check_open("p2", p2, 0.0, 1.0, "(0, 1)")?;
     if p1 == p2 {
-        return Err(StatsError::OutOfDomain { name: "p2", value: p2, domain: "p2 ≠ p1" });
+        return Err(StatsError::OutOfDomain {
+            name: "p2",
+            value: p2,
+            domain: "p2 ≠ p1",
+        });
     }
     check_open("alpha", alpha, 0.0, 1.0, "(0, 1)")?;
     check_open("power", power, 0.0, 1.0, "(0, 1)")?;
-    Ok((normal::quantile(1.0 - alpha / 2.0)?, normal::quantile(power)?))
+    Ok((
+        normal::quantile(1.0 - alpha / 2.0)?,
+        normal::quantile(power)?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
@@ -45,9 +57,16 @@ mod tests {
         assert_eq!(n.round(), 2318.0);
         assert_close(n, 2_318.164_675_512_036, 1e-12);
         assert_eq!(cohens_h(0.01, 0.02, 0.05, 0.8).unwrap().round(), 2254.0);
-        assert_eq!(two_proportions(0.05, 0.06, 0.05, 0.8).unwrap().round(), 8158.0);
+        assert_eq!(
+            two_proportions(0.05, 0.06, 0.05, 0.8).unwrap().round(),
+            8158.0
+        );
         assert_eq!(cohens_h(0.05, 0.06, 0.05, 0.8).unwrap().round(), 8143.0);
-        assert_close(cohens_h(0.05, 0.06, 0.05, 0.8).unwrap(), 8_142.615_338_701_772, 1e-12);
+        assert_close(
+            cohens_h(0.05, 0.06, 0.05, 0.8).unwrap(),
+            8_142.615_338_701_772,
+            1e-12,
+        );
     }
 
     #[test]

@@ -33,9 +33,18 @@ impl BernoulliSprt {
         check_open("alpha", alpha, 0.0, 1.0, "(0, 1)")?;
         check_open("beta", beta, 0.0, 1.0 - alpha, "(0, 1 − alpha)")?;
         if p0 == p1 {
-            return Err(StatsError::OutOfDomain { name: "p1", value: p1, domain: "p1 ≠ p0" });
+            return Err(StatsError::OutOfDomain {
+                name: "p1",
+                value: p1,
+                domain: "p1 ≠ p0",
+            });
         }
-        Ok(Self { p0, p1, log_a: ((1.0 - beta) / alpha).ln(), log_b: (beta / (1.0 - alpha)).ln() })
+        Ok(Self {
+            p0,
+            p1,
+            log_a: ((1.0 - beta) / alpha).ln(),
+            log_b: (beta / (1.0 - alpha)).ln(),
+        })
     }
 
     /// Upper boundary ln((1 − β)/α).
@@ -70,7 +79,12 @@ impl BernoulliSprt {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

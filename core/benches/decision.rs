@@ -1,0 +1,80 @@
+//! The per-request cohort decision, natively: what the filter runs for every request of a rollout's
+//! host once the hostcalls have fetched the headers. `make bench` runs this and puts the medians in
+//! BENCHMARKS.md against the 100 ns budget.
+//!
+//! Each iteration is one request's worth of core work: `RouteTable::lookup` of the `:authority`, then
+//! `CompiledRollout::decide` with the sticky key (one murmur3 of the key) or, without one, a random
+//! bucket. Keys rotate through a pool so the hash sees varied input rather than one cached value.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fledge_core::rng::SplitMix64;
+use fledge_core::rollout::default_salt;
+use fledge_core::{ConfigSnapshot, RouteSpec, RouteTable, Weight};
+
+/// A table the size of a busy mesh's: the benched host among a few dozen others.
+fn table() -> RouteTable {
+    let rollouts = (0..32)
+        .map(|i| {
+            let name = if i == 0 { "support".to_string() } else { format!("agent-{i}") };
+            RouteSpec {
+                hosts: vec![format!("{name}-agent"), format!("{name}.agents.example.com")],
+                stable: "v1".into(),
+                canary: "v2".into(),
+                weight: Weight::from_basis_points(5_000),
+                salt: default_salt(&name),
+                name,
+            }
+        })
+        .collect();
+    let snapshot = ConfigSnapshot { generation: 7, rollouts };
+    match RouteTable::compile(&snapshot) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bench table does not compile: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Typical user ids (UUID-length), as `x-user-id` carries them.
+fn keys() -> Vec<Vec<u8>> {
+    (0..1024u32).map(|i| format!("3f2c9a1e-{i:04x}-4b7d-9c1a-5e8f{i:08x}").into_bytes()).collect()
+}
+
+fn decision(c: &mut Criterion) {
+    let table = table();
+    let keys = keys();
+    let mut g = c.benchmark_group("decision");
+
+    let mut cycle = keys.iter().cycle();
+    g.bench_function("sticky_key", |b| {
+        b.iter(|| {
+            let key = cycle.next().map_or(&[][..], Vec::as_slice);
+            let rollout = table.lookup(black_box("support-agent"));
+            rollout.map(|r| r.decide(Some((0, black_box(key))), || 0))
+        })
+    });
+
+    let mut rng = SplitMix64::new(42);
+    g.bench_function("random", |b| {
+        b.iter(|| {
+            let rollout = table.lookup(black_box("support-agent"));
+            rollout.map(|r| r.decide(None, || rng.next_u32()))
+        })
+    });
+
+    // A host without a rollout: the cost every other request pays.
+    g.bench_function("no_rollout", |b| b.iter(|| table.lookup(black_box("billing-agent")).is_some()));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short: the numbers settle within a second on this code, and `make bench` has more to measure.
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = decision
+}
+criterion_main!(benches);

@@ -1,0 +1,93 @@
+//! Issue 3, filter telemetry: per-version counts reach the controller exactly, from headers and from
+//! trailers, and Envoy exports them as tagged Prometheus counters.
+
+use std::time::Duration;
+
+use fledge_integration::traffic::{users, Traffic};
+use fledge_integration::{assert_eventually, Agent, Behaviour, Controller, Envoy};
+use serde_json::{json, Value};
+
+const HOST: &str = "support-agent";
+
+#[tokio::test]
+async fn per_version_stats_reach_the_controller_exactly() {
+    let v1 = Agent::start(Behaviour { cost: 0.01, ..Behaviour::version("v1") }).await.unwrap();
+    let v2 = Agent::start(Behaviour {
+        error_rate: 0.1,
+        success_rate: 0.5,
+        cost: 0.25,
+        violation_rate: 0.2,
+        outcome_in_trailers: true,
+        ..Behaviour::version("v2")
+    })
+    .await
+    .unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"report_interval_ms": 200}))
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
+    let t = Traffic::new(envoy.listener, HOST);
+    // Every worker has the config (known from heartbeats), so every request from here on is routed
+    // and recorded, and the agents' own counts are the truth to compare with.
+    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    let replies = t.send_users(&users("tele", 600), 16).await.unwrap();
+    assert!(replies.iter().any(|r| r.status == 500), "the canary's 5xx passed through");
+
+    let (status, _) = assert_eventually!(Duration::from_secs(10), "all requests reported", async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        let w = &s["live"]["window"];
+        let (a, b) = (w["stable"]["requests"].as_u64().unwrap_or(0), w["canary"]["requests"].as_u64().unwrap_or(0));
+        anyhow::ensure!(a == v1.requests() && b == v2.requests(), "reported {a}/{b}, agents saw {}/{}", v1.requests(), v2.requests());
+        Ok(s)
+    });
+    let canary = &status["live"]["window"]["canary"];
+    let stable = &status["live"]["window"]["stable"];
+    let n = v2.requests();
+    // The sample agent applies rates as exact fractions of its requests (every k-th).
+    let every = |rate: f64| (n as f64 * rate).floor() as u64;
+    assert_eq!(canary["errors"].as_u64(), Some(every(0.1)), "{canary}");
+    assert_eq!(stable["errors"].as_u64(), Some(0));
+    assert_eq!(canary["outcomes"].as_u64(), Some(n), "outcomes read from trailers");
+    let success = canary["task_success_rate"].as_f64().unwrap();
+    assert!((success - 0.5).abs() < 0.01, "{success}");
+    assert!((canary["cost_per_task"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    assert!((stable["cost_per_task"].as_f64().unwrap() - 0.01).abs() < 1e-9);
+    let viol = canary["policy_violation_rate"].as_f64().unwrap();
+    assert!((viol - every(0.2) as f64 / n as f64).abs() < 1e-9, "{viol}");
+    assert!(canary["latency_p50_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["live"]["confirmation"]["proxies"], json!(1), "{}", status["live"]);
+    assert_eq!(status["live"]["confirmation"]["confirmed"], json!(1));
+
+    // Envoy's own metrics, labelled by rollout and version.
+    let (prom, _) = assert_eventually!(Duration::from_secs(5), "prometheus counters", async {
+        let p = envoy.prometheus().await?;
+        anyhow::ensure!(p.contains("fledge_rollout=\"support\""), "no fledge counters yet: {}", p.lines().filter(|l| (l.contains("requests_total") || l.contains("fledge")) && !l.starts_with('#') && !l.contains("cluster")).take(5).collect::<Vec<_>>().join(" | "));
+        Ok(p)
+    });
+    let line = prom
+        .lines()
+        .find(|l| l.starts_with("fledge_requests_total{") && l.contains("fledge_version=\"v2\""))
+        .unwrap_or_else(|| panic!("no tagged requests counter in:\n{}", prom.lines().filter(|l| l.contains("fledge")).collect::<Vec<_>>().join("\n")));
+    let value: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 0 && value <= n, "{line}");
+    println!("prometheus: {line}");
+}
+
+#[tokio::test]
+async fn malformed_outcome_values_are_counted_not_fatal() {
+    let ctl = Controller::builder().start().await.unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
+    let report = json!({"proxy": "p", "worker": "w", "seq": 1, "generation": 1, "versions": [
+        {"rollout": "support", "version": "v2", "stats": {"requests": 3, "outcome_malformed": 2, "cost_malformed": 1}}]});
+    ctl.post("/v1/reports", report.clone()).await.unwrap();
+    let dup: Value = ctl.post("/v1/reports", report).await.unwrap();
+    assert_eq!(dup["duplicate"], json!(true));
+    let s = ctl.get("/v1/rollouts/support").await.unwrap();
+    assert_eq!(s["live"]["window"]["canary"]["requests"], json!(3));
+    assert_eq!(s["live"]["window"]["canary"]["malformed"]["outcome"], json!(2));
+}
