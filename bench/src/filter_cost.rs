@@ -1,0 +1,249 @@
+//! Filter cost in Envoy: the same Envoy (one worker, direct responses) with no filter, with the empty
+//! proxy-wasm filter, and with the fledge filter routing an active 50 % rollout with telemetry on.
+//!
+//! Per round and variant, in an order that rotates every round (A B C, B C A, …) so drift on a
+//! shared machine hits every variant alike:
+//! - saturation: wrk `-t1 -c16` for a few seconds → requests/s, and Envoy's CPU µs per request from
+//!   `/proc/<pid>/stat` before and after (all of Envoy's threads, so it includes the main thread);
+//! - latency: the in-process generator at a fixed rate well below saturation → p50 and p99.
+//!
+//! All variants get identical requests (`Host: bench-agent`, rotating `x-user-id`), so the client's
+//! work is the same and only Envoy's differs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use fledge_integration::Controller;
+use serde_json::json;
+
+use crate::envoy::{DirectEnvoy, Filter, BENCH_HOST, CANARY, STABLE};
+use crate::load::{self, LoadSpec};
+use crate::procstat::CpuMeter;
+use crate::wrk::Wrk;
+
+pub const ROLLOUT: &str = "bench";
+pub const WEIGHT: f64 = 50.0;
+
+#[derive(Clone)]
+pub struct Settings {
+    pub rounds: usize,
+    pub saturate: Duration,
+    pub latency: Duration,
+    pub latency_rate: f64,
+    pub connections: usize,
+    pub warmup: Duration,
+    /// Use wrk for saturation (else the in-process generator, e.g. in the smoke test without wrk).
+    pub use_wrk: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub rps: f64,
+    pub cpu_us_per_request: f64,
+    /// Envoy's CPU over the saturation run, in cores (≈1.0: its worker was the bottleneck).
+    pub envoy_cores: f64,
+    pub errors: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub latency_rps: f64,
+}
+
+pub struct VariantResult {
+    pub key: &'static str,
+    pub label: String,
+    pub samples: Vec<Sample>,
+}
+
+pub struct FilterCost {
+    pub variants: Vec<VariantResult>,
+    pub settings: Settings,
+    pub saturation_tool: String,
+    pub telemetry: String,
+    pub fledge_wasm: WasmInfo,
+    pub empty_wasm: WasmInfo,
+    pub canary_share: f64,
+}
+
+pub struct WasmInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+impl FilterCost {
+    pub fn variant(&self, key: &str) -> Option<&VariantResult> {
+        self.variants.iter().find(|v| v.key == key)
+    }
+
+    /// Median over rounds of the per-round ratio of `a`'s to `b`'s throughput: rounds run back to back,
+    /// so a ratio within a round cancels the machine's slow drift.
+    pub fn rps_ratio(&self, a: &str, b: &str) -> f64 {
+        let (Some(a), Some(b)) = (self.variant(a), self.variant(b)) else { return f64::NAN };
+        let ratios: Vec<f64> = a.samples.iter().zip(&b.samples).map(|(x, y)| x.rps / y.rps).collect();
+        crate::stats::median(&ratios)
+    }
+}
+
+pub fn empty_wasm_path() -> PathBuf {
+    std::env::var_os("FLEDGE_EMPTY_WASM").map(PathBuf::from).unwrap_or_else(|| {
+        fledge_integration::workspace_root().join("target/wasm32-wasip1/wasm/fledge_empty_filter.wasm")
+    })
+}
+
+fn wasm_info(path: PathBuf) -> anyhow::Result<WasmInfo> {
+    let bytes = std::fs::metadata(&path)
+        .with_context(|| format!("{} is missing (make build; cargo build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter)", path.display()))?
+        .len();
+    Ok(WasmInfo { path, bytes })
+}
+
+/// Whether this build of the filter sends telemetry reports (issue 3); older builds only route.
+fn telemetry_state(wasm: &std::path::Path) -> String {
+    let bytes = std::fs::read(wasm).unwrap_or_default();
+    if bytes.windows(b"/v1/reports".len()).any(|w| w == b"/v1/reports") {
+        "on (per-request telemetry, reports every 1 s)".into()
+    } else {
+        "not in this filter build (routing only)".into()
+    }
+}
+
+/// Sends keyed requests until the fledge Envoy routes by the rollout, and returns the canary share
+/// of 200 distinct users (≈ the weight when the filter works).
+async fn wait_for_routing(envoy: &DirectEnvoy) -> anyhow::Result<f64> {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/task", envoy.listener);
+    let version = |user: String| {
+        let rb = http.get(&url).header("host", BENCH_HOST).header("x-user-id", user);
+        async move {
+            let resp = rb.send().await?;
+            let v = resp.headers().get("x-fledge-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = resp.text().await?;
+            anyhow::Ok((v, body))
+        }
+    };
+    let (_, _) = fledge_integration::eventually(Duration::from_secs(20), "fledge routes the bench host", || async {
+        let (v, _) = version("probe".into()).await?;
+        v.context("no x-fledge-version yet")
+    })
+    .await?;
+    let mut canary = 0;
+    for i in 0..200 {
+        let (v, body) = version(format!("user-{i}")).await?;
+        // The route the header selected answered: the direct response body is the version.
+        anyhow::ensure!(v.as_deref() == Some(body.as_str()), "header {v:?} but route answered {body:?}");
+        anyhow::ensure!(body == STABLE || body == CANARY, "unexpected route {body:?}");
+        canary += usize::from(body == CANARY);
+    }
+    Ok(canary as f64 / 200.0)
+}
+
+struct Running {
+    key: &'static str,
+    label: String,
+    envoy: DirectEnvoy,
+}
+
+async fn saturate(settings: &Settings, wrk: Option<&Wrk>, envoy: &DirectEnvoy, duration: Duration) -> anyhow::Result<Sample> {
+    let meter = CpuMeter::start(envoy.pid()?)?;
+    let (requests, seconds, errors) = match wrk {
+        Some(w) => {
+            let r = w.run(envoy.listener, BENCH_HOST, settings.connections, duration).await?;
+            (r.requests, r.seconds, r.errors)
+        }
+        None => {
+            let r = load::run(spec(envoy, settings.connections, None, duration)).await?;
+            (r.ok + r.bad_status, r.elapsed.as_secs_f64(), r.bad_status + r.errors)
+        }
+    };
+    let cpu = meter.stop()?;
+    Ok(Sample {
+        rps: requests as f64 / seconds.max(1e-9),
+        cpu_us_per_request: cpu.seconds * 1e6 / (requests.max(1) as f64),
+        envoy_cores: cpu.cores,
+        errors,
+        ..Sample::default()
+    })
+}
+
+fn spec(envoy: &DirectEnvoy, connections: usize, rate: Option<f64>, duration: Duration) -> LoadSpec {
+    LoadSpec {
+        target: envoy.listener,
+        host: BENCH_HOST.into(),
+        connections,
+        rate,
+        duration,
+        users: 1000,
+        user_prefix: "user".into(),
+        stop: None,
+    }
+}
+
+pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
+    let fledge_wasm = wasm_info(fledge_integration::wasm_path())?;
+    let empty_wasm = wasm_info(empty_wasm_path())?;
+    let telemetry = telemetry_state(&fledge_wasm.path);
+
+    let ctl = Controller::builder().start().await?;
+    ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": WEIGHT}))
+        .await?;
+    let fledge = Filter::Fledge {
+        path: fledge_wasm.path.clone(),
+        config: json!({"report_interval_ms": 1000}),
+        controller: ctl.addr,
+    };
+    let variants = [
+        ("plain", "no filter".to_string(), Filter::None),
+        ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
+        ("fledge", format!("fledge filter, rollout at {WEIGHT} %"), fledge),
+    ];
+    let mut running = Vec::new();
+    for (key, label, filter) in variants {
+        let envoy = DirectEnvoy::start(&filter, 1).await.with_context(|| format!("starting envoy ({label})"))?;
+        running.push(Running { key, label, envoy });
+    }
+    let fledge_envoy = &running.last().context("no variants")?.envoy;
+    let canary_share = wait_for_routing(fledge_envoy).await?;
+
+    let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
+    let saturation_tool = match &wrk {
+        Some(_) => format!("wrk -t1 -c{} (Lua: {} rotating x-user-id values)", settings.connections, 1000),
+        None => format!("in-process generator, {} connections, closed loop (wrk not installed)", settings.connections),
+    };
+    // Warm-up: V8 compiles wasm lazily and tiers up hot functions; the first seconds are not steady state.
+    for r in &running {
+        saturate(settings, wrk.as_ref(), &r.envoy, settings.warmup).await?;
+    }
+
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];
+    for round in 0..settings.rounds {
+        for j in 0..running.len() {
+            let i = (round + j) % running.len();
+            let r = &running[i];
+            let mut s = saturate(settings, wrk.as_ref(), &r.envoy, settings.saturate).await?;
+            let lat = load::run(spec(&r.envoy, settings.connections, Some(settings.latency_rate), settings.latency)).await?;
+            s.p50_us = lat.percentile_us(0.50);
+            s.p99_us = lat.percentile_us(0.99);
+            s.latency_rps = lat.achieved_rps();
+            s.errors += lat.bad_status + lat.errors;
+            eprintln!(
+                "  round {}/{} {:<6} {:>8.0} rps  {:>5.1} µs CPU/req  envoy {:.2} cores  p50 {:.0} µs  p99 {:.0} µs @ {:.0} rps",
+                round + 1,
+                settings.rounds,
+                r.key,
+                s.rps,
+                s.cpu_us_per_request,
+                s.envoy_cores,
+                s.p50_us,
+                s.p99_us,
+                s.latency_rps
+            );
+            samples[i].push(s);
+        }
+    }
+    let variants = running
+        .into_iter()
+        .zip(samples)
+        .map(|(r, samples)| VariantResult { key: r.key, label: r.label, samples })
+        .collect();
+    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share })
+}
