@@ -1,84 +1,89 @@
-//! `make demo`: the real controller, a real Envoy with the fledge filter and two sample agents on
-//! loopback. Ramps the canary weight through the API while driving traffic from many users, and prints
-//! the live per-version split as routed by Envoy.
+//! `make demo`: two automated rollouts through a real Envoy with the fledge filter, the real
+//! controller and sample agents on loopback — a good canary that is promoted step by step, and a canary
+//! whose task success drops from 95 % to 80 % (HTTP 200 throughout) that fledge rolls back on its own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fledge_integration::traffic::Traffic;
+use fledge_integration::traffic::{Load, Traffic};
 use fledge_integration::{Agent, Behaviour, Controller, Envoy};
-use serde_json::json;
+use serde_json::{json, Value};
 
-const HOST: &str = "support-agent";
+const ROLLOUTS: [(&str, &str); 2] = [("support", "support-agent"), ("planner", "planner-agent")];
 
-#[derive(Default)]
-struct Counts {
-    v1: AtomicU64,
-    v2: AtomicU64,
-    other: AtomicU64,
+fn agent(version: &str, success_rate: f64) -> Behaviour {
+    Behaviour { version: version.into(), success_rate, latency_ms: 5, cost: 0.012, ..Behaviour::default() }
 }
 
-impl Counts {
-    fn take(&self) -> (u64, u64, u64) {
-        (self.v1.swap(0, Ordering::Relaxed), self.v2.swap(0, Ordering::Relaxed), self.other.swap(0, Ordering::Relaxed))
-    }
+fn pct(v: &Value) -> String {
+    v.as_f64().map_or("   -  ".into(), |x| format!("{:5.1}%", x * 100.0))
 }
 
-/// ~`rps` requests per second from a pool of 10,000 users until `stop`.
-fn drive(traffic: Traffic, counts: Arc<Counts>, rps: u64) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rps));
-        let mut n: u64 = 0;
-        loop {
-            tick.tick().await;
-            n += 1;
-            let (t, c) = (traffic.clone(), counts.clone());
-            let user = format!("user-{}", n.wrapping_mul(7919) % 10_000);
-            tokio::spawn(async move {
-                match t.send(Some(&user)).await.ok().and_then(|r| r.served_by) {
-                    Some(v) if v == "v1" => c.v1.fetch_add(1, Ordering::Relaxed),
-                    Some(v) if v == "v2" => c.v2.fetch_add(1, Ordering::Relaxed),
-                    _ => c.other.fetch_add(1, Ordering::Relaxed),
-                };
-            });
-        }
-    })
+fn line(name: &str, st: &Value) -> String {
+    let s = &st["status"];
+    let w = &st["live"]["window"];
+    format!(
+        "  {name:<8} {:<12} weight {:>6.2}%  | canary n={:<5} success {} p99 {:>6}ms | stable n={:<5} success {} | {}",
+        s["phase"].as_str().unwrap_or("?"),
+        s["weight"].as_f64().unwrap_or(0.0),
+        w["canary"]["requests"],
+        pct(&w["canary"]["task_success_rate"]),
+        w["canary"]["latency_p99_ms"].as_f64().map_or("-".into(), |x| format!("{x:.1}")),
+        w["stable"]["requests"],
+        pct(&w["stable"]["task_success_rate"]),
+        s["message"].as_str().unwrap_or("").chars().take(110).collect::<String>(),
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let v1 = Agent::start(Behaviour::version("v1")).await?;
-    let v2 = Agent::start(Behaviour::version("v2")).await?;
+    let support = (Agent::start(agent("v1", 0.95)).await?, Agent::start(agent("v2", 0.96)).await?);
+    let planner = (Agent::start(agent("v1", 0.95)).await?, Agent::start(agent("v2", 0.80)).await?);
     let ctl = Controller::builder().start().await?;
-    let envoy = Envoy::builder().route(HOST, &[("v1", v1.addr), ("v2", v2.addr)]).controller(ctl.addr).start().await?;
-    println!("fledge demo");
-    println!("  controller  http://{}   (try: curl http://{}/v1/rollouts)", ctl.addr, ctl.addr);
-    println!("  envoy       http://{}   (try: curl -H 'host: {HOST}' -H 'x-user-id: alice' -i http://{}/)", envoy.listener, envoy.listener);
-    println!("  agents      v1 http://{}  v2 http://{}\n", v1.addr, v2.addr);
+    let envoy = Envoy::builder()
+        .route("support-agent", &[("v1", support.0.addr), ("v2", support.1.addr)])
+        .route("planner-agent", &[("v1", planner.0.addr), ("v2", planner.1.addr)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"report_interval_ms": 250}))
+        .start()
+        .await?;
+    println!("fledge demo — two automated canary rollouts");
+    println!("  controller  http://{0}   (curl http://{0}/v1/rollouts/support)", ctl.addr);
+    println!("  envoy       http://{0}   (curl -i -H 'host: support-agent' -H 'x-user-id: alice' http://{0}/)", envoy.listener);
+    println!("  support: v2 is as good as v1 (task success 96 % vs 95 %) → should be promoted");
+    println!("  planner: v2 answers HTTP 200 but completes fewer tasks (80 % vs 95 %) → should be rolled back\n");
 
-    let counts = Arc::new(Counts::default());
-    let driver = drive(Traffic::new(envoy.listener, HOST), counts.clone(), 200);
+    let _loads: Vec<Load> = ROLLOUTS.iter().map(|(_, host)| Load::start(Traffic::new(envoy.listener, host), 150, 5_000)).collect();
+    for (name, host) in ROLLOUTS {
+        let spec = json!({"hosts": [host], "stable": "v1", "canary": "v2", "steps": [5, 25, 50, 100],
+                          "step_seconds": 4, "min_requests": 50, "analysis": {"interval_seconds": 0.5}});
+        ctl.put_rollout(name, spec).await?;
+        println!("PUT /v1/rollouts/{name}  steps [5, 25, 50, 100], 4 s per step, default gates");
+    }
     let start = Instant::now();
-    for weight in [0.0, 1.0, 5.0, 25.0, 50.0, 100.0] {
-        ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight})).await?;
-        println!("PUT /v1/rollouts/support weight={weight}");
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let (a, b, o) = counts.take();
-            let total = (a + b).max(1) as f64;
-            println!(
-                "  t={:>5.1}s  weight {:>6.2}%  | last second: v1 {:>5.1}%  v2 {:>5.1}%  ({} requests{})",
-                start.elapsed().as_secs_f64(),
-                weight,
-                a as f64 * 100.0 / total,
-                b as f64 * 100.0 / total,
-                a + b,
-                if o > 0 { format!(", {o} failed") } else { String::new() },
-            );
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!("t={:>4.1}s", start.elapsed().as_secs_f64());
+        let mut finished = 0;
+        for (name, _) in ROLLOUTS {
+            let st = ctl.get(&format!("/v1/rollouts/{name}")).await?;
+            println!("{}", line(name, &st));
+            if ["succeeded", "rolled_back", "aborted"].contains(&st["status"]["phase"].as_str().unwrap_or("")) {
+                finished += 1;
+            }
+        }
+        if finished == ROLLOUTS.len() || start.elapsed() > Duration::from_secs(120) {
+            break;
         }
     }
-    driver.abort();
-    println!("\ndone: the canary went 0 → 100 % with the same users staying on it at every step.");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("\nresult");
+    for (name, _) in ROLLOUTS {
+        let st = ctl.get(&format!("/v1/rollouts/{name}")).await?;
+        println!("  {name}: {} — {}", st["live"]["summary"].as_str().unwrap_or(""), st["status"]["message"].as_str().unwrap_or(""));
+        for e in ctl.events(name).await? {
+            println!("      #{:<3} {:<12} weight {:>6.2}%  {}", e["seq"], e["kind"].as_str().unwrap_or(""), e["weight"].as_f64().unwrap_or(0.0),
+                     e["message"].as_str().unwrap_or("").chars().take(100).collect::<String>());
+        }
+    }
     Ok(())
 }
