@@ -1,1 +1,172 @@
-fn main() {}
+//! fledge-bench: the benchmarks behind `make bench`, written to BENCHMARKS.md.
+//!
+//! 1. filter cost in Envoy (no filter / empty proxy-wasm filter / fledge), `filter_cost`;
+//! 2. the core decision natively (criterion), `decision`;
+//! 3. push latency to K Envoys, `push`;
+//! 4. rollback reaction, `rollback`;
+//! 5. controller ingest of telemetry reports, `ingest`.
+//!
+//! `--smoke` runs every part with seconds-long settings (the test in tests/smoke.rs does, so the
+//! harness cannot rot); its numbers are not measurements. Budgets are reported, never asserted.
+//!
+//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest]`.
+//! Binaries come from the harness's lookup (`FLEDGE_BIN`, `FLEDGE_WASM`, `FLEDGE_ENVOY`), plus
+//! `FLEDGE_EMPTY_WASM` for the baseline filter.
+
+mod decision;
+mod envoy;
+mod filter_cost;
+mod ingest;
+mod load;
+mod machine;
+mod procstat;
+mod profile;
+mod push;
+mod report;
+mod rollback;
+mod stats;
+mod wrk;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use report::{Part, Results};
+
+const PARTS: [&str; 5] = ["filter", "decision", "push", "rollback", "ingest"];
+
+struct Args {
+    smoke: bool,
+    out: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { smoke: false, out: None, only: PARTS.iter().map(|s| s.to_string()).collect() };
+    let mut it = std::env::args().skip(1);
+    let mut out_given = false;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => args.smoke = true,
+            "--out" => {
+                args.out = Some(it.next().context("--out needs a file")?.into());
+                out_given = true;
+            }
+            "--only" => {
+                let list = it.next().context("--only needs a list")?;
+                args.only = list.split(',').map(str::trim).map(str::to_string).collect();
+                for p in &args.only {
+                    anyhow::ensure!(PARTS.contains(&p.as_str()), "unknown part {p:?}; parts: {}", PARTS.join(","));
+                }
+            }
+            "-h" | "--help" => {
+                println!("fledge-bench [--smoke] [--out FILE] [--only {}]", PARTS.join(","));
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    // A full run writes the repository's BENCHMARKS.md; a smoke run writes only where told.
+    if !out_given && !args.smoke {
+        args.out = Some(fledge_integration::workspace_root().join("BENCHMARKS.md"));
+    }
+    Ok(args)
+}
+
+/// Runs one part if selected; its failure is reported in the table rather than ending the run.
+async fn part<T, F: Future<Output = anyhow::Result<T>>>(args: &Args, name: &str, f: impl FnOnce() -> F) -> Part<T> {
+    if !args.only.iter().any(|p| p == name) {
+        return Part::NotRun("not selected (--only)".into());
+    }
+    eprintln!("== {name}");
+    match f().await {
+        Ok(v) => Part::Done(v),
+        Err(e) => {
+            eprintln!("{name} failed: {e:#}");
+            Part::Failed(format!("{e:#}").lines().next().unwrap_or_default().to_string())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let smoke = args.smoke;
+    let have_wrk = wrk::available();
+    anyhow::ensure!(smoke || have_wrk, "wrk is not installed (apt-get install -y wrk, or run `make bench`)");
+
+    let filter_settings = if smoke {
+        filter_cost::Settings {
+            rounds: 1,
+            saturate: Duration::from_secs(1),
+            latency: Duration::from_millis(500),
+            latency_rate: 1_000.0,
+            connections: 16,
+            warmup: Duration::ZERO,
+            use_wrk: have_wrk,
+        }
+    } else {
+        filter_cost::Settings {
+            rounds: 5,
+            saturate: Duration::from_secs(4),
+            latency: Duration::from_secs(3),
+            latency_rate: 5_000.0,
+            connections: 16,
+            warmup: Duration::from_secs(2),
+            use_wrk: true,
+        }
+    };
+    let push_settings = if smoke {
+        push::Settings { proxies: 2, concurrency: 1, changes: 3 }
+    } else {
+        push::Settings { proxies: 4, concurrency: 1, changes: 50 }
+    };
+    let rollback_settings = if smoke {
+        rollback::Settings { trials: 1, healthy: Duration::from_millis(1_000) }
+    } else {
+        rollback::Settings { trials: 5, healthy: Duration::from_millis(1_500) }
+    };
+    let ingest_settings = if smoke {
+        ingest::Settings { proxies: 20, duration: Duration::from_secs(1) }
+    } else {
+        ingest::Settings { proxies: 1_000, duration: Duration::from_secs(10) }
+    };
+
+    let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;
+    let decision = if smoke && args.only.len() == PARTS.len() {
+        // Criterion needs a release build and ~15 s: the smoke test covers its parser instead.
+        Part::NotRun("smoke run".into())
+    } else {
+        part(&args, "decision", decision::run).await
+    };
+    let push = part(&args, "push", || push::run(&push_settings)).await;
+    let rollback = part(&args, "rollback", || rollback::run(&rollback_settings)).await;
+    let ingest = part(&args, "ingest", || ingest::run(&ingest_settings)).await;
+
+    let results = Results {
+        machine: machine::Machine::describe(&fledge_integration::envoy_bin()),
+        smoke,
+        filter,
+        decision,
+        push,
+        rollback,
+        ingest,
+        profile: if smoke { Vec::new() } else { profile::notes() },
+    };
+    let text = report::render(&results);
+    println!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    let failed = [
+        matches!(results.filter, Part::Failed(_)),
+        matches!(results.decision, Part::Failed(_)),
+        matches!(results.push, Part::Failed(_)),
+        matches!(results.rollback, Part::Failed(_)),
+        matches!(results.ingest, Part::Failed(_)),
+    ];
+    anyhow::ensure!(!failed.contains(&true), "some benchmarks failed (see the table)");
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! BENCHMARKS.md: the machine, one budget table (goal, measured, pass/miss), then each benchmark's
+//! detail, the method, and what profiling found. The same text is printed and written.
+
+use std::fmt::Write;
+
+use crate::decision::Estimate;
+use crate::filter_cost::FilterCost;
+use crate::ingest::Ingest;
+use crate::machine::Machine;
+use crate::push::Push;
+use crate::rollback::Rollback;
+use crate::stats::{median, quantile};
+
+/// A benchmark's result, or why there is none.
+pub enum Part<T> {
+    Done(T),
+    NotRun(String),
+    Failed(String),
+}
+
+pub struct Results {
+    pub machine: Machine,
+    pub smoke: bool,
+    pub filter: Part<FilterCost>,
+    pub decision: Part<Vec<Estimate>>,
+    pub push: Part<Push>,
+    pub rollback: Part<Rollback>,
+    pub ingest: Part<Ingest>,
+    pub profile: Vec<String>,
+}
+
+pub const FILTER_RATIO_BUDGET: f64 = 0.92;
+pub const DECISION_NS_BUDGET: f64 = 100.0;
+pub const PUSH_P99_MS_BUDGET: f64 = 100.0;
+pub const ROLLBACK_MS_BUDGET: f64 = 1000.0;
+pub const INGEST_CORE_BUDGET: f64 = 0.25;
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "pass"
+    } else {
+        "**miss**"
+    }
+}
+
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let s = format!("{:.0}", x);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+/// One row of the budget table: (what, budget, measured, result).
+type Row = (String, String, String, String);
+
+fn not_there<T>(part: &Part<T>) -> Option<(String, String)> {
+    match part {
+        Part::Done(_) => None,
+        Part::NotRun(why) => Some(("not run".into(), format!("not run: {why}"))),
+        Part::Failed(e) => Some(("failed".into(), format!("**failed**: {e}"))),
+    }
+}
+
+fn budget_rows(r: &Results) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    let what = "fledge filter throughput ÷ empty filter's (1 worker, telemetry on)".to_string();
+    let budget = format!("≥ {FILTER_RATIO_BUDGET:.2}");
+    match &r.filter {
+        Part::Done(f) => {
+            let ratio = f.rps_ratio("fledge", "empty");
+            let med = |k: &str| f.variant(k).map_or(f64::NAN, |v| median(&v.samples.iter().map(|s| s.rps).collect::<Vec<_>>()));
+            let measured = format!("{ratio:.3} ({} vs {} rps)", thousands(med("fledge")), thousands(med("empty")));
+            rows.push((what, budget, measured, verdict(ratio >= FILTER_RATIO_BUDGET).into()));
+        }
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push((what, budget, m, v));
+        }
+    }
+    match &r.decision {
+        Part::Done(est) => {
+            for e in est.iter().filter(|e| e.name != "no_rollout") {
+                rows.push((
+                    format!("core decision, `{}` (native, criterion median)", e.name),
+                    format!("≤ {DECISION_NS_BUDGET:.0} ns"),
+                    format!("{:.1} ns", e.median_ns),
+                    verdict(e.median_ns <= DECISION_NS_BUDGET).into(),
+                ));
+            }
+        }
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push(("core decision (native)".into(), format!("≤ {DECISION_NS_BUDGET:.0} ns"), m, v));
+        }
+    }
+    let budget = format!("p99 ≤ {PUSH_P99_MS_BUDGET:.0} ms");
+    match &r.push {
+        Part::Done(p) => {
+            let p99 = quantile(&p.all_ms, 0.99);
+            rows.push((
+                format!("push: weight change → all {} Envoys routing by it ({} changes)", p.settings.proxies, p.all_ms.len()),
+                budget,
+                format!("p99 {p99:.1} ms (p50 {:.1})", quantile(&p.all_ms, 0.5)),
+                verdict(p99 <= PUSH_P99_MS_BUDGET && p.settings.proxies >= 4).into(),
+            ));
+        }
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push(("push latency, K ≥ 4 Envoys".into(), budget, m, v));
+        }
+    }
+    let what = "rollback: canary (5 % of 500 rps) fails → its last request".to_string();
+    let budget = format!("≤ {:.0} s", ROLLBACK_MS_BUDGET / 1e3);
+    match &r.rollback {
+        Part::Done(Rollback::Measured { trials, .. }) => {
+            let v: Vec<f64> = trials.iter().map(|t| t.reaction_ms).collect();
+            let worst = v.iter().copied().fold(0.0, f64::max);
+            rows.push((
+                what,
+                budget,
+                format!("median {:.0} ms, worst {worst:.0} ms ({} trials)", median(&v), v.len()),
+                verdict(worst <= ROLLBACK_MS_BUDGET).into(),
+            ));
+        }
+        Part::Done(Rollback::Pending(why)) => rows.push((what, budget, "pending".into(), format!("pending (issue 3): {why}"))),
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push((what, budget, m, v));
+        }
+    }
+    let budget = format!("< {:.0} % of one core", INGEST_CORE_BUDGET * 100.0);
+    match &r.ingest {
+        Part::Done(Ingest::Measured(m)) => {
+            let full = m.settings.proxies >= 1000;
+            rows.push((
+                format!("ingest: {} proxies × 1 report/s, controller CPU", thousands(m.settings.proxies as f64)),
+                budget,
+                format!("{:.1} % ({:.0} reports/s, p99 {:.1} ms)", m.controller_cores * 100.0, m.reports_per_second, m.p99_ms),
+                verdict(full && m.controller_cores < INGEST_CORE_BUDGET && m.rejected == 0).into(),
+            ));
+        }
+        Part::Done(Ingest::Pending(why)) => rows.push((
+            "ingest: 1,000 proxies × 1 report/s, controller CPU".into(),
+            budget,
+            "pending".into(),
+            format!("pending (issue 3): {why}"),
+        )),
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push(("controller ingest".into(), budget, m, v));
+        }
+    }
+    rows
+}
+
+pub fn render(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(s, "# fledge benchmarks\n");
+    if r.smoke {
+        let _ = writeln!(s, "> **Smoke run** (`fledge-bench --smoke`): seconds-long settings to check the harness works. These numbers are not measurements.\n");
+    }
+    let _ = writeln!(
+        s,
+        "Written by `make bench` (`fledge-bench`, bench/) on {}. Numbers come from one run on the machine below; \
+         they compare variants measured in the same run, not across machines.\n",
+        m.date
+    );
+    let _ = writeln!(s, "| machine | |\n|---|---|");
+    let _ = writeln!(s, "| CPU | {} ({} cores) |", m.cpu, m.cores);
+    let _ = writeln!(s, "| memory | {:.1} GiB |", m.memory_gib);
+    let _ = writeln!(s, "| kernel | {} |", m.kernel);
+    let _ = writeln!(s, "| Envoy | {} (V8 wasm runtime) |", m.envoy);
+    let _ = writeln!(s, "| Rust | {} |", m.rustc);
+    let _ = writeln!(s, "| wrk | {} |\n", m.wrk);
+
+    let _ = writeln!(s, "## Budgets\n");
+    let _ = writeln!(s, "Goals from issue 4, measured here and never asserted in tests.\n");
+    let _ = writeln!(s, "| what | budget | measured | result |\n|---|---|---|---|");
+    for (what, budget, measured, result) in budget_rows(r) {
+        let _ = writeln!(s, "| {what} | {budget} | {measured} | {result} |");
+    }
+    let _ = writeln!(s);
+
+    render_filter(&mut s, &r.filter);
+    render_decision(&mut s, &r.decision);
+    render_push(&mut s, &r.push);
+    render_rollback(&mut s, &r.rollback);
+    render_ingest(&mut s, &r.ingest);
+
+    if !r.profile.is_empty() {
+        let _ = writeln!(s, "## What profiling found\n");
+        for p in &r.profile {
+            let _ = writeln!(s, "- {p}");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(s, "## Method\n");
+    for line in METHOD {
+        let _ = writeln!(s, "- {line}");
+    }
+    s
+}
+
+const METHOD: &[&str] = &[
+    "Everything runs on loopback on one machine: the load generator, Envoy and the controller share its cores, as they would share a node. Interleaving the variants in rounds and taking medians (and per-round ratios) is what makes the comparisons hold on a noisy machine.",
+    "Filter cost: three Envoy processes (`--concurrency 1`) with the same bootstrap except the HTTP filter chain; every route is a `direct_response`, one per version matched on `x-fledge-version`, so the fledge filter's header really re-selects the route. Rounds rotate the order of the variants. Saturation uses wrk (`-t1 -c16`, a Lua script handing out 1,000 pre-formatted requests with distinct `x-user-id`); CPU per request is Envoy's utime+stime from `/proc/<pid>/stat` over the run divided by wrk's request count. Latency uses the in-process generator (tokio + hyper, 16 keep-alive connections) paced to a fixed total rate, latency measured from write to full response like wrk's; wrk2 is not packaged in Debian, and wrk's latency at saturation is queueing, not cost.",
+    "The fledge variant runs with the real controller, a rollout at 50 % for `bench-agent`, and telemetry on; measuring starts only after `x-fledge-version` is on responses and 200 distinct users split between both direct-response routes. A warm-up run per variant lets V8 tier up the wasm first.",
+    "Core decision: criterion (`cargo bench -p fledge-core --bench decision`), one iteration = `RouteTable::lookup` + `CompiledRollout::decide` on a 32-rollout table, keys rotating through 1,024 UUID-like ids.",
+    "Push: K Envoys (`--concurrency 1`, default `tick_ms`), weight alternating 40 ↔ 60 %; a probe user whose bucket (computed with `fledge_core::Bucket::of_key` and the rollout's default salt) lies between them flips version with each change. One task per Envoy probes every 2 ms from before the PUT is sent; a change counts when the slowest Envoy answers with the new version.",
+    "Rollback: sample agents behind the harness's Envoy, filter reports every 200 ms, analysis every 200 ms, error-rate gate; the canary agent fails every request from t0 (its first failed answer) and the measure ends at its last request of any kind.",
+    "Ingest: each simulated proxy holds its own keep-alive connection and posts a two-version report once a second, phases spread over the second; controller CPU from `/proc/<pid>/stat` over the measured window (after one warm-up second), as a share of one core.",
+];
+
+fn render_filter(s: &mut String, part: &Part<FilterCost>) {
+    let _ = writeln!(s, "## 1. Filter cost in Envoy\n");
+    let f = match part {
+        Part::Done(f) => f,
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+            return;
+        }
+    };
+    let st = &f.settings;
+    let _ = writeln!(
+        s,
+        "One Envoy worker (`--concurrency 1`), direct responses, {} interleaved rounds; per round and variant {} s at saturation \
+         ({}) and {} s at a fixed {} requests/s for latency. Telemetry: {}. Canary share seen before measuring: {:.0} % of 200 users.\n",
+        st.rounds,
+        st.saturate.as_secs_f64(),
+        f.saturation_tool,
+        st.latency.as_secs_f64(),
+        thousands(st.latency_rate),
+        f.telemetry,
+        f.canary_share * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "| variant | requests/s (median) | ÷ no filter | ÷ empty filter | Envoy CPU µs / request | Envoy CPU at saturation | p50 @ {} rps | p99 @ {} rps |",
+        thousands(st.latency_rate),
+        thousands(st.latency_rate)
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for v in &f.variants {
+        let col = |g: fn(&crate::filter_cost::Sample) -> f64| median(&v.samples.iter().map(g).collect::<Vec<_>>());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {:.3} | {:.1} | {:.0} % | {:.0} µs | {:.0} µs |",
+            v.label,
+            thousands(col(|x| x.rps)),
+            f.rps_ratio(v.key, "plain"),
+            f.rps_ratio(v.key, "empty"),
+            col(|x| x.cpu_us_per_request),
+            col(|x| x.envoy_cores) * 100.0,
+            col(|x| x.p50_us),
+            col(|x| x.p99_us),
+        );
+    }
+    let _ = writeln!(s, "\nRatios are medians of per-round ratios. Every round (requests/s; CPU µs/request; p99 µs):\n");
+    let _ = write!(s, "| round |");
+    for v in &f.variants {
+        let _ = write!(s, " {} |", v.key);
+    }
+    let _ = writeln!(s, "\n|---|{}", "---|".repeat(f.variants.len()));
+    for round in 0..st.rounds {
+        let _ = write!(s, "| {} |", round + 1);
+        for v in &f.variants {
+            match v.samples.get(round) {
+                Some(x) => {
+                    let _ = write!(s, " {}; {:.1}; {:.0} |", thousands(x.rps), x.cpu_us_per_request, x.p99_us);
+                }
+                None => {
+                    let _ = write!(s, " – |");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+    let errors: u64 = f.variants.iter().flat_map(|v| v.samples.iter().map(|x| x.errors)).sum();
+    let _ = writeln!(
+        s,
+        "\nErrors (non-2xx, socket errors) over all runs: {errors}. Wasm modules: fledge {} ({} bytes), empty {} ({} bytes).\n",
+        f.fledge_wasm.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        thousands(f.fledge_wasm.bytes as f64),
+        f.empty_wasm.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        thousands(f.empty_wasm.bytes as f64),
+    );
+}
+
+fn render_decision(s: &mut String, part: &Part<Vec<Estimate>>) {
+    let _ = writeln!(s, "## 2. Core decision (native)\n");
+    let est = match part {
+        Part::Done(e) => e,
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+            return;
+        }
+    };
+    let _ = writeln!(s, "`cargo bench -p fledge-core --bench decision` (criterion, core/benches/decision.rs).\n");
+    let _ = writeln!(s, "| benchmark | what one iteration does | median | mean |\n|---|---|---|---|");
+    for e in est {
+        let _ = writeln!(s, "| `decision/{}` | {} | {:.1} ns | {:.1} ns |", e.name, e.what, e.median_ns, e.mean_ns);
+    }
+    let _ = writeln!(s);
+}
+
+fn render_push(s: &mut String, part: &Part<Push>) {
+    let _ = writeln!(s, "## 3. Push latency\n");
+    let p = match part {
+        Part::Done(p) => p,
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+            return;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "{} weight changes, {} Envoy processes (`--concurrency {}`, filter `tick_ms` {} ms), each probed every 2 ms.\n",
+        p.all_ms.len(),
+        p.settings.proxies,
+        p.settings.concurrency,
+        p.tick_ms
+    );
+    let _ = writeln!(s, "| from `PUT` sent until … | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
+    let row = |s: &mut String, what: &str, v: &[f64]| {
+        let _ = writeln!(
+            s,
+            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            quantile(v, 0.5),
+            quantile(v, 0.9),
+            quantile(v, 0.99),
+            quantile(v, 1.0)
+        );
+    };
+    row(s, &format!("all {} Envoys route by it", p.settings.proxies), &p.all_ms);
+    row(s, "one Envoy routes by it", &p.each_ms);
+    row(s, "the `PUT` has returned", &p.put_ms);
+    let _ = writeln!(s);
+}
+
+fn render_rollback(s: &mut String, part: &Part<Rollback>) {
+    let _ = writeln!(s, "## 4. Rollback reaction\n");
+    match part {
+        Part::Done(Rollback::Measured { settings, trials }) => {
+            let _ = writeln!(
+                s,
+                "{} trials at {} requests/s, canary at {} %, filter reports every 200 ms, analysis every 200 ms; \
+                 {} s of healthy canary traffic before each t0.\n",
+                trials.len(),
+                crate::rollback::RATE,
+                crate::rollback::CANARY_PERCENT,
+                settings.healthy.as_secs_f64()
+            );
+            let _ = writeln!(s, "| trial | first failure → `rolled_back` seen | first failure → last canary request |\n|---|---|---|");
+            for (i, t) in trials.iter().enumerate() {
+                let _ = writeln!(s, "| {} | {:.0} ms | {:.0} ms |", i + 1, t.phase_ms, t.reaction_ms);
+            }
+            let _ = writeln!(s);
+        }
+        Part::Done(Rollback::Pending(why)) => {
+            let _ = writeln!(
+                s,
+                "**Pending** on automated analysis and rollback (issue 3): {why}. The benchmark is written \
+                 (bench/src/rollback.rs) and runs as soon as the controller takes the analysis fields; rerun `make bench`.\n"
+            );
+        }
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+        }
+    }
+}
+
+fn render_ingest(s: &mut String, part: &Part<Ingest>) {
+    let _ = writeln!(s, "## 5. Controller ingest\n");
+    match part {
+        Part::Done(Ingest::Measured(m)) => {
+            let _ = writeln!(
+                s,
+                "{} simulated proxies, one report per second each, measured for {} s after a warm-up second.\n",
+                thousands(m.settings.proxies as f64),
+                m.settings.duration.as_secs_f64()
+            );
+            let _ = writeln!(s, "| reports/s accepted | rejected | controller CPU (share of one core) | POST p50 | POST p99 |\n|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "| {:.0} | {} | {:.1} % | {:.2} ms | {:.2} ms |\n",
+                m.reports_per_second,
+                m.rejected,
+                m.controller_cores * 100.0,
+                m.p50_ms,
+                m.p99_ms
+            );
+        }
+        Part::Done(Ingest::Pending(why)) => {
+            let _ = writeln!(
+                s,
+                "**Pending** on `POST /v1/reports` (issue 3): {why}. The benchmark is written (bench/src/ingest.rs) and \
+                 runs as soon as the endpoint exists; rerun `make bench`.\n"
+            );
+        }
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(1234567.4), "1,234,567");
+        assert_eq!(super::thousands(999.0), "999");
+        assert_eq!(super::thousands(-1000.0), "-1,000");
+        assert_eq!(super::thousands(f64::NAN), "–");
+    }
+}
