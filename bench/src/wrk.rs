@@ -5,7 +5,7 @@
 //! string: formatting per request in Lua would make wrk, not Envoy, the bottleneck at ~70k rps.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,7 +36,6 @@ pub struct Wrk {
 pub struct WrkResult {
     pub requests: u64,
     pub seconds: f64,
-    pub rps: f64,
     /// Non-2xx/3xx answers plus socket errors.
     pub errors: u64,
 }
@@ -51,10 +50,6 @@ impl Wrk {
         let script = dir.path().join("users.lua");
         std::fs::write(&script, SCRIPT)?;
         Ok(Self { script, _dir: dir })
-    }
-
-    pub fn script(&self) -> &Path {
-        &self.script
     }
 
     /// Runs wrk against `target` for `duration` and parses its summary.
@@ -93,7 +88,7 @@ pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
             errors += rest.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
         }
     }
-    Ok(WrkResult { requests, seconds, rps: requests as f64 / seconds.max(1e-9), errors })
+    Ok(WrkResult { requests, seconds, errors })
 }
 
 /// wrk durations: "3.00s", "1.00m", "250.00ms".
@@ -123,7 +118,6 @@ mod tests {
         let r = super::parse(out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.requests, 165_000);
         assert_eq!(r.seconds, 3.0);
-        assert_eq!(r.rps, 55_000.0);
         assert_eq!(r.errors, 7);
     }
 }
