@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod cli;
 pub mod driver;
 pub mod error;
 pub mod events;

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the controller daemon.
     Serve(ServeArgs),
+    /// Inspect and steer rollouts through the REST API.
+    Rollouts(fledge_controller::cli::ClientArgs),
 }
 
 #[derive(clap::Args)]
@@ -49,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Rollouts(args) => fledge_controller::cli::run(args).await,
     }
 }
 

@@ -38,3 +38,35 @@ fn newer_schema_is_a_clear_error() {
     assert!(!ok);
     assert!(err.contains("newer than this fledge supports"), "{err}");
 }
+
+fn cli(ctl: &fledge_integration::Controller, args: &[&str]) -> (bool, String) {
+    let out = Command::new(fledge_bin())
+        .arg("rollouts")
+        .args(["--server", &ctl.url("")])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn cli_drives_the_api() {
+    let ctl = fledge_integration::Controller::builder().start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "steps": [5, 100]}"#).unwrap();
+    let (ok, out) = cli(&ctl, &["apply", "support", "--file", spec.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&ctl, &["list"]);
+    assert!(ok && out.contains("support") && out.contains("v2"), "{out}");
+    let (ok, out) = cli(&ctl, &["resume", "support"]);
+    assert!(!ok && out.contains("409") && out.contains("cannot resume"), "API errors reach the user: {out}");
+    let (ok, out) = cli(&ctl, &["set-weight", "support", "12.5"]);
+    assert!(ok, "{out}");
+    assert_eq!(ctl.get("/v1/rollouts/support").await.unwrap()["status"]["weight"], serde_json::json!(12.5));
+    let (ok, out) = cli(&ctl, &["events", "support"]);
+    assert!(ok && out.contains("created") && out.contains("replaced"), "{out}");
+    let (ok, out) = cli(&ctl, &["set-weight", "support", "101"]);
+    assert!(!ok && out.contains("between 0 and 100"), "{out}");
+}

@@ -1,0 +1,132 @@
+//! `fledge rollouts …`: a thin client of the REST API for people at a terminal.
+
+use anyhow::Context;
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// Controller URL.
+    #[arg(long, env = "FLEDGE_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    server: String,
+    /// Bearer token, if the controller requires one.
+    #[arg(long, env = "FLEDGE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: RolloutCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum RolloutCommand {
+    /// List rollouts: phase, step, weight.
+    List,
+    /// Show one rollout with its last verdict and live metrics (JSON).
+    Get { name: String },
+    /// Create or replace a rollout from a JSON spec file (`-` for stdin).
+    Apply { name: String, #[arg(short, long)] file: String },
+    /// Set a manual weight (percent) on a rollout, keeping its hosts and versions.
+    SetWeight { name: String, weight: f64 },
+    /// Show a rollout's events.
+    Events { name: String },
+    /// Hold a progressing rollout at its weight.
+    Pause { name: String },
+    /// Continue a paused rollout (its analysis window restarts).
+    Resume { name: String },
+    /// Make the canary stable now.
+    Promote { name: String },
+    /// Stop: all traffic back on stable.
+    Abort { name: String },
+    /// Delete a rollout (its hosts pass untouched again).
+    Delete { name: String },
+}
+
+pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
+    let c = Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_string(), token: args.token };
+    match args.command {
+        RolloutCommand::List => {
+            let v = c.send(reqwest::Method::GET, "/v1/rollouts", None).await?;
+            println!("{:<24} {:<12} {:>5} {:>8}  {:<10} {:<10} message", "NAME", "PHASE", "STEP", "WEIGHT", "STABLE", "CANARY");
+            for r in v["rollouts"].as_array().into_iter().flatten() {
+                let step = r["status"]["step"].as_u64().map_or("-".into(), |s| (s + 1).to_string());
+                println!(
+                    "{:<24} {:<12} {:>5} {:>7.2}%  {:<10} {:<10} {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["status"]["phase"].as_str().unwrap_or(""),
+                    step,
+                    r["status"]["weight"].as_f64().unwrap_or(0.0),
+                    r["spec"]["stable"].as_str().unwrap_or(""),
+                    r["spec"]["canary"].as_str().unwrap_or(""),
+                    r["status"]["message"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        RolloutCommand::Get { name } => print(&c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?)?,
+        RolloutCommand::Apply { name, file } => {
+            let text = if file == "-" { std::io::read_to_string(std::io::stdin())? } else { std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))? };
+            let spec: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
+            print(&c.send(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?)?;
+        }
+        RolloutCommand::SetWeight { name, weight } => {
+            let current = c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?;
+            let spec = &current["spec"];
+            let mut manual = serde_json::json!({"hosts": spec["hosts"], "stable": spec["stable"], "canary": spec["canary"], "weight": weight});
+            if let Some(salt) = spec.get("salt") {
+                manual["salt"] = salt.clone();
+            }
+            print(&c.send(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(manual)).await?)?;
+        }
+        RolloutCommand::Events { name } => {
+            let v = c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}/events"), None).await?;
+            for e in v["events"].as_array().into_iter().flatten() {
+                println!("#{:<4} {:<12} {:<12} weight {:>6.2}%  {}", e["seq"], e["kind"].as_str().unwrap_or(""), e["phase"].as_str().unwrap_or(""),
+                         e["weight"].as_f64().unwrap_or(0.0), e["message"].as_str().unwrap_or(""));
+            }
+        }
+        RolloutCommand::Pause { name } => action(&c, &name, "pause").await?,
+        RolloutCommand::Resume { name } => action(&c, &name, "resume").await?,
+        RolloutCommand::Promote { name } => action(&c, &name, "promote").await?,
+        RolloutCommand::Abort { name } => action(&c, &name, "abort").await?,
+        RolloutCommand::Delete { name } => {
+            c.send(reqwest::Method::DELETE, &format!("/v1/rollouts/{name}"), None).await?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn action(c: &Client, name: &str, what: &str) -> anyhow::Result<()> {
+    let v = c.send(reqwest::Method::POST, &format!("/v1/rollouts/{name}/{what}"), None).await?;
+    println!("{name}: {} — {}", v["status"]["phase"].as_str().unwrap_or(""), v["status"]["message"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+fn print(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// Sends a request; a non-2xx answer becomes an error carrying the API's own message.
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.with_context(|| format!("cannot reach the controller at {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let v: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if !status.is_success() {
+            anyhow::bail!("{status}: {}", v["error"]["message"].as_str().unwrap_or("(no message)"));
+        }
+        Ok(v)
+    }
+}
