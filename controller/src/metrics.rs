@@ -8,6 +8,7 @@ pub fn summary(version: &str, s: &VersionStats) -> Value {
         "version": version,
         "requests": s.requests,
         "errors": s.errors,
+        "responses": {"2xx": s.status_2xx, "3xx": s.status_3xx, "4xx": s.status_4xx, "5xx": s.status_5xx},
         "error_rate": s.error_rate(),
         "latency_p50_ms": s.latency_p50_ms(),
         "latency_p99_ms": s.latency_p99_ms(),

@@ -26,6 +26,8 @@ struct Picked {
     side: Side,
     start_ns: u64,
     sample: Sample,
+    /// The response reached end of stream; if not, the upstream may have reset mid-answer.
+    complete: bool,
 }
 
 pub struct Http {
@@ -82,12 +84,13 @@ impl HttpContext for Http {
         let decision = rollout.decide(key.as_ref().map(|(i, k)| (*i, k.as_slice())), || worker.borrow_mut().rng.next_u32());
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(decision.side)));
         let index = rollout.index;
-        self.picked = Some(Picked { table, config, index, side: decision.side, start_ns: now_ns(), sample: Sample::default() });
+        self.picked = Some(Picked { table, config, index, side: decision.side, start_ns: now_ns(), sample: Sample::default(), complete: false });
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(p) = &mut self.picked else { return Action::Continue };
+        p.complete = end_of_stream;
         p.sample.headers_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
         let response = Headers(MapType::HttpResponseHeaders);
         p.sample.status = response.header(":status").and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
@@ -98,8 +101,16 @@ impl HttpContext for Http {
         Action::Continue
     }
 
+    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(p) = &mut self.picked {
+            p.complete |= end_of_stream;
+        }
+        Action::Continue
+    }
+
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let Some(p) = &mut self.picked {
+            p.complete = true;
             read_outcome(&mut p.sample, &p.config, MapType::HttpResponseTrailers);
         }
         Action::Continue
@@ -108,8 +119,9 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         let Some(mut p) = self.picked.take() else { return };
         p.sample.total_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
-        // Only failed-looking requests pay for the flags lookup.
-        if p.sample.status.is_none_or(|s| s >= 500) {
+        // Only failed-looking requests pay for the flags lookup: a 5xx, no response, or a response cut
+        // off before its end (an upstream reset after the headers).
+        if !p.complete || p.sample.status.is_none_or(|s| s >= 500) {
             let flags = hostcalls::get_property(vec!["response", "flags"]).ok().flatten();
             let flags = flags.and_then(|b| b.get(..8).and_then(|b| b.try_into().ok())).map_or(0, u64::from_le_bytes);
             p.sample.upstream_failure = flags & UPSTREAM_FAILURE_FLAGS != 0;

@@ -30,6 +30,8 @@ pub struct Behaviour {
     pub outcome_in_trailers: bool,
     /// Send outcome signals at all (off: outcomes arrive later through the API).
     pub emit_outcome: bool,
+    /// Send the headers (200) and a first chunk, then never finish (Envoy's route timeout ends it).
+    pub stall_after_headers: bool,
 }
 
 impl Default for Behaviour {
@@ -43,6 +45,7 @@ impl Default for Behaviour {
             violation_rate: 0.0,
             outcome_in_trailers: false,
             emit_outcome: true,
+            stall_after_headers: false,
         }
     }
 }
@@ -157,7 +160,13 @@ async fn handle(shared: Arc<Shared>) -> Response {
     if !b.emit_outcome {
         signals.clear();
     }
-    let mut resp = if b.outcome_in_trailers {
+    let mut resp = if b.stall_after_headers {
+        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+            axum::body::Bytes::from_static(b"partial"),
+        ))]);
+        let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        Response::new(Body::new(http_body_util::StreamBody::new(stalled)))
+    } else if b.outcome_in_trailers {
         with_trailers(body, signals)
     } else {
         let mut r = Response::new(Body::from(body));

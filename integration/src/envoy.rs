@@ -25,6 +25,7 @@ pub struct EnvoyBuilder {
     controller: Option<SocketAddr>,
     plugin_config: Value,
     concurrency: u32,
+    route_timeout_ms: Option<u64>,
 }
 
 impl EnvoyBuilder {
@@ -45,6 +46,12 @@ impl EnvoyBuilder {
     /// The filter's plugin configuration (JSON); defaults to `{}`.
     pub fn plugin_config(mut self, v: Value) -> Self {
         self.plugin_config = v;
+        self
+    }
+
+    /// Envoy's route timeout (whole upstream response); Envoy's default is 15 s.
+    pub fn route_timeout_ms(mut self, ms: u64) -> Self {
+        self.route_timeout_ms = Some(ms);
         self
     }
 
@@ -88,9 +95,13 @@ impl EnvoyBuilder {
             for (version, addr) in &h.versions {
                 let name = format!("{}_{}", h.host, version);
                 clusters.push(agent_cluster(&name, *addr));
+                let mut route = json!({"cluster": name});
+                if let Some(ms) = self.route_timeout_ms {
+                    route["timeout"] = json!(format!("{}s", ms as f64 / 1000.0));
+                }
                 routes.push(json!({
                     "match": {"prefix": "/", "headers": [{"name": "x-fledge-version", "string_match": {"exact": version}}]},
-                    "route": {"cluster": name}
+                    "route": route
                 }));
             }
             if let Some((v, _)) = h.versions.first() {
@@ -178,7 +189,7 @@ pub struct Envoy {
 
 impl Envoy {
     pub fn builder() -> EnvoyBuilder {
-        EnvoyBuilder { hosts: Vec::new(), controller: None, plugin_config: json!({}), concurrency: 2 }
+        EnvoyBuilder { hosts: Vec::new(), controller: None, plugin_config: json!({}), concurrency: 2, route_timeout_ms: None }
     }
 
     async fn wait_ready(&mut self, admin_path: &std::path::Path) -> anyhow::Result<()> {

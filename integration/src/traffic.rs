@@ -22,7 +22,12 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn new(envoy: SocketAddr, host: &str) -> Self {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
+        Self::with_timeout(envoy, host, std::time::Duration::from_secs(30))
+    }
+
+    /// With a per-request timeout, for answers that may never finish.
+    pub fn with_timeout(envoy: SocketAddr, host: &str, timeout: std::time::Duration) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(timeout).build().unwrap_or_default();
         Self { http, url: format!("http://{envoy}/task"), host: host.into() }
     }
 

@@ -91,3 +91,65 @@ async fn malformed_outcome_values_are_counted_not_fatal() {
     assert_eq!(s["live"]["window"]["canary"]["requests"], json!(3));
     assert_eq!(s["live"]["window"]["canary"]["malformed"]["outcome"], json!(2));
 }
+
+#[tokio::test]
+async fn upstream_connect_failures_count_as_errors() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    // A port nothing listens on: Envoy's connect fails and it answers 503 itself (flag UF).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", closed)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"report_interval_ms": 200}))
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    let replies = Traffic::new(envoy.listener, HOST).send_users(&users("down", 40), 8).await.unwrap();
+    assert!(replies.iter().all(|r| r.status == 503), "{:?}", replies.first());
+    assert_eventually!(Duration::from_secs(10), "connect failures reported as errors", async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        let c = &s["live"]["window"]["canary"];
+        anyhow::ensure!(c["requests"] == json!(40) && c["errors"] == json!(40), "{c}");
+        Ok(())
+    });
+}
+
+#[tokio::test]
+async fn upstream_timeout_after_headers_counts_as_error() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour { stall_after_headers: true, ..Behaviour::version("v2") }).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"report_interval_ms": 200}))
+        .route_timeout_ms(500)
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    let t = Traffic::with_timeout(envoy.listener, HOST, Duration::from_secs(3));
+    // The client sees a 200 whose body breaks off when Envoy's route timeout fires; that is all it can see.
+    let sends = (0..20).map(|i| {
+        let t = t.clone();
+        tokio::spawn(async move { t.send(Some(&format!("reset-{i}"))).await.is_err() })
+    });
+    for s in sends {
+        assert!(s.await.unwrap(), "the broken body is an error for the client too");
+    }
+    assert_eventually!(Duration::from_secs(10), "timeouts reported as errors", async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        let c = &s["live"]["window"]["canary"];
+        anyhow::ensure!(c["requests"] == json!(20) && c["errors"] == json!(20), "{c}");
+        // The errors came from Envoy's upstream-timeout flag, not the status: every one was a 200.
+        anyhow::ensure!(c["responses"]["2xx"] == json!(20), "{c}");
+        Ok(())
+    });
+}
