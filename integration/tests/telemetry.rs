@@ -137,10 +137,12 @@ async fn upstream_timeout_after_headers_counts_as_error() {
     ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
     let t = Traffic::with_timeout(envoy.listener, HOST, Duration::from_secs(3));
     // The client sees a 200 whose body breaks off when Envoy's route timeout fires; that is all it can see.
-    let sends = (0..20).map(|i| {
-        let t = t.clone();
-        tokio::spawn(async move { t.send(Some(&format!("reset-{i}"))).await.is_err() })
-    });
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move { t.send(Some(&format!("stall-{i}"))).await.is_err() })
+        })
+        .collect();
     for s in sends {
         assert!(s.await.unwrap(), "the broken body is an error for the client too");
     }
