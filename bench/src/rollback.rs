@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use fledge_integration::{Agent, Behaviour, Controller, Envoy};
@@ -32,10 +32,14 @@ pub struct Settings {
 }
 
 pub struct Trial {
-    /// First failed canary answer → last canary request (ms).
+    /// Canary requests (all healthy) before t0.
+    pub healthy_requests: u64,
+    /// First failed canary answer → the controller's `rolled_back` event (ms): report delivery and analysis.
+    pub decided_ms: f64,
+    /// First failed canary answer → last canary request (ms): the budgeted number.
     pub reaction_ms: f64,
-    /// First failed canary answer → `status.phase` seen as "rolled_back" (ms).
-    pub phase_ms: f64,
+    /// The rollback event's message (the verdict).
+    pub message: String,
 }
 
 pub enum Rollback {
@@ -114,8 +118,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
         stop.store(true, Ordering::Relaxed);
         load.await??;
         let t = result.with_context(|| format!("trial {}; envoy log:\n{}", trial + 1, envoy.log_tail(20)))?;
-        eprintln!("  trial {}/{}: last canary request {:.0} ms after the first failure (phase after {:.0} ms)",
-            trial + 1, settings.trials, t.reaction_ms, t.phase_ms);
+        eprintln!(
+            "  trial {}/{}: rolled back {:.0} ms and last canary request {:.0} ms after the first failure ({})",
+            trial + 1,
+            settings.trials,
+            t.decided_ms,
+            t.reaction_ms,
+            t.message
+        );
         trials.push(t);
     }
     Ok(Rollback::Measured { settings: settings.clone(), trials })
@@ -127,32 +137,42 @@ async fn measure(ctl: &Controller, canary: &Agent, name: &str, settings: &Settin
     let before = canary.requests();
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if start.elapsed() >= settings.healthy && canary.requests() >= before + 40 {
+        if start.elapsed() >= settings.healthy && canary.requests() >= before + 20 {
             break;
         }
         anyhow::ensure!(start.elapsed() < Duration::from_secs(20), "the canary got no traffic");
     }
     let p = phase(ctl, name).await?;
     anyhow::ensure!(p != "rolled_back", "rolled back while healthy");
+    let healthy_requests = canary.requests() - before;
 
     canary.reset_marks();
+    // The wall clock at a known instant, to place the controller's event timestamps on our clock.
+    let (flipped, flipped_wall) = (Instant::now(), SystemTime::now());
     canary.update(|b| b.error_rate = 1.0);
-    let flipped = Instant::now();
     let deadline = flipped + Duration::from_secs(20);
-    let seen = loop {
+    loop {
         if phase(ctl, name).await? == "rolled_back" {
-            break Instant::now();
+            break;
         }
         anyhow::ensure!(Instant::now() < deadline, "not rolled back within 20 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    // Keep the load on: a canary request after the phase flipped (a slow filter) must be counted.
+    }
+    // Keep the load on: a canary request after the rollback (a slow filter) must be counted.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let marks = canary.marks();
     let first = marks.first_error.unwrap_or(flipped);
     let last = marks.last_request.unwrap_or(first);
+
+    let events = ctl.events(name).await?;
+    let event = events.iter().find(|e| e["kind"] == "rolled_back").context("no rolled_back event")?;
+    let at_ms = event["at_ms"].as_u64().context("event without at_ms")?;
+    let flipped_ms = flipped_wall.duration_since(UNIX_EPOCH)?.as_secs_f64() * 1e3;
+    let first_ms = flipped_ms + first.saturating_duration_since(flipped).as_secs_f64() * 1e3;
     Ok(Trial {
+        healthy_requests,
+        decided_ms: at_ms as f64 - first_ms,
         reaction_ms: last.saturating_duration_since(first).as_secs_f64() * 1e3,
-        phase_ms: seen.saturating_duration_since(first).as_secs_f64() * 1e3,
+        message: event["message"].as_str().unwrap_or_default().to_string(),
     })
 }

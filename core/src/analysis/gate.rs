@@ -274,12 +274,6 @@ impl From<Gate> for GateConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     fn parse(json: &str) -> Result<Gate, String> {

@@ -1,35 +1,12 @@
 //! Seeded rollout simulations: synthetic traffic through `judge`, checking false and true rollback
 //! rates with the default gates. Deterministic (SplitMix64); run with `--nocapture` to see rates.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use super::{
     default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, GateConfig, Metric, StepState,
     VersionStats,
 };
+use crate::rng::SplitMix64;
 use crate::stats::normal;
-
-/// SplitMix64 (Steele, Lea & Flood): tiny, fast, good enough for simulations.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
 
 const LATENCY_TABLE_BITS: u32 = 12;
 
@@ -127,7 +104,7 @@ impl Simulation {
     }
 
     fn run(&self, seed: u64) -> Ending {
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let (mut stable, mut canary) = (VersionStats::default(), VersionStats::default());
         let mut state = StepState::start(0);
         let interval_s = self.spec.interval_seconds() as u64;

@@ -192,12 +192,6 @@ impl From<AnalysisSpec> for AnalysisSpecConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     fn parse(json: &str) -> Result<AnalysisSpec, String> {

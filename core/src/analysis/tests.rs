@@ -1,10 +1,4 @@
 //! Rule-by-rule tests of `judge` on hand-built stats.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use super::*;
 

@@ -147,12 +147,6 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     fn sample() -> VersionStats {

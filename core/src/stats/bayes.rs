@@ -48,12 +48,6 @@ fn prob_b_greater((a_a, b_a): (f64, f64), (a_b, b_b): (f64, f64)) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

@@ -74,12 +74,6 @@ fn check_inputs(counts: &[u64], theta0: &[f64], k: f64) -> Result<(), StatsError
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

@@ -174,12 +174,6 @@ impl<X: Iterator<Item = (usize, u64)>, Y: Iterator<Item = (usize, u64)>> Iterato
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

@@ -189,12 +189,6 @@ pub fn mean_vs_fixed(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

@@ -142,12 +142,6 @@ pub fn wilson_interval(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

@@ -42,12 +42,6 @@ fn z_values(p1: f64, p2: f64, alpha: f64, power: f64) -> Result<(f64, f64), Stat
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 

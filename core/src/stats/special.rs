@@ -149,12 +149,6 @@ fn split(x: f64) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::stats::testutil::assert_close;
 
