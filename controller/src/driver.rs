@@ -1,5 +1,6 @@
 //! The analysis loop: every few tens of milliseconds, judge each automated rollout that is due (per its
-//! `analysis.interval_seconds`) and carry out what [`progress::next`] decides. A transition is
+//! `analysis.interval_seconds`) and carry out what [`progress::next`] decides. New data wakes it at
+//! once, and a failing critical gate rolls back without waiting for the interval. A transition is
 //! committed — persisted with its event and published to the proxies — before the next rollout is
 //! looked at, so a rollback reaches the long-polling proxies at once.
 
@@ -20,6 +21,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = state.data_arrived.notified() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
             if let Err(e) = tick_once(&state, now_ms()) {
@@ -41,18 +43,22 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
             .collect()
     };
     for (name, interval) in due {
-        let (stable, canary) = {
+        let (stable, canary, scheduled) = {
             let mut live = state.live()?;
             let window = live.window_mut(&name, now);
-            if window.last_evaluated_ms != 0 && now < window.last_evaluated_ms + interval {
+            let scheduled = window.last_evaluated_ms == 0 || now >= window.last_evaluated_ms + interval;
+            if !scheduled && !window.fresh {
                 continue;
             }
-            window.last_evaluated_ms = now;
+            window.fresh = false;
+            if scheduled {
+                window.last_evaluated_ms = now;
+            }
             let inner = state.lock()?;
             let Some(r) = inner.rollouts.get(&name) else { continue };
-            (window.stats(&r.spec.stable), window.stats(&r.spec.canary))
+            (window.stats(&r.spec.stable), window.stats(&r.spec.canary), scheduled)
         };
-        evaluate(state, &name, &stable, &canary, now)?;
+        evaluate(state, &name, &stable, &canary, now, scheduled)?;
     }
     Ok(())
 }
@@ -70,9 +76,15 @@ fn evaluate(
     stable: &fledge_core::analysis::VersionStats,
     canary: &fledge_core::analysis::VersionStats,
     now: u64,
+    scheduled: bool,
 ) -> Result<(), ApiError> {
     let Some(rollout) = state.lock()?.rollouts.get(name).cloned() else { return Ok(()) };
-    match progress::next(&rollout, stable, canary, now) {
+    let step = if scheduled {
+        progress::next(&rollout, stable, canary, now)
+    } else {
+        progress::next_on_data(&rollout, stable, canary, now)
+    };
+    match step {
         Step::Idle => Ok(()),
         Step::Hold(status) => {
             let mut inner = state.lock()?;

@@ -27,6 +27,9 @@ pub async fn reports(State(state): State<AppState>, headers: HeaderMap, body: By
             .collect()
     };
     let ingested = state.live()?.ingest(report, now_ms(), |name| versions.get(name).cloned());
+    if ingested.merged > 0 {
+        state.data_arrived.notify_one();
+    }
     Ok((StatusCode::ACCEPTED, Json(ingested)))
 }
 
@@ -104,5 +107,8 @@ pub async fn outcomes(
     for (version, stats) in parsed {
         window.versions.entry(version).or_default().merge(&stats);
     }
+    window.fresh = true;
+    drop(live);
+    state.data_arrived.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": count }))))
 }

@@ -18,6 +18,8 @@ pub struct Window {
     pub started_at_ms: u64,
     pub versions: HashMap<String, VersionStats>,
     pub last_evaluated_ms: u64,
+    /// Data arrived since the last look; the driver checks critical gates at once.
+    pub fresh: bool,
 }
 
 impl Window {
@@ -104,6 +106,7 @@ impl Live {
                 Some((stable, canary)) if v.version == stable || v.version == canary => {
                     let window = self.windows.entry(v.rollout).or_insert_with(|| Window { started_at_ms: now_ms, ..Window::default() });
                     window.versions.entry(v.version).or_default().merge(&v.stats);
+                    window.fresh = true;
                     merged += 1;
                 }
                 _ => ignored += 1,

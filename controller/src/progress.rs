@@ -53,6 +53,26 @@ pub fn next(rollout: &Rollout, stable: &VersionStats, canary: &VersionStats, now
     }
 }
 
+/// The check made as soon as new data arrives, between analysis intervals: only a failing critical gate
+/// acts (rolls back); everything else waits for the interval, so that failure counting keeps its
+/// per-interval meaning.
+pub fn next_on_data(rollout: &Rollout, stable: &VersionStats, canary: &VersionStats, now_ms: u64) -> Step {
+    if rollout.status.phase != Phase::Progressing {
+        return Step::Idle;
+    }
+    match next(rollout, stable, canary, now_ms) {
+        step @ Step::Transition { event: "rolled_back", .. } if critical_failure(&step) => step,
+        _ => Step::Idle,
+    }
+}
+
+fn critical_failure(step: &Step) -> bool {
+    let Step::Transition { status, .. } = step else { return false };
+    status.last_verdict.as_ref().is_some_and(|v| {
+        v.gates.iter().any(|g| g.critical && g.status == fledge_core::analysis::GateStatus::Fail)
+    })
+}
+
 fn apply(current: &RolloutStatus, verdict: Verdict, steps: usize) -> Step {
     let mut status = RolloutStatus {
         step_started_at_ms: verdict.next_state.step_started_at_ms,
@@ -112,6 +132,28 @@ mod tests {
             panic!()
         };
         assert_eq!((event, status.phase, status.step, status.weight.percent()), ("started", Phase::Progressing, Some(0), 10.0));
+    }
+
+    #[test]
+    fn data_between_intervals_only_acts_on_critical_gates() {
+        let bad = VersionStats { requests: 50, errors: 50, status_5xx: 50, ..VersionStats::default() };
+        let good = VersionStats { requests: 500, status_2xx: 500, ..VersionStats::default() };
+        let mut critical = rollout(
+            r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[5,100],"min_requests":1000,
+                "gates":[{"metric":"error_rate","max":0.05,"critical":true}]}"#,
+        );
+        critical.status.phase = Phase::Progressing;
+        critical.status.step = Some(0);
+        let Step::Transition { event, .. } = next_on_data(&critical, &good, &bad, 10) else { panic!("critical gate must act") };
+        assert_eq!(event, "rolled_back");
+        let mut relaxed = rollout(
+            r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[5,100],"min_requests":10,
+                "gates":[{"metric":"error_rate","max_increase":0.01}],"analysis":{"failure_limit":1}}"#,
+        );
+        relaxed.status.phase = Phase::Progressing;
+        relaxed.status.step = Some(0);
+        assert!(matches!(next(&relaxed, &good, &bad, 10), Step::Transition { event: "rolled_back", .. }));
+        assert_eq!(next_on_data(&relaxed, &good, &bad, 10), Step::Idle, "non-critical gates wait for the interval");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct AppState {
     published: Arc<watch::Sender<Arc<Published>>>,
     shutdown: Arc<watch::Sender<bool>>,
     pub live: Arc<Mutex<Live>>,
+    /// Wakes the analysis loop when reports bring new data.
+    pub data_arrived: Arc<tokio::sync::Notify>,
     pub settings: Arc<Settings>,
 }
 
@@ -66,6 +68,7 @@ impl AppState {
             published: Arc::new(tx),
             shutdown: Arc::new(shutdown),
             live: Arc::new(Mutex::new(Live::default())),
+            data_arrived: Arc::new(tokio::sync::Notify::new()),
             settings: Arc::new(settings),
         })
     }
