@@ -43,6 +43,20 @@ test: build lint
 demo: build
 	./target/debug/fledge-demo
 
+## bench: filter cost in Envoy, core decision, push latency, rollback reaction, controller ingest → BENCHMARKS.md
+bench: build
+	@command -v wrk >/dev/null 2>&1 || { apt-get update && apt-get install -y wrk; }
+	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
+	$(CARGO) build --release -p fledge-controller -p fledge-bench
+	T=$${CARGO_TARGET_DIR:-target}; CARGO=$(CARGO) FLEDGE_BIN=$$T/release/fledge FLEDGE_WASM=$$T/wasm32-wasip1/wasm/fledge_filter.wasm \
+	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $$T/release/fledge-bench
+
+## bench-smoke: every benchmark for a few seconds, to check the harness (numbers are not measurements)
+.PHONY: bench-smoke
+bench-smoke: build
+	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
+	T=$${CARGO_TARGET_DIR:-target}; FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) run -p fledge-bench -- --smoke
+
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)

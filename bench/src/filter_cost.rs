@@ -78,9 +78,13 @@ impl FilterCost {
     /// Median over rounds of the per-round ratio of `a`'s to `b`'s throughput: rounds run back to back,
     /// so a ratio within a round cancels the machine's slow drift.
     pub fn rps_ratio(&self, a: &str, b: &str) -> f64 {
-        let (Some(a), Some(b)) = (self.variant(a), self.variant(b)) else { return f64::NAN };
-        let ratios: Vec<f64> = a.samples.iter().zip(&b.samples).map(|(x, y)| x.rps / y.rps).collect();
-        crate::stats::median(&ratios)
+        crate::stats::median(&self.round_ratios(a, b))
+    }
+
+    /// `a`'s throughput over `b`'s, round by round.
+    pub fn round_ratios(&self, a: &str, b: &str) -> Vec<f64> {
+        let (Some(a), Some(b)) = (self.variant(a), self.variant(b)) else { return Vec::new() };
+        a.samples.iter().zip(&b.samples).map(|(x, y)| x.rps / y.rps).collect()
     }
 }
 
@@ -196,10 +200,19 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
         ("fledge", format!("fledge filter, rollout at {WEIGHT} %"), fledge),
     ];
+    // Started together: each Envoy compiles its wasm on start-up, which takes a while.
+    let starting: Vec<_> = variants
+        .into_iter()
+        .map(|(key, label, filter)| {
+            tokio::spawn(async move {
+                let envoy = DirectEnvoy::start(&filter, 1).await.with_context(|| format!("starting envoy ({label})"))?;
+                anyhow::Ok(Running { key, label, envoy })
+            })
+        })
+        .collect();
     let mut running = Vec::new();
-    for (key, label, filter) in variants {
-        let envoy = DirectEnvoy::start(&filter, 1).await.with_context(|| format!("starting envoy ({label})"))?;
-        running.push(Running { key, label, envoy });
+    for s in starting {
+        running.push(s.await??);
     }
     let fledge_envoy = &running.last().context("no variants")?.envoy;
     let canary_share = wait_for_routing(fledge_envoy).await?;
@@ -210,8 +223,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         None => format!("in-process generator, {} connections, closed loop (wrk not installed)", settings.connections),
     };
     // Warm-up: V8 compiles wasm lazily and tiers up hot functions; the first seconds are not steady state.
-    for r in &running {
-        saturate(settings, wrk.as_ref(), &r.envoy, settings.warmup).await?;
+    if !settings.warmup.is_zero() {
+        for r in &running {
+            saturate(settings, wrk.as_ref(), &r.envoy, settings.warmup).await?;
+        }
     }
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];

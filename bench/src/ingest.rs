@@ -3,15 +3,18 @@
 //!
 //! Every simulated proxy has its own keep-alive connection (a real Envoy keeps one to the controller
 //! cluster) and a phase spread evenly over the second, so the load is steady, not a burst per second.
-//! Measured after a warm-up second: reports/s accepted, the controller's CPU from `/proc/<pid>/stat`
-//! (all threads, as a share of one core), and client-side latency of each POST.
+//! Measured after a warm-up (every proxy connected and reporting): reports/s accepted, the controller's
+//! CPU from `/proc/<pid>/stat` (all threads, as a share of one core), and client-side latency of each
+//! POST. Report bodies are built with core's `Report` and `VersionStats`, so they are what filters send.
 //!
-//! Until the controller has `/v1/reports` (issue 3) it answers 404 and the run reports itself pending.
+//! A controller without `/v1/reports` (before issue 3) answers 404: the run then reports itself pending.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use fledge_core::analysis::VersionStats;
+use fledge_core::report::{Report, VersionReport};
 use fledge_integration::Controller;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -24,6 +27,8 @@ use crate::procstat::{pid_with_arg, CpuMeter};
 #[derive(Clone)]
 pub struct Settings {
     pub proxies: usize,
+    /// Before measuring: every simulated proxy has connected and sent its first report.
+    pub warmup: Duration,
     pub duration: Duration,
 }
 
@@ -39,28 +44,57 @@ pub struct Measured {
     pub controller_cores: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Size of one report body.
+    pub body_bytes: usize,
 }
 
-/// A report as a filter worker sends it: deltas for the stable and the canary version.
-pub fn report(proxy: usize, seq: u64) -> Value {
-    let version = |v: &str, requests: u64, errors: u64| {
-        json!({"rollout": "support", "version": v, "stats": {
-            "requests": requests, "status_2xx": requests - errors, "status_5xx": errors, "errors": errors,
-            "outcome_success": requests - errors, "cost_count": requests, "cost_sum": 0.01 * requests as f64,
-            "latency_headers": {"buckets": [[290, requests / 2], [300, requests - requests / 2]]},
-            "latency_total": {"buckets": [[300, requests - 20], [310, 20]]}
-        }})
+/// Counters of one version over one report interval, shaped like a busy worker's: a spread of
+/// latencies (so the sparse histograms carry ~20 buckets each), a few errors, outcomes and costs.
+fn stats(requests: u64, errors: u64) -> VersionStats {
+    let mut s = VersionStats { requests, status_2xx: requests - errors, status_5xx: errors, errors, ..VersionStats::default() };
+    let per = requests / 20;
+    for i in 0..20 {
+        let n = if i == 19 { requests - per * 19 } else { per };
+        s.latency_headers.record_n(150 + 40 * i, n);
+        s.latency_total.record_n(300 + 90 * i, n);
+    }
+    s.outcome_success = requests - errors - 3;
+    s.outcome_failure = 3;
+    s.cost_count = requests - errors;
+    s.cost_sum = 0.01 * s.cost_count as f64;
+    s.cost_sum_sq = 0.0001 * s.cost_count as f64;
+    s
+}
+
+/// The JSON body of one report, built with core's own types: exactly what the filter sends.
+pub fn report(proxy: usize, seq: u64) -> anyhow::Result<Vec<u8>> {
+    let version = |v: &str, requests, errors| VersionReport {
+        rollout: "support".into(),
+        version: v.into(),
+        stats: stats(requests, errors),
     };
-    json!({"proxy": format!("p-{proxy}"), "worker": "w0", "seq": seq, "generation": 3,
-           "versions": [version("v1", 114, 1), version("v2", 120, 2)]})
+    let r = Report {
+        proxy: format!("p-{proxy}"),
+        worker: "w0".into(),
+        seq,
+        generation: Some(1),
+        versions: vec![version("v1", 114, 1), version("v2", 120, 2)],
+    };
+    Ok(fledge_core::report::encode(&r)?)
 }
 
 /// Whether the controller takes reports at all.
 pub async fn supported(ctl: &Controller) -> Result<(), String> {
-    let (status, body) = ctl
-        .call(reqwest::Method::POST, "/v1/reports", Some(report(0, 1)))
+    let body = report(0, 1).map_err(|e| e.to_string())?;
+    let resp = reqwest::Client::new()
+        .post(ctl.url("/v1/reports"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
         .await
         .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or_default();
     if (200..300).contains(&status) {
         Ok(())
     } else {
@@ -99,9 +133,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Ingest> {
 }
 
 async fn drive(addr: std::net::SocketAddr, pid: u32, settings: Settings) -> anyhow::Result<Measured> {
-    let warmup = Duration::from_secs(1);
     let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
-    let measure_from = t0 + warmup;
+    let measure_from = t0 + settings.warmup;
     let end = measure_from + settings.duration;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = Vec::new();
@@ -124,6 +157,7 @@ async fn drive(addr: std::net::SocketAddr, pid: u32, settings: Settings) -> anyh
         controller_cores: cpu.cores,
         p50_ms: crate::stats::quantile_sorted(&t.latencies_us, 0.50) / 1e3,
         p99_ms: crate::stats::quantile_sorted(&t.latencies_us, 0.99) / 1e3,
+        body_bytes: report(0, 1)?.len(),
         settings,
     })
 }
@@ -144,7 +178,7 @@ async fn proxy(
     let mut seq = 1;
     while at < end {
         tokio::time::sleep_until(at).await;
-        let body = serde_json::to_vec(&report(p, seq))?;
+        let body = report(p, seq)?;
         let req = hyper::Request::post("/v1/reports")
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::CONTENT_TYPE, "application/json")

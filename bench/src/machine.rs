@@ -13,6 +13,8 @@ pub struct Machine {
     pub rustc: String,
     pub wrk: String,
     pub date: String,
+    /// The commit measured, and the paths with uncommitted changes (they were measured too).
+    pub commit: String,
 }
 
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
@@ -44,8 +46,30 @@ impl Machine {
             .unwrap_or_else(|| "unknown".into());
         let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
         // `wrk -v` prints its version and exits non-zero; the first line is what we want.
-        let wrk = run("wrk", &["-v"]).and_then(|v| v.lines().next().map(str::to_string)).unwrap_or_else(|| "not installed".into());
+        let wrk = run("wrk", &["-v"])
+            .and_then(|v| v.lines().next().map(|l| l.split(" Copyright").next().unwrap_or(l).to_string()))
+            .unwrap_or_else(|| "not installed".into());
         let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-        Self { cpu, cores, memory_gib, kernel, envoy, rustc, wrk, date }
+        Self { cpu, cores, memory_gib, kernel, envoy, rustc, wrk, date, commit: commit() }
+    }
+}
+
+/// `git rev-parse --short HEAD`, plus which source paths differ from it (BENCHMARKS.md itself aside).
+fn commit() -> String {
+    let root = fledge_integration::workspace_root();
+    let git = |args: &[&str]| {
+        Command::new("git").arg("-C").arg(&root).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "unknown (not a git checkout)".into() };
+    let dirty: Vec<String> = git(&["status", "--porcelain", "--untracked-files=no"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.get(3..).map(str::to_string))
+        .filter(|p| p != "BENCHMARKS.md")
+        .collect();
+    if dirty.is_empty() {
+        head.trim().to_string()
+    } else {
+        format!("{} with uncommitted changes to {}", head.trim(), dirty.join(", "))
     }
 }

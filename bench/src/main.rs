@@ -9,7 +9,8 @@
 //! `--smoke` runs every part with seconds-long settings (the test in tests/smoke.rs does, so the
 //! harness cannot rot); its numbers are not measurements. Budgets are reported, never asserted.
 //!
-//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest]`.
+//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest]
+//! [--rollback-healthy-secs S]`.
 //! Binaries come from the harness's lookup (`FLEDGE_BIN`, `FLEDGE_WASM`, `FLEDGE_ENVOY`), plus
 //! `FLEDGE_EMPTY_WASM` for the baseline filter.
 
@@ -40,10 +41,13 @@ struct Args {
     smoke: bool,
     out: Option<PathBuf>,
     only: Vec<String>,
+    /// Overrides the healthy canary time before the rollback trials' t0.
+    rollback_healthy: Option<Duration>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { smoke: false, out: None, only: PARTS.iter().map(|s| s.to_string()).collect() };
+    let mut args =
+        Args { smoke: false, out: None, only: PARTS.iter().map(|s| s.to_string()).collect(), rollback_healthy: None };
     let mut it = std::env::args().skip(1);
     let mut out_given = false;
     while let Some(a) = it.next() {
@@ -60,15 +64,19 @@ fn parse_args() -> anyhow::Result<Args> {
                     anyhow::ensure!(PARTS.contains(&p.as_str()), "unknown part {p:?}; parts: {}", PARTS.join(","));
                 }
             }
+            "--rollback-healthy-secs" => {
+                let secs: f64 = it.next().context("--rollback-healthy-secs needs a number")?.parse()?;
+                args.rollback_healthy = Some(Duration::from_secs_f64(secs));
+            }
             "-h" | "--help" => {
-                println!("fledge-bench [--smoke] [--out FILE] [--only {}]", PARTS.join(","));
+                println!("fledge-bench [--smoke] [--out FILE] [--only {}] [--rollback-healthy-secs S]", PARTS.join(","));
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    // A full run writes the repository's BENCHMARKS.md; a smoke run writes only where told.
-    if !out_given && !args.smoke {
+    // A full run writes the repository's BENCHMARKS.md; a smoke or partial run writes only where told.
+    if !out_given && !args.smoke && args.only.len() == PARTS.len() {
         args.out = Some(fledge_integration::workspace_root().join("BENCHMARKS.md"));
     }
     Ok(args)
@@ -80,11 +88,15 @@ async fn part<T, F: Future<Output = anyhow::Result<T>>>(args: &Args, name: &str,
         return Part::NotRun("not selected (--only)".into());
     }
     eprintln!("== {name}");
-    match f().await {
+    let start = std::time::Instant::now();
+    let result = f().await;
+    eprintln!("== {name}: {:.1} s", start.elapsed().as_secs_f64());
+    match result {
         Ok(v) => Part::Done(v),
         Err(e) => {
             eprintln!("{name} failed: {e:#}");
-            Part::Failed(format!("{e:#}").lines().next().unwrap_or_default().to_string())
+            // The whole chain, on one line: it goes in a table cell.
+            Part::Failed(format!("{e:#}").lines().map(str::trim).collect::<Vec<_>>().join(" "))
         }
     }
 }
@@ -107,10 +119,12 @@ async fn main() -> anyhow::Result<()> {
             use_wrk: have_wrk,
         }
     } else {
+        // Many short rounds rather than a few long ones: on a shared machine a neighbour's burst then
+        // spoils one round, and the median of the per-round ratios shrugs it off.
         filter_cost::Settings {
-            rounds: 5,
-            saturate: Duration::from_secs(4),
-            latency: Duration::from_secs(3),
+            rounds: 7,
+            saturate: Duration::from_secs(3),
+            latency: Duration::from_secs(2),
             latency_rate: 5_000.0,
             connections: 16,
             warmup: Duration::from_secs(2),
@@ -122,15 +136,18 @@ async fn main() -> anyhow::Result<()> {
     } else {
         push::Settings { proxies: 4, concurrency: 1, changes: 50 }
     };
-    let rollback_settings = if smoke {
-        rollback::Settings { trials: 1, healthy: Duration::from_millis(1_000) }
+    let mut rollback_settings = if smoke {
+        rollback::Settings { trials: 1, healthy: Duration::from_millis(500), tail: Duration::from_millis(300) }
     } else {
-        rollback::Settings { trials: 5, healthy: Duration::from_millis(1_500) }
+        rollback::Settings { trials: 5, healthy: Duration::from_millis(1_500), tail: Duration::from_secs(1) }
     };
+    if let Some(h) = args.rollback_healthy {
+        rollback_settings.healthy = h;
+    }
     let ingest_settings = if smoke {
-        ingest::Settings { proxies: 20, duration: Duration::from_secs(1) }
+        ingest::Settings { proxies: 20, warmup: Duration::from_millis(300), duration: Duration::from_secs(1) }
     } else {
-        ingest::Settings { proxies: 1_000, duration: Duration::from_secs(10) }
+        ingest::Settings { proxies: 1_000, warmup: Duration::from_secs(1), duration: Duration::from_secs(10) }
     };
 
     let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;

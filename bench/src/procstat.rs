@@ -9,7 +9,9 @@ use anyhow::Context;
 /// Clock ticks per second of `/proc` times. Linux reports in USER_HZ, 100 on every mainstream
 /// build; `getconf` confirms it where available.
 fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
@@ -17,6 +19,7 @@ fn ticks_per_second() -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|t| *t > 0.0)
         .unwrap_or(100.0)
+    })
 }
 
 /// CPU seconds (user + system) used so far by `pid`.

@@ -84,9 +84,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
     };
     put(LOW).await?;
     let filter = Filter::Fledge { path: fledge_integration::wasm_path(), config: json!({}), controller: ctl.addr };
+    let starting: Vec<_> = (0..settings.proxies)
+        .map(|_| {
+            let (filter, concurrency) = (filter.clone(), settings.concurrency);
+            tokio::spawn(async move { DirectEnvoy::start(&filter, concurrency).await })
+        })
+        .collect();
     let mut envoys = Vec::new();
-    for _ in 0..settings.proxies {
-        envoys.push(DirectEnvoy::start(&filter, settings.concurrency).await?);
+    for s in starting {
+        envoys.push(s.await??);
     }
     let user = probe_user()?;
     let clients: Vec<(reqwest::Client, String)> =

@@ -43,7 +43,7 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn thousands(x: f64) -> String {
+pub fn thousands(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();
     }
@@ -77,8 +77,14 @@ fn budget_rows(r: &Results) -> Vec<Row> {
     match &r.filter {
         Part::Done(f) => {
             let ratio = f.rps_ratio("fledge", "empty");
+            let rounds = f.round_ratios("fledge", "empty");
+            let (lo, hi) = (quantile(&rounds, 0.0), quantile(&rounds, 1.0));
             let med = |k: &str| f.variant(k).map_or(f64::NAN, |v| median(&v.samples.iter().map(|s| s.rps).collect::<Vec<_>>()));
-            let measured = format!("{ratio:.3} ({} vs {} rps)", thousands(med("fledge")), thousands(med("empty")));
+            let measured = format!(
+                "{ratio:.3} (rounds {lo:.2}–{hi:.2}; {} vs {} rps)",
+                thousands(med("fledge")),
+                thousands(med("empty"))
+            );
             rows.push((what, budget, measured, verdict(ratio >= FILTER_RATIO_BUDGET).into()));
         }
         other => {
@@ -181,7 +187,8 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "| kernel | {} |", m.kernel);
     let _ = writeln!(s, "| Envoy | {} (V8 wasm runtime) |", m.envoy);
     let _ = writeln!(s, "| Rust | {} |", m.rustc);
-    let _ = writeln!(s, "| wrk | {} |\n", m.wrk);
+    let _ = writeln!(s, "| wrk | {} |", m.wrk);
+    let _ = writeln!(s, "| fledge | {} |\n", m.commit);
 
     let _ = writeln!(s, "## Budgets\n");
     let _ = writeln!(s, "Goals from issue 4, measured here and never asserted in tests.\n");
@@ -217,7 +224,7 @@ pub fn render(r: &Results) -> String {
 
 const METHOD: &[&str] = &[
     "Everything runs on loopback on one machine: the load generator, Envoy and the controller share its cores, as they would share a node. Interleaving the variants in rounds and taking medians (and per-round ratios) is what makes the comparisons hold on a noisy machine.",
-    "Filter cost: three Envoy processes (`--concurrency 1`) with the same bootstrap except the HTTP filter chain; every route is a `direct_response`, one per version matched on `x-fledge-version`, so the fledge filter's header really re-selects the route. Rounds rotate the order of the variants. Saturation uses wrk (`-t1 -c16`, a Lua script handing out 1,000 pre-formatted requests with distinct `x-user-id`); CPU per request is Envoy's utime+stime from `/proc/<pid>/stat` over the run divided by wrk's request count. Latency uses the in-process generator (tokio + hyper, 16 keep-alive connections) paced to a fixed total rate, latency measured from write to full response like wrk's; wrk2 is not packaged in Debian, and wrk's latency at saturation is queueing, not cost.",
+    "Filter cost: three Envoy processes (`--concurrency 1`) with the same bootstrap except the HTTP filter chain; every route is a `direct_response`, one per version matched on `x-fledge-version`, so the fledge filter's header really re-selects the route. Rounds rotate the order of the variants. Saturation uses wrk (`-t1 -c16`, a Lua script handing out 1,000 pre-formatted requests with distinct `x-user-id`); CPU per request is Envoy's utime+stime from `/proc/<pid>/stat` over the run divided by wrk's request count. Latency uses the in-process generator (tokio + hyper, 16 keep-alive connections) paced to a fixed total rate, latency measured from write to full response like wrk's; wrk2 is not packaged in Debian, and wrk's latency at saturation is queueing, not cost. Sends are paced on tokio's 1 ms timer, so the requests due in one millisecond leave together (5 at 5,000 rps) and the latency includes queueing behind them in Envoy's one worker: compare the variants with each other, not with other setups.",
     "The fledge variant runs with the real controller, a rollout at 50 % for `bench-agent`, and telemetry on; measuring starts only after `x-fledge-version` is on responses and 200 distinct users split between both direct-response routes. A warm-up run per variant lets V8 tier up the wasm first.",
     "Core decision: criterion (`cargo bench -p fledge-core --bench decision`), one iteration = `RouteTable::lookup` + `CompiledRollout::decide` on a 32-rollout table, keys rotating through 1,024 UUID-like ids.",
     "Push: K Envoys (`--concurrency 1`, default `tick_ms`), weight alternating 40 ↔ 60 %; a probe user whose bucket (computed with `fledge_core::Bucket::of_key` and the rollout's default salt) lies between them flips version with each change. One task per Envoy probes every 2 ms from before the PUT is sent; a change counts when the slowest Envoy answers with the new version.",
@@ -274,7 +281,8 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
     for v in &f.variants {
         let _ = write!(s, " {} |", v.key);
     }
-    let _ = writeln!(s, "\n|---|{}", "---|".repeat(f.variants.len()));
+    let _ = writeln!(s, " fledge ÷ empty |\n|---|{}---|", "---|".repeat(f.variants.len()));
+    let ratios = f.round_ratios("fledge", "empty");
     for round in 0..st.rounds {
         let _ = write!(s, "| {} |", round + 1);
         for v in &f.variants {
@@ -287,7 +295,7 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
                 }
             }
         }
-        let _ = writeln!(s);
+        let _ = writeln!(s, " {:.3} |", ratios.get(round).copied().unwrap_or(f64::NAN));
     }
     let errors: u64 = f.variants.iter().flat_map(|v| v.samples.iter().map(|x| x.errors)).sum();
     let _ = writeln!(
@@ -383,11 +391,12 @@ fn render_rollback(s: &mut String, part: &Part<Rollback>) {
             let reaction: Vec<f64> = trials.iter().map(|t| t.reaction_ms).collect();
             let _ = writeln!(
                 s,
-                "\nMedian: rolled back {:.0} ms after the first failure, last canary request {:.0} ms after it; \
-                 the difference ({:.0} ms) is the push of weight 0 and the filters applying it.\n",
+                "\nMedians: the controller rolled back {:.0} ms after the first failure and the canary's last request came \
+                 {:.0} ms after it. The canary gets a request every {:.0} ms, so the push of weight 0 (§3) is within \
+                 that resolution: the time goes to gathering evidence.\n",
                 median(&decided),
                 median(&reaction),
-                median(&reaction) - median(&decided)
+                1e3 / (crate::rollback::RATE * crate::rollback::CANARY_PERCENT / 100.0)
             );
         }
         Part::Done(Rollback::Pending(why)) => {
@@ -409,9 +418,11 @@ fn render_ingest(s: &mut String, part: &Part<Ingest>) {
         Part::Done(Ingest::Measured(m)) => {
             let _ = writeln!(
                 s,
-                "{} simulated proxies, one report per second each, measured for {} s after a warm-up second.\n",
+                "{} simulated proxies, one report per second each ({} bytes of JSON: two versions), measured for {} s after {} s of warm-up.\n",
                 thousands(m.settings.proxies as f64),
-                m.settings.duration.as_secs_f64()
+                m.body_bytes,
+                m.settings.duration.as_secs_f64(),
+                m.settings.warmup.as_secs_f64()
             );
             let _ = writeln!(s, "| reports/s accepted | rejected | controller CPU (share of one core) | POST p50 | POST p99 |\n|---|---|---|---|---|");
             let _ = writeln!(

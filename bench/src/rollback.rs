@@ -5,10 +5,14 @@
 //! every 200 ms), the controller analysing every 200 ms with an error-rate gate, and the in-process
 //! generator sending 500 rps of distinct users. t0 is the canary's first failed answer and the end its
 //! last request at all (`Agent::marks`), so the number covers report delivery, analysis, the rollback
-//! decision, the config push and the filters applying it. Each trial uses a fresh rollout.
+//! decision, the config push and the filters applying it. Each trial uses a fresh rollout, and the
+//! controller's `rolled_back` event splits the time into deciding and applying.
 //!
-//! Needs automated analysis and rollback (issue 3): until `PUT /v1/rollouts` accepts the analysis
-//! fields, the run reports itself pending.
+//! The analysis judges the window since the rollout started, so the canary's healthy history before t0
+//! matters: it is a setting (`--rollback-healthy-secs`), and the report states it.
+//!
+//! A controller without automated analysis (before issue 3) refuses the spec's fields: the run then
+//! reports itself pending instead of failing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub struct Settings {
     pub trials: usize,
     /// Healthy canary traffic before t0, so the analysis has a baseline.
     pub healthy: Duration,
+    /// Load kept on after the rollback, to catch late canary requests.
+    pub tail: Duration,
 }
 
 pub struct Trial {
@@ -117,7 +123,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
         let result = measure(&ctl, &canary, &name, settings).await;
         stop.store(true, Ordering::Relaxed);
         load.await??;
-        let t = result.with_context(|| format!("trial {}; envoy log:\n{}", trial + 1, envoy.log_tail(20)))?;
+        let t = match result {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("envoy log:\n{}", envoy.log_tail(20));
+                return Err(e.context(format!("trial {}", trial + 1)));
+            }
+        };
         eprintln!(
             "  trial {}/{}: rolled back {:.0} ms and last canary request {:.0} ms after the first failure ({})",
             trial + 1,
@@ -140,7 +152,7 @@ async fn measure(ctl: &Controller, canary: &Agent, name: &str, settings: &Settin
         if start.elapsed() >= settings.healthy && canary.requests() >= before + 20 {
             break;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(20), "the canary got no traffic");
+        anyhow::ensure!(start.elapsed() < settings.healthy + Duration::from_secs(20), "the canary got no traffic");
     }
     let p = phase(ctl, name).await?;
     anyhow::ensure!(p != "rolled_back", "rolled back while healthy");
@@ -159,7 +171,7 @@ async fn measure(ctl: &Controller, canary: &Agent, name: &str, settings: &Settin
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Keep the load on: a canary request after the rollback (a slow filter) must be counted.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(settings.tail).await;
     let marks = canary.marks();
     let first = marks.first_error.unwrap_or(flipped);
     let last = marks.last_request.unwrap_or(first);
