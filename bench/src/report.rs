@@ -228,7 +228,7 @@ const METHOD: &[&str] = &[
     "The fledge variant runs with the real controller, a rollout at 50 % for `bench-agent`, and telemetry on; measuring starts only after `x-fledge-version` is on responses and 200 distinct users split between both direct-response routes. A warm-up run per variant lets V8 tier up the wasm first.",
     "Core decision: criterion (`cargo bench -p fledge-core --bench decision`), one iteration = `RouteTable::lookup` + `CompiledRollout::decide` on a 32-rollout table, keys rotating through 1,024 UUID-like ids.",
     "Push: K Envoys (`--concurrency 1`, default `tick_ms`), weight alternating 40 ↔ 60 %; a probe user whose bucket (computed with `fledge_core::Bucket::of_key` and the rollout's default salt) lies between them flips version with each change. One task per Envoy probes every 2 ms from before the PUT is sent; a change counts when the slowest Envoy answers with the new version.",
-    "Rollback: sample agents behind the harness's Envoy, filter reports every 200 ms, analysis every 200 ms, error-rate gate; the canary agent fails every request from t0 (its first failed answer) and the measure ends at its last request of any kind.",
+    "Rollback: sample agents behind the harness's Envoy, filter reports every 100 ms, analysis every 200 ms (critical gates also on every report), a critical `error_rate` gate with `max: 0.05`; the canary agent fails every request from t0 (its first failed answer) and the measure ends at its last request of any kind.",
     "Ingest: each simulated proxy holds its own keep-alive connection and posts a two-version report once a second, phases spread over the second; controller CPU from `/proc/<pid>/stat` over the measured window (after one warm-up second), as a share of one core.",
 ];
 
@@ -365,7 +365,7 @@ fn render_rollback(s: &mut String, part: &Part<Rollback>) {
         Part::Done(Rollback::Measured { settings, trials }) => {
             let _ = writeln!(
                 s,
-                "{} trials at {} requests/s, canary at {} %, filter reports every 200 ms, analysis every 200 ms; \
+                "{} trials at {} requests/s, canary at {} %, filter reports every 100 ms, analysis every 200 ms, critical gate `error_rate max 0.05`; \
                  {} s of healthy canary traffic before each t0.\n",
                 trials.len(),
                 crate::rollback::RATE,

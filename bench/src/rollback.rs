@@ -2,7 +2,7 @@
 //! until the last request reaches it?
 //!
 //! Real pieces throughout: two sample agents behind the harness's Envoy (the fledge filter reporting
-//! every 200 ms), the controller analysing every 200 ms with an error-rate gate, and the in-process
+//! every 100 ms), the controller analysing every 200 ms with a critical absolute error-rate gate (max 5 %), and the in-process
 //! generator sending 500 rps of distinct users. t0 is the canary's first failed answer and the end its
 //! last request at all (`Agent::marks`), so the number covers report delivery, analysis, the rollback
 //! decision, the config push and the filters applying it. Each trial uses a fresh rollout, and the
@@ -58,7 +58,7 @@ fn spec(hosts: &[&str]) -> Value {
         "hosts": hosts, "stable": STABLE, "canary": CANARY,
         "steps": [CANARY_PERCENT, 100], "step_seconds": 3600, "min_requests": 20,
         "analysis": {"interval_seconds": 0.2, "failure_limit": 1},
-        "gates": [{"metric": "error_rate", "max_increase": 0.05, "critical": true}]
+        "gates": [{"metric": "error_rate", "max": 0.05, "critical": true}]
     })
 }
 
@@ -94,7 +94,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
     let envoy = Envoy::builder()
         .route(BENCH_HOST, &[(STABLE, stable.addr), (CANARY, canary.addr)])
         .controller(ctl.addr)
-        .plugin_config(json!({"report_interval_ms": 200}))
+        .plugin_config(json!({"report_interval_ms": 100}))
         .start()
         .await?;
 

@@ -71,6 +71,11 @@ impl Weight {
         f64::from(self.0) / 100.0
     }
 
+    /// True unless every bucket gets the same version (0 % or 100 %).
+    pub fn is_split(self) -> bool {
+        self.0 != 0 && self.0 != BUCKETS
+    }
+
     /// True when `bucket` falls in the canary's share.
     pub fn admits(self, bucket: Bucket) -> bool {
         bucket.0 < self.0
@@ -107,6 +112,8 @@ mod tests {
 
     #[test]
     fn extremes() {
+        assert!(!Weight::ZERO.is_split() && !Weight::FULL.is_split());
+        assert!(Weight::from_basis_points(1).is_split());
         for key in ["a", "b", "user-42", ""] {
             let b = Bucket::of_key(key.as_bytes(), 7);
             assert!(!Weight::ZERO.admits(b));

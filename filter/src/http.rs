@@ -41,9 +41,19 @@ impl Http {
     }
 }
 
-/// A whole header map fetched with one hostcall. Each hostcall that returns data costs about a
-/// microsecond in Envoy's V8 (it re-enters the VM to allocate the result), so reading the map once and
-/// scanning it here is far cheaper than asking for headers one by one.
+/// Request headers read one by one: most requests need only `:authority` (hosts without a rollout stop
+/// there) and one sticky header, and a single read (~2.5 µs in Envoy's V8, which re-enters the VM to
+/// allocate the result) is cheaper than the whole map (~4.6 µs).
+struct RequestHeaders;
+
+impl HeaderSource for RequestHeaders {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+}
+
+/// A whole response header (or trailer) map fetched with one hostcall: `:status` and three outcome
+/// headers would otherwise be four reads.
 struct Headers(Vec<(String, Vec<u8>)>);
 
 impl Headers {
@@ -53,12 +63,6 @@ impl Headers {
 
     fn get(&self, name: &str) -> Option<&[u8]> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
-    }
-}
-
-impl HeaderSource for Headers {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.get(name).map(<[u8]>::to_vec)
     }
 }
 
@@ -86,12 +90,12 @@ impl HttpContext for Http {
                 _ => return Action::Continue,
             }
         };
-        let request = Headers::fetch(MapType::HttpRequestHeaders);
-        let Some(authority) = request.get(":authority") else { return Action::Continue };
-        let Some(rollout) = std::str::from_utf8(authority).ok().and_then(|a| table.lookup(a)) else {
+        let Some(authority) = RequestHeaders.header(":authority") else { return Action::Continue };
+        let Some(rollout) = std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a)) else {
             return Action::Continue;
         };
-        let key = sticky_key(&config.sticky, &request);
+        // At 0 % or 100 % every key gets the same answer: skip reading it.
+        let key = if rollout.weight.is_split() { sticky_key(&config.sticky, &RequestHeaders) } else { None };
         let worker = &self.worker;
         let decision = rollout.decide(key.as_ref().map(|(i, k)| (*i, k.as_slice())), || worker.borrow_mut().rng.next_u32());
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(decision.side)));
