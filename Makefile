@@ -33,11 +33,13 @@ wasm: setup
 lint: setup
 	$(CARGO) clippy -p fledge-core -p fledge-filter --all-targets -- -D warnings
 	$(CARGO) clippy -p fledge-filter --target wasm32-wasip1 -- -D warnings
-	$(CARGO) clippy -p fledge-controller -p fledge-integration --all-targets -- -D warnings
+	$(CARGO) clippy -p fledge-controller -p fledge-integration -p fledge-bench --all-targets -- -D warnings
 
-## test: unit, property, API and real-Envoy acceptance tests
+## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
 test: build lint
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
+	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \
+	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) test --workspace --no-fail-fast
 
 ## demo: controller + Envoy with the filter + two sample agents; ramps the canary while driving traffic
 demo: build
