@@ -107,6 +107,32 @@ pub const DEFAULT_CLUSTER: &str = "fledge_controller";
 pub const DEFAULT_ROUTE_HEADER: &str = "x-fledge-version";
 pub const DEFAULT_STICKY: [&str; 2] = ["header:x-user-id", "header:x-session-id"];
 
+impl Default for PluginConfig {
+    /// Every field at its documented default (what an empty configuration gives).
+    fn default() -> Self {
+        Self {
+            controller: ControllerTarget {
+                cluster: DEFAULT_CLUSTER.into(),
+                authority: DEFAULT_CLUSTER.into(),
+                token: None,
+                poll_timeout_ms: 40_000,
+            },
+            route_header: DEFAULT_ROUTE_HEADER.into(),
+            sticky: DEFAULT_STICKY
+                .iter()
+                .map(|s| {
+                    let name = s.trim_start_matches("header:");
+                    StickySource::Header(name.into())
+                })
+                .collect(),
+            tick_ms: 50,
+            report_interval_ms: 1_000,
+            outcome: OutcomeHeaders::default(),
+            proxy_id: None,
+        }
+    }
+}
+
 impl PluginConfig {
     /// Parses the plugin configuration; empty input means all defaults.
     pub fn parse(bytes: &[u8]) -> Result<Self, PluginConfigError> {
@@ -201,6 +227,7 @@ mod tests {
             vec![StickySource::Header("x-user-id".into()), StickySource::Header("x-session-id".into())]
         );
         assert_eq!(c, PluginConfig::parse(b"{}").unwrap_or_else(|e| unreachable!("{e}")));
+        assert_eq!(c, PluginConfig::default(), "Default and an empty configuration agree");
     }
 
     #[test]

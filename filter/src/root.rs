@@ -53,7 +53,7 @@ impl Root {
     pub fn new() -> Self {
         let seed = getrandom::u64().unwrap_or_else(|_| now_ms());
         let worker = Worker {
-            config: Rc::new(PluginConfig::parse(b"").unwrap_or_else(|_| unreachable_defaults())),
+            config: Rc::new(PluginConfig::default()),
             table: None,
             rng: SplitMix64::new(seed),
             telemetry: Telemetry::default(),
@@ -311,22 +311,4 @@ fn serde_json_body(report: &Report) -> Result<Vec<u8>, ()> {
 
 pub fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
-}
-
-/// Parsing empty input yields the defaults and cannot fail; this satisfies the type without a panic.
-fn unreachable_defaults() -> PluginConfig {
-    PluginConfig {
-        controller: fledge_core::plugin::ControllerTarget {
-            cluster: fledge_core::plugin::DEFAULT_CLUSTER.into(),
-            authority: fledge_core::plugin::DEFAULT_CLUSTER.into(),
-            token: None,
-            poll_timeout_ms: 40_000,
-        },
-        route_header: fledge_core::plugin::DEFAULT_ROUTE_HEADER.into(),
-        sticky: Vec::new(),
-        tick_ms: 50,
-        report_interval_ms: 1_000,
-        outcome: Default::default(),
-        proxy_id: None,
-    }
 }

@@ -12,7 +12,6 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::eventually;
 
 struct HostRoute {
     host: String,
@@ -192,29 +191,38 @@ impl Envoy {
         EnvoyBuilder { hosts: Vec::new(), controller: None, plugin_config: json!({}), concurrency: 2, route_timeout_ms: None }
     }
 
+    /// Waits for the admin address, then the listener's port; fails at once when Envoy exits or logs a
+    /// critical error (a rejected listener never comes up, so waiting longer cannot help).
     async fn wait_ready(&mut self, admin_path: &std::path::Path) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
-        let (admin, _) = eventually(Duration::from_secs(30), "envoy admin address", || async {
-            let s = std::fs::read_to_string(admin_path)?;
-            Ok(s.trim().parse::<SocketAddr>()?)
-        })
-        .await?;
-        self.admin = admin;
-        let url = format!("http://{admin}/listeners?format=json");
-        let child = std::sync::Mutex::new(&mut self.child);
-        let (listener, _) = eventually(Duration::from_secs(30), "envoy listener", || async {
-            if let Some(status) = child.lock().map_err(|_| anyhow::anyhow!("lock"))?.try_wait()? {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut admin = None;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("envoy exited: {status}");
             }
-            let v: Value = http.get(&url).send().await?.json().await?;
-            let port = v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-                .as_u64()
-                .context("no listener yet")?;
-            Ok(SocketAddr::from(([127, 0, 0, 1], port as u16)))
-        })
-        .await?;
-        self.listener = listener;
-        Ok(())
+            if let Some(line) = self.log().lines().find(|l| l.contains("[critical]")) {
+                anyhow::bail!("envoy logged a critical error: {line}");
+            }
+            if admin.is_none() {
+                admin = std::fs::read_to_string(admin_path).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok());
+            }
+            if let Some(a) = admin {
+                let url = format!("http://{a}/listeners?format=json");
+                let v: Option<Value> = match http.get(&url).send().await {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+                let port = v.as_ref().and_then(|v| v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64());
+                if let Some(port) = port {
+                    self.admin = a;
+                    self.listener = SocketAddr::from(([127, 0, 0, 1], port as u16));
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "envoy not ready within 30 s (admin {admin:?})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
