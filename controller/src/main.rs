@@ -73,6 +73,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let driver = fledge_controller::driver::spawn(state.clone());
     let shutdown_state = state.clone();
+    // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown().await;
