@@ -68,6 +68,8 @@ pub struct Ingested {
 #[derive(Debug, Serialize)]
 pub struct ProxyConfirmation {
     pub proxy: String,
+    /// Its workers (Envoy worker threads plus the main thread) heard from recently; each reports alone.
+    pub workers: usize,
     /// The lowest generation any of its workers has applied.
     pub applied_generation: Option<u64>,
     pub confirmed: bool,
@@ -140,7 +142,7 @@ impl Live {
                 let confirmed_at_ms = confirmed
                     .then(|| workers.iter().filter_map(|w| w.first_seen.range(generation..).map(|(_, at)| *at).min()).max())
                     .flatten();
-                ProxyConfirmation { proxy: proxy.to_string(), applied_generation: applied, confirmed, confirmed_at_ms }
+                ProxyConfirmation { proxy: proxy.to_string(), workers: workers.len(), applied_generation: applied, confirmed, confirmed_at_ms }
             })
             .collect();
         Confirmation {
@@ -194,6 +196,7 @@ mod tests {
         live.ingest(report("p2", "a", 1, 5, 0), 150, versions);
         let c = live.confirmation(5, 200);
         assert_eq!((c.confirmed, c.proxies), (1, 2));
+        assert_eq!((c.details[0].workers, c.details[1].workers), (2, 1));
         live.ingest(report("p1", "b", 2, 5, 0), 300, versions);
         let c = live.confirmation(5, 400);
         assert_eq!((c.confirmed, c.proxies), (2, 2));

@@ -169,13 +169,16 @@ impl Controller {
         }
     }
 
-    /// Waits until every active proxy has applied the rollout's current generation (from their reports;
-    /// sends no traffic).
-    pub async fn wait_confirmed(&self, name: &str, within: std::time::Duration) -> anyhow::Result<Value> {
+    /// Waits until every active proxy has applied the rollout's current generation in all its workers,
+    /// and at least `contexts` workers have reported (a worker not yet heard from cannot be counted;
+    /// `Envoy::contexts` gives the number for one Envoy). From reports only; sends no traffic.
+    pub async fn wait_confirmed(&self, name: &str, contexts: usize, within: std::time::Duration) -> anyhow::Result<Value> {
         let (v, _) = crate::eventually(within, "proxies confirmed the generation", || async {
             let v = self.get(&format!("/v1/rollouts/{name}")).await?;
             let c = &v["live"]["confirmation"];
+            let workers: u64 = c["details"].as_array().into_iter().flatten().filter_map(|d| d["workers"].as_u64()).sum();
             anyhow::ensure!(c["proxies"].as_u64().unwrap_or(0) > 0 && c["confirmed"] == c["proxies"], "{c}");
+            anyhow::ensure!(workers >= contexts as u64, "{workers} of {contexts} workers reported: {c}");
             Ok(v)
         })
         .await?;

@@ -81,7 +81,8 @@ impl EnvoyBuilder {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start envoy (run `make setup`)")?;
-        let mut envoy = Envoy { listener: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, child, log_path, dir };
+        let contexts = self.concurrency as usize + 1;
+        let mut envoy = Envoy { listener: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, contexts, child, log_path, dir };
         envoy.wait_ready(&admin_path).await.with_context(|| format!("envoy log:\n{}", envoy.log_tail(40)))?;
         Ok(envoy)
     }
@@ -180,6 +181,8 @@ fn static_cluster(name: &str, addr: SocketAddr) -> Value {
 pub struct Envoy {
     pub listener: SocketAddr,
     pub admin: SocketAddr,
+    /// Wasm root contexts, each reporting on its own: one per worker plus the main thread's.
+    pub contexts: usize,
     child: Child,
     log_path: PathBuf,
     #[allow(dead_code)]
@@ -229,6 +232,11 @@ impl Envoy {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The Envoy process id (or `None` once it has exited): stays the same across weight changes.
+    pub fn pid(&mut self) -> Option<u32> {
+        self.child.try_wait().ok().flatten().is_none().then(|| self.child.id()).flatten()
     }
 
     pub fn log(&self) -> String {

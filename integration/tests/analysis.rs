@@ -12,7 +12,7 @@ const NAME: &str = "support";
 
 struct Scenario {
     ctl: Controller,
-    _envoy: Envoy,
+    envoy: Envoy,
     stable: Agent,
     canary: Agent,
     traffic: Traffic,
@@ -31,7 +31,7 @@ impl Scenario {
             .await
             .unwrap();
         let traffic = Traffic::new(envoy.listener, HOST);
-        Self { ctl, _envoy: envoy, stable, canary, traffic }
+        Self { ctl, envoy, stable, canary, traffic }
     }
 
     async fn rollout(&self, extra: Value) {
@@ -75,7 +75,7 @@ async fn healthy_canary_is_promoted_through_every_step() {
     assert_eq!(weights, [0.0, 10.0, 50.0, 100.0, 0.0]);
     assert!(events[4]["verdict"]["gates"].as_array().unwrap().iter().all(|g| g["status"] == "pass"), "{}", events[4]);
     // v2 now serves all traffic.
-    s.ctl.wait_confirmed(NAME, Duration::from_secs(5)).await.unwrap();
+    s.ctl.wait_confirmed(NAME, s.envoy.contexts, Duration::from_secs(5)).await.unwrap();
     let before = s.stable.requests();
     let replies = s.traffic.send_users(&fledge_integration::traffic::users("after", 200), 16).await.unwrap();
     assert!(replies.iter().all(|r| r.served_by.as_deref() == Some("v2")));
@@ -96,7 +96,7 @@ async fn failing_canary_is_rolled_back_within_seconds() {
     assert_eq!(failing_gate(&done), "error_rate", "{}", done["status"]["message"]);
     assert_eq!(done["status"]["weight"], json!(0.0));
     // Keep the load on until the proxies have confirmed, then check the canary is no longer called.
-    s.ctl.wait_confirmed(NAME, Duration::from_secs(5)).await.unwrap();
+    s.ctl.wait_confirmed(NAME, s.envoy.contexts, Duration::from_secs(5)).await.unwrap();
     let after = s.canary.requests();
     let sent = load.sent();
     fledge_integration::assert_eventually!(Duration::from_secs(5), "more load sent", async {

@@ -24,7 +24,10 @@ async fn setup() -> Env {
     setup_with(json!({})).await
 }
 
-async fn setup_with(plugin_config: serde_json::Value) -> Env {
+/// Reports every 100 ms, so that the controller's confirmation (every worker has applied the
+/// generation) follows a change closely.
+async fn setup_with(mut plugin_config: serde_json::Value) -> Env {
+    plugin_config["report_interval_ms"] = json!(100);
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
@@ -66,10 +69,14 @@ async fn routes_at(env: &Env, weight: f64, probes: &[String]) -> anyhow::Result<
     Ok(())
 }
 
+/// Waits until every worker has applied the weight (their reports say so), then checks that routing
+/// follows it. Probes alone could pass while a worker not reached by their connections still lags.
 async fn wait_for_weight(env: &Env, weight: f64) -> Duration {
+    let start = Instant::now();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let probes = users("probe", 64);
-    let (_, took) = assert_eventually!(Duration::from_secs(10), "routing follows the weight", routes_at(env, weight, &probes));
-    took
+    let (_, _) = assert_eventually!(Duration::from_secs(10), "routing follows the weight", routes_at(env, weight, &probes));
+    start.elapsed()
 }
 
 #[tokio::test]
@@ -117,20 +124,34 @@ async fn weighted_split_is_exact_sticky_and_monotonic() {
 
 #[tokio::test]
 async fn weight_change_reaches_routing_within_a_second() {
-    let env = setup().await;
+    let mut env = setup().await;
     set_weight(&env, 10.0).await;
     wait_for_weight(&env, 10.0).await;
-    let pid_before = env.envoy.admin;
-    let mut delays = Vec::new();
+    let pid_before = env.envoy.pid();
+    assert!(pid_before.is_some());
+    let (mut delays, mut confirmed) = (Vec::new(), Vec::new());
     for weight in [30.0, 70.0, 20.0] {
         let start = Instant::now();
+        let put_ms = epoch_ms();
         set_weight(&env, weight).await;
         let probes = users(&format!("push-{weight}"), 32);
         let (_, _) = assert_eventually!(Duration::from_secs(1), "weight change applied", routes_at(&env, weight, &probes));
         delays.push(start.elapsed());
+        // The probes reach some workers; the reports cover all of them. The controller stamps when the
+        // last worker first reported the new generation: an upper bound on its apply time (reports go
+        // every 100 ms).
+        let v = env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(5)).await.unwrap();
+        let at = v["live"]["confirmation"]["details"][0]["confirmed_at_ms"].as_u64().unwrap();
+        let all_workers = Duration::from_millis(at.saturating_sub(put_ms));
+        assert!(all_workers <= Duration::from_secs(1), "every worker applied weight {weight} only after {all_workers:?}");
+        confirmed.push(all_workers);
     }
-    println!("push delay (API call → routing, no Envoy restart): {delays:?}");
-    assert_eq!(env.envoy.admin, pid_before);
+    println!("push delay (API call → routing, no Envoy restart): {delays:?}; reported by every worker within {confirmed:?}");
+    assert_eq!(env.envoy.pid(), pid_before, "the same Envoy process throughout");
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[tokio::test]
@@ -192,11 +213,7 @@ async fn cookie_and_session_keys_are_sticky() {
     let env = setup_with(json!({"sticky": ["cookie:fledge_uid", "header:x-session-id"]})).await;
     set_weight(&env, 50.0).await;
     let t = env.traffic.clone();
-    assert_eventually!(Duration::from_secs(10), "config applied", async {
-        let r = t.send_with(Some(("cookie", "a=b; fledge_uid=u-1"))).await?;
-        anyhow::ensure!(r.routed.is_some(), "not routed yet");
-        Ok(())
-    });
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
     for i in 0..100 {
         let key = format!("u-{i}");
         let by_cookie = t.send_with(Some(("cookie", &format!("a=b; fledge_uid={key}")))).await.unwrap();

@@ -34,7 +34,7 @@ async fn per_version_stats_reach_the_controller_exactly() {
     let t = Traffic::new(envoy.listener, HOST);
     // Every worker has the config (known from heartbeats), so every request from here on is routed
     // and recorded, and the agents' own counts are the truth to compare with.
-    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let replies = t.send_users(&users("tele", 600), 16).await.unwrap();
     assert!(replies.iter().any(|r| r.status == 500), "the canary's 5xx passed through");
 
@@ -109,7 +109,7 @@ async fn upstream_connect_failures_count_as_errors() {
         .await
         .unwrap();
     ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
-    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let replies = Traffic::new(envoy.listener, HOST).send_users(&users("down", 40), 8).await.unwrap();
     assert!(replies.iter().all(|r| r.status == 503), "{:?}", replies.first());
     assert_eventually!(Duration::from_secs(10), "connect failures reported as errors", async {
@@ -134,7 +134,7 @@ async fn upstream_timeout_after_headers_counts_as_error() {
         .await
         .unwrap();
     ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
-    ctl.wait_confirmed("support", Duration::from_secs(10)).await.unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let t = Traffic::with_timeout(envoy.listener, HOST, Duration::from_secs(3));
     // The client sees a 200 whose body breaks off when Envoy's route timeout fires; that is all it can see.
     let sends: Vec<_> = (0..20)
