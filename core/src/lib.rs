@@ -12,6 +12,7 @@ pub mod bucket;
 pub mod histogram;
 pub mod lease;
 pub mod murmur3;
+pub mod outbox;
 pub mod outcome;
 pub mod plugin;
 pub mod report;

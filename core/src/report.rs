@@ -1,7 +1,8 @@
 //! `POST /v1/reports`: what each filter worker sends every report interval.
 //!
 //! Reports carry deltas. Each (proxy, worker) numbers its reports; the controller ignores a sequence
-//! number it has already seen, so a duplicate or reordered delivery is harmless. Unknown fields are
+//! number it has already seen, so a duplicate or reordered delivery is harmless; the filter resends an
+//! unacknowledged report unchanged (`outbox`), so a lost acknowledgement does not count it twice. Unknown fields are
 //! accepted so that newer filters can report to an older controller.
 
 use serde::{Deserialize, Serialize};

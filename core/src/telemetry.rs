@@ -127,8 +127,8 @@ impl Telemetry {
         Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, versions }
     }
 
-    /// Puts back the stats of a report that could not be delivered, so nothing is lost; they go out
-    /// again, under a new sequence number, with the next drain.
+    /// Puts back the stats of a report that never left (its dispatch failed), so nothing is lost; they
+    /// go out with the next drain. A report that did leave is resent as is instead (see `outbox`).
     pub fn restore(&mut self, report: Report) {
         for v in report.versions {
             let versions = self.by_rollout.entry(v.rollout).or_default();

@@ -11,9 +11,16 @@ use fledge_core::report::Report;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+/// Process-wide: reports sent but not acknowledged (each worker adds its change), and reports dropped
+/// because the controller acknowledged none for a long time.
+const UNACKNOWLEDGED: &str = "fledge.reports_unacknowledged";
+const DROPPED: &str = "fledge.reports_dropped_total";
+
 #[derive(Default)]
 pub struct Metrics {
     ids: HashMap<String, u32>,
+    /// This worker's share of the unacknowledged gauge.
+    unacknowledged: usize,
 }
 
 fn counters(s: &VersionStats) -> [(&'static str, u64); 13] {
@@ -50,15 +57,33 @@ impl Metrics {
         }
     }
 
+    pub fn reports_dropped(&mut self, n: u64) {
+        self.add("", DROPPED, n);
+    }
+
+    pub fn reports_unacknowledged(&mut self, now: usize) {
+        let delta = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(self.unacknowledged).unwrap_or(i64::MAX);
+        if delta != 0 {
+            if let Some(id) = self.id(MetricType::Gauge, UNACKNOWLEDGED.to_string()) {
+                if hostcalls::increment_metric(id, delta).is_ok() {
+                    self.unacknowledged = now;
+                }
+            }
+        }
+    }
+
     fn add(&mut self, prefix: &str, name: &str, delta: u64) {
-        let full = format!("{prefix}{name}");
-        let id = match self.ids.get(&full) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &full) {
-                Ok(id) => *self.ids.entry(full).or_insert(id),
-                Err(_) => return,
-            },
-        };
-        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        if let Some(id) = self.id(MetricType::Counter, format!("{prefix}{name}")) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn id(&mut self, kind: MetricType, full: String) -> Option<u32> {
+        if let Some(id) = self.ids.get(&full) {
+            return Some(*id);
+        }
+        let id = hostcalls::define_metric(kind, &full).ok()?;
+        self.ids.insert(full, id);
+        Some(id)
     }
 }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fledge_core::lease;
+use fledge_core::outbox::{Delivery, Outbox};
 use fledge_core::report::Report;
 use fledge_core::telemetry::Telemetry;
 use fledge_core::plugin::PluginConfig;
@@ -25,6 +26,10 @@ const LEASE_KEY: &str = "fledge.lease";
 const PROXY_ID_KEY: &str = "fledge.proxy_id";
 /// After a failed dispatch this context stays away from the lease so another can fetch.
 const LEASE_BACKOFF_MS: u64 = 5_000;
+/// Unacknowledged reports kept per worker (a minute at the default interval), and how many go out
+/// per report tick.
+const OUTBOX_CAPACITY: usize = 64;
+const SENDS_PER_TICK: usize = 8;
 
 /// Per-VM (per worker) state shared by the root context and the HTTP contexts it creates.
 pub struct Worker {
@@ -44,8 +49,8 @@ pub struct Root {
     proxy_id: String,
     worker_id: String,
     next_report_ms: u64,
-    /// Reports on the wire, by call token, kept to be restored if delivery fails.
-    reports_in_flight: Vec<(u32, Report)>,
+    /// Reports until acknowledged; an unknown fate means a resend under the same sequence number.
+    outbox: Outbox,
     metrics: Metrics,
 }
 
@@ -68,7 +73,7 @@ impl Root {
             proxy_id: String::new(),
             worker_id: format!("{:08x}", SplitMix64::new(seed ^ 0x3017).next_u32()),
             next_report_ms: 0,
-            reports_in_flight: Vec::new(),
+            outbox: Outbox::new(OUTBOX_CAPACITY),
             metrics: Metrics::default(),
         }
     }
@@ -107,7 +112,7 @@ impl Root {
         &self.proxy_id
     }
 
-    /// Drains this worker's telemetry to the controller and Envoy's counters.
+    /// Drains this worker's telemetry into the outbox and Envoy's counters, then sends what waits.
     fn report(&mut self, now: u64) {
         let cfg = self.config();
         self.next_report_ms = now + cfg.report_interval_ms;
@@ -115,7 +120,19 @@ impl Root {
         let proxy = self.current_proxy_id().to_string();
         let report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation);
         self.metrics.export(&report);
-        let Ok(body) = serde_json_body(&report) else { return };
+        if let Some(lost) = self.outbox.push(report) {
+            let requests: u64 = lost.versions.iter().map(|v| v.stats.requests).sum();
+            self.metrics.reports_dropped(1);
+            log(LogLevel::Warn, &format!("controller has not acknowledged {OUTBOX_CAPACITY} reports: dropped report {} ({requests} requests)", lost.seq));
+        }
+        for seq in self.outbox.waiting(SENDS_PER_TICK) {
+            self.send_report(&cfg, seq);
+        }
+        self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
+    }
+
+    fn send_report(&mut self, cfg: &PluginConfig, seq: u64) {
+        let Some(body) = self.outbox.get(seq).and_then(|r| serde_json_body(r).ok()) else { return };
         let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers = vec![
             (":method", "POST"),
@@ -128,22 +145,27 @@ impl Root {
         }
         let timeout = Duration::from_millis(cfg.report_interval_ms.max(1_000));
         match hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, Some(&body), vec![], timeout) {
-            Ok(token) => self.reports_in_flight.push((token, report)),
-            Err(_) => self.worker.borrow_mut().telemetry.restore(report),
+            Ok(token) => self.outbox.sent(seq, token),
+            Err(_) => {
+                if let Some(report) = self.outbox.not_sent(seq) {
+                    self.worker.borrow_mut().telemetry.restore(report);
+                }
+            }
         }
     }
 
-    fn on_report_response(&mut self, index: usize, num_headers: usize) {
-        let (_, report) = self.reports_in_flight.swap_remove(index);
+    /// 2xx: counted; 4xx: refused for good (e.g. an unknown rollout); otherwise resent as is.
+    fn on_report_response(&mut self, token: u32, num_headers: usize) -> bool {
         let status: Option<u16> = if num_headers == 0 {
             None
         } else {
             self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
-        // 4xx means the controller understood and refused (e.g. an unknown rollout): do not resend.
-        if !status.is_some_and(|s| (200..500).contains(&s)) {
-            self.worker.borrow_mut().telemetry.restore(report);
+        let ours = self.outbox.answered(token, Delivery::from_status(status));
+        if ours {
+            self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
         }
+        ours
     }
 
     fn config(&self) -> Rc<PluginConfig> {
@@ -248,8 +270,8 @@ impl Context for Root {
         if self.poll_token == Some(token) {
             self.poll_token = None;
             self.on_poll_response(num_headers, body_size);
-        } else if let Some(i) = self.reports_in_flight.iter().position(|(t, _)| *t == token) {
-            self.on_report_response(i, num_headers);
+        } else {
+            self.on_report_response(token, num_headers);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod controller;
 pub mod envoy;
 pub mod eventually;
+pub mod relay;
 pub mod traffic;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fledge_integration::relay::LossyRelay;
 use fledge_integration::traffic::{users, Traffic};
 use fledge_integration::{assert_eventually, Agent, Behaviour, Controller, Envoy};
 use serde_json::{json, Value};
@@ -154,4 +155,55 @@ async fn upstream_timeout_after_headers_counts_as_error() {
         anyhow::ensure!(c["responses"]["2xx"] == json!(20), "{c}");
         Ok(())
     });
+}
+
+/// A lost acknowledgement: the controller counted a report, the filter never heard back. The filter
+/// resends the report as is, under its sequence number, so the controller's dedup keeps every request
+/// counted exactly once.
+#[tokio::test]
+async fn lost_acknowledgements_do_not_count_twice() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let relay = LossyRelay::start(ctl.addr).await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(relay.addr)
+        .plugin_config(json!({"report_interval_ms": 100}))
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
+
+    relay.lose_answers(true);
+    Traffic::new(envoy.listener, HOST).send_users(&users("lost", 300), 16).await.unwrap();
+    let canary_requests = || async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        anyhow::Ok(s["live"]["window"]["canary"]["requests"].as_u64().unwrap_or(0))
+    };
+    assert_eventually!(Duration::from_secs(10), "reports counted while their acknowledgements are lost", async {
+        let counted = canary_requests().await?;
+        let p = envoy.prometheus().await?;
+        let unacked = gauge(&p, "fledge_reports_unacknowledged");
+        anyhow::ensure!(counted == v2.requests() && unacked > 0.0, "counted {counted} of {}, {unacked} unacknowledged", v2.requests());
+        anyhow::ensure!(relay.lost() >= 3, "{} answers lost", relay.lost());
+        Ok(())
+    });
+
+    relay.lose_answers(false);
+    assert_eventually!(Duration::from_secs(10), "resent reports acknowledged", async {
+        let unacked = gauge(&envoy.prometheus().await?, "fledge_reports_unacknowledged");
+        anyhow::ensure!(unacked == 0.0, "{unacked} unacknowledged");
+        Ok(())
+    });
+    assert_eq!(canary_requests().await.unwrap(), v2.requests(), "each request counted once");
+    assert_eq!(v2.requests(), 300);
+}
+
+fn gauge(prom: &str, name: &str) -> f64 {
+    prom.lines()
+        .find_map(|l| l.strip_prefix(name).map(|rest| rest.trim_start_matches("{}")).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
