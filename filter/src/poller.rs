@@ -73,6 +73,7 @@ impl Poller {
                 }
             }
             Some(304) => PollResult::Unchanged,
+            Some(s @ (401 | 403)) => PollResult::Failed(format!("controller answered HTTP {s}; check controller.token")),
             Some(s) => PollResult::Failed(format!("controller answered HTTP {s}")),
             None => PollResult::Failed("controller unreachable".to_string()),
         }
@@ -128,6 +129,8 @@ mod tests {
         assert!(matches!(Poller::classify(Some(200), None, None), PollResult::Failed(_)));
         assert!(matches!(Poller::classify(Some(503), None, None), PollResult::Failed(_)));
         assert!(matches!(Poller::classify(None, None, None), PollResult::Failed(_)));
+        let PollResult::Failed(why) = Poller::classify(Some(401), None, None) else { panic!("401 is a failure") };
+        assert!(why.contains("check controller.token"), "{why}");
         let weight_out_of_range = br#"{"generation":1,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":101,"salt":1}]}"#;
         assert!(matches!(Poller::classify(Some(200), Some(weight_out_of_range), None), PollResult::Failed(_)));
     }

@@ -51,6 +51,8 @@ pub struct Root {
     next_report_ms: u64,
     /// Reports until acknowledged; an unknown fate means a resend under the same sequence number.
     outbox: Outbox,
+    /// The status of the last refused report, logged once until a report is accepted again.
+    refused: Option<u16>,
     metrics: Metrics,
 }
 
@@ -74,6 +76,7 @@ impl Root {
             worker_id: format!("{:08x}", SplitMix64::new(seed ^ 0x3017).next_u32()),
             next_report_ms: 0,
             outbox: Outbox::new(OUTBOX_CAPACITY),
+            refused: None,
             metrics: Metrics::default(),
         }
     }
@@ -154,18 +157,33 @@ impl Root {
         }
     }
 
-    /// 2xx: counted; 4xx: refused for good (e.g. an unknown rollout); otherwise resent as is.
+    /// 2xx: counted; 4xx: refused for good (a wrong token, a malformed report), logged once; otherwise
+    /// resent as is.
     fn on_report_response(&mut self, token: u32, num_headers: usize) -> bool {
         let status: Option<u16> = if num_headers == 0 {
             None
         } else {
             self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
-        let ours = self.outbox.answered(token, Delivery::from_status(status));
-        if ours {
-            self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
+        let delivery = Delivery::from_status(status);
+        let ours = self.outbox.answered(token, delivery);
+        if !ours {
+            return false;
         }
-        ours
+        self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
+        match delivery {
+            Delivery::Refused if self.refused != status => {
+                self.refused = status;
+                let hint = if matches!(status, Some(401 | 403)) { " (check controller.token)" } else { "" };
+                log(LogLevel::Warn, &format!("controller refused a report with status {}{hint}; its counts are dropped", status.unwrap_or(0)));
+            }
+            Delivery::Acknowledged if self.refused.is_some() => {
+                self.refused = None;
+                log(LogLevel::Info, "controller accepts reports again");
+            }
+            _ => {}
+        }
+        true
     }
 
     fn config(&self) -> Rc<PluginConfig> {

@@ -201,9 +201,56 @@ async fn lost_acknowledgements_do_not_count_twice() {
     assert_eq!(v2.requests(), 300);
 }
 
+fn counter(prom: &str, name: &str) -> f64 {
+    gauge(prom, name)
+}
+
 fn gauge(prom: &str, name: &str) -> f64 {
     prom.lines()
         .find_map(|l| l.strip_prefix(name).map(|rest| rest.trim_start_matches("{}")).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(f64::NAN)
+}
+
+/// With `--token`, the filter's bearer token gets its polls and reports through; a wrong one gets
+/// neither (requests pass untouched), says so once in Envoy's log, and the token itself is never logged.
+#[tokio::test]
+async fn bearer_token_guards_the_data_plane_endpoints() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().token("s3cret-token").start().await.unwrap();
+    let start = |token: &'static str| {
+        Envoy::builder()
+            .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+            .controller(ctl.addr)
+            .plugin_config(json!({"report_interval_ms": 100, "controller": {"token": token}}))
+            .start()
+    };
+    let (good, bad) = (start("s3cret-token").await.unwrap(), start("wrong-token").await.unwrap());
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    let v = ctl.wait_confirmed("support", good.contexts, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(v["live"]["confirmation"]["proxies"], json!(1), "only the proxy with the right token reports");
+    let r = Traffic::new(good.listener, HOST).send(Some("u-1")).await.unwrap();
+    assert_eq!(r.served_by.as_deref(), Some("v2"));
+
+    assert_eventually!(Duration::from_secs(10), "the refusals are logged", async {
+        let log = bad.log();
+        anyhow::ensure!(log.contains("controller refused a report with status 401 (check controller.token)"), "no report refusal logged");
+        anyhow::ensure!(log.contains("config poll failing (controller answered HTTP 401; check controller.token)"), "no poll failure logged");
+        Ok(())
+    });
+    let r = Traffic::new(bad.listener, HOST).send(Some("u-1")).await.unwrap();
+    assert_eq!((r.routed, r.served_by.as_deref()), (None, Some("v1")), "no config: untouched, default route");
+    // Many refusals later (Envoy counts the controller cluster's 401s), still one line per worker.
+    assert_eventually!(Duration::from_secs(10), "many reports refused", async {
+        let refused = counter(&bad.prometheus().await?, "envoy_cluster_upstream_rq{envoy_response_code=\"401\",envoy_cluster_name=\"fledge_controller\"}");
+        anyhow::ensure!(refused >= 30.0, "{refused} refused");
+        Ok(())
+    });
+    let lines = bad.log().matches("controller refused a report").count();
+    assert!((1..=bad.contexts).contains(&lines), "{lines} lines: once per worker, not per report");
+    for envoy in [&good, &bad] {
+        assert!(!envoy.log().contains("s3cret-token") && !envoy.log().contains("wrong-token"), "a token in Envoy's log");
+    }
+    assert!(!ctl.log().contains("s3cret-token") && !ctl.log().contains("wrong-token"), "a token in the controller's log");
 }
