@@ -10,7 +10,8 @@ use serde::Serialize;
 
 /// How far back a sequence number is remembered for dedup.
 const SEQ_MEMORY: u64 = 1_024;
-/// A worker not heard from for this long no longer counts as a proxy that must confirm.
+/// A worker not heard from for this long (or for three of its own report gaps, if longer: filters may
+/// report as rarely as once a minute) no longer counts as a proxy that must confirm.
 pub const ACTIVE_MS: u64 = 10_000;
 
 #[derive(Debug, Default)]
@@ -32,6 +33,8 @@ impl Window {
 struct WorkerSeen {
     generation: Option<u64>,
     last_seen_ms: u64,
+    /// The time between its last two reports.
+    gap_ms: u64,
     /// First time each recent generation was reported.
     first_seen: BTreeMap<u64, u64>,
     max_seq: u64,
@@ -94,6 +97,9 @@ impl Live {
         if !worker.accept(report.seq) {
             return Ingested { duplicate: true, merged: 0, ignored: 0 };
         }
+        if worker.last_seen_ms > 0 {
+            worker.gap_ms = now_ms.saturating_sub(worker.last_seen_ms);
+        }
         worker.last_seen_ms = now_ms;
         if let Some(g) = report.generation {
             worker.generation = Some(worker.generation.map_or(g, |old| old.max(g)));
@@ -130,7 +136,7 @@ impl Live {
     pub fn confirmation(&self, generation: u64, now_ms: u64) -> Confirmation {
         let mut by_proxy: BTreeMap<&str, Vec<&WorkerSeen>> = BTreeMap::new();
         for ((proxy, _), w) in &self.workers {
-            if now_ms.saturating_sub(w.last_seen_ms) <= ACTIVE_MS {
+            if now_ms.saturating_sub(w.last_seen_ms) <= ACTIVE_MS.max(w.gap_ms.saturating_mul(3)) {
                 by_proxy.entry(proxy).or_default().push(w);
             }
         }
@@ -202,5 +208,12 @@ mod tests {
         assert_eq!((c.confirmed, c.proxies), (2, 2));
         assert_eq!(c.details[0].confirmed_at_ms, Some(300));
         assert_eq!(live.confirmation(5, 100_000).proxies, 0, "silent proxies drop out");
+
+        // A worker reporting every 30 s stays counted between its reports.
+        let mut live = Live::default();
+        live.ingest(report("slow", "a", 1, 5, 0), 1_000, versions);
+        live.ingest(report("slow", "a", 2, 5, 0), 31_000, versions);
+        assert_eq!(live.confirmation(5, 61_000).proxies, 1);
+        assert_eq!(live.confirmation(5, 122_000).proxies, 0, "three gaps without a report");
     }
 }
