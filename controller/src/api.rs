@@ -29,7 +29,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "generation": state.current().generation }))
+    Json(json!({ "status": "ok", "generation": state.current().generation, "held_polls": state.held_polls() }))
 }
 
 /// Checks the bearer token where one is configured.

@@ -90,6 +90,11 @@ impl AppState {
         self.published.subscribe()
     }
 
+    /// Config polls in progress: each connected proxy's fetcher holds one nearly all the time.
+    pub fn held_polls(&self) -> usize {
+        self.published.receiver_count()
+    }
+
     pub fn current(&self) -> Arc<Published> {
         self.published.borrow().clone()
     }

@@ -53,6 +53,7 @@ async fn crud_bumps_generation() {
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (_, health) = call(&s, "GET", "/healthz", None).await;
     assert_eq!(health["generation"], json!(3));
+    assert_eq!(health["held_polls"], json!(0), "no proxy polling");
 }
 
 #[tokio::test]

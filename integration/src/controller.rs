@@ -110,6 +110,15 @@ impl Controller {
         Ok(())
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("controller not running")?;
+        let pid = c.id().context("controller already exited")?;
+        let sent = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(within, c.wait()).await.context("controller did not exit after SIGTERM")?.map_err(Into::into)
+    }
+
     /// Starts again on the same address and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;

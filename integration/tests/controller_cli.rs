@@ -1,5 +1,5 @@
 //! The `fledge` binary at its edges: a corrupt or newer-schema data file is a clear error and a clean
-//! exit, not a panic or a crash loop.
+//! exit, not a panic or a crash loop; SIGTERM is a graceful shutdown; the CLI drives the API.
 
 use std::process::Command;
 
@@ -69,4 +69,34 @@ async fn cli_drives_the_api() {
     assert!(ok && out.contains("created") && out.contains("replaced"), "{out}");
     let (ok, out) = cli(&ctl, &["set-weight", "support", "101"]);
     assert!(!ok && out.contains("between 0 and 100"), "{out}");
+}
+
+/// SIGTERM answers the held long-polls at once (304: proxies keep their config and poll again) instead
+/// of leaving them to time out, and the process exits cleanly with its state on disk.
+#[tokio::test]
+async fn sigterm_answers_held_polls_and_exits_cleanly() {
+    use fledge_integration::assert_eventually;
+    use std::time::{Duration, Instant};
+    let mut ctl = fledge_integration::Controller::builder().poll_hold_secs(30.0).start().await.unwrap();
+    ctl.put_rollout("support", serde_json::json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "weight": 5})).await.unwrap();
+    let generation = ctl.get("/healthz").await.unwrap()["generation"].as_u64().unwrap();
+    let url = ctl.url(&format!("/v1/config?since={generation}"));
+    let polls: Vec<_> = (0..3).map(|_| tokio::spawn(reqwest::get(url.clone()))).collect();
+    assert_eventually!(Duration::from_secs(5), "polls held", async {
+        let held = ctl.get("/healthz").await?["held_polls"].as_u64().unwrap_or(0);
+        anyhow::ensure!(held == 3, "{held} held");
+        Ok(())
+    });
+    let start = Instant::now();
+    let status = ctl.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    for p in polls {
+        let r = p.await.unwrap().unwrap();
+        assert_eq!(r.status(), 304);
+        assert_eq!(r.headers()["x-fledge-generation"], generation.to_string().as_str());
+    }
+    println!("shutdown with 3 held polls took {:?}", start.elapsed());
+    assert!(ctl.log().contains("shutting down"), "{}", ctl.log());
+    ctl.restart().await.unwrap();
+    assert_eq!(ctl.get("/v1/rollouts/support").await.unwrap()["status"]["weight"], serde_json::json!(5.0));
 }
