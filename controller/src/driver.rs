@@ -24,8 +24,11 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                 _ = state.data_arrived.notified() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            if let Err(e) = tick_once(&state, now_ms()) {
-                tracing::error!(error = %e, "analysis tick failed");
+            // A bug in one tick must not end the analysis of every rollout for the life of the process.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick_once(&state, now_ms()))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "analysis tick failed"),
+                Err(_) => tracing::error!("analysis tick panicked; continuing with the next tick"),
             }
         }
     })
@@ -46,7 +49,7 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
         let (stable, canary, scheduled) = {
             let mut live = state.live()?;
             let window = live.window_mut(&name, now);
-            let scheduled = window.last_evaluated_ms == 0 || now >= window.last_evaluated_ms + interval;
+            let scheduled = window.last_evaluated_ms == 0 || now >= window.last_evaluated_ms.saturating_add(interval);
             if !scheduled && !window.fresh {
                 continue;
             }

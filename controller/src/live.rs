@@ -44,7 +44,7 @@ struct WorkerSeen {
 impl WorkerSeen {
     /// False for a sequence number already seen (or too old to tell).
     fn accept(&mut self, seq: u64) -> bool {
-        if seq + SEQ_MEMORY <= self.max_seq || !self.recent.insert(seq) {
+        if seq.saturating_add(SEQ_MEMORY) <= self.max_seq || !self.recent.insert(seq) {
             return false;
         }
         self.max_seq = self.max_seq.max(seq);

@@ -12,7 +12,7 @@ pub fn summary(version: &str, s: &VersionStats) -> Value {
         "error_rate": s.error_rate(),
         "latency_p50_ms": s.latency_p50_ms(),
         "latency_p99_ms": s.latency_p99_ms(),
-        "outcomes": s.outcome_success + s.outcome_failure,
+        "outcomes": s.outcomes(),
         "task_success_rate": s.task_success_rate(),
         "cost_per_task": s.cost_per_task(),
         "policy_violation_rate": s.policy_violation_rate(),

@@ -138,8 +138,13 @@ pub enum Persist {
 }
 
 impl AppState {
+    /// Live windows are counters only, consistent after any partial update, and restart freely: a panic
+    /// while one was held (a bug) must not turn every later request into a 500, so poisoning is cleared.
     pub fn live(&self) -> Result<MutexGuard<'_, Live>, ApiError> {
-        self.live.lock().map_err(|_| ApiError::Internal("live state lock poisoned".into()))
+        Ok(self.live.lock().unwrap_or_else(|poisoned| {
+            self.live.clear_poison();
+            poisoned.into_inner()
+        }))
     }
 }
 

@@ -17,7 +17,7 @@ pub enum SpecError {
     StepsNotIncreasing { index: usize, value: f64 },
     #[error("min_requests must be at least 1 (gates never pass on no data)")]
     MinRequestsZero,
-    #[error("interval_seconds = {0} must be a finite number above 0")]
+    #[error("interval_seconds = {0} must be above 0 and at most {MAX_INTERVAL_SECONDS}")]
     BadInterval(f64),
     #[error("failure_limit must be at least 1")]
     FailureLimitZero,
@@ -26,6 +26,9 @@ pub enum SpecError {
     #[error("gates[{index}]: {source}")]
     Gate { index: usize, source: GateError },
 }
+
+/// The longest analysis interval: an hour between judgements is already more than any canary wants.
+pub const MAX_INTERVAL_SECONDS: f64 = 3_600.0;
 
 /// The spec as written by users; [`AnalysisSpec`] is its validated form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +100,7 @@ impl AnalysisSpec {
         if config.min_requests == 0 {
             return Err(SpecError::MinRequestsZero);
         }
-        if !(config.interval_seconds.is_finite() && config.interval_seconds > 0.0) {
+        if !(config.interval_seconds > 0.0 && config.interval_seconds <= MAX_INTERVAL_SECONDS) {
             return Err(SpecError::BadInterval(config.interval_seconds));
         }
         if config.failure_limit == 0 {
