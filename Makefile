@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 ENVOY_VERSION := 1.40.0
 ENVOY := $(VENV)/bin/envoy
+SCHEMATHESIS_VERSION := 4.32.5
 WASM := target/wasm32-wasip1/wasm/fledge_filter.wasm
 CARGO ?= cargo
 
@@ -21,6 +22,11 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/"
 	touch $@
 
+# schemathesis checks the controller against its OpenAPI description (integration/tests/api_contract.rs).
+$(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
+	touch $@
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -36,7 +42,7 @@ lint: setup
 	$(CARGO) clippy -p fledge-controller -p fledge-integration -p fledge-bench --all-targets -- -D warnings
 
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
-test: build lint
+test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION)
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \
 	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) test --workspace --no-fail-fast

@@ -17,6 +17,7 @@ use crate::state::{now_ms, AppState, Persist};
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(get_one).put(put).delete(delete))
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
@@ -26,6 +27,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/config", get(crate::poll::config))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+}
+
+/// The API's OpenAPI description (the contract the schemathesis test checks this server against).
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], include_str!("../openapi.yaml"))
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
