@@ -136,18 +136,8 @@ impl Root {
 
     fn send_report(&mut self, cfg: &PluginConfig, seq: u64) {
         let Some(body) = self.outbox.get(seq).and_then(|r| serde_json_body(r).ok()) else { return };
-        let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers = vec![
-            (":method", "POST"),
-            (":path", "/v1/reports"),
-            (":authority", cfg.controller.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if let Some(b) = &bearer {
-            headers.push(("authorization", b.as_str()));
-        }
         let timeout = Duration::from_millis(cfg.report_interval_ms.max(1_000));
-        match hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, Some(&body), vec![], timeout) {
+        match call_controller(cfg, "POST", "/v1/reports", Some(&body), timeout) {
             Ok(token) => self.outbox.sent(seq, token),
             Err(_) => {
                 if let Some(report) = self.outbox.not_sent(seq) {
@@ -231,13 +221,8 @@ impl Root {
     fn poll(&mut self, now: u64) {
         let cfg = self.config();
         let path = Poller::path(self.applied_generation());
-        let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", cfg.controller.authority.as_str())];
-        if let Some(b) = &bearer {
-            headers.push(("authorization", b.as_str()));
-        }
         let timeout = Duration::from_millis(cfg.controller.poll_timeout_ms);
-        match hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, None, vec![], timeout) {
+        match call_controller(&cfg, "GET", &path, None, timeout) {
             Ok(token) => {
                 self.poll_token = Some(token);
                 self.poller.dispatched();
@@ -329,6 +314,19 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// One call to the controller cluster, with the bearer token when one is configured.
+fn call_controller(cfg: &PluginConfig, method: &str, path: &str, body: Option<&[u8]>, timeout: Duration) -> Result<u32, proxy_wasm::types::Status> {
+    let bearer = cfg.controller.token.as_ref().map(|t| format!("Bearer {t}"));
+    let mut headers = vec![(":method", method), (":path", path), (":authority", cfg.controller.authority.as_str())];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, body, vec![], timeout)
 }
 
 pub fn now_ms() -> u64 {
