@@ -185,7 +185,7 @@ async fn lost_acknowledgements_do_not_count_twice() {
     assert_eventually!(Duration::from_secs(10), "reports counted while their acknowledgements are lost", async {
         let counted = canary_requests().await?;
         let p = envoy.prometheus().await?;
-        let unacked = gauge(&p, "fledge_reports_unacknowledged");
+        let unacked = metric(&p, "fledge_reports_unacknowledged");
         anyhow::ensure!(counted == v2.requests() && unacked > 0.0, "counted {counted} of {}, {unacked} unacknowledged", v2.requests());
         anyhow::ensure!(relay.lost() >= 3, "{} answers lost", relay.lost());
         Ok(())
@@ -193,7 +193,7 @@ async fn lost_acknowledgements_do_not_count_twice() {
 
     relay.lose_answers(false);
     assert_eventually!(Duration::from_secs(10), "resent reports acknowledged", async {
-        let unacked = gauge(&envoy.prometheus().await?, "fledge_reports_unacknowledged");
+        let unacked = metric(&envoy.prometheus().await?, "fledge_reports_unacknowledged");
         anyhow::ensure!(unacked == 0.0, "{unacked} unacknowledged");
         Ok(())
     });
@@ -201,11 +201,8 @@ async fn lost_acknowledgements_do_not_count_twice() {
     assert_eq!(v2.requests(), 300);
 }
 
-fn counter(prom: &str, name: &str) -> f64 {
-    gauge(prom, name)
-}
-
-fn gauge(prom: &str, name: &str) -> f64 {
+/// The value of one Prometheus series (`name` with its labels, as Envoy prints them); NaN if absent.
+fn metric(prom: &str, name: &str) -> f64 {
     prom.lines()
         .find_map(|l| l.strip_prefix(name).map(|rest| rest.trim_start_matches("{}")).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
@@ -243,7 +240,7 @@ async fn bearer_token_guards_the_data_plane_endpoints() {
     assert_eq!((r.routed, r.served_by.as_deref()), (None, Some("v1")), "no config: untouched, default route");
     // Many refusals later (Envoy counts the controller cluster's 401s), still one line per worker.
     assert_eventually!(Duration::from_secs(10), "many reports refused", async {
-        let refused = counter(&bad.prometheus().await?, "envoy_cluster_upstream_rq{envoy_response_code=\"401\",envoy_cluster_name=\"fledge_controller\"}");
+        let refused = metric(&bad.prometheus().await?, "envoy_cluster_upstream_rq{envoy_response_code=\"401\",envoy_cluster_name=\"fledge_controller\"}");
         anyhow::ensure!(refused >= 30.0, "{refused} refused");
         Ok(())
     });
