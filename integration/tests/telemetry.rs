@@ -24,14 +24,11 @@ async fn per_version_stats_reach_the_controller_exactly() {
     .await
     .unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(ctl.addr)
-        .plugin_config(json!({"report_interval_ms": 200}))
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 200}))
         .start()
         .await
         .unwrap();
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
+    manual_rollout(&ctl, 50.0).await;
     let t = Traffic::new(envoy.listener, HOST);
     // Every worker has the config (known from heartbeats), so every request from here on is routed
     // and recorded, and the agents' own counts are the truth to compare with.
@@ -82,7 +79,7 @@ async fn per_version_stats_reach_the_controller_exactly() {
 #[tokio::test]
 async fn malformed_outcome_values_are_counted_not_fatal() {
     let ctl = Controller::builder().start().await.unwrap();
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
+    manual_rollout(&ctl, 50.0).await;
     let report = json!({"proxy": "p", "worker": "w", "seq": 1, "generation": 1, "versions": [
         {"rollout": "support", "version": "v2", "stats": {"requests": 3, "outcome_malformed": 2, "cost_malformed": 1}}]});
     ctl.post("/v1/reports", report.clone()).await.unwrap();
@@ -102,14 +99,11 @@ async fn upstream_connect_failures_count_as_errors() {
         l.local_addr().unwrap()
     };
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", closed)])
-        .controller(ctl.addr)
-        .plugin_config(json!({"report_interval_ms": 200}))
+    let envoy = envoy_for(v1.addr, closed, ctl.addr, json!({"report_interval_ms": 200}))
         .start()
         .await
         .unwrap();
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    manual_rollout(&ctl, 100.0).await;
     ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let replies = Traffic::new(envoy.listener, HOST).send_users(&users("down", 40), 8).await.unwrap();
     assert!(replies.iter().all(|r| r.status == 503), "{:?}", replies.first());
@@ -126,15 +120,12 @@ async fn upstream_timeout_after_headers_counts_as_error() {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour { stall_after_headers: true, ..Behaviour::version("v2") }).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(ctl.addr)
-        .plugin_config(json!({"report_interval_ms": 200}))
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 200}))
         .route_timeout_ms(500)
         .start()
         .await
         .unwrap();
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    manual_rollout(&ctl, 100.0).await;
     ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let t = Traffic::with_timeout(envoy.listener, HOST, Duration::from_secs(3));
     // The client sees a 200 whose body breaks off when Envoy's route timeout fires; that is all it can see.
@@ -166,14 +157,11 @@ async fn lost_acknowledgements_do_not_count_twice() {
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
     let relay = LossyRelay::start(ctl.addr).await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(relay.addr)
-        .plugin_config(json!({"report_interval_ms": 100}))
+    let envoy = envoy_for(v1.addr, v2.addr, relay.addr, json!({"report_interval_ms": 100}))
         .start()
         .await
         .unwrap();
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    manual_rollout(&ctl, 100.0).await;
     ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
 
     relay.lose_answers(true);
@@ -201,14 +189,6 @@ async fn lost_acknowledgements_do_not_count_twice() {
     assert_eq!(v2.requests(), 300);
 }
 
-/// The value of one Prometheus series (`name` with its labels, as Envoy prints them); NaN if absent.
-fn metric(prom: &str, name: &str) -> f64 {
-    prom.lines()
-        .find_map(|l| l.strip_prefix(name).map(|rest| rest.trim_start_matches("{}")).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// With `--token`, the filter's bearer token gets its polls and reports through; a wrong one gets
 /// neither (requests pass untouched), says so once in Envoy's log, and the token itself is never logged.
 #[tokio::test]
@@ -217,14 +197,11 @@ async fn bearer_token_guards_the_data_plane_endpoints() {
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().token("s3cret-token").start().await.unwrap();
     let start = |token: &'static str| {
-        Envoy::builder()
-            .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-            .controller(ctl.addr)
-            .plugin_config(json!({"report_interval_ms": 100, "controller": {"token": token}}))
+        envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100, "controller": {"token": token}}))
             .start()
     };
     let (good, bad) = (start("s3cret-token").await.unwrap(), start("wrong-token").await.unwrap());
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    manual_rollout(&ctl, 100.0).await;
     let v = ctl.wait_confirmed("support", good.contexts, Duration::from_secs(10)).await.unwrap();
     assert_eq!(v["live"]["confirmation"]["proxies"], json!(1), "only the proxy with the right token reports");
     let r = Traffic::new(good.listener, HOST).send(Some("u-1")).await.unwrap();
@@ -250,4 +227,22 @@ async fn bearer_token_guards_the_data_plane_endpoints() {
         assert!(!envoy.log().contains("s3cret-token") && !envoy.log().contains("wrong-token"), "a token in Envoy's log");
     }
     assert!(!ctl.log().contains("s3cret-token") && !ctl.log().contains("wrong-token"), "a token in the controller's log");
+}
+
+/// Envoy routing HOST by the fledge header to v1 and v2, with the filter reporting to `controller`.
+fn envoy_for(v1: std::net::SocketAddr, v2: std::net::SocketAddr, controller: std::net::SocketAddr, plugin_config: Value) -> fledge_integration::envoy::EnvoyBuilder {
+    Envoy::builder().route(HOST, &[("v1", v1), ("v2", v2)]).controller(controller).plugin_config(plugin_config)
+}
+
+/// The rollout "support" on HOST, v1 → v2, at a manual `weight`.
+async fn manual_rollout(ctl: &Controller, weight: f64) {
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight})).await.unwrap();
+}
+
+/// The value of one Prometheus series (`name` with its labels, as Envoy prints them); NaN if absent.
+fn metric(prom: &str, name: &str) -> f64 {
+    prom.lines()
+        .find_map(|l| l.strip_prefix(name).map(|rest| rest.trim_start_matches("{}")).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
