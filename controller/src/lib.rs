@@ -1,4 +1,5 @@
 //! fledge-controller: the `fledge` daemon's library.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 //!
 //! Holds the rollouts (SQLite under `--data`), publishes each change as a config generation that proxies
 //! pick up by long poll, and serves the REST API. `main.rs` is only the CLI edge.
@@ -12,9 +13,9 @@ pub mod events;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod machine;
 pub mod model;
 pub mod poll;
-pub mod progress;
 pub mod state;
 pub mod store;
 

@@ -1,4 +1,5 @@
 //! The REST API through `app(state).oneshot(..)`: contract, validation and the long poll.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ fn state_with(settings: Settings) -> AppState {
 }
 
 fn state() -> AppState {
-    state_with(Settings { poll_hold: Duration::from_millis(300), token: None })
+    state_with(Settings { poll_hold: Duration::from_millis(300), ..Settings::default() })
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
@@ -94,9 +95,15 @@ async fn long_poll_answers_on_change_and_times_out_with_304() {
     let s = state();
     let (code, snap) = call(&s, "GET", "/v1/config?since=5", None).await;
     assert_eq!(code, StatusCode::OK, "a proxy ahead of the controller is answered at once");
-    assert_eq!(snap, json!({"generation": 0, "rollouts": []}));
+    let epoch = snap["epoch"].as_str().unwrap().to_string();
+    assert_eq!(snap, json!({"epoch": epoch, "generation": 0, "rollouts": []}));
     let (code, _) = call(&s, "GET", "/v1/config?since=0", None).await;
     assert_eq!(code, StatusCode::NOT_MODIFIED, "held for the hold time, then 304");
+    let (code, _) = call(&s, "GET", &format!("/v1/config?since=0&epoch={epoch}"), None).await;
+    assert_eq!(code, StatusCode::NOT_MODIFIED, "same data, same generation: held");
+    let (code, snap) = call(&s, "GET", "/v1/config?since=0&epoch=0123456789abcdef", None).await;
+    assert_eq!(code, StatusCode::OK, "generation 0 of other data is not ours: answered at once");
+    assert_eq!(snap["epoch"], json!(epoch));
 
     // The hold (300 ms) is longer than the wait before the change, so the change is what answers.
     let waiter = tokio::spawn({

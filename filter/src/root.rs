@@ -109,7 +109,8 @@ impl Root {
         let generation = self.applied_generation();
         let proxy = self.current_proxy_id().to_string();
         let metrics = &mut self.metrics;
-        let report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh));
+        let mut report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh));
+        report.epoch = self.applied_epoch();
         if let Some(lost) = self.outbox.push(report) {
             let requests: u64 = lost.versions.iter().map(|v| v.stats.requests).sum();
             self.metrics.reports_dropped(1);
@@ -171,6 +172,15 @@ impl Root {
         self.worker.borrow().table.as_ref().map(|t| t.generation)
     }
 
+    fn applied_epoch(&self) -> Option<String> {
+        self.worker.borrow().table.as_ref().map(|t| t.epoch.clone()).filter(|e| !e.is_empty())
+    }
+
+    /// The installed table, if any, for comparisons that need its epoch and generation together.
+    fn table(&self) -> Option<Rc<RouteTable>> {
+        self.worker.borrow().table.clone()
+    }
+
     fn jitter(&self) -> u32 {
         self.worker.borrow_mut().rng.next_u32()
     }
@@ -186,8 +196,9 @@ impl Root {
             return;
         }
         self.config_cas = cas;
+        let installed = self.table();
         match ConfigSnapshot::parse(&bytes).and_then(|s| RouteTable::compile(&s)) {
-            Ok(table) if Some(table.generation) != self.applied_generation() => self.install(table),
+            Ok(table) if !installed.is_some_and(|t| t.is(&table.epoch, table.generation)) => self.install(table),
             Ok(_) => {}
             Err(e) => log(LogLevel::Error, &format!("stored config rejected, keeping the last good one: {e}")),
         }
@@ -204,7 +215,8 @@ impl Root {
 
     fn poll(&mut self, now: u64) {
         let cfg = self.config();
-        let path = Poller::path(self.applied_generation());
+        let installed = self.table();
+        let path = Poller::path(installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         let timeout = Duration::from_millis(cfg.controller.poll_timeout_ms);
         match call_controller(&cfg, "GET", &path, None, timeout) {
             Ok(token) => {
@@ -232,7 +244,8 @@ impl Root {
             self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
         let body = self.get_http_call_response_body(0, body_size);
-        let result = Poller::classify(status, body.as_deref(), self.applied_generation());
+        let installed = self.table();
+        let result = Poller::classify(status, body.as_deref(), installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         if let (PollResult::Apply { .. }, Some(bytes)) = (&result, &body) {
             let _ = hostcalls::set_shared_data(CONFIG_KEY, Some(bytes), None);
             self.config_cas = hostcalls::get_shared_data(CONFIG_KEY).ok().and_then(|(_, cas)| cas);
