@@ -52,7 +52,11 @@ async fn openapi() -> impl IntoResponse {
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let current = state.current();
-    Json(json!({ "status": "ok", "epoch": current.epoch, "generation": current.generation, "held_polls": state.held_polls() }))
+    let workers = state.live().worker_count();
+    Json(json!({
+        "status": "ok", "epoch": current.epoch, "generation": current.generation,
+        "held_polls": state.held_polls(), "workers": workers,
+    }))
 }
 
 /// Ready when the database answers.

@@ -51,7 +51,13 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response()
+        let mut resp = (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response();
+        if matches!(self, ApiError::TooLarge { .. }) {
+            // The body may have been cut off unread (past the drain limit): this connection carries
+            // no further request.
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
 
@@ -82,18 +88,40 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 }
 
 /// A request body, read up to [`crate::api::MAX_BODY`]; beyond it a 413 with a JSON error.
+///
+/// The rest of an oversized body is read and thrown away (up to [`DRAIN_LIMIT`]) before the answer, so
+/// that an ordinary client still writing its body gets the 413 instead of a reset connection; a body
+/// past even that is cut off. Nothing beyond the limit is kept in memory.
 pub struct Body(pub Bytes);
+
+/// How much of an oversized body is drained before the connection is given up.
+pub const DRAIN_LIMIT: usize = 16 << 20;
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge { limit: crate::api::MAX_BODY }
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+        let limit = crate::api::MAX_BODY;
+        let mut body = req.into_body();
+        let mut kept: Vec<u8> = Vec::new();
+        let mut seen: usize = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                kept.extend_from_slice(&data);
             } else {
-                ApiError::BadRequest(e.body_text())
+                kept = Vec::new();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
             }
-        })
+        }
+        if seen > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        Ok(Body(Bytes::from(kept)))
     }
 }

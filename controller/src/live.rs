@@ -201,7 +201,10 @@ impl Live {
     /// when there is nothing to look at (not due, and no new data).
     pub fn take_look(&mut self, rollout: &str, seq: u64, stable: &str, canary: &str, interval_ms: u64, now_ms: u64) -> Option<(VersionStats, VersionStats, bool)> {
         let w = self.window_for(rollout, seq, now_ms);
-        let scheduled = w.last_evaluated_ms == 0 || now_ms >= w.last_evaluated_ms.saturating_add(interval_ms);
+        // The first scheduled look comes one interval after the window started: a window just
+        // (re)started — at a step's start, or empty after a controller restart — has nothing to judge
+        // yet, and the verdict restored from disk stays until there is.
+        let scheduled = now_ms >= w.last_evaluated_ms.max(w.started_at_ms).saturating_add(interval_ms);
         if !scheduled && !w.fresh {
             return None;
         }
