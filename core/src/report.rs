@@ -56,8 +56,8 @@ pub enum ReportError {
     Json(String),
     #[error("report does not match the report schema: {0}")]
     Schema(String),
-    #[error("report has {found} version entries; at most {MAX_VERSION_ENTRIES} are accepted")]
-    TooManyEntries { found: usize },
+    #[error("report has more than {MAX_VERSION_ENTRIES} version entries, the most accepted")]
+    TooManyEntries,
     #[error("{field} must be 1-{MAX_ID_LEN} bytes without control characters")]
     Identifier { field: String },
     #[error("versions[{entry}].stats.{field}: {source}")]
@@ -73,8 +73,36 @@ pub struct IncomingReport {
     pub generation: Option<u64>,
     #[serde(default)]
     pub epoch: Option<String>,
-    #[serde(default)]
+    /// Read with a bound: parsing stops at the first entry past [`MAX_VERSION_ENTRIES`], so an
+    /// oversized list costs no more than the bound.
+    #[serde(default, deserialize_with = "bounded_versions")]
     pub versions: Vec<IncomingVersion>,
+}
+
+/// The message that marks the bound's error, so `parse` can tell it from other schema errors.
+const TOO_MANY: &str = "fledge: too many version entries";
+
+fn bounded_versions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IncomingVersion>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<IncomingVersion>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of at most {MAX_VERSION_ENTRIES} version entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_VERSION_ENTRIES));
+            while let Some(v) = seq.next_element()? {
+                if out.len() == MAX_VERSION_ENTRIES {
+                    return Err(serde::de::Error::custom(TOO_MANY));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,13 +185,11 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
     let report: IncomingReport = serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
+            Category::Data if e.to_string().starts_with(TOO_MANY) => ReportError::TooManyEntries,
             Category::Data => ReportError::Schema(e.to_string()),
             _ => ReportError::Json(e.to_string()),
         }
     })?;
-    if report.versions.len() > MAX_VERSION_ENTRIES {
-        return Err(ReportError::TooManyEntries { found: report.versions.len() });
-    }
     for (field, value) in [("proxy", &report.proxy), ("worker", &report.worker)] {
         if !valid_identifier(value) {
             return Err(ReportError::Identifier { field: field.into() });
@@ -235,7 +261,9 @@ mod tests {
     fn refuses_oversized_and_malformed_reports() {
         let entry = r#"{"rollout":"r","version":"v","stats":{}}"#;
         let many = format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":null,"versions":[{}]}}"#, vec![entry; 10_000].join(","));
-        assert_eq!(parse(many.as_bytes()), Err(ReportError::TooManyEntries { found: 10_000 }));
+        assert_eq!(parse(many.as_bytes()), Err(ReportError::TooManyEntries));
+        let at_the_bound = many.replacen(&format!("{entry},"), "", 10_000 - MAX_VERSION_ENTRIES);
+        assert_eq!(parse(at_the_bound.as_bytes()).map(|r| r.versions.len()), Ok(MAX_VERSION_ENTRIES));
         assert!(matches!(parse(b"{"), Err(ReportError::Json(_))));
         assert!(matches!(parse(br#"{"proxy":1}"#), Err(ReportError::Schema(_))));
         let empty_proxy = br#"{"proxy":"","worker":"w","seq":1,"generation":null}"#;
