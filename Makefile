@@ -59,6 +59,21 @@ bench: build
 	T=$${CARGO_TARGET_DIR:-target}; CARGO=$(CARGO) FLEDGE_BIN=$$T/release/fledge FLEDGE_WASM=$$T/wasm32-wasip1/wasm/fledge_filter.wasm \
 	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $$T/release/fledge-bench
 
+## fuzz: every cargo-fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each on nightly libFuzzer, seeded from
+## fuzz/corpus/<target>, then executions per target (fuzz/run.sh; see fuzz/README.md). Not part of `test`,
+## which replays the committed corpus on stable.
+FUZZ_SECONDS ?= 30
+FUZZ_SANITIZER ?= none
+FUZZ_TARGETS ?=
+FUZZ_ARGS ?=
+.PHONY: fuzz fuzz-setup
+fuzz-setup:
+	@rustup toolchain list | grep -q '^nightly-' || rustup toolchain install nightly --profile minimal
+	@rustup run nightly cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SANITIZER=$(FUZZ_SANITIZER) FUZZ_ARGS="$(FUZZ_ARGS)" fuzz/run.sh $(FUZZ_TARGETS)
+
 ## bench-smoke: every benchmark for a few seconds, to check the harness (numbers are not measurements)
 .PHONY: bench-smoke
 bench-smoke: build
