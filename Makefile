@@ -6,6 +6,9 @@ ENVOY := $(VENV)/bin/envoy
 SCHEMATHESIS_VERSION := 4.32.5
 WASM := target/wasm32-wasip1/wasm/fledge_filter.wasm
 CARGO ?= cargo
+# The controller embeds the filter it is built with (controller/build.rs; served at GET /v1/filter.wasm).
+# Exported for every cargo call, so that build, clippy and test agree and do not rebuild each other.
+export FLEDGE_FILTER_WASM := $(CURDIR)/$(WASM)
 
 .PHONY: all setup build wasm lint test demo bench clean
 

@@ -17,6 +17,9 @@ use crate::state::{now_ms, AppState, Persist};
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(crate::probes::readyz))
+        .route("/v1/filter.wasm", get(crate::module::wasm))
+        .route("/v1/filter.wasm.sha256", get(crate::module::wasm_sha256))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(get_one).put(put).delete(delete))

@@ -39,6 +39,12 @@ struct ServeArgs {
     /// How long `GET /v1/config` holds a request when nothing changed, in seconds.
     #[arg(long, env = "FLEDGE_POLL_HOLD_SECS", default_value_t = 30.0)]
     poll_hold_secs: f64,
+    /// Directory of Rollout documents to apply as they change (a mounted ConfigMap; see docs/kubernetes.md).
+    #[arg(long, env = "FLEDGE_ROLLOUTS_DIR")]
+    rollouts_dir: Option<PathBuf>,
+    /// With --rollouts-dir: delete rollouts that no file there declares.
+    #[arg(long, requires = "rollouts_dir")]
+    prune: bool,
 }
 
 #[tokio::main]
@@ -72,6 +78,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let driver = fledge_controller::driver::spawn(state.clone());
+    let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -87,6 +94,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     driver.abort();
+    if let Some(g) = gitops {
+        g.abort();
+    }
     Ok(())
 }
 

@@ -120,6 +120,11 @@ impl Store {
         Ok(rows)
     }
 
+    /// A trivial read through the connection: readiness means the database answers.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT generation FROM meta", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
 }
 
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
