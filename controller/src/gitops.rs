@@ -110,11 +110,13 @@ impl Watcher {
             }
         }
 
+        let mut applied = 0;
         for (name, (path, doc)) in &declared {
-            if changed(path) {
-                self.apply(path, name, doc).await;
+            if changed(path) && self.apply(path, name, doc).await {
+                applied += 1;
             }
         }
+        let mut pruned = 0;
 
         // Prune only from a directory read completely: a refused file's rollouts are unknown, and must
         // not be deleted because of a typo.
@@ -129,32 +131,42 @@ impl Watcher {
             let wanted: BTreeSet<&String> = declared.keys().collect();
             for name in stored.iter().filter(|n| !wanted.contains(n)) {
                 match self.call(Method::DELETE, name, None).await {
-                    Ok(_) => tracing::info!(rollout = %name, dir = %self.dir.display(), "pruned rollout {name}: no file declares it"),
+                    Ok(_) => {
+                        pruned += 1;
+                        tracing::info!(rollout = %name, dir = %self.dir.display(), "pruned rollout {name}: no file declares it");
+                    }
                     Err(e) => tracing::error!(rollout = %name, "cannot prune rollout {name}: {e}"),
                 }
             }
         }
+        // One line per change seen, at the end of its pass: operators (and tests) know it was handled.
+        tracing::info!(dir = %self.dir.display(), files = contents.len(), rollouts = declared.len(), applied, pruned, refused, "rollouts directory scanned");
     }
 
-    async fn apply(&self, path: &Path, name: &str, doc: &RolloutDoc) {
+    /// Applies one document unless the stored rollout already matches it; true when it was PUT.
+    async fn apply(&self, path: &Path, name: &str, doc: &RolloutDoc) -> bool {
         let file = path.display();
         let same = match self.state.lock() {
             Ok(inner) => inner.rollouts.get(name).is_some_and(|r| manifest::unchanged(&doc.spec, r)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the stored rollouts");
-                return;
+                return false;
             }
         };
         if same {
             tracing::debug!(rollout = %name, file = %file, "rollout unchanged");
-            return;
+            return false;
         }
         match self.call(Method::PUT, name, Some(&doc.spec_json)).await {
             Ok(code) => {
                 let what = if code == 201 { "created" } else { "replaced" };
                 tracing::info!(rollout = %name, file = %file, "applied rollout {name} from {file} (document {}): {what}", doc.index);
+                true
             }
-            Err(e) => tracing::error!(rollout = %name, file = %file, "refused rollout {name} from {file} (document {}): {e}", doc.index),
+            Err(e) => {
+                tracing::error!(rollout = %name, file = %file, "refused rollout {name} from {file} (document {}): {e}", doc.index);
+                false
+            }
         }
     }
 
