@@ -59,6 +59,29 @@ test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tool
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \
 	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) test --workspace --no-fail-fast
 
+## image: OCI images FROM scratch with podman: fledge/filter (/plugin.wasm) and fledge/controller (static musl)
+MUSL := x86_64-unknown-linux-musl
+IMAGE_TAG := 0.1.0
+FILTER_IMAGE := fledge/filter:$(IMAGE_TAG)
+CONTROLLER_IMAGE := fledge/controller:$(IMAGE_TAG)
+MUSL_BIN := target/$(MUSL)/release
+.PHONY: image setup-images test-images
+setup-images:
+	@command -v podman >/dev/null && command -v docker-registry >/dev/null && command -v musl-gcc >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends podman buildah docker-registry musl-tools; }
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+
+image: setup-images wasm
+	$(CARGO) build --release --target $(MUSL) -p fledge-controller -p fledge-integration --bin fledge --bin fledge-sample-agent
+	$(VENV)/bin/python integration/scripts/image_roundtrip.py --check-static $(MUSL_BIN)/fledge
+	D=$$(mktemp -d) && cp $(WASM) $$D/plugin.wasm && podman build -q -f images/filter.Containerfile -t $(FILTER_IMAGE) $$D && rm -rf $$D
+	D=$$(mktemp -d) && cp $(MUSL_BIN)/fledge $(MUSL_BIN)/fledge-sample-agent $$D/ && podman build -q -f images/controller.Containerfile -t $(CONTROLLER_IMAGE) $$D && rm -rf $$D
+	@podman images --filter reference='fledge/*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+
+## test-images: make image, then push both to a registry on loopback and read them back byte for byte
+test-images: image
+	$(VENV)/bin/python integration/scripts/image_roundtrip.py $(FILTER_IMAGE) $(WASM) $(CONTROLLER_IMAGE) $(MUSL_BIN)/fledge
+
 ## demo: controller + Envoy with the filter + two sample agents; ramps the canary while driving traffic
 demo: build
 	./target/debug/fledge-demo
