@@ -364,23 +364,9 @@ async fn controller_serves_the_module_it_was_built_with() {
     assert_eq!(text, format!("{sum}\n"));
 }
 
-/// The EnvoyFilter's patch, spliced into a sidecar-like bootstrap as istiod would (INSERT_BEFORE the
-/// router of the HTTP connection manager), passes `envoy --mode validate`. The module path is the one
-/// the image volume provides in the pod; here it is the built module.
-#[test]
-fn envoyfilter_patch_validates_in_envoy() {
-    let ef = manifest("envoyfilter.yaml");
-    let patch = &ef["spec"]["configPatches"][0];
-    assert_eq!(patch["applyTo"], "HTTP_FILTER");
-    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
-    assert_eq!(patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "envoy.filters.http.router");
-    let mut filter = patch["patch"]["value"].clone();
-    let code = &mut filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"];
-    assert_eq!(code, "/var/local/lib/fledge/plugin.wasm");
-    *code = json!(wasm_path());
-    let configuration = filter["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
-    let parsed: Value = serde_json::from_str(configuration).unwrap();
-    assert_eq!(parsed["controller"]["cluster"], CONTROLLER_CLUSTER);
+/// `envoy --mode validate` on a sidecar-like bootstrap whose outbound HTTP connection manager runs
+/// `filter` before the router (where the EnvoyFilter's INSERT_BEFORE puts it): (valid, Envoy's output).
+fn validate_with_filter(filter: Value) -> (bool, String) {
     let router = json!({"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
     let bootstrap = json!({
         "node": {"id": NODE_ID, "cluster": "support-frontend.agents"},
@@ -416,11 +402,44 @@ fn envoyfilter_patch_validates_in_envoy() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the EnvoyFilter patch does not validate:\n{text}");
+    (out.status.success(), text)
+}
+
+/// The EnvoyFilter's patch, spliced into a sidecar-like bootstrap as istiod would (INSERT_BEFORE the
+/// router of the HTTP connection manager), passes `envoy --mode validate`. The module path is the one
+/// the image volume provides in the pod; here it is the built module.
+#[test]
+fn envoyfilter_patch_validates_in_envoy() {
+    let ef = manifest("envoyfilter.yaml");
+    let patch = &ef["spec"]["configPatches"][0];
+    assert_eq!(patch["applyTo"], "HTTP_FILTER");
+    assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
+    assert_eq!(patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "envoy.filters.http.router");
+    let mut filter = patch["patch"]["value"].clone();
+    let code = &mut filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"];
+    assert_eq!(code, "/var/local/lib/fledge/plugin.wasm");
+    *code = json!(wasm_path());
+    let configuration = filter["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(configuration).unwrap();
+    assert_eq!(parsed["controller"]["cluster"], CONTROLLER_CLUSTER);
+    let (ok, text) = validate_with_filter(filter.clone());
+    assert!(ok, "the EnvoyFilter patch does not validate:\n{text}");
     // A broken patch is refused by the same check (the validation can fail).
-    let mut bad = bootstrap.clone();
-    bad["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]["failure_policy"] = json!("FAIL_SOMETIMES");
-    std::fs::write(&file, serde_json::to_vec_pretty(&bad).unwrap()).unwrap();
-    let out = std::process::Command::new(envoy_bin()).args(["--mode", "validate", "--use-dynamic-base-id", "-c"]).arg(&file).output().unwrap();
-    assert!(!out.status.success(), "a bad failure_policy must not validate");
+    filter["typed_config"]["config"]["failure_policy"] = json!("FAIL_SOMETIMES");
+    let (ok, _) = validate_with_filter(filter);
+    assert!(!ok, "a bad failure_policy must not validate");
+}
+
+/// Every failStrategy maps to the failure_policy istiod sets, and Envoy accepts each resulting filter.
+#[test]
+fn fail_strategies_map_to_envoy_failure_policies() {
+    for (strategy, policy) in [("FAIL_CLOSE", "FAIL_CLOSED"), ("FAIL_OPEN", "FAIL_OPEN"), ("FAIL_RELOAD", "FAIL_RELOAD")] {
+        let mut plugin = manifest("wasmplugin.yaml");
+        plugin["spec"]["failStrategy"] = json!(strategy);
+        let mut resource = istiod(&plugin);
+        assert_eq!(resource["typed_config"]["config"]["failure_policy"], policy);
+        resource["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": wasm_path()}});
+        let (ok, text) = validate_with_filter(json!({"name": resource["name"], "typed_config": resource["typed_config"]}));
+        assert!(ok, "{strategy}: {text}");
+    }
 }
