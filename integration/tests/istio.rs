@@ -443,3 +443,28 @@ fn fail_strategies_map_to_envoy_failure_policies() {
         assert!(ok, "{strategy}: {text}");
     }
 }
+
+/// `trafficextension.yaml` (Istio ≥ 1.30) declares the same filter as `wasmplugin.yaml`: the same Wasm
+/// config once istiod has built it (only the extension config's name differs), and Envoy accepts it.
+#[test]
+fn trafficextension_declares_the_same_filter() {
+    let te = manifest("trafficextension.yaml");
+    let wp = manifest("wasmplugin.yaml");
+    // A TrafficExtension carries the WasmPlugin's module fields under `wasm`; selection and phase stay
+    // at the top.
+    let mut as_plugin = te.clone();
+    let spec = as_plugin["spec"].as_object_mut().unwrap();
+    let wasm = spec.remove("wasm").unwrap();
+    for (k, v) in wasm.as_object().unwrap() {
+        spec.insert(k.clone(), v.clone());
+    }
+    for k in ["selector", "match", "phase"] {
+        assert_eq!(te["spec"][k], wp["spec"][k], "{k}");
+    }
+    let (from_te, from_wp) = (istiod(&as_plugin), istiod(&wp));
+    assert_eq!(from_te["typed_config"], from_wp["typed_config"]);
+    let mut filter = json!({"name": "extensions.istio.io/trafficextension/agents.fledge", "typed_config": from_te["typed_config"]});
+    filter["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": wasm_path()}});
+    let (ok, text) = validate_with_filter(filter);
+    assert!(ok, "{text}");
+}
