@@ -33,9 +33,12 @@ pub struct Settings {
 }
 
 pub enum Ingest {
-    Measured(Measured),
+    Measured(Measured, Flood),
     Pending(String),
 }
+
+/// The hostile flood measured after the steady run (bench/src/flood.rs), or why it could not run.
+pub type Flood = Result<crate::flood::Measured, String>;
 
 pub struct Measured {
     pub settings: Settings,
@@ -78,6 +81,7 @@ pub fn report(proxy: usize, seq: u64) -> anyhow::Result<Vec<u8>> {
         worker: "w0".into(),
         seq,
         generation: Some(1),
+        epoch: None,
         versions: vec![version("v1", 114, 1), version("v2", 120, 2)],
     };
     Ok(fledge_core::report::encode(&r)?)
@@ -109,7 +113,7 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-pub async fn run(settings: &Settings) -> anyhow::Result<Ingest> {
+pub async fn run(settings: &Settings, flood: &crate::flood::Settings) -> anyhow::Result<Ingest> {
     let ctl = Controller::builder().start().await?;
     ctl.put_rollout("support", json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10}))
         .await?;
@@ -129,7 +133,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Ingest> {
         let _ = tx.send(result);
     })?;
     let m = rx.await.context("ingest thread died")??;
-    Ok(Ingest::Measured(m))
+    drop(ctl);
+    let flood = crate::flood::run(flood).await.map_err(|e| format!("{e:#}"));
+    Ok(Ingest::Measured(m, flood))
 }
 
 async fn drive(addr: std::net::SocketAddr, pid: u32, settings: Settings) -> anyhow::Result<Measured> {

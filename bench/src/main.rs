@@ -4,7 +4,7 @@
 //! 2. the core decision natively (criterion), `decision`;
 //! 3. push latency to K Envoys, `push`;
 //! 4. rollback reaction, `rollback`;
-//! 5. controller ingest of telemetry reports, `ingest`.
+//! 5. controller ingest of telemetry reports, `ingest`, and its memory under a hostile flood (`flood`).
 //!
 //! `--smoke` runs every part with seconds-long settings (the test in tests/smoke.rs does, so the
 //! harness cannot rot); its numbers are not measurements. Budgets are reported, never asserted.
@@ -17,6 +17,7 @@
 mod decision;
 mod envoy;
 mod filter_cost;
+mod flood;
 mod ingest;
 mod load;
 mod machine;
@@ -145,9 +146,11 @@ async fn main() -> anyhow::Result<()> {
         rollback_settings.healthy = h;
     }
     let ingest_settings = if smoke {
-        ingest::Settings { proxies: 20, warmup: Duration::from_millis(300), duration: Duration::from_secs(1) }
+        (ingest::Settings { proxies: 20, warmup: Duration::from_millis(300), duration: Duration::from_secs(1) },
+         flood::Settings { connections: 4, duration: Duration::from_secs(1) })
     } else {
-        ingest::Settings { proxies: 1_000, warmup: Duration::from_secs(1), duration: Duration::from_secs(10) }
+        (ingest::Settings { proxies: 1_000, warmup: Duration::from_secs(1), duration: Duration::from_secs(10) },
+         flood::Settings { connections: 64, duration: Duration::from_secs(15) })
     };
 
     let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;
@@ -159,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let push = part(&args, "push", || push::run(&push_settings)).await;
     let rollback = part(&args, "rollback", || rollback::run(&rollback_settings)).await;
-    let ingest = part(&args, "ingest", || ingest::run(&ingest_settings)).await;
+    let ingest = part(&args, "ingest", || ingest::run(&ingest_settings.0, &ingest_settings.1)).await;
 
     let results = Results {
         machine: machine::Machine::describe(&fledge_integration::envoy_bin()),

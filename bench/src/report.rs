@@ -145,7 +145,7 @@ fn budget_rows(r: &Results) -> Vec<Row> {
     }
     let budget = format!("< {:.0} % of one core", INGEST_CORE_BUDGET * 100.0);
     match &r.ingest {
-        Part::Done(Ingest::Measured(m)) => {
+        Part::Done(Ingest::Measured(m, flood)) => {
             let full = m.settings.proxies >= 1000;
             rows.push((
                 format!("ingest: {} proxies × 1 report/s, controller CPU", thousands(m.settings.proxies as f64)),
@@ -153,6 +153,16 @@ fn budget_rows(r: &Results) -> Vec<Row> {
                 format!("{:.1} % ({:.0} reports/s, p99 {:.1} ms)", m.controller_cores * 100.0, m.reports_per_second, m.p99_ms),
                 verdict(full && m.controller_cores < INGEST_CORE_BUDGET && m.rejected == 0).into(),
             ));
+            let budget = format!("≤ {FLOOD_RSS_BUDGET_MB:.0} MB above idle, every request a 4xx");
+            match flood {
+                Ok(f) => rows.push((
+                    format!("hostile flood ({} connections), controller peak RSS", f.settings.connections),
+                    budget,
+                    format!("+{:.1} MB ({:.1} → {:.1} MB); {} of {} requests 4xx", f.peak_rss_mb - f.idle_rss_mb, f.idle_rss_mb, f.peak_rss_mb, f.four_xx, f.requests),
+                    verdict(f.peak_rss_mb - f.idle_rss_mb <= FLOOD_RSS_BUDGET_MB && f.other == 0).into(),
+                )),
+                Err(why) => rows.push(("hostile flood, controller peak RSS".into(), budget, "failed".into(), why.clone())),
+            }
         }
         Part::Done(Ingest::Pending(why)) => rows.push((
             "ingest: 1,000 proxies × 1 report/s, controller CPU".into(),
@@ -412,10 +422,13 @@ fn render_rollback(s: &mut String, part: &Part<Rollback>) {
     }
 }
 
+/// Peak resident memory the controller may gain under the hostile flood (issue 7).
+const FLOOD_RSS_BUDGET_MB: f64 = 64.0;
+
 fn render_ingest(s: &mut String, part: &Part<Ingest>) {
     let _ = writeln!(s, "## 5. Controller ingest\n");
     match part {
-        Part::Done(Ingest::Measured(m)) => {
+        Part::Done(Ingest::Measured(m, flood)) => {
             let _ = writeln!(
                 s,
                 "{} simulated proxies, one report per second each ({} bytes of JSON: two versions), measured for {} s after {} s of warm-up.\n",
@@ -434,6 +447,7 @@ fn render_ingest(s: &mut String, part: &Part<Ingest>) {
                 m.p50_ms,
                 m.p99_ms
             );
+            render_flood(s, flood);
         }
         Part::Done(Ingest::Pending(why)) => {
             let _ = writeln!(
@@ -444,6 +458,36 @@ fn render_ingest(s: &mut String, part: &Part<Ingest>) {
         }
         other => {
             let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+        }
+    }
+}
+
+fn render_flood(s: &mut String, flood: &crate::ingest::Flood) {
+    let _ = writeln!(s, "### Hostile flood\n");
+    match flood {
+        Ok(f) => {
+            let _ = writeln!(
+                s,
+                "{} connections for {} s posting, in turn, a 2 MiB body, a 10,000-entry report, 100,000-deep nesting, garbage, \
+                 wrong types and a bucket index past the histogram, to a controller with one rollout. Memory from `/proc/<pid>/status`: \
+                 `VmRSS` before, `VmHWM` (peak) after.\n",
+                f.settings.connections,
+                f.settings.duration.as_secs_f64()
+            );
+            let _ = writeln!(s, "| requests | 4xx | other answers | idle RSS | peak RSS | peak above idle |\n|---|---|---|---|---|---|");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} MB | {:.1} MB | {:.1} MB |\n",
+                thousands(f.requests as f64),
+                thousands(f.four_xx as f64),
+                f.other,
+                f.idle_rss_mb,
+                f.peak_rss_mb,
+                f.peak_rss_mb - f.idle_rss_mb
+            );
+        }
+        Err(why) => {
+            let _ = writeln!(s, "The flood could not run: {why}\n");
         }
     }
 }

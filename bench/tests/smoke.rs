@@ -88,5 +88,13 @@ fn every_benchmark_runs_and_reports() {
             .unwrap_or_else(|| panic!("no ingest row in:\n{md}"));
         let reports: f64 = ingest.split('|').nth(1).and_then(|c| c.trim().parse().ok()).unwrap_or(0.0);
         assert!(reports > 0.0, "{ingest}");
+        // The hostile flood ran, and every one of its requests got a 4xx.
+        let flood = md
+            .lines()
+            .skip_while(|l| !l.starts_with("| requests | 4xx | other answers"))
+            .nth(2)
+            .unwrap_or_else(|| panic!("no flood row in:\n{md}"));
+        let cells: Vec<&str> = flood.split('|').map(str::trim).collect();
+        assert!(cells.get(1) == cells.get(2) && cells.get(3) == Some(&"0"), "{flood}");
     }
 }

@@ -1,34 +1,49 @@
 //! The REST API: `fn app(state) -> Router`, one handler per endpoint, every error an [`ApiError`].
+//!
+//! Cross-cutting rules are layers, not code repeated per handler: the bearer token on mutating and
+//! data-plane routes, one body limit for every route (413 beyond it), and a bound on how many report
+//! and outcome bodies are being read and parsed at once, so that a flood from many connections
+//! queues instead of growing memory.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use axum::routing::post;
 use fledge_core::rollout::{normalize_host, validate_name, RolloutSpec};
 use serde_json::json;
+use tower::limit::ConcurrencyLimitLayer;
 
-use crate::error::{parse_json, ApiError};
+use crate::error::{parse_json, ApiError, Body};
+use crate::machine::{self, Input};
 use crate::model::Rollout;
-use crate::state::{now_ms, AppState, Persist};
+use crate::state::{now_ms, AppState, Change};
+
+/// The largest request body any endpoint reads (a report of [`fledge_core::report::MAX_VERSION_ENTRIES`]
+/// entries with full histograms fits several times over).
+pub const MAX_BODY: usize = 1 << 20;
+/// Report and outcome bodies read and parsed at once; more wait their turn.
+pub const INGEST_CONCURRENCY: usize = 8;
 
 pub fn app(state: AppState) -> Router {
+    let auth = middleware::from_fn_with_state(state.clone(), require_token);
+    let ingest = || ConcurrencyLimitLayer::new(INGEST_CONCURRENCY);
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(crate::probes::readyz))
+        .route("/readyz", get(readyz))
         .route("/v1/filter.wasm", get(crate::module::wasm))
         .route("/v1/filter.wasm.sha256", get(crate::module::wasm_sha256))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/rollouts", get(list))
-        .route("/v1/rollouts/{name}", get(get_one).put(put).delete(delete))
+        .route("/v1/rollouts/{name}", get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())))
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
-        .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes))
-        .route("/v1/rollouts/{name}/{action}", post(crate::actions::act))
-        .route("/v1/reports", post(crate::ingest::reports))
-        .route("/v1/config", get(crate::poll::config))
+        .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes).route_layer(auth.clone()).layer(ingest()))
+        .route("/v1/rollouts/{name}/{action}", post(crate::actions::act).route_layer(auth.clone()))
+        .route("/v1/reports", post(crate::ingest::reports).route_layer(auth.clone()).layer(ingest()))
+        .route("/v1/config", get(crate::poll::config).route_layer(auth))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -38,12 +53,30 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "generation": state.current().generation, "held_polls": state.held_polls() }))
+    let current = state.current();
+    let workers = state.live().worker_count();
+    Json(json!({
+        "status": "ok", "epoch": current.epoch, "generation": current.generation,
+        "held_polls": state.held_polls(), "workers": workers,
+    }))
 }
 
-/// Checks the bearer token where one is configured.
-pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.settings.token else { return Ok(()) };
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.check_store().map_err(|e| ApiError::Unavailable(format!("database not usable: {e}")))?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// The bearer token, where one is configured, as a route layer.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match authorize(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.settings().token else { return Ok(()) };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -59,70 +92,79 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let inner = state.lock()?;
-    let rollouts: Vec<&Rollout> = inner.rollouts.values().collect();
-    Ok(Json(json!({ "generation": inner.generation, "rollouts": rollouts })))
+async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let view = state.view();
+    let rollouts: Vec<&Rollout> = view.rollouts().map(|r| r.as_ref()).collect();
+    Json(json!({ "generation": view.generation(), "rollouts": rollouts }))
 }
 
 async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rollout = state.lock()?.rollouts.get(&name).cloned().ok_or_else(|| not_found(&name))?;
+    let view = state.view();
+    let rollout = view.rollout(&name).ok_or_else(|| not_found(&name))?;
     let now = now_ms();
-    let live = state.live()?;
-    let window = live.windows.get(&name);
-    let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
-    let confirmation = live.confirmation(rollout.status.generation, now);
+    let (stable, canary, started, confirmation) = {
+        let live = state.live();
+        let window = live.window(&name).filter(|w| w.seq() == rollout.status.window);
+        let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
+        let confirmation = live.confirmation(view.epoch(), rollout.status.generation, now);
+        (stats(&rollout.spec.stable), stats(&rollout.spec.canary), window.map(|w| w.started_at_ms()), confirmation)
+    };
     let summary = format!(
         "{}; confirmed by {}/{} proxies",
         rollout.status.phase.as_str().replace('_', " "),
         confirmation.confirmed,
         confirmation.proxies
     );
-    let mut body = serde_json::to_value(&rollout).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["live"] = json!({
+    let mut body = serde_json::to_value(rollout.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let live = json!({
         "summary": summary,
         "window": {
-            "started_at_ms": window.map(|w| w.started_at_ms),
-            "stable": crate::metrics::summary(&rollout.spec.stable, &stats(&rollout.spec.stable)),
-            "canary": crate::metrics::summary(&rollout.spec.canary, &stats(&rollout.spec.canary)),
+            "started_at_ms": started,
+            "stable": crate::metrics::summary(&rollout.spec.stable, &stable),
+            "canary": crate::metrics::summary(&rollout.spec.canary, &canary),
         },
         "confirmation": confirmation,
     });
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("live".into(), live);
+    }
     Ok(Json(body))
 }
 
-async fn put(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+async fn put_rollout(State(state): State<AppState>, Path(name): Path<String>, Body(body): Body) -> Result<Response, ApiError> {
     validate_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let spec: RolloutSpec = parse_json(&body)?;
-    spec.validate().map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let (created, rollout) = state.commit(|inner, generation| {
-        if let Some((host, owner)) = host_conflict(inner.rollouts.values(), &name, &spec) {
-            return Err(ApiError::Conflict(format!("host {host:?} is already owned by rollout {owner:?}")));
-        }
-        let rollout = Rollout::new(&name, spec, generation, now_ms());
-        let created = inner.rollouts.insert(name.clone(), rollout.clone()).is_none();
-        let event = if created { "created" } else { "replaced" };
-        Ok(((created, rollout), Persist::Put { name: name.clone(), event: Some(event) }))
-    })?;
-    state.live()?.reset_window(&name, now_ms());
-    tracing::info!(rollout = %name, phase = rollout.status.phase.as_str(), weight = %rollout.status.weight.percent(), generation = rollout.status.generation, created, "rollout written");
+    let (created, rollout) = apply_spec(&state, &name, spec)?;
     let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(rollout)).into_response())
 }
 
-async fn delete(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    state.commit(|inner, _| match inner.rollouts.remove(&name) {
-        Some(_) => Ok(((), Persist::Delete(name.clone()))),
-        None => Err(not_found(&name)),
+/// Creates or replaces rollout `name` (shared by `PUT` and the directory watcher). Returns whether it
+/// was created.
+pub fn apply_spec(state: &AppState, name: &str, spec: RolloutSpec) -> Result<(bool, Rollout), ApiError> {
+    let now = now_ms();
+    let mut created = false;
+    let committed = state.commit(name, now, |current| {
+        if let Some((host, owner)) = host_conflict(state, name, &spec) {
+            return Err(ApiError::Conflict(format!("host {host:?} is already owned by rollout {owner:?}")));
+        }
+        let input = Input::Replace { spec: Box::new(spec.clone()) };
+        match current {
+            None => {
+                created = true;
+                let r = Rollout::new(name, spec.clone(), now).map_err(|e| ApiError::Invalid(e.to_string()))?;
+                Ok(Some(Change::Create(Box::new(r), input)))
+            }
+            Some(r) => Ok(Some(Change::Apply(Box::new(machine::step(r, input.clone(), now)?), input))),
+        }
     })?;
-    state.live()?.windows.remove(&name);
+    let rollout = committed.ok_or_else(|| ApiError::Internal("write committed nothing".into()))?;
+    tracing::info!(rollout = %name, phase = rollout.status.phase.as_str(), weight = %rollout.status.weight.percent(), generation = rollout.status.generation, created, "rollout written");
+    Ok((created, Rollout::clone(&rollout)))
+}
+
+async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    state.commit(&name, now_ms(), |_| Ok(Some(Change::Delete)))?;
     tracing::info!(rollout = %name, "rollout deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -131,28 +173,27 @@ pub fn not_found(name: &str) -> ApiError {
     ApiError::NotFound(format!("rollout {name:?} does not exist"))
 }
 
-/// The first of `spec`'s hosts that another rollout already routes.
-fn host_conflict<'a>(
-    others: impl Iterator<Item = &'a Rollout>,
-    name: &str,
-    spec: &RolloutSpec,
-) -> Option<(String, String)> {
+/// The first of `spec`'s hosts that another rollout already claims with the same pattern. (Overlapping
+/// patterns — `*.example.com` and `chat.example.com` — are fine: the most specific one wins.)
+fn host_conflict(state: &AppState, name: &str, spec: &RolloutSpec) -> Option<(String, String)> {
     let wanted: Vec<String> = spec.hosts.iter().map(|h| normalize_host(h)).collect();
-    others.filter(|r| r.name != name).find_map(|r| {
+    state.view().rollouts().filter(|r| r.name != name).find_map(|r| {
         r.spec.hosts.iter().find(|h| wanted.contains(&normalize_host(h))).map(|h| (h.clone(), r.name.clone()))
     })
 }
 
-/// Parses `?since=N` (absent means "answer now").
-pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let Some(q) = query else { return Ok(None) };
-    for pair in q.split('&') {
+/// `?since=N&epoch=E` of a config poll (an absent `since` means "answer now").
+pub fn parse_poll_query(query: Option<&str>) -> Result<(Option<u64>, Option<String>), ApiError> {
+    let (mut since, mut epoch) = (None, None);
+    for pair in query.unwrap_or_default().split('&') {
         if let Some(v) = pair.strip_prefix("since=") {
-            return v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}")));
+            since = Some(v.parse().map_err(|_| ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}")))?);
+        } else if let Some(v) = pair.strip_prefix("epoch=") {
+            if !fledge_core::report::valid_identifier(v) {
+                return Err(ApiError::BadRequest("epoch must be 1-253 printable characters".into()));
+            }
+            epoch = Some(v.to_string());
         }
     }
-    Ok(None)
+    Ok((since, epoch))
 }

@@ -1,4 +1,7 @@
 //! `fledge rollouts …`: a thin client of the REST API for people at a terminal.
+// Reading `serde_json::Value` by key (`v["status"]["phase"]`) yields `Null` for anything missing and
+// cannot panic; only assignment through an index can, and this module has none.
+#![allow(clippy::indexing_slicing)]
 
 use anyhow::Context;
 use serde_json::Value;
@@ -70,10 +73,14 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         RolloutCommand::SetWeight { name, weight } => {
             let current = c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?;
             let spec = &current["spec"];
-            let mut manual = serde_json::json!({"hosts": spec["hosts"], "stable": spec["stable"], "canary": spec["canary"], "weight": weight});
-            if let Some(salt) = spec.get("salt") {
-                manual["salt"] = salt.clone();
+            let mut manual = serde_json::Map::new();
+            for field in ["hosts", "stable", "canary", "salt"] {
+                if let Some(v) = spec.get(field) {
+                    manual.insert(field.into(), v.clone());
+                }
             }
+            manual.insert("weight".into(), weight.into());
+            let manual = Value::Object(manual);
             print(&c.send(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(manual)).await?)?;
         }
         RolloutCommand::Events { name } => {

@@ -1,34 +1,52 @@
 //! The analysis loop: every few tens of milliseconds, judge each automated rollout that is due (per its
-//! `analysis.interval_seconds`) and carry out what [`progress::next`] decides. New data wakes it at
-//! once, and a failing critical gate rolls back without waiting for the interval. A transition is
-//! committed — persisted with its event and published to the proxies — before the next rollout is
+//! `analysis.interval_seconds`) and commit what the state machine makes of the verdict. New data wakes
+//! it at once, and a failing critical gate rolls back without waiting for the interval. A transition
+//! is committed — persisted with its event and published to the proxies — before the next rollout is
 //! looked at, so a rollback reaches the long-polling proxies at once.
+//!
+//! The judgement is made on one consistent pair: the rollout at revision R (from the committed view)
+//! and the window numbered by that revision's `status.window`. Its commit is refused if the rollout
+//! moved past R meanwhile (a user's `resume`, say), so a verdict is never applied to a state it was
+//! not made for.
 
 use std::time::Duration;
 
+use fledge_core::analysis::judge;
+
 use crate::error::ApiError;
-use crate::model::Phase;
-use crate::progress::{self, Step};
-use crate::state::{now_ms, AppState, Persist};
+use crate::machine::{self, Input};
+use crate::model::{Phase, Rollout};
+use crate::state::{now_ms, AppState, Change};
 
 const TICK: Duration = Duration::from_millis(25);
+/// How often silent workers are forgotten.
+const EVICT_EVERY_MS: u64 = 5_000;
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut shutdown = state.shutdown_signal();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_evict = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = state.data_arrived.notified() => {}
+                _ = state.wait_for_data() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
+            let now = now_ms();
             // A bug in one tick must not end the analysis of every rollout for the life of the process.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick_once(&state, now_ms()))) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick_once(&state, now))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "analysis tick failed"),
                 Err(_) => tracing::error!("analysis tick panicked; continuing with the next tick"),
+            }
+            if now.saturating_sub(last_evict) >= EVICT_EVERY_MS {
+                last_evict = now;
+                let evicted = state.live().evict(now);
+                if evicted > 0 {
+                    tracing::debug!(evicted, "forgot silent proxy workers");
+                }
             }
         }
     })
@@ -36,95 +54,40 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// One pass over the rollouts; public so tests can drive time themselves.
 pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
-    let due: Vec<(String, u64)> = {
-        let inner = state.lock()?;
-        inner
-            .rollouts
-            .values()
-            .filter(|r| matches!(r.status.phase, Phase::Pending | Phase::Progressing))
-            .map(|r| (r.name.clone(), interval_ms(r)))
-            .collect()
-    };
-    for (name, interval) in due {
-        let (stable, canary, scheduled) = {
-            let mut live = state.live()?;
-            let window = live.window_mut(&name, now);
-            let scheduled = window.last_evaluated_ms == 0 || now >= window.last_evaluated_ms.saturating_add(interval);
-            if !scheduled && !window.fresh {
-                continue;
-            }
-            window.fresh = false;
-            if scheduled {
-                window.last_evaluated_ms = now;
-            }
-            let inner = state.lock()?;
-            let Some(r) = inner.rollouts.get(&name) else { continue };
-            (window.stats(&r.spec.stable), window.stats(&r.spec.canary), scheduled)
+    let view = state.view();
+    for r in view.rollouts() {
+        let input = match r.status.phase {
+            Phase::Pending => Some(Input::Start),
+            Phase::Progressing => judgement(state, r, now),
+            _ => None,
         };
-        evaluate(state, &name, &stable, &canary, now, scheduled)?;
+        if let Some(input) = input {
+            commit_if_current(state, r, input, now)?;
+        }
     }
     Ok(())
 }
 
-fn interval_ms(r: &crate::model::Rollout) -> u64 {
-    match r.spec.mode() {
-        Ok(fledge_core::rollout::Mode::Automated(a)) => (a.interval_seconds() * 1_000.0) as u64,
-        _ => 1_000,
-    }
+/// The verdict on a progressing rollout, if it is due or has fresh data.
+fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
+    let spec = r.analysis()?;
+    let (stable, canary, scheduled) =
+        state.live().take_look(&r.name, r.status.window, &r.spec.stable, &r.spec.canary, r.interval_ms(), now)?;
+    let verdict = judge(spec, &machine::step_state(r), &stable, &canary, now);
+    Some(Input::judged(verdict, scheduled))
 }
 
-fn evaluate(
-    state: &AppState,
-    name: &str,
-    stable: &fledge_core::analysis::VersionStats,
-    canary: &fledge_core::analysis::VersionStats,
-    now: u64,
-    scheduled: bool,
-) -> Result<(), ApiError> {
-    let Some(rollout) = state.lock()?.rollouts.get(name).cloned() else { return Ok(()) };
-    let step = if scheduled {
-        progress::next(&rollout, stable, canary, now)
-    } else {
-        progress::next_on_data(&rollout, stable, canary, now)
-    };
-    match step {
-        Step::Idle => Ok(()),
-        Step::Hold(status) => {
-            let mut inner = state.lock()?;
-            if let Some(r) = inner.rollouts.get_mut(name) {
-                // Only if nothing changed the rollout meanwhile (an API call, say).
-                if r.status.generation == rollout.status.generation && r.status.phase == rollout.status.phase {
-                    r.status = status;
-                }
-            }
-            Ok(())
-        }
-        Step::Transition { status, event, swap_versions } => {
-            let expected = rollout.status.generation;
-            let result = state.commit(|inner, generation| {
-                let r = inner.rollouts.get_mut(name).ok_or_else(|| ApiError::NotFound(name.to_string()))?;
-                if r.status.generation != expected {
-                    return Err(ApiError::Conflict("changed meanwhile".into()));
-                }
-                r.status = status.clone();
-                r.status.generation = generation;
-                r.status.updated_at_ms = now;
-                if swap_versions {
-                    std::mem::swap(&mut r.spec.stable, &mut r.spec.canary);
-                }
-                Ok(((), Persist::Put { name: name.to_string(), event: Some(event) }))
-            });
-            match result {
-                Ok(()) => {
-                    tracing::info!(rollout = %name, event, phase = status.phase.as_str(), weight = status.weight.percent(), message = %status.message, "rollout transition");
-                    if event == "started" || swap_versions {
-                        state.live()?.reset_window(name, now);
-                    }
-                    Ok(())
-                }
-                Err(ApiError::Conflict(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+/// Commits `input` unless the rollout changed since `seen` was read.
+fn commit_if_current(state: &AppState, seen: &Rollout, input: Input, now: u64) -> Result<(), ApiError> {
+    let result = state.commit(&seen.name, now, |current| {
+        let Some(current) = current.filter(|c| c.status.revision == seen.status.revision) else { return Ok(None) };
+        let t = machine::step(current, input.clone(), now)?;
+        Ok(Some(Change::Apply(Box::new(t), input)))
+    });
+    match result {
+        Ok(_) => Ok(()),
+        // Another change won the race between the look and the commit; the next tick judges again.
+        Err(ApiError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }

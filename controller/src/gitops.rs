@@ -121,13 +121,7 @@ impl Watcher {
         // Prune only from a directory read completely: a refused file's rollouts are unknown, and must
         // not be deleted because of a typo.
         if self.prune && !refused {
-            let stored: Vec<String> = match self.state.lock() {
-                Ok(inner) => inner.rollouts.keys().cloned().collect(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot prune");
-                    return;
-                }
-            };
+            let stored: Vec<String> = self.state.view().rollouts().map(|r| r.name.clone()).collect();
             let wanted: BTreeSet<&String> = declared.keys().collect();
             for name in stored.iter().filter(|n| !wanted.contains(n)) {
                 match self.call(Method::DELETE, name, None).await {
@@ -146,14 +140,7 @@ impl Watcher {
     /// Applies one document unless the stored rollout already matches it; true when it was PUT.
     async fn apply(&self, path: &Path, name: &str, doc: &RolloutDoc) -> bool {
         let file = path.display();
-        let same = match self.state.lock() {
-            Ok(inner) => inner.rollouts.get(name).is_some_and(|r| manifest::unchanged(&doc.spec, r)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the stored rollouts");
-                return false;
-            }
-        };
-        if same {
+        if self.state.view().rollout(name).is_some_and(|r| manifest::unchanged(&doc.spec, r)) {
             tracing::debug!(rollout = %name, file = %file, "rollout unchanged");
             return false;
         }
@@ -173,7 +160,7 @@ impl Watcher {
     /// One request through the API router, authorized like a client with the configured token.
     async fn call(&self, method: Method, name: &str, body: Option<&serde_json::Value>) -> Result<u16, String> {
         let mut req = Request::builder().method(method).uri(format!("/v1/rollouts/{name}"));
-        if let Some(token) = &self.state.settings.token {
+        if let Some(token) = &self.state.settings().token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = match body {

@@ -1,34 +1,38 @@
 //! Data in: `POST /v1/reports` from the filters, `POST /v1/rollouts/{name}/outcomes` from whoever
 //! learns a task's outcome later (user feedback, offline grading).
+//!
+//! Both bodies are bounded (the router's body limit, then a cap on entries) and validated before
+//! anything is merged: a report's histograms stay sparse until they are added to a window, and entries
+//! for rollouts that do not exist are dropped without allocating.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use fledge_core::analysis::VersionStats;
-use fledge_core::report::Report;
+use fledge_core::report::{self, ReportError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{authorize, not_found};
-use crate::error::{parse_json, ApiError};
-use crate::live::Ingested;
+use crate::api::not_found;
+use crate::error::{parse_json, ApiError, Body};
+use crate::live::{Current, Ingested};
 use crate::state::{now_ms, AppState};
 
-pub async fn reports(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Ingested>), ApiError> {
-    authorize(&state, &headers)?;
-    let report: Report = parse_json(&body)?;
-    let versions: std::collections::HashMap<String, (String, String)> = {
-        let inner = state.lock()?;
-        report
-            .versions
-            .iter()
-            .filter_map(|v| inner.rollouts.get(&v.rollout).map(|r| (v.rollout.clone(), (r.spec.stable.clone(), r.spec.canary.clone()))))
-            .collect()
+/// Outcomes one request may carry.
+pub const MAX_OUTCOMES: usize = 10_000;
+
+pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<(StatusCode, Json<Ingested>), ApiError> {
+    let report = report::parse(&body).map_err(|e| match e {
+        ReportError::Json(_) => ApiError::BadRequest(e.to_string()),
+        other => ApiError::Invalid(other.to_string()),
+    })?;
+    let view = state.view();
+    let current = |name: &str| {
+        view.rollout(name).map(|r| Current { stable: r.spec.stable.as_str(), canary: r.spec.canary.as_str(), window: r.status.window })
     };
-    let ingested = state.live()?.ingest(report, now_ms(), |name| versions.get(name).cloned());
+    let ingested = state.live().ingest(report, now_ms(), current);
     if ingested.merged > 0 {
-        state.data_arrived.notify_one();
+        state.data_arrived();
     }
     Ok((StatusCode::ACCEPTED, Json(ingested)))
 }
@@ -41,6 +45,14 @@ struct Outcome {
     outcome: Option<String>,
     cost: Option<f64>,
     policy_violations: Option<u32>,
+}
+
+/// The body: one outcome or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Batch {
+    Many(Vec<Outcome>),
+    One(Outcome),
 }
 
 fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
@@ -70,45 +82,59 @@ fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
     Ok(s)
 }
 
-pub async fn outcomes(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authorize(&state, &headers)?;
-    let value: Value = parse_json(&body)?;
-    let items = match value {
-        Value::Array(items) => items,
-        one @ Value::Object(_) => vec![one],
+/// Parses and validates an outcomes body against the rollout's versions: all or nothing.
+pub fn parse_outcomes(body: &[u8], stable: &str, canary: &str) -> Result<Vec<(String, VersionStats)>, ApiError> {
+    let items = match parse_json::<Value>(body)? {
+        Value::Array(items) if items.len() > MAX_OUTCOMES => {
+            return Err(ApiError::Invalid(format!("{} outcomes in one request; at most {MAX_OUTCOMES} are accepted", items.len())))
+        }
+        v @ (Value::Array(_) | Value::Object(_)) => {
+            serde_json::from_value::<Batch>(v).map_err(|_| ApiError::Invalid(describe_bad_batch(body)))?
+        }
         _ => return Err(ApiError::Invalid("body must be an outcome object or an array of them".into())),
     };
-    let (stable, canary) = {
-        let inner = state.lock()?;
-        let r = inner.rollouts.get(&name).ok_or_else(|| not_found(&name))?;
-        (r.spec.stable.clone(), r.spec.canary.clone())
+    let items = match items {
+        Batch::Many(v) => v,
+        Batch::One(o) => vec![o],
     };
-    // Validate everything before merging anything: a batch is all or nothing.
     let mut parsed = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let o: Outcome = serde_json::from_value(item).map_err(|e| ApiError::Invalid(format!("outcome [{i}]: {e}")))?;
+    for (i, o) in items.into_iter().enumerate() {
         if o.version != stable && o.version != canary {
             return Err(ApiError::Invalid(format!(
-                "outcome [{i}]: version {:?} is neither stable ({stable:?}) nor canary ({canary:?}) of {name:?}",
+                "outcome [{i}]: version {:?} is neither stable ({stable:?}) nor canary ({canary:?})",
                 o.version
             )));
         }
         let stats = to_stats(&o, i)?;
         parsed.push((o.version, stats));
     }
-    let count = parsed.len();
-    let mut live = state.live()?;
-    let window = live.window_mut(&name, now_ms());
-    for (version, stats) in parsed {
-        window.versions.entry(version).or_default().merge(&stats);
+    Ok(parsed)
+}
+
+/// serde's message for the first bad item (untagged enums only say "did not match any variant").
+fn describe_bad_batch(body: &[u8]) -> String {
+    match serde_json::from_slice::<Vec<Value>>(body) {
+        Ok(items) => {
+            for (i, item) in items.into_iter().enumerate() {
+                if let Err(e) = serde_json::from_value::<Outcome>(item) {
+                    return format!("outcome [{i}]: {e}");
+                }
+            }
+            "body must be an outcome object or an array of them".into()
+        }
+        Err(_) => match serde_json::from_slice::<Outcome>(body) {
+            Err(e) => format!("outcome [0]: {e}"),
+            Ok(_) => "body must be an outcome object or an array of them".into(),
+        },
     }
-    window.fresh = true;
-    drop(live);
-    state.data_arrived.notify_one();
+}
+
+pub async fn outcomes(State(state): State<AppState>, Path(name): Path<String>, Body(body): Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let view = state.view();
+    let r = view.rollout(&name).ok_or_else(|| not_found(&name))?;
+    let parsed = parse_outcomes(&body, &r.spec.stable, &r.spec.canary)?;
+    let count = parsed.len();
+    state.live().add_outcomes(&name, r.status.window, now_ms(), parsed);
+    state.data_arrived();
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": count }))))
 }

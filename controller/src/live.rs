@@ -1,11 +1,15 @@
 //! What the controller learns from the proxies, kept in memory: per-rollout stats windows and
 //! per-worker report bookkeeping (dedup, applied generation). Lost on restart by design — windows
 //! restart, and proxies re-announce their generation with their next report within a second.
+//!
+//! Memory is bounded whatever the proxies do: windows exist only for rollouts that exist, and a
+//! worker (worker ids are random per Envoy VM, so every restart brings new ones) is forgotten once it
+//! has been silent for [`EVICT_MS`], or when the table is full, the longest-silent first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fledge_core::analysis::VersionStats;
-use fledge_core::report::Report;
+use fledge_core::report::IncomingReport;
 use serde::Serialize;
 
 /// How far back a sequence number is remembered for dedup.
@@ -13,24 +17,52 @@ const SEQ_MEMORY: u64 = 1_024;
 /// A worker not heard from for this long (or for three of its own report gaps, if longer: filters may
 /// report as rarely as once a minute) no longer counts as a proxy that must confirm.
 pub const ACTIVE_MS: u64 = 10_000;
+/// A worker silent this long (and for ten of its report gaps) is forgotten. Its reports would be
+/// resent within the outbox's minute anyway; a later report starts a fresh record.
+pub const EVICT_MS: u64 = 10 * 60_000;
+/// At most this many workers are remembered (some thousands of Envoys × their workers).
+pub const MAX_WORKERS: usize = 16_384;
 
 #[derive(Debug, Default)]
 pub struct Window {
-    pub started_at_ms: u64,
-    pub versions: HashMap<String, VersionStats>,
-    pub last_evaluated_ms: u64,
+    /// The rollout's `status.window` this window belongs to.
+    seq: u64,
+    started_at_ms: u64,
+    versions: HashMap<String, VersionStats>,
+    last_evaluated_ms: u64,
     /// Data arrived since the last look; the driver checks critical gates at once.
-    pub fresh: bool,
+    fresh: bool,
 }
 
 impl Window {
+    fn new(seq: u64, now_ms: u64) -> Self {
+        Self { seq, started_at_ms: now_ms, ..Self::default() }
+    }
+
     pub fn stats(&self, version: &str) -> VersionStats {
         self.versions.get(version).cloned().unwrap_or_default()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
+    }
+
+    fn add(&mut self, version: &str, merge: impl FnOnce(&mut VersionStats)) {
+        match self.versions.get_mut(version) {
+            Some(s) => merge(s),
+            None => merge(self.versions.entry(version.to_string()).or_default()),
+        }
+        self.fresh = true;
     }
 }
 
 #[derive(Debug, Default)]
 struct WorkerSeen {
+    epoch: Option<String>,
     generation: Option<u64>,
     last_seen_ms: u64,
     /// The time between its last two reports.
@@ -52,11 +84,15 @@ impl WorkerSeen {
         self.recent = self.recent.split_off(&floor);
         true
     }
+
+    fn silent_for(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_seen_ms)
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Live {
-    pub windows: HashMap<String, Window>,
+    windows: HashMap<String, Window>,
     workers: HashMap<(String, String), WorkerSeen>,
 }
 
@@ -73,7 +109,7 @@ pub struct ProxyConfirmation {
     pub proxy: String,
     /// Its workers (Envoy worker threads plus the main thread) heard from recently; each reports alone.
     pub workers: usize,
-    /// The lowest generation any of its workers has applied.
+    /// The lowest generation any of its workers has applied (of this controller's epoch).
     pub applied_generation: Option<u64>,
     pub confirmed: bool,
     /// When the last of its workers first reported the generation (ms since the epoch).
@@ -89,11 +125,22 @@ pub struct Confirmation {
     pub details: Vec<ProxyConfirmation>,
 }
 
+/// The rollout's current versions and window, as the ingest needs them.
+pub struct Current<'a> {
+    pub stable: &'a str,
+    pub canary: &'a str,
+    pub window: u64,
+}
+
 impl Live {
     /// Merges a report's deltas into the windows of rollouts it names whose version is current.
-    /// `versions_of` maps a rollout name to its (stable, canary).
-    pub fn ingest(&mut self, report: Report, now_ms: u64, versions_of: impl Fn(&str) -> Option<(String, String)>) -> Ingested {
-        let worker = self.workers.entry((report.proxy.clone(), report.worker.clone())).or_default();
+    /// `current` looks a rollout up; entries for anything else are dropped without allocating.
+    pub fn ingest<'a>(&mut self, report: IncomingReport, now_ms: u64, current: impl Fn(&str) -> Option<Current<'a>>) -> Ingested {
+        let key = (report.proxy, report.worker);
+        if !self.workers.contains_key(&key) && self.workers.len() >= MAX_WORKERS {
+            self.evict_oldest();
+        }
+        let worker = self.workers.entry(key).or_default();
         if !worker.accept(report.seq) {
             return Ingested { duplicate: true, merged: 0, ignored: 0 };
         }
@@ -101,6 +148,12 @@ impl Live {
             worker.gap_ms = now_ms.saturating_sub(worker.last_seen_ms);
         }
         worker.last_seen_ms = now_ms;
+        if worker.epoch != report.epoch {
+            // The proxy's config came from other data: what it applied before says nothing now.
+            worker.epoch = report.epoch;
+            worker.generation = None;
+            worker.first_seen.clear();
+        }
         if let Some(g) = report.generation {
             worker.generation = Some(worker.generation.map_or(g, |old| old.max(g)));
             worker.first_seen.entry(g).or_insert(now_ms);
@@ -110,11 +163,10 @@ impl Live {
         }
         let (mut merged, mut ignored) = (0, 0);
         for v in report.versions {
-            match versions_of(&v.rollout) {
-                Some((stable, canary)) if v.version == stable || v.version == canary => {
-                    let window = self.windows.entry(v.rollout).or_insert_with(|| Window { started_at_ms: now_ms, ..Window::default() });
-                    window.versions.entry(v.version).or_default().merge(&v.stats);
-                    window.fresh = true;
+            match current(&v.rollout) {
+                Some(c) if v.version == c.stable || v.version == c.canary => {
+                    let window = self.window_for(&v.rollout, c.window, now_ms);
+                    window.add(&v.version, |s| v.stats.merge_into(s));
                     merged += 1;
                 }
                 _ => ignored += 1,
@@ -123,27 +175,82 @@ impl Live {
         Ingested { duplicate: false, merged, ignored }
     }
 
-    pub fn window_mut(&mut self, rollout: &str, now_ms: u64) -> &mut Window {
-        self.windows.entry(rollout.to_string()).or_insert_with(|| Window { started_at_ms: now_ms, ..Window::default() })
+    /// Outcomes reported later (not by a proxy) for a rollout's current window.
+    pub fn add_outcomes(&mut self, rollout: &str, window: u64, now_ms: u64, items: Vec<(String, VersionStats)>) {
+        let w = self.window_for(rollout, window, now_ms);
+        for (version, stats) in items {
+            w.add(&version, |s| s.merge(&stats));
+        }
     }
 
-    /// Starts a rollout's window afresh (both versions together, as the sequential tests require).
-    pub fn reset_window(&mut self, rollout: &str, now_ms: u64) {
-        self.windows.insert(rollout.to_string(), Window { started_at_ms: now_ms, ..Window::default() });
+    /// The rollout's window numbered `seq`; a window of another number (from before a restart of the
+    /// analysis) is replaced by an empty one.
+    pub fn window_for(&mut self, rollout: &str, seq: u64, now_ms: u64) -> &mut Window {
+        let w = self.windows.entry(rollout.to_string()).or_insert_with(|| Window::new(seq, now_ms));
+        if w.seq != seq {
+            *w = Window::new(seq, now_ms);
+        }
+        w
     }
 
-    /// Which active proxies have applied `generation` (all their workers), and since when.
-    pub fn confirmation(&self, generation: u64, now_ms: u64) -> Confirmation {
+    pub fn window(&self, rollout: &str) -> Option<&Window> {
+        self.windows.get(rollout)
+    }
+
+    /// For the analysis: the two versions' stats and whether this look is a scheduled one, or `None`
+    /// when there is nothing to look at (not due, and no new data).
+    pub fn take_look(&mut self, rollout: &str, seq: u64, stable: &str, canary: &str, interval_ms: u64, now_ms: u64) -> Option<(VersionStats, VersionStats, bool)> {
+        let w = self.window_for(rollout, seq, now_ms);
+        // The first scheduled look comes one interval after the window started: a window just
+        // (re)started — at a step's start, or empty after a controller restart — has nothing to judge
+        // yet, and the verdict restored from disk stays until there is.
+        let scheduled = now_ms >= w.last_evaluated_ms.max(w.started_at_ms).saturating_add(interval_ms);
+        if !scheduled && !w.fresh {
+            return None;
+        }
+        w.fresh = false;
+        if scheduled {
+            w.last_evaluated_ms = now_ms;
+        }
+        Some((w.stats(stable), w.stats(canary), scheduled))
+    }
+
+    pub fn remove_window(&mut self, rollout: &str) {
+        self.windows.remove(rollout);
+    }
+
+    /// Forgets workers silent for long. Called periodically by the driver.
+    pub fn evict(&mut self, now_ms: u64) -> usize {
+        let before = self.workers.len();
+        self.workers.retain(|_, w| w.silent_for(now_ms) <= EVICT_MS.max(w.gap_ms.saturating_mul(10)));
+        before - self.workers.len()
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self.workers.iter().min_by_key(|(_, w)| w.last_seen_ms).map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.workers.remove(&k);
+        }
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Which active proxies have applied `generation` of `epoch` (all their workers), and since when.
+    pub fn confirmation(&self, epoch: &str, generation: u64, now_ms: u64) -> Confirmation {
         let mut by_proxy: BTreeMap<&str, Vec<&WorkerSeen>> = BTreeMap::new();
         for ((proxy, _), w) in &self.workers {
-            if now_ms.saturating_sub(w.last_seen_ms) <= ACTIVE_MS.max(w.gap_ms.saturating_mul(3)) {
+            if w.silent_for(now_ms) <= ACTIVE_MS.max(w.gap_ms.saturating_mul(3)) {
                 by_proxy.entry(proxy).or_default().push(w);
             }
         }
         let details: Vec<ProxyConfirmation> = by_proxy
             .into_iter()
             .map(|(proxy, workers)| {
-                let applied = workers.iter().map(|w| w.generation).min().flatten();
+                // A worker without an epoch is a filter older than epochs: take its word for the generation.
+                let of_this_epoch = |w: &&WorkerSeen| w.epoch.as_deref().is_none_or(|e| e == epoch);
+                let applied = workers.iter().map(|w| if of_this_epoch(w) { w.generation } else { None }).min().flatten();
                 let confirmed = applied.is_some_and(|g| g >= generation);
                 let confirmed_at_ms = confirmed
                     .then(|| workers.iter().filter_map(|w| w.first_seen.range(generation..).map(|(_, at)| *at).min()).max())
@@ -163,57 +270,88 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fledge_core::report::VersionReport;
+    use fledge_core::report::{IncomingVersion, WireStats};
 
-    fn report(proxy: &str, worker: &str, seq: u64, generation: u64, requests: u64) -> Report {
-        let stats = VersionStats { requests, ..VersionStats::default() };
-        Report {
+    fn report(proxy: &str, worker: &str, seq: u64, generation: u64, requests: u64) -> IncomingReport {
+        let stats = WireStats { requests, ..WireStats::default() };
+        IncomingReport {
             proxy: proxy.into(),
             worker: worker.into(),
             seq,
             generation: Some(generation),
+            epoch: Some("e".into()),
             versions: vec![
-                VersionReport { rollout: "r".into(), version: "v2".into(), stats: stats.clone() },
-                VersionReport { rollout: "gone".into(), version: "v2".into(), stats },
+                IncomingVersion { rollout: "r".into(), version: "v2".into(), stats: stats.clone() },
+                IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats },
             ],
         }
     }
 
-    fn versions(name: &str) -> Option<(String, String)> {
-        (name == "r").then(|| ("v1".to_string(), "v2".to_string()))
+    fn current(name: &str) -> Option<Current<'static>> {
+        (name == "r").then_some(Current { stable: "v1", canary: "v2", window: 1 })
     }
 
     #[test]
     fn duplicates_and_reordering_are_harmless() {
         let mut live = Live::default();
-        assert_eq!(live.ingest(report("p", "w", 2, 1, 10), 0, versions).merged, 1);
-        assert_eq!(live.ingest(report("p", "w", 1, 1, 5), 0, versions).merged, 1, "late but new");
-        assert!(live.ingest(report("p", "w", 2, 1, 10), 0, versions).duplicate);
-        assert!(live.ingest(report("p", "w", 1, 1, 5), 0, versions).duplicate);
-        assert_eq!(live.ingest(report("p", "other", 1, 1, 1), 0, versions).ignored, 1, "unknown rollout ignored");
-        assert_eq!(live.windows["r"].stats("v2").requests, 16);
+        assert_eq!(live.ingest(report("p", "w", 2, 1, 10), 0, current).merged, 1);
+        assert_eq!(live.ingest(report("p", "w", 1, 1, 5), 0, current).merged, 1, "late but new");
+        assert!(live.ingest(report("p", "w", 2, 1, 10), 0, current).duplicate);
+        assert!(live.ingest(report("p", "w", 1, 1, 5), 0, current).duplicate);
+        assert_eq!(live.ingest(report("p", "other", 1, 1, 1), 0, current).ignored, 1, "unknown rollout ignored");
+        assert_eq!(live.window("r").unwrap().stats("v2").requests, 16);
+        assert!(live.window("gone").is_none(), "no window for a rollout that does not exist");
+        // The analysis restarted (window 2): the old counts are not judged.
+        assert_eq!(live.window_for("r", 2, 5).stats("v2").requests, 0);
     }
 
     #[test]
-    fn confirmation_needs_every_worker() {
+    fn confirmation_needs_every_worker_of_this_epoch() {
         let mut live = Live::default();
-        live.ingest(report("p1", "a", 1, 5, 0), 100, versions);
-        live.ingest(report("p1", "b", 1, 4, 0), 100, versions);
-        live.ingest(report("p2", "a", 1, 5, 0), 150, versions);
-        let c = live.confirmation(5, 200);
+        live.ingest(report("p1", "a", 1, 5, 0), 100, current);
+        live.ingest(report("p1", "b", 1, 4, 0), 100, current);
+        live.ingest(report("p2", "a", 1, 5, 0), 150, current);
+        let c = live.confirmation("e", 5, 200);
         assert_eq!((c.confirmed, c.proxies), (1, 2));
         assert_eq!((c.details[0].workers, c.details[1].workers), (2, 1));
-        live.ingest(report("p1", "b", 2, 5, 0), 300, versions);
-        let c = live.confirmation(5, 400);
+        live.ingest(report("p1", "b", 2, 5, 0), 300, current);
+        let c = live.confirmation("e", 5, 400);
         assert_eq!((c.confirmed, c.proxies), (2, 2));
         assert_eq!(c.details[0].confirmed_at_ms, Some(300));
-        assert_eq!(live.confirmation(5, 100_000).proxies, 0, "silent proxies drop out");
+        assert_eq!(live.confirmation("other", 5, 400).confirmed, 0, "generation 5 of another epoch is not ours");
+        assert_eq!(live.confirmation("e", 5, 100_000).proxies, 0, "silent proxies drop out");
 
         // A worker reporting every 30 s stays counted between its reports.
         let mut live = Live::default();
-        live.ingest(report("slow", "a", 1, 5, 0), 1_000, versions);
-        live.ingest(report("slow", "a", 2, 5, 0), 31_000, versions);
-        assert_eq!(live.confirmation(5, 61_000).proxies, 1);
-        assert_eq!(live.confirmation(5, 122_000).proxies, 0, "three gaps without a report");
+        live.ingest(report("slow", "a", 1, 5, 0), 1_000, current);
+        live.ingest(report("slow", "a", 2, 5, 0), 31_000, current);
+        assert_eq!(live.confirmation("e", 5, 61_000).proxies, 1);
+        assert_eq!(live.confirmation("e", 5, 122_000).proxies, 0, "three gaps without a report");
+    }
+
+    #[test]
+    fn thousands_of_envoy_restarts_keep_the_worker_table_bounded() {
+        let mut live = Live::default();
+        // 10,000 restarts, one a second, each a new worker id that reports a few times and is gone.
+        let mut now = 0;
+        let mut peak = 0;
+        for restart in 0..10_000u64 {
+            for seq in 1..=3 {
+                now += 333;
+                live.ingest(report("envoy", &format!("w{restart}"), seq, 1, 1), now, current);
+            }
+            if restart % 10 == 0 {
+                live.evict(now);
+            }
+            peak = peak.max(live.worker_count());
+        }
+        assert!(peak <= 650, "silent workers are evicted after {EVICT_MS} ms: peak {peak}");
+        live.evict(now + EVICT_MS + 1);
+        assert_eq!(live.worker_count(), 0);
+        // A flood of ids faster than eviction: the hard cap holds.
+        for i in 0..(MAX_WORKERS + 1_000) {
+            live.ingest(report("flood", &format!("{i}"), 1, 1, 0), now, current);
+        }
+        assert_eq!(live.worker_count(), MAX_WORKERS);
     }
 }

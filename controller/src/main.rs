@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fledge_controller::store::Store;
+use fledge_controller::store::{Durability, Store};
 use fledge_controller::{app, AppState, Settings};
 use std::io::Write;
 
@@ -39,6 +39,10 @@ struct ServeArgs {
     /// How long `GET /v1/config` holds a request when nothing changed, in seconds.
     #[arg(long, env = "FLEDGE_POLL_HOLD_SECS", default_value_t = 30.0)]
     poll_hold_secs: f64,
+    /// How hard each commit is pushed to disk: `full` (survives power loss) or `normal` (survives a
+    /// crash of the process; may lose the last commits on power loss, with fewer fsyncs).
+    #[arg(long, env = "FLEDGE_SYNC", default_value = "full")]
+    sync: Durability,
     /// Directory of Rollout documents to apply as they change (a mounted ConfigMap; see docs/kubernetes.md).
     #[arg(long, env = "FLEDGE_ROLLOUTS_DIR")]
     rollouts_dir: Option<PathBuf>,
@@ -62,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data)?;
+    let store = Store::open_with(&args.data, args.sync)?;
     let settings = Settings {
         poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs).context("--poll-hold-secs must be a positive number")?,
         token: args.token.filter(|t| !t.is_empty()),
@@ -70,7 +74,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, settings)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %args.data.display(), generation = state.current().generation, "fledge controller started");
+    let current = state.current();
+    tracing::info!(%addr, data = %args.data.display(), epoch = %current.epoch, generation = current.generation, "fledge controller started");
     // A machine-readable line for scripts and tests that start fledge on port 0.
     {
         let mut out = std::io::stdout().lock();

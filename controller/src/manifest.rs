@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn unchanged_accepts_a_promoted_rollout() {
         let doc = &parse("f", TWO).unwrap()[1];
-        let mut stored = Rollout::new("b", doc.spec.clone(), 1, 0);
+        let mut stored = Rollout::new("b", doc.spec.clone(), 0).unwrap();
         assert!(unchanged(&doc.spec, &stored));
         std::mem::swap(&mut stored.spec.stable, &mut stored.spec.canary);
         assert!(!unchanged(&doc.spec, &stored), "swapped but not promoted: a different declaration");

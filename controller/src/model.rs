@@ -1,7 +1,13 @@
 //! The controller's record of a rollout: what the user asked for and where it stands.
+//!
+//! A [`Rollout`] can only be built from a spec that validates, and it keeps the compiled [`Mode`]
+//! (manual weight, or the analysis spec with its gates) built once at that moment: nothing re-derives
+//! it per tick. A stored record is validated the same way when the controller loads it.
 
-use fledge_core::analysis::Verdict;
-use fledge_core::rollout::{Mode, RolloutSpec};
+use std::sync::Arc;
+
+use fledge_core::analysis::{AnalysisSpec, Verdict};
+use fledge_core::rollout::{Mode, RolloutError, RolloutSpec};
 use fledge_core::snapshot::RouteSpec;
 use fledge_core::Weight;
 use serde::{Deserialize, Serialize};
@@ -44,10 +50,31 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Record")]
 pub struct Rollout {
     pub name: String,
     pub spec: RolloutSpec,
     pub status: RolloutStatus,
+    #[serde(skip_serializing)]
+    mode: Arc<Mode>,
+}
+
+/// The stored and served form, before validation.
+#[derive(Deserialize)]
+struct Record {
+    name: String,
+    spec: RolloutSpec,
+    status: RolloutStatus,
+}
+
+impl TryFrom<Record> for Rollout {
+    type Error = RolloutError;
+
+    fn try_from(r: Record) -> Result<Self, Self::Error> {
+        r.spec.validate()?;
+        let mode = Arc::new(r.spec.mode()?);
+        Ok(Self { name: r.name, spec: r.spec, status: r.status, mode })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,8 +85,16 @@ pub struct RolloutStatus {
     pub step: Option<usize>,
     /// The canary weight the proxies are told to apply.
     pub weight: Weight,
-    /// The config generation that carried this rollout's last change.
+    /// The config generation that carried this rollout's last change of routing.
     pub generation: u64,
+    /// Bumped by every committed change of this rollout, holds included: a decision made on an older
+    /// revision is stale and is not committed.
+    #[serde(default)]
+    pub revision: u64,
+    /// Which stats window the analysis reads: bumped whenever the window restarts (start, resume,
+    /// promotion, a replaced spec), so data from before a restart is never judged after it.
+    #[serde(default)]
+    pub window: u64,
     pub updated_at_ms: u64,
     #[serde(default)]
     pub step_started_at_ms: u64,
@@ -74,24 +109,46 @@ pub struct RolloutStatus {
 }
 
 impl Rollout {
-    /// A new rollout from a validated spec: manual at its weight, or automated and pending.
-    pub fn new(name: &str, spec: RolloutSpec, generation: u64, now_ms: u64) -> Self {
-        let (phase, weight, message) = match spec.mode() {
-            Ok(Mode::Manual(w)) => (Phase::Manual, w, "manual weighting".to_string()),
-            _ => (Phase::Pending, Weight::ZERO, "waiting for the first analysis tick".to_string()),
+    /// A new rollout: manual at its weight, or automated and pending. Refuses a spec that does not
+    /// validate.
+    pub fn new(name: &str, spec: RolloutSpec, now_ms: u64) -> Result<Self, RolloutError> {
+        spec.validate()?;
+        let mode = Arc::new(spec.mode()?);
+        let (phase, weight, message) = match mode.as_ref() {
+            Mode::Manual(w) => (Phase::Manual, *w, "manual weighting".to_string()),
+            Mode::Automated(_) => (Phase::Pending, Weight::ZERO, "waiting for the first analysis tick".to_string()),
         };
         let status = RolloutStatus {
             phase,
             step: None,
             weight,
-            generation,
+            generation: 0,
+            revision: 0,
+            window: 0,
             updated_at_ms: now_ms,
             step_started_at_ms: now_ms,
             consecutive_failures: 0,
             message,
             last_verdict: None,
         };
-        Self { name: name.to_string(), spec, status }
+        Ok(Self { name: name.to_string(), spec, status, mode })
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// The analysis spec of an automated rollout.
+    pub fn analysis(&self) -> Option<&AnalysisSpec> {
+        match self.mode.as_ref() {
+            Mode::Automated(a) => Some(a),
+            Mode::Manual(_) => None,
+        }
+    }
+
+    /// How often the analysis looks at this rollout, in ms.
+    pub fn interval_ms(&self) -> u64 {
+        self.analysis().map_or(1_000, |a| (a.interval_seconds() * 1_000.0) as u64)
     }
 
     /// What the data plane needs of this rollout.

@@ -1,26 +1,27 @@
-//! `GET /v1/config?since=N`: the long poll through which every proxy learns of a new generation.
+//! `GET /v1/config?since=N&epoch=E`: the long poll through which every proxy learns of a new generation.
 //!
-//! Answers at once when the published generation differs from `since` (newer, or older after the data
-//! directory was reset: a proxy must never wait on a generation that will not come), otherwise holds the
-//! request until a change, the hold time, or shutdown. A held request that times out gets 304.
+//! Answers at once when the published config is not the one the proxy has — another generation, or the
+//! same number from other data (another epoch: after a data reset or a restored backup, generation N
+//! may well come round again with different weights). Otherwise holds the request until a change, the
+//! hold time, or shutdown. A held request that times out gets 304.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{authorize, parse_since};
+use crate::api::parse_poll_query;
 use crate::error::ApiError;
 use crate::state::{AppState, Published};
 
-pub async fn config(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let since = parse_since(q.as_deref())?;
+pub async fn config(State(state): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let (since, epoch) = parse_poll_query(q.as_deref())?;
     let mut rx = state.subscribe();
     let mut shutdown = state.shutdown_signal();
-    let deadline = tokio::time::Instant::now() + state.settings.poll_hold;
+    let deadline = tokio::time::Instant::now() + state.settings().poll_hold;
     loop {
         let current = rx.borrow_and_update().clone();
-        if Some(current.generation) != since {
+        let same_data = epoch.as_deref().is_none_or(|e| e == current.epoch);
+        if Some(current.generation) != since || !same_data {
             return Ok(snapshot(&current));
         }
         tokio::select! {

@@ -1,44 +1,61 @@
-//! Shared controller state: the rollouts, the store behind them, and the published config snapshot.
+//! Shared controller state: the rollouts, the store behind them, the published config snapshot and the
+//! live windows.
 //!
-//! Every change goes through [`AppState::commit`]: validate, write to SQLite, then publish a new
-//! generation on a watch channel. Long-polling proxies wait on that channel; the snapshot is serialized
-//! once per generation, not once per proxy.
+//! Every change of a rollout goes through [`AppState::commit`]: it runs the state machine's decision
+//! against the current [`View`], writes the result (rollout, event, generation) in one SQLite
+//! transaction, then swaps in a new immutable view and, if routing changed, publishes a new config
+//! generation on a watch channel. Readers clone the current `Arc<View>` and never wait on a writer or
+//! on the disk; writers queue on the store's mutex, held only for the decision and the transaction.
+//! A panic anywhere leaves the last committed view in place, so no lock is ever left poisoned in a
+//! state that matters (the store's connection needs no repair, and the live windows are counters).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use fledge_core::snapshot::ConfigSnapshot;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::error::ApiError;
+use crate::events;
 use crate::live::Live;
+use crate::machine::{Input, Transition, WindowEffect};
 use crate::model::Rollout;
 use crate::store::{Store, StoreError};
 
 /// One generation of config as the proxies receive it.
 #[derive(Debug)]
 pub struct Published {
+    pub epoch: String,
     pub generation: u64,
     pub body: Bytes,
 }
 
-pub struct Inner {
-    pub store: Store,
-    pub rollouts: BTreeMap<String, Rollout>,
-    pub generation: u64,
+/// An immutable snapshot of every rollout, as of one commit.
+#[derive(Debug, Default)]
+pub struct View {
+    epoch: String,
+    generation: u64,
+    rollouts: BTreeMap<String, Arc<Rollout>>,
 }
 
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Mutex<Inner>>,
-    published: Arc<watch::Sender<Arc<Published>>>,
-    shutdown: Arc<watch::Sender<bool>>,
-    pub live: Arc<Mutex<Live>>,
-    /// Wakes the analysis loop when reports bring new data.
-    pub data_arrived: Arc<tokio::sync::Notify>,
-    pub settings: Arc<Settings>,
+impl View {
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn rollout(&self, name: &str) -> Option<&Arc<Rollout>> {
+        self.rollouts.get(name)
+    }
+
+    pub fn rollouts(&self) -> impl Iterator<Item = &Arc<Rollout>> {
+        self.rollouts.values()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,105 +72,211 @@ impl Default for Settings {
     }
 }
 
+struct Shared {
+    store: Mutex<Store>,
+    view: RwLock<Arc<View>>,
+    published: watch::Sender<Arc<Published>>,
+    shutdown: watch::Sender<bool>,
+    live: Mutex<Live>,
+    data_arrived: Notify,
+    settings: Settings,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+/// What a commit's decision wants done with the rollout it looked at.
+pub enum Change {
+    /// Create the rollout (it did not exist), recording `input` as its first event.
+    Create(Box<Rollout>, Input),
+    /// Apply the state machine's transition, caused by `input`.
+    Apply(Box<Transition>, Input),
+    Delete,
+}
+
 impl AppState {
     pub fn new(store: Store, settings: Settings) -> Result<Self, StoreError> {
         let loaded = store.load()?;
-        let rollouts = loaded.rollouts.into_iter().map(|r| (r.name.clone(), r)).collect();
-        let inner = Inner { store, rollouts, generation: loaded.generation };
-        let first = Arc::new(publish(&inner)?);
-        let (tx, _) = watch::channel(first);
+        let view = View {
+            epoch: loaded.epoch,
+            generation: loaded.generation,
+            rollouts: loaded.rollouts.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect(),
+        };
+        let (published, _) = watch::channel(Arc::new(publish(&view)?));
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
-            inner: Arc::new(Mutex::new(inner)),
-            published: Arc::new(tx),
-            shutdown: Arc::new(shutdown),
-            live: Arc::new(Mutex::new(Live::default())),
-            data_arrived: Arc::new(tokio::sync::Notify::new()),
-            settings: Arc::new(settings),
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                view: RwLock::new(Arc::new(view)),
+                published,
+                shutdown,
+                live: Mutex::new(Live::default()),
+                data_arrived: Notify::new(),
+                settings,
+            }),
         })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// The current rollouts, as of the last commit.
+    pub fn view(&self) -> Arc<View> {
+        self.shared.view.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The live windows and worker table. Counters only, consistent after any partial update, so a
+    /// panic while it was held (a bug) must not turn every later request into a 500: poisoning is
+    /// cleared.
+    pub fn live(&self) -> MutexGuard<'_, Live> {
+        self.shared.live.lock().unwrap_or_else(|poisoned| {
+            self.shared.live.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// Wakes the analysis loop: data arrived that may fail a critical gate.
+    pub fn data_arrived(&self) {
+        self.shared.data_arrived.notify_one();
+    }
+
+    pub async fn wait_for_data(&self) {
+        self.shared.data_arrived.notified().await;
+    }
+
+    /// The database answers.
+    pub fn check_store(&self) -> Result<(), StoreError> {
+        self.store().check()
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // The connection is valid whatever a panicking holder was doing: SQLite rolls back an
+        // unfinished transaction.
+        self.shared.store.lock().unwrap_or_else(|poisoned| {
+            self.shared.store.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    pub fn events(&self, name: &str) -> Result<Vec<(i64, serde_json::Value)>, ApiError> {
+        Ok(self.store().events(name)?)
     }
 
     /// Releases held long polls so a graceful shutdown does not wait out their hold time.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shared.shutdown.send_replace(true);
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    pub fn lock(&self) -> Result<MutexGuard<'_, Inner>, ApiError> {
-        self.inner.lock().map_err(|_| ApiError::Internal("state lock poisoned".into()))
+        self.shared.shutdown.subscribe()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
-        self.published.subscribe()
+        self.shared.published.subscribe()
     }
 
     /// Config polls in progress: each connected proxy's fetcher holds one nearly all the time.
     pub fn held_polls(&self) -> usize {
-        self.published.receiver_count()
+        self.shared.published.receiver_count()
     }
 
     pub fn current(&self) -> Arc<Published> {
-        self.published.borrow().clone()
+        self.shared.published.borrow().clone()
     }
 
-    /// Applies `change` to the state under the lock; if it returns Ok, bumps the generation, persists
-    /// through `persist`, and publishes. On any error nothing is changed.
-    pub fn commit<T>(
+    /// The one place rollouts change. `decide` looks at the rollout `name` as committed (None if it
+    /// does not exist) and returns the change, or `None` for nothing to do. The change is persisted
+    /// with its event in one transaction, then made visible; on any error nothing changes.
+    /// Returns the rollout as committed (None after a delete or when nothing was done).
+    pub fn commit(
         &self,
-        change: impl FnOnce(&mut Inner, u64) -> Result<(T, Persist), ApiError>,
-    ) -> Result<T, ApiError> {
-        let mut inner = self.lock()?;
-        let next = inner.generation + 1;
-        let before = inner.rollouts.clone();
-        let (out, persist) = change(&mut inner, next)?;
-        let written = match &persist {
-            Persist::Put { name, event } => match inner.rollouts.get(name) {
-                Some(r) => {
-                    let r = r.clone();
-                    let event = event.as_ref().map(|kind| crate::events::body(kind, &r));
-                    inner.store.put(&r, next, event.as_ref())
+        name: &str,
+        now_ms: u64,
+        decide: impl FnOnce(Option<&Rollout>) -> Result<Option<Change>, ApiError>,
+    ) -> Result<Option<Arc<Rollout>>, ApiError> {
+        let mut store = self.store();
+        let view = self.view();
+        let before = view.rollout(name).map(Arc::as_ref);
+        let Some(change) = decide(before)? else { return Ok(None) };
+        let mut rollouts = view.rollouts.clone();
+        let mut generation = view.generation;
+        let committed = match change {
+            Change::Delete => {
+                if before.is_none() {
+                    return Err(crate::api::not_found(name));
                 }
-                None => Ok(()),
-            },
-            Persist::Delete(name) => inner.store.delete(name, next),
+                generation += 1;
+                store.delete(name, generation)?;
+                rollouts.remove(name);
+                self.live().remove_window(name);
+                None
+            }
+            Change::Create(rollout, input) => {
+                let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset };
+                Some(self.write(&mut store, None, t, &input, &mut generation, now_ms)?)
+            }
+            Change::Apply(t, input) => {
+                if before.is_some_and(|b| t.is_noop(b)) {
+                    return Ok(None);
+                }
+                Some(self.write(&mut store, before, *t, &input, &mut generation, now_ms)?)
+            }
         };
-        if let Err(e) = written {
-            inner.rollouts = before;
-            return Err(e.into());
+        if let Some(r) = &committed {
+            rollouts.insert(name.to_string(), r.clone());
         }
-        inner.generation = next;
-        let snapshot = publish(&inner)?;
-        self.published.send_replace(Arc::new(snapshot));
-        Ok(out)
+        let next = View { epoch: view.epoch.clone(), generation, rollouts };
+        if generation != view.generation {
+            let published = publish(&next)?;
+            *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+            self.shared.published.send_replace(Arc::new(published));
+        } else {
+            *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        }
+        Ok(committed)
+    }
+
+    /// Numbers the transition (revision, window, generation), writes it and resets its window.
+    fn write(
+        &self,
+        store: &mut Store,
+        before: Option<&Rollout>,
+        t: Transition,
+        input: &Input,
+        generation: &mut u64,
+        now_ms: u64,
+    ) -> Result<Arc<Rollout>, ApiError> {
+        let mut r = t.rollout;
+        let prior = before.map(|b| &b.status);
+        r.status.revision = prior.map_or(0, |s| s.revision) + 1;
+        r.status.window = prior.map_or(0, |s| s.window) + u64::from(t.window == WindowEffect::Reset);
+        r.status.updated_at_ms = now_ms;
+        if t.routing_changed {
+            *generation += 1;
+            r.status.generation = *generation;
+        }
+        let event = t.event.map(|kind| events::body(kind, &r, input));
+        store.put(&r, *generation, event.as_ref())?;
+        if t.window == WindowEffect::Reset {
+            self.live().window_for(&r.name, r.status.window, now_ms);
+        }
+        if let Some(kind) = t.event {
+            tracing::info!(rollout = %r.name, event = kind, phase = r.status.phase.as_str(), weight = r.status.weight.percent(), generation = r.status.generation, message = %r.status.message, "rollout transition");
+        }
+        Ok(Arc::new(r))
     }
 }
 
-/// Which record a committed change writes, and the event it records in the same transaction.
-pub enum Persist {
-    Put { name: String, event: Option<&'static str> },
-    Delete(String),
-}
-
-impl AppState {
-    /// Live windows are counters only, consistent after any partial update, and restart freely: a panic
-    /// while one was held (a bug) must not turn every later request into a 500, so poisoning is cleared.
-    pub fn live(&self) -> Result<MutexGuard<'_, Live>, ApiError> {
-        Ok(self.live.lock().unwrap_or_else(|poisoned| {
-            self.live.clear_poison();
-            poisoned.into_inner()
-        }))
-    }
-}
-
-fn publish(inner: &Inner) -> Result<Published, StoreError> {
+fn publish(view: &View) -> Result<Published, StoreError> {
     let snapshot = ConfigSnapshot {
-        generation: inner.generation,
-        rollouts: inner.rollouts.values().map(Rollout::route).collect(),
+        epoch: view.epoch.clone(),
+        generation: view.generation,
+        rollouts: view.rollouts.values().map(|r| r.route()).collect(),
     };
-    Ok(Published { generation: inner.generation, body: Bytes::from(serde_json::to_vec(&snapshot)?) })
+    Ok(Published { epoch: view.epoch.clone(), generation: view.generation, body: Bytes::from(serde_json::to_vec(&snapshot)?) })
 }
 
 pub fn now_ms() -> u64 {

@@ -1,4 +1,5 @@
 //! The REST API through `app(state).oneshot(..)`: contract, validation and the long poll.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ fn state_with(settings: Settings) -> AppState {
 }
 
 fn state() -> AppState {
-    state_with(Settings { poll_hold: Duration::from_millis(300), token: None })
+    state_with(Settings { poll_hold: Duration::from_millis(300), ..Settings::default() })
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
@@ -94,9 +95,15 @@ async fn long_poll_answers_on_change_and_times_out_with_304() {
     let s = state();
     let (code, snap) = call(&s, "GET", "/v1/config?since=5", None).await;
     assert_eq!(code, StatusCode::OK, "a proxy ahead of the controller is answered at once");
-    assert_eq!(snap, json!({"generation": 0, "rollouts": []}));
+    let epoch = snap["epoch"].as_str().unwrap().to_string();
+    assert_eq!(snap, json!({"epoch": epoch, "generation": 0, "rollouts": []}));
     let (code, _) = call(&s, "GET", "/v1/config?since=0", None).await;
     assert_eq!(code, StatusCode::NOT_MODIFIED, "held for the hold time, then 304");
+    let (code, _) = call(&s, "GET", &format!("/v1/config?since=0&epoch={epoch}"), None).await;
+    assert_eq!(code, StatusCode::NOT_MODIFIED, "same data, same generation: held");
+    let (code, snap) = call(&s, "GET", "/v1/config?since=0&epoch=0123456789abcdef", None).await;
+    assert_eq!(code, StatusCode::OK, "generation 0 of other data is not ours: answered at once");
+    assert_eq!(snap["epoch"], json!(epoch));
 
     // The hold (300 ms) is longer than the wait before the change, so the change is what answers.
     let waiter = tokio::spawn({
@@ -143,4 +150,58 @@ async fn state_survives_reopen() {
     assert_eq!(s.current().generation, 2);
     let (_, one) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(one["status"]["weight"], json!(20.0));
+}
+
+async fn call_raw(state: &AppState, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(Body::from(body)).unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn hostile_reports_and_outcomes_are_refused_with_the_reason() {
+    let s = state();
+    call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("oversized", vec![b' '; 2 << 20], StatusCode::PAYLOAD_TOO_LARGE, "larger than the 1048576 bytes"),
+        ("garbage", b"\x00{{".to_vec(), StatusCode::BAD_REQUEST, "malformed report"),
+        ("wrong types", br#"{"proxy":1,"worker":"w","seq":1,"generation":1}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "invalid type"),
+        ("empty proxy", br#"{"proxy":"","worker":"w","seq":1,"generation":1}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "proxy must be"),
+        ("bucket", br#"{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{"rollout":"support","version":"v2","stats":{"latency_total":{"buckets":[[9999,1]]}}}]}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "bucket index 9999"),
+    ];
+    for (what, body, code, needle) in cases {
+        let (got, body) = call_raw(&s, "POST", "/v1/reports", body).await;
+        assert_eq!(got, code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains(needle), "{what}: {body}");
+    }
+    let many = format!("[{}]", vec![r#"{"version":"v2","outcome":"success"}"#; 10_001].join(","));
+    let (code, body) = call_raw(&s, "POST", "/v1/rollouts/support/outcomes", many.into_bytes()).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 10000"), "{body}");
+    let (code, body) = call_raw(&s, "POST", "/v1/rollouts/support/outcomes", br#"[{"version":"v2","outcome":"success"},{"version":"v2","outcme":"x"}]"#.to_vec()).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("outcome [1]: unknown field `outcme`"), "{body}");
+    let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(status["live"]["window"]["canary"]["requests"], json!(0), "nothing refused was merged");
+}
+
+/// Every Envoy restart brings new worker ids (random per VM); the controller's table of them stays
+/// bounded however many come.
+#[tokio::test]
+async fn the_worker_table_stays_bounded_across_many_envoy_restarts() {
+    let s = state();
+    call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    let restarts = fledge_controller::live::MAX_WORKERS + 4_000;
+    for i in 0..restarts {
+        let report = json!({"proxy": "envoy-1", "worker": format!("{i:08x}"), "seq": 1, "generation": 1,
+                            "versions": [{"rollout": "support", "version": "v1", "stats": {"requests": 1}}]});
+        let (code, body) = call_raw(&s, "POST", "/v1/reports", report.to_string().into_bytes()).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    }
+    let (_, health) = call(&s, "GET", "/healthz", None).await;
+    assert_eq!(health["workers"].as_u64(), Some(fledge_controller::live::MAX_WORKERS as u64), "{health}");
+    let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(status["live"]["window"]["stable"]["requests"].as_u64(), Some(restarts as u64), "every report still counted");
 }

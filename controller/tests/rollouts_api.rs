@@ -1,5 +1,6 @@
 //! Automated rollouts through the API with time and reports injected: the driver's `tick_once` is called
 //! with explicit clocks and the proxies' reports are posted by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    AppState::new(Store::in_memory().unwrap(), Settings { poll_hold: Duration::from_millis(50), token: None }).unwrap()
+    AppState::new(Store::in_memory().unwrap(), Settings { poll_hold: Duration::from_millis(50), ..Settings::default() }).unwrap()
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {

@@ -29,7 +29,7 @@ fn table() -> RouteTable {
             }
         })
         .collect();
-    let snapshot = ConfigSnapshot { generation: 7, rollouts };
+    let snapshot = ConfigSnapshot { epoch: String::new(), generation: 7, rollouts };
     match RouteTable::compile(&snapshot) {
         Ok(t) => t,
         Err(e) => {

@@ -64,13 +64,42 @@ pub struct SparseHistogram {
     pub buckets: Vec<(u16, u64)>,
 }
 
+impl SparseHistogram {
+    /// Every index inside the layout. (Order and duplicates are harmless: counts add.)
+    pub fn validate(&self) -> Result<(), HistogramError> {
+        match self.buckets.iter().find(|(i, _)| usize::from(*i) >= BUCKET_COUNT) {
+            Some(&(index, _)) => Err(HistogramError::IndexOutOfRange { index }),
+            None => Ok(()),
+        }
+    }
+
+    /// Sum of the counts (saturating).
+    pub fn total(&self) -> u64 {
+        self.buckets.iter().fold(0u64, |acc, (_, n)| acc.saturating_add(*n))
+    }
+}
+
 /// Latency histogram with the fixed log-linear layout; serialises as [`SparseHistogram`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The dense counts are allocated on the first recorded value, not before: an empty histogram (most
+/// stats windows' `latency_headers` before traffic, every version entry of an idle report) costs no
+/// heap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "SparseHistogram", into = "SparseHistogram")]
 pub struct Histogram {
+    /// Empty, or exactly [`BUCKET_COUNT`] long.
     counts: Vec<u64>,
     total: u64,
 }
+
+impl PartialEq for Histogram {
+    /// Equal when the same values were recorded, however the counts are held.
+    fn eq(&self, other: &Self) -> bool {
+        self.total == other.total && self.buckets().eq(other.buckets())
+    }
+}
+
+impl Eq for Histogram {}
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -80,10 +109,7 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self {
-            counts: vec![0; BUCKET_COUNT],
-            total: 0,
-        }
+        Self { counts: Vec::new(), total: 0 }
     }
 
     pub fn record(&mut self, micros: u64) {
@@ -95,6 +121,12 @@ impl Histogram {
     }
 
     fn add_to_bucket(&mut self, index: usize, n: u64) {
+        if n == 0 || index >= BUCKET_COUNT {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKET_COUNT];
+        }
         if let Some(count) = self.counts.get_mut(index) {
             *count = count.saturating_add(n);
             self.total = self.total.saturating_add(n);
@@ -176,13 +208,7 @@ impl Histogram {
 
     /// Adds a wire-form histogram. All indexes are checked first, so a bad one changes nothing.
     pub fn merge_sparse(&mut self, sparse: &SparseHistogram) -> Result<(), HistogramError> {
-        if let Some(&(index, _)) = sparse
-            .buckets
-            .iter()
-            .find(|(i, _)| usize::from(*i) >= BUCKET_COUNT)
-        {
-            return Err(HistogramError::IndexOutOfRange { index });
-        }
+        sparse.validate()?;
         for &(index, n) in &sparse.buckets {
             self.add_to_bucket(usize::from(index), n);
         }

@@ -18,7 +18,7 @@ pub enum RolloutError {
     Name(String),
     #[error("hosts must not be empty")]
     NoHosts,
-    #[error("host {0:?} is invalid: give a bare host name without scheme, port, path or spaces")]
+    #[error("host {0:?} is invalid: give a bare host name without scheme, port, path or spaces; a wildcard is \"*\" alone or a leading \"*.\" label")]
     Host(String),
     #[error("host {0:?} is listed twice")]
     DuplicateHost(String),
@@ -162,9 +162,14 @@ pub fn validate_hosts(hosts: &[String]) -> Result<(), RolloutError> {
     }
     let mut seen = std::collections::HashSet::new();
     for h in hosts {
-        let ok = !h.is_empty()
-            && h.len() <= 253
-            && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._*".contains(&b));
+        // Istio's wildcard forms: "*" (every host) or "*.example.com" (every name under it).
+        let name = if h == "*" { "" } else { h.strip_prefix("*.").unwrap_or(h) };
+        let ok = h == "*"
+            || (!name.is_empty()
+                && h.len() <= 253
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                && !name.starts_with('.')
+                && !name.ends_with('.'));
         if !ok {
             return Err(RolloutError::Host(h.clone()));
         }
@@ -203,6 +208,11 @@ mod tests {
         assert_eq!(spec(&["a"], "v1", "v1").validate(), Err(RolloutError::SameVersion));
         assert!(matches!(spec(&["a:80"], "v1", "v2").validate(), Err(RolloutError::Host(_))));
         assert!(matches!(spec(&["a", "A"], "v1", "v2").validate(), Err(RolloutError::DuplicateHost(_))));
+        assert_eq!(spec(&["*"], "v1", "v2").validate(), Ok(()));
+        assert_eq!(spec(&["*.example.com", "example.com"], "v1", "v2").validate(), Ok(()));
+        for bad in ["a*", "*a.com", "a.*.com", "**", "*.", "*.*.com", ".a", "a."] {
+            assert!(matches!(spec(&[bad], "v1", "v2").validate(), Err(RolloutError::Host(_))), "{bad}");
+        }
         assert!(matches!(spec(&["a"], "v 1", "v2").validate(), Err(RolloutError::Version { field: "stable", .. })));
         assert!(validate_name("support-agent").is_ok());
         assert!(validate_name("Bad Name").is_err());

@@ -71,11 +71,18 @@ impl CompiledRollout {
     }
 }
 
+/// Hosts map to rollouts with Istio's meaning of a host: an exact name, `*.suffix` (any name under the
+/// suffix, at any depth, but not the suffix itself) or `*` (every host); the most specific match wins.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteTable {
+    pub epoch: String,
     pub generation: u64,
     rollouts: Vec<CompiledRollout>,
     by_host: HashMap<String, usize>,
+    /// `*.suffix` patterns as (".suffix", rollout), longest suffix first.
+    wildcards: Vec<(String, usize)>,
+    /// The rollout owning `*`, if any.
+    catch_all: Option<usize>,
 }
 
 impl RouteTable {
@@ -83,9 +90,18 @@ impl RouteTable {
         snapshot.validate()?;
         let mut rollouts = Vec::with_capacity(snapshot.rollouts.len());
         let mut by_host = HashMap::new();
+        let mut wildcards = Vec::new();
+        let mut catch_all = None;
         for (index, r) in snapshot.rollouts.iter().enumerate() {
             for h in &r.hosts {
-                by_host.insert(crate::rollout::normalize_host(h), index);
+                let h = crate::rollout::normalize_host(h);
+                if h == "*" {
+                    catch_all = Some(index);
+                } else if let Some(suffix) = h.strip_prefix('*') {
+                    wildcards.push((suffix.to_string(), index));
+                } else {
+                    by_host.insert(h, index);
+                }
             }
             rollouts.push(CompiledRollout {
                 index,
@@ -96,21 +112,40 @@ impl RouteTable {
                 salt: r.salt,
             });
         }
-        Ok(Self { generation: snapshot.generation, rollouts, by_host })
+        wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        Ok(Self { epoch: snapshot.epoch.clone(), generation: snapshot.generation, rollouts, by_host, wildcards, catch_all })
     }
 
-    /// The rollout owning the request's `:authority` (port stripped), if any.
+    /// Whether this table came from `epoch` at `generation`.
+    pub fn is(&self, epoch: &str, generation: u64) -> bool {
+        self.generation == generation && self.epoch == epoch
+    }
+
+    /// The rollout owning the request's `:authority` (port stripped), if any. An exact host costs one
+    /// map lookup; only a miss looks at the wildcard patterns.
     pub fn lookup(&self, authority: &str) -> Option<&CompiledRollout> {
         let host = strip_port(authority);
-        let idx = match self.by_host.get(host) {
-            Some(i) => Some(*i),
+        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             // Hosts are stored lower-case; only mixed-case requests pay for a lowered copy.
-            None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
-                self.by_host.get(&host.to_ascii_lowercase()).copied()
-            }
-            None => None,
+            self.find(&host.to_ascii_lowercase())
+        } else {
+            self.find(host)
         }?;
         self.rollouts.get(idx)
+    }
+
+    fn find(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.by_host.get(host) {
+            return Some(*i);
+        }
+        if host.is_empty() {
+            return None;
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, i)| *i)
+            .or(self.catch_all)
     }
 
     pub fn rollouts(&self) -> &[CompiledRollout] {
@@ -146,6 +181,7 @@ mod tests {
 
     fn table(weight: f64) -> RouteTable {
         let snap = ConfigSnapshot {
+            epoch: "e".into(),
             generation: 3,
             rollouts: vec![RouteSpec {
                 name: "support".into(),
@@ -204,7 +240,41 @@ mod tests {
             weight: Weight::ZERO,
             salt: 0,
         };
-        let snap = ConfigSnapshot { generation: 1, rollouts: vec![spec("x"), spec("y")] };
+        let snap = ConfigSnapshot { epoch: String::new(), generation: 1, rollouts: vec![spec("x"), spec("y")] };
         assert!(matches!(RouteTable::compile(&snap), Err(SnapshotError::HostConflict { .. })));
+    }
+
+    #[test]
+    fn wildcards_most_specific_wins() {
+        let spec = |name: &str, hosts: &[&str]| RouteSpec {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            stable: "v1".into(),
+            canary: "v2".into(),
+            weight: Weight::ZERO,
+            salt: 0,
+        };
+        let snap = ConfigSnapshot {
+            epoch: String::new(),
+            generation: 1,
+            rollouts: vec![
+                spec("all", &["*"]),
+                spec("example", &["*.example.com"]),
+                spec("api", &["*.api.example.com"]),
+                spec("exact", &["chat.api.example.com"]),
+            ],
+        };
+        let t = RouteTable::compile(&snap).unwrap();
+        let owner = |host: &str| t.lookup(host).map(|r| r.name.as_str());
+        assert_eq!(owner("chat.api.example.com"), Some("exact"));
+        assert_eq!(owner("voice.api.example.com:443"), Some("api"));
+        assert_eq!(owner("x.y.api.example.com"), Some("api"), "any depth");
+        assert_eq!(owner("api.example.com"), Some("example"), "*.api.example.com does not match api.example.com");
+        assert_eq!(owner("WWW.Example.COM"), Some("example"));
+        assert_eq!(owner("example.com"), Some("all"), "*.example.com does not match example.com");
+        assert_eq!(owner("other"), Some("all"));
+        assert_eq!(owner(""), None);
+        let no_catch_all = ConfigSnapshot { rollouts: snap.rollouts[1..].to_vec(), ..snap };
+        assert!(RouteTable::compile(&no_catch_all).unwrap().lookup("example.com").is_none());
     }
 }

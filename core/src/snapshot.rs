@@ -21,6 +21,10 @@ pub struct RouteSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ConfigSnapshot {
+    /// Names the controller's data (random, created with it): generation N of one epoch has nothing
+    /// to do with generation N of another, e.g. after a data reset or a restored backup.
+    #[serde(default)]
+    pub epoch: String,
     pub generation: u64,
     pub rollouts: Vec<RouteSpec>,
 }

@@ -3,15 +3,9 @@
 //! Everything is a pure function of counts and sums. Inputs are validated and reported as
 //! [`StatsError`] instead of producing NaN, because these numbers feed rollback decisions.
 
-pub mod bayes;
-pub mod evalue;
-pub mod mann_whitney;
 pub mod msprt;
 pub mod normal;
-pub mod proportions;
-pub mod sample_size;
 pub mod special;
-pub mod sprt;
 
 /// Why a statistic could not be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,15 +23,9 @@ pub enum StatsError {
     /// A sample that must be non-empty is empty.
     #[error("{0} is empty")]
     Empty(&'static str),
-    /// Paired inputs of different lengths.
-    #[error("{0}: lengths differ")]
-    LengthMismatch(&'static str),
     /// The statistic's variance is zero (e.g. every observation identical), so it is undefined.
     #[error("zero variance: {0} is undefined")]
     ZeroVariance(&'static str),
-    /// An exact method was asked for outside the sizes it supports.
-    #[error("exact method unavailable: {0}")]
-    ExactUnavailable(&'static str),
 }
 
 /// Successes out of trials for one arm.

@@ -97,6 +97,9 @@ pub fn record(stats: &mut VersionStats, s: &Sample) {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     by_rollout: HashMap<String, HashMap<String, VersionStats>>,
+    /// Stats of a report that never left the proxy: already exported to Envoy's counters, so they ride
+    /// along with the next report but are not exported again.
+    carried: HashMap<(String, String), VersionStats>,
     seq: u64,
 }
 
@@ -116,7 +119,10 @@ impl Telemetry {
 
     /// Everything since the last drain, as the next report. Sent even when empty: it is also the
     /// proxy's heartbeat and its confirmation of the applied generation.
-    pub fn drain(&mut self, proxy: &str, worker: &str, generation: Option<u64>) -> Report {
+    ///
+    /// `export` sees only the requests recorded since the last drain — each request exactly once,
+    /// whatever becomes of the report — before the carried stats of an undelivered report are added.
+    pub fn drain(&mut self, proxy: &str, worker: &str, generation: Option<u64>, export: impl FnOnce(&Report)) -> Report {
         self.seq += 1;
         let mut versions = Vec::new();
         for (rollout, by_version) in self.by_rollout.drain() {
@@ -124,20 +130,28 @@ impl Telemetry {
                 versions.push(VersionReport { rollout: rollout.clone(), version, stats });
             }
         }
-        Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, versions }
+        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions };
+        export(&report);
+        for ((rollout, version), stats) in self.carried.drain() {
+            match report.versions.iter_mut().find(|v| v.rollout == rollout && v.version == version) {
+                Some(v) => v.stats.merge(&stats),
+                None => report.versions.push(VersionReport { rollout, version, stats }),
+            }
+        }
+        report
     }
 
-    /// Puts back the stats of a report that never left (its dispatch failed), so nothing is lost; they
-    /// go out with the next drain. A report that did leave is resent as is instead (see `outbox`).
+    /// Takes back the stats of a report that never left (its dispatch failed), so nothing is lost:
+    /// they go out with the next drain, without being exported again. A report that did leave is
+    /// resent as is instead (see `outbox`).
     pub fn restore(&mut self, report: Report) {
         for v in report.versions {
-            let versions = self.by_rollout.entry(v.rollout).or_default();
-            versions.entry(v.version).or_default().merge(&v.stats);
+            self.carried.entry((v.rollout, v.version)).or_default().merge(&v.stats);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_rollout.is_empty()
+        self.by_rollout.is_empty() && self.carried.is_empty()
     }
 }
 
@@ -180,21 +194,29 @@ mod tests {
     }
 
     #[test]
-    fn drain_restore_loses_nothing() {
+    fn drain_restore_loses_nothing_and_exports_each_request_once() {
         let mut t = Telemetry::default();
+        let exported = std::cell::Cell::new(0u64);
+        let count = |r: &Report| exported.set(exported.get() + r.versions.iter().map(|v| v.stats.requests).sum::<u64>());
         for _ in 0..3 {
             t.record("r", "v1", &ok(200));
         }
         t.record("r", "v2", &ok(500));
-        let report = t.drain("p", "w", Some(4));
+        let report = t.drain("p", "w", Some(4), count);
         assert_eq!((report.seq, report.generation, report.versions.len()), (1, Some(4), 2));
         assert!(t.is_empty());
+        // The dispatch failed: the report goes back, and comes out with the next drain.
         t.restore(report);
+        assert!(!t.is_empty());
         t.record("r", "v1", &ok(200));
-        let again = t.drain("p", "w", Some(4));
+        let again = t.drain("p", "w", Some(4), count);
         assert_eq!(again.seq, 2);
         let v1 = again.versions.iter().find(|v| v.version == "v1").map(|v| v.stats.requests);
-        assert_eq!(v1, Some(4));
-        assert_eq!(t.drain("p", "w", None).versions.len(), 0, "an empty drain is a heartbeat");
+        assert_eq!(v1, Some(4), "nothing lost");
+        t.restore(again);
+        let third = t.drain("p", "w", None, count);
+        assert_eq!(third.versions.iter().map(|v| v.stats.requests).sum::<u64>(), 5);
+        assert_eq!(exported.get(), 5, "Envoy's counters saw each of the 5 requests once");
+        assert_eq!(t.drain("p", "w", None, |_| {}).versions.len(), 0, "an empty drain is a heartbeat");
     }
 }

@@ -13,7 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
 use crate::headers::{sticky_key, HeaderSource};
-use crate::root::{now_ns, Worker};
+use crate::worker::{now_ns, Worker};
 
 /// Envoy's legacy response-flag bits that mean the upstream failed: no healthy upstream, upstream
 /// request timeout, remote reset, connection failure, connection termination, overflow.

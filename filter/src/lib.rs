@@ -19,6 +19,8 @@ mod http;
 mod metrics;
 #[cfg(target_arch = "wasm32")]
 mod root;
+#[cfg(target_arch = "wasm32")]
+mod worker;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

@@ -11,7 +11,7 @@ use fledge_core::snapshot::ConfigSnapshot;
 pub enum PollResult {
     /// A new, valid config: store `bytes` in shared data and install `table`.
     Apply { table: RouteTable, generation: u64 },
-    /// Nothing new (304, or the generation we already have).
+    /// Nothing new (304, or the epoch and generation we already have).
     Unchanged,
     /// Unreachable controller, error status or invalid body; the last good config stays.
     Failed(String),
@@ -51,20 +51,26 @@ impl Poller {
         self.in_flight = true;
     }
 
-    /// The poll path for the generation this proxy has applied.
-    pub fn path(applied: Option<u64>) -> String {
-        format!("/v1/config?since={}", applied.unwrap_or(0))
+    /// The poll path for the config this proxy has applied: its generation, and the epoch of the data
+    /// it came from, so that a controller whose data was reset answers at once.
+    pub fn path(applied: Option<(&str, u64)>) -> String {
+        match applied {
+            Some((epoch, generation)) if !epoch.is_empty() => format!("/v1/config?since={generation}&epoch={epoch}"),
+            Some((_, generation)) => format!("/v1/config?since={generation}"),
+            None => "/v1/config?since=0".to_string(),
+        }
     }
 
     /// Classifies a response. `status` is None when Envoy could not reach the controller at all.
-    pub fn classify(status: Option<u16>, body: Option<&[u8]>, applied: Option<u64>) -> PollResult {
+    /// `applied` is the (epoch, generation) installed now: only the same pair is "unchanged".
+    pub fn classify(status: Option<u16>, body: Option<&[u8]>, applied: Option<(&str, u64)>) -> PollResult {
         match status {
             Some(200) => {
                 let snap = match ConfigSnapshot::parse(body.unwrap_or_default()) {
                     Ok(s) => s,
                     Err(e) => return PollResult::Failed(format!("controller sent an invalid config: {e}")),
                 };
-                if applied == Some(snap.generation) {
+                if applied == Some((snap.epoch.as_str(), snap.generation)) {
                     return PollResult::Unchanged;
                 }
                 match RouteTable::compile(&snap) {
@@ -118,13 +124,17 @@ impl Poller {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] = br#"{"generation":4,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":10,"salt":1}]}"#;
+    const BODY: &[u8] = br#"{"epoch":"e1","generation":4,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":10,"salt":1}]}"#;
 
     #[test]
     fn classifies_responses() {
         assert!(matches!(Poller::classify(Some(200), Some(BODY), None), PollResult::Apply { generation: 4, .. }));
-        assert!(matches!(Poller::classify(Some(200), Some(BODY), Some(4)), PollResult::Unchanged));
-        assert!(matches!(Poller::classify(Some(304), None, Some(4)), PollResult::Unchanged));
+        assert!(matches!(Poller::classify(Some(200), Some(BODY), Some(("e1", 4))), PollResult::Unchanged));
+        assert!(
+            matches!(Poller::classify(Some(200), Some(BODY), Some(("e0", 4))), PollResult::Apply { generation: 4, .. }),
+            "generation 4 of other data is new"
+        );
+        assert!(matches!(Poller::classify(Some(304), None, Some(("e1", 4))), PollResult::Unchanged));
         assert!(matches!(Poller::classify(Some(200), Some(b"{"), None), PollResult::Failed(_)));
         assert!(matches!(Poller::classify(Some(200), None, None), PollResult::Failed(_)));
         assert!(matches!(Poller::classify(Some(503), None, None), PollResult::Failed(_)));
@@ -133,6 +143,13 @@ mod tests {
         assert!(why.contains("check controller.token"), "{why}");
         let weight_out_of_range = br#"{"generation":1,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":101,"salt":1}]}"#;
         assert!(matches!(Poller::classify(Some(200), Some(weight_out_of_range), None), PollResult::Failed(_)));
+    }
+
+    #[test]
+    fn the_path_names_epoch_and_generation() {
+        assert_eq!(Poller::path(None), "/v1/config?since=0");
+        assert_eq!(Poller::path(Some(("ab12", 7))), "/v1/config?since=7&epoch=ab12");
+        assert_eq!(Poller::path(Some(("", 7))), "/v1/config?since=7", "a controller older than epochs");
     }
 
     #[test]

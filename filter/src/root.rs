@@ -3,12 +3,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use fledge_core::lease;
+use fledge_core::lease::{Fetcher, Renewal};
 use fledge_core::outbox::{Delivery, Outbox};
 use fledge_core::report::Report;
-use fledge_core::telemetry::Telemetry;
 use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
@@ -20,6 +19,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use crate::http::Http;
 use crate::metrics::Metrics;
 use crate::poller::{PollResult, Poller};
+use crate::worker::{log, now_ms, Worker};
 
 const CONFIG_KEY: &str = "fledge.config";
 const LEASE_KEY: &str = "fledge.lease";
@@ -31,21 +31,13 @@ const LEASE_BACKOFF_MS: u64 = 5_000;
 const OUTBOX_CAPACITY: usize = 64;
 const SENDS_PER_TICK: usize = 8;
 
-/// Per-VM (per worker) state shared by the root context and the HTTP contexts it creates.
-pub struct Worker {
-    pub config: Rc<PluginConfig>,
-    pub table: Option<Rc<RouteTable>>,
-    pub rng: SplitMix64,
-    pub telemetry: Telemetry,
-}
-
 pub struct Root {
     worker: Rc<RefCell<Worker>>,
     owner: u64,
+    fetcher: Fetcher,
     poller: Poller,
     poll_token: Option<u32>,
     config_cas: Option<u32>,
-    lease_blocked_until: u64,
     proxy_id: String,
     worker_id: String,
     next_report_ms: u64,
@@ -59,19 +51,14 @@ pub struct Root {
 impl Root {
     pub fn new() -> Self {
         let seed = getrandom::u64().unwrap_or_else(|_| now_ms());
-        let worker = Worker {
-            config: Rc::new(PluginConfig::default()),
-            table: None,
-            rng: SplitMix64::new(seed),
-            telemetry: Telemetry::default(),
-        };
+        let owner = SplitMix64::new(seed ^ 0x5eed).next_u64();
         Self {
-            owner: SplitMix64::new(seed ^ 0x5eed).next_u64(),
-            worker: Rc::new(RefCell::new(worker)),
+            owner,
+            fetcher: Fetcher::new(owner, PluginConfig::default().tick_ms),
+            worker: Rc::new(RefCell::new(Worker::new(seed))),
             poller: Poller::new(),
             poll_token: None,
             config_cas: None,
-            lease_blocked_until: 0,
             proxy_id: String::new(),
             worker_id: format!("{:08x}", SplitMix64::new(seed ^ 0x3017).next_u32()),
             next_report_ms: 0,
@@ -125,8 +112,9 @@ impl Root {
         self.next_report_ms = now + cfg.report_interval_ms;
         let generation = self.applied_generation();
         let proxy = self.current_proxy_id().to_string();
-        let report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation);
-        self.metrics.export(&report);
+        let metrics = &mut self.metrics;
+        let mut report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh));
+        report.epoch = self.applied_epoch();
         if let Some(lost) = self.outbox.push(report) {
             let requests: u64 = lost.versions.iter().map(|v| v.stats.requests).sum();
             self.metrics.reports_dropped(1);
@@ -188,6 +176,15 @@ impl Root {
         self.worker.borrow().table.as_ref().map(|t| t.generation)
     }
 
+    fn applied_epoch(&self) -> Option<String> {
+        self.worker.borrow().table.as_ref().map(|t| t.epoch.clone()).filter(|e| !e.is_empty())
+    }
+
+    /// The installed table, if any, for comparisons that need its epoch and generation together.
+    fn table(&self) -> Option<Rc<RouteTable>> {
+        self.worker.borrow().table.clone()
+    }
+
     fn jitter(&self) -> u32 {
         self.worker.borrow_mut().rng.next_u32()
     }
@@ -203,28 +200,27 @@ impl Root {
             return;
         }
         self.config_cas = cas;
+        let installed = self.table();
         match ConfigSnapshot::parse(&bytes).and_then(|s| RouteTable::compile(&s)) {
-            Ok(table) if Some(table.generation) != self.applied_generation() => self.install(table),
+            Ok(table) if !installed.is_some_and(|t| t.is(&table.epoch, table.generation)) => self.install(table),
             Ok(_) => {}
             Err(e) => log(LogLevel::Error, &format!("stored config rejected, keeping the last good one: {e}")),
         }
     }
 
-    fn hold_lease(&mut self, now: u64) -> bool {
-        if now < self.lease_blocked_until {
-            return false;
-        }
-        let ttl = (self.config().tick_ms * 10).max(1_000);
-        let Ok((current, cas)) = hostcalls::get_shared_data(LEASE_KEY) else { return false };
-        match lease::claim(current.as_deref(), self.owner, now, ttl) {
-            Some(l) => hostcalls::set_shared_data(LEASE_KEY, Some(l.encode().as_bytes()), cas).is_ok(),
-            None => false,
+    /// Renews (or tries to take) the fetcher lease; runs on every tick, poll in flight or not.
+    fn renew_lease(&mut self, now: u64) {
+        let Ok((current, cas)) = hostcalls::get_shared_data(LEASE_KEY) else { return };
+        if let Renewal::Write(value) = self.fetcher.tick(current.as_deref(), now) {
+            let won = hostcalls::set_shared_data(LEASE_KEY, Some(value.as_bytes()), cas).is_ok();
+            self.fetcher.written(won);
         }
     }
 
     fn poll(&mut self, now: u64) {
         let cfg = self.config();
-        let path = Poller::path(self.applied_generation());
+        let installed = self.table();
+        let path = Poller::path(installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         let timeout = Duration::from_millis(cfg.controller.poll_timeout_ms);
         match call_controller(&cfg, "GET", &path, None, timeout) {
             Ok(token) => {
@@ -238,8 +234,8 @@ impl Root {
                     log(LogLevel::Warn, &line);
                 }
                 // Let another context (e.g. a worker rather than the main thread) try.
-                let _ = hostcalls::set_shared_data(LEASE_KEY, Some(b"-"), None);
-                self.lease_blocked_until = now + LEASE_BACKOFF_MS;
+                let released = self.fetcher.give_up(now, LEASE_BACKOFF_MS);
+                let _ = hostcalls::set_shared_data(LEASE_KEY, Some(released), None);
             }
         }
     }
@@ -252,7 +248,8 @@ impl Root {
             self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
         let body = self.get_http_call_response_body(0, body_size);
-        let result = Poller::classify(status, body.as_deref(), self.applied_generation());
+        let installed = self.table();
+        let result = Poller::classify(status, body.as_deref(), installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         if let (PollResult::Apply { .. }, Some(bytes)) = (&result, &body) {
             let _ = hostcalls::set_shared_data(CONFIG_KEY, Some(bytes), None);
             self.config_cas = hostcalls::get_shared_data(CONFIG_KEY).ok().and_then(|(_, cas)| cas);
@@ -266,7 +263,7 @@ impl Root {
             log(LogLevel::Info, &format!("applied config generation {generation} ({} rollouts)", table.rollouts().len()));
             self.install(table);
         }
-        if self.poller.due(now) && self.hold_lease(now) {
+        if self.poller.due(now) && self.fetcher.holds() {
             self.poll(now);
         }
     }
@@ -289,6 +286,7 @@ impl RootContext for Root {
         match PluginConfig::parse(&bytes) {
             Ok(cfg) => {
                 let _ = hostcalls::set_tick_period(Duration::from_millis(cfg.tick_ms));
+                self.fetcher = Fetcher::new(self.owner, cfg.tick_ms);
                 self.proxy_id = self.resolve_proxy_id(&cfg);
                 self.worker.borrow_mut().config = Rc::new(cfg);
                 true
@@ -303,7 +301,8 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.refresh_from_shared();
-        if self.poller.due(now) && self.hold_lease(now) {
+        self.renew_lease(now);
+        if self.poller.due(now) && self.fetcher.holds() {
             self.poll(now);
         }
         if now >= self.next_report_ms {
@@ -333,24 +332,7 @@ fn call_controller(cfg: &PluginConfig, method: &str, path: &str, body: Option<&[
     hostcalls::dispatch_http_call(&cfg.controller.cluster, headers, body, vec![], timeout)
 }
 
-pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub fn now_ns() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 fn serde_json_body(report: &Report) -> Result<Vec<u8>, ()> {
     fledge_core::report::encode(report).map_err(|e| log(LogLevel::Error, &format!("cannot encode report: {e}")))
 }
 
-pub fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
-}

@@ -133,6 +133,18 @@ impl Controller {
         self.spawn().await
     }
 
+    /// Starts again on the same address with an empty data directory (a data reset, a lost volume).
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        for entry in std::fs::read_dir(&self.data)? {
+            let p = entry?.path();
+            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("fledge.db")) {
+                std::fs::remove_file(p)?;
+            }
+        }
+        self.spawn().await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

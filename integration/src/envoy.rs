@@ -142,8 +142,10 @@ impl EnvoyBuilder {
         let mut vhosts = Vec::new();
         for h in &self.hosts {
             let mut routes = Vec::new();
+            // `*.example.com` routes a wildcard virtual host (Envoy takes a port-less `*` suffix form only).
+            let stem = h.host.replace('*', "star");
             for (version, addr) in &h.versions {
-                let name = format!("{}_{}", h.host, version);
+                let name = format!("{stem}_{version}");
                 clusters.push(agent_cluster(&name, *addr));
                 let mut route = json!({"cluster": name});
                 if let Some(ms) = self.route_timeout_ms {
@@ -155,9 +157,10 @@ impl EnvoyBuilder {
                 }));
             }
             if let Some((v, _)) = h.versions.first() {
-                routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{}_{}", h.host, v)}}));
+                routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{stem}_{v}")}}));
             }
-            vhosts.push(json!({"name": h.host, "domains": [h.host, format!("{}:*", h.host)], "routes": routes}));
+            let domains = if h.host.contains('*') { json!([h.host]) } else { json!([h.host, format!("{}:*", h.host)]) };
+            vhosts.push(json!({"name": stem, "domains": domains, "routes": routes}));
         }
         vhosts.push(json!({"name": "other", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "untouched"}}}

@@ -150,22 +150,24 @@ fn without_failures(
     gates: &[GateResult],
     now_ms: u64,
 ) -> (Action, String, StepState) {
-    let next = StepState {
-        consecutive_failures: 0,
-        ..*state
-    };
     let waiting: Vec<String> = gates
         .iter()
         .filter(|g| g.status == GateStatus::InsufficientData)
         .map(|g| format!("{} ({})", g.metric, g.note))
         .collect();
     if !waiting.is_empty() {
+        // An interval without enough data neither fails nor passes: the count of consecutive
+        // failures stands (a controller restarted with an empty window must not forget it).
         return (
             Action::Hold,
             format!("waiting for data: {}", waiting.join(", ")),
-            next,
+            *state,
         );
     }
+    let next = StepState {
+        consecutive_failures: 0,
+        ..*state
+    };
     let weight = spec.weight(state.step_index).unwrap_or(0.0);
     let dwell_ms = now_ms.saturating_sub(state.step_started_at_ms);
     let needed_ms = spec.step_seconds().saturating_mul(1000);

@@ -1,0 +1,289 @@
+//! The rollout state machine: every change of a rollout, in one pure function.
+//!
+//! [`step`] takes a rollout, one [`Input`] — a user action, a judgement, a replaced spec, the start of
+//! the analysis — and the time, and returns the [`Transition`]: the rollout after it, the event it
+//! records, whether the proxies must be told (a new config generation) and what happens to the stats
+//! window. It does no I/O: the API handlers and the analysis driver gather the inputs, and
+//! [`crate::state::AppState::commit`] writes the transition in one SQLite transaction and publishes it.
+//!
+//! Every input that changes anything durable other than the last verdict is recorded as an event
+//! carrying the input itself, so replaying a rollout's events through `step` reproduces its state.
+//!
+//! Phases: `manual` · `pending` → `progressing` → `succeeded` | `rolled_back`; `paused` (held at its
+//! weight) and `aborted`. Terminal phases take no input but a replaced spec.
+
+use fledge_core::analysis::{Action, GateStatus, StepState, Verdict};
+use fledge_core::rollout::{RolloutError, RolloutSpec};
+use fledge_core::Weight;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Phase, Rollout, RolloutStatus};
+
+/// A user's action on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserAction {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl UserAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pause" => Some(Self::Pause),
+            "resume" => Some(Self::Resume),
+            "promote" => Some(Self::Promote),
+            "abort" => Some(Self::Abort),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// What can happen to a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Input {
+    /// `PUT` of a rollout that exists: it starts again under the new spec.
+    Replace { spec: Box<RolloutSpec> },
+    User { action: UserAction },
+    /// The analysis picks up a pending rollout: its first step starts.
+    Start,
+    /// A judgement of a progressing rollout. `scheduled` is false for the look taken as soon as data
+    /// arrives between intervals, where only a failing critical gate acts.
+    Judged { verdict: Box<Verdict>, scheduled: bool },
+}
+
+impl Input {
+    pub fn judged(verdict: Verdict, scheduled: bool) -> Self {
+        Self::Judged { verdict: Box::new(verdict), scheduled }
+    }
+}
+
+/// What a transition does to the rollout's stats window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowEffect {
+    Keep,
+    /// Both versions start counting afresh (as the sequential tests require).
+    Reset,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub rollout: Rollout,
+    /// The event recorded with it; `None` for a judgement that only refreshes the verdict.
+    pub event: Option<&'static str>,
+    /// Weight or versions changed: the proxies get a new config generation.
+    pub routing_changed: bool,
+    pub window: WindowEffect,
+}
+
+impl Transition {
+    fn new(rollout: Rollout, event: Option<&'static str>, routing_changed: bool, window: WindowEffect) -> Self {
+        Self { rollout, event, routing_changed, window }
+    }
+
+    /// Nothing changes.
+    fn none(r: &Rollout) -> Self {
+        Self::new(r.clone(), None, false, WindowEffect::Keep)
+    }
+
+    pub fn is_noop(&self, before: &Rollout) -> bool {
+        self.event.is_none() && !self.routing_changed && self.rollout == *before
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} a rollout that is {phase}")]
+    NotAllowed { action: &'static str, phase: &'static str },
+    #[error("a judgement applies to a progressing rollout, not one that is {0}")]
+    NotJudged(&'static str),
+    #[error("{0}")]
+    Invalid(#[from] RolloutError),
+}
+
+/// The one place a rollout changes.
+pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateError> {
+    match input {
+        Input::Replace { spec } => {
+            let mut next = Rollout::new(&r.name, *spec, now_ms)?;
+            next.status.generation = r.status.generation;
+            next.status.revision = r.status.revision;
+            next.status.window = r.status.window;
+            Ok(Transition::new(next, Some("replaced"), true, WindowEffect::Reset))
+        }
+        Input::User { action } => user(r, action, now_ms),
+        Input::Start => start(r, now_ms),
+        Input::Judged { verdict, scheduled } => judged(r, *verdict, scheduled, now_ms),
+    }
+}
+
+fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, StateError> {
+    use Phase::*;
+    let phase = r.status.phase;
+    let allowed = match action {
+        UserAction::Pause => matches!(phase, Pending | Progressing),
+        UserAction::Resume => phase == Paused,
+        UserAction::Promote | UserAction::Abort => matches!(phase, Manual | Pending | Progressing | Paused),
+    };
+    if !allowed {
+        return Err(StateError::NotAllowed { action: action.as_str(), phase: phase.as_str() });
+    }
+    let mut next = r.clone();
+    let s = &mut next.status;
+    let (event, routing, window) = match action {
+        UserAction::Pause => {
+            s.phase = Paused;
+            s.message = format!("paused by the user at {}%", s.weight.percent());
+            ("paused", false, WindowEffect::Keep)
+        }
+        UserAction::Resume => {
+            // A rollout paused before its first step starts from the beginning.
+            s.phase = if s.step.is_some() { Progressing } else { Pending };
+            s.step_started_at_ms = now_ms;
+            s.consecutive_failures = 0;
+            s.message = "resumed by the user; analysis window restarted".into();
+            ("resumed", false, WindowEffect::Reset)
+        }
+        UserAction::Promote => {
+            s.phase = Succeeded;
+            s.weight = Weight::ZERO;
+            s.message = format!("promoted by the user: {} is now stable", next.spec.canary);
+            std::mem::swap(&mut next.spec.stable, &mut next.spec.canary);
+            ("promoted", true, WindowEffect::Reset)
+        }
+        UserAction::Abort => {
+            s.phase = Aborted;
+            s.weight = Weight::ZERO;
+            s.message = "aborted by the user; all traffic on stable".into();
+            ("aborted", true, WindowEffect::Keep)
+        }
+    };
+    Ok(Transition::new(next, Some(event), routing, window))
+}
+
+fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
+    let Some(spec) = r.analysis() else { return Err(StateError::NotAllowed { action: "start", phase: r.status.phase.as_str() }) };
+    if r.status.phase != Phase::Pending {
+        return Err(StateError::NotAllowed { action: "start", phase: r.status.phase.as_str() });
+    }
+    let weight = weight_of(spec.weight(0).unwrap_or(0.0));
+    let mut next = r.clone();
+    next.status = RolloutStatus {
+        phase: Phase::Progressing,
+        step: Some(0),
+        weight,
+        step_started_at_ms: now_ms,
+        consecutive_failures: 0,
+        message: format!("started at step 1 of {} ({}%)", spec.steps().len(), weight.percent()),
+        ..r.status.clone()
+    };
+    Ok(Transition::new(next, Some("started"), true, WindowEffect::Reset))
+}
+
+fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Result<Transition, StateError> {
+    if r.status.phase != Phase::Progressing {
+        return Err(StateError::NotJudged(r.status.phase.as_str()));
+    }
+    let steps = r.analysis().map_or(0, |a| a.steps().len());
+    // Between intervals only a failing critical gate acts, so that failure counting keeps its
+    // per-interval meaning.
+    let critical = verdict.action == Action::Rollback
+        && verdict.gates.iter().any(|g| g.critical && g.status == GateStatus::Fail);
+    if !scheduled && !critical {
+        return Ok(Transition::none(r));
+    }
+    let current = &r.status;
+    let mut next = r.clone();
+    let s = &mut next.status;
+    s.step_started_at_ms = verdict.next_state.step_started_at_ms;
+    s.consecutive_failures = verdict.next_state.consecutive_failures;
+    let (event, routing, window) = match verdict.action {
+        Action::Hold => {
+            s.message = verdict.reason.clone();
+            let event = match (current.consecutive_failures, s.consecutive_failures) {
+                (before, after) if after > before => Some("gate_failing"),
+                (before, 0) if before > 0 => Some("gate_recovered"),
+                _ => None,
+            };
+            (event, false, WindowEffect::Keep)
+        }
+        Action::Advance => {
+            s.step = Some(verdict.next_state.step_index);
+            s.weight = weight_of(verdict.canary_weight);
+            s.message = format!(
+                "advanced to step {} of {steps} ({}%): {}",
+                verdict.next_state.step_index + 1,
+                s.weight.percent(),
+                verdict.reason
+            );
+            (Some("advanced"), true, WindowEffect::Keep)
+        }
+        Action::Promote => {
+            s.phase = Phase::Succeeded;
+            s.weight = Weight::ZERO;
+            s.message = format!("promoted: the canary is now stable; {}", verdict.reason);
+            std::mem::swap(&mut next.spec.stable, &mut next.spec.canary);
+            (Some("promoted"), true, WindowEffect::Reset)
+        }
+        Action::Rollback => {
+            s.phase = Phase::RolledBack;
+            s.weight = Weight::ZERO;
+            s.message = format!("rolled back: {}", verdict.reason);
+            (Some("rolled_back"), true, WindowEffect::Keep)
+        }
+    };
+    next.status.last_verdict = Some(verdict);
+    Ok(Transition::new(next, event, routing, window))
+}
+
+/// Where a progressing rollout stands, as the judgement takes it.
+pub fn step_state(r: &Rollout) -> StepState {
+    StepState {
+        step_index: r.status.step.unwrap_or(0),
+        step_started_at_ms: r.status.step_started_at_ms,
+        consecutive_failures: r.status.consecutive_failures,
+    }
+}
+
+fn weight_of(percent: f64) -> Weight {
+    Weight::try_from_percent(percent).unwrap_or(Weight::ZERO)
+}
+
+/// A phase no sequence of inputs may leave a rollout in: checked by the property test.
+pub fn invariant_violation(r: &Rollout) -> Option<String> {
+    let s = &r.status;
+    let bad = match s.phase {
+        Phase::Manual => r.analysis().is_some().then(|| "manual phase on an automated spec".to_string()),
+        _ if r.analysis().is_none() && s.phase != Phase::Aborted && s.phase != Phase::Succeeded => {
+            Some(format!("{} on a manual spec", s.phase.as_str()))
+        }
+        Phase::Pending => (s.step.is_some() || s.weight != Weight::ZERO).then(|| "pending with a step or weight".to_string()),
+        Phase::Progressing => {
+            let steps = r.analysis().map_or(0, |a| a.steps().len());
+            match s.step {
+                Some(i) if i < steps => None,
+                other => Some(format!("progressing at step {other:?} of {steps}")),
+            }
+        }
+        Phase::Succeeded | Phase::RolledBack | Phase::Aborted => {
+            (s.weight != Weight::ZERO).then(|| format!("{} with weight {}", s.phase.as_str(), s.weight.percent()))
+        }
+        Phase::Paused => None,
+    };
+    bad.or_else(|| (r.spec.stable == r.spec.canary).then(|| "stable equals canary".to_string()))
+}
+
+#[cfg(test)]
+mod tests;
