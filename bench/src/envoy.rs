@@ -139,8 +139,8 @@ impl DirectEnvoy {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("envoy exited: {status}");
             }
-            if let Ok(admin) = std::fs::read_to_string(admin_path).map(|s| s.trim().parse::<SocketAddr>()) {
-                let admin = admin?;
+            // The file exists before Envoy has written the address into it: unparsable means not yet.
+            if let Some(admin) = std::fs::read_to_string(admin_path).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok()) {
                 let url = format!("http://{admin}/listeners?format=json");
                 if let Ok(resp) = http.get(&url).send().await {
                     let v: Value = resp.json().await.unwrap_or_default();

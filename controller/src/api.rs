@@ -32,6 +32,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/filter.wasm", get(crate::module::wasm))
+        .route("/v1/filter.wasm.sha256", get(crate::module::wasm_sha256))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())))

@@ -24,8 +24,9 @@ enum RolloutCommand {
     List,
     /// Show one rollout with its last verdict and live metrics (JSON).
     Get { name: String },
-    /// Create or replace a rollout from a JSON spec file (`-` for stdin).
-    Apply { name: String, #[arg(short, long)] file: String },
+    /// Create or replace rollouts: `apply -f FILE` takes Rollout documents (YAML or JSON, several per
+    /// file, or a directory of them); `apply NAME --file SPEC.json` a bare JSON spec (`-` for stdin).
+    Apply { name: Option<String>, #[arg(short, long)] file: String },
     /// Set a manual weight (percent) on a rollout, keeping its hosts and versions.
     SetWeight { name: String, weight: f64 },
     /// Show a rollout's events.
@@ -63,7 +64,8 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             }
         }
         RolloutCommand::Get { name } => print(&c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?)?,
-        RolloutCommand::Apply { name, file } => {
+        RolloutCommand::Apply { name: None, file } => crate::cli_apply::documents(&c, &file).await?,
+        RolloutCommand::Apply { name: Some(name), file } => {
             let text = if file == "-" { std::io::read_to_string(std::io::stdin())? } else { std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))? };
             let spec: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
             print(&c.send(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?)?;
@@ -111,10 +113,10 @@ fn print(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: Option<String>,
 }
 
 impl Client {

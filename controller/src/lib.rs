@@ -7,14 +7,18 @@
 pub mod actions;
 pub mod api;
 pub mod cli;
+mod cli_apply;
 pub mod driver;
 pub mod error;
 pub mod events;
+pub mod gitops;
 pub mod ingest;
 pub mod live;
+pub mod manifest;
 pub mod metrics;
 pub mod machine;
 pub mod model;
+pub mod module;
 pub mod poll;
 pub mod state;
 pub mod store;

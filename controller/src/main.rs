@@ -43,6 +43,12 @@ struct ServeArgs {
     /// crash of the process; may lose the last commits on power loss, with fewer fsyncs).
     #[arg(long, env = "FLEDGE_SYNC", default_value = "full")]
     sync: Durability,
+    /// Directory of Rollout documents to apply as they change (a mounted ConfigMap; see docs/kubernetes.md).
+    #[arg(long, env = "FLEDGE_ROLLOUTS_DIR")]
+    rollouts_dir: Option<PathBuf>,
+    /// With --rollouts-dir: delete rollouts that no file there declares.
+    #[arg(long, requires = "rollouts_dir")]
+    prune: bool,
 }
 
 #[tokio::main]
@@ -77,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let driver = fledge_controller::driver::spawn(state.clone());
+    let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -92,6 +99,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     driver.abort();
+    if let Some(g) = gitops {
+        g.abort();
+    }
     Ok(())
 }
 

@@ -74,7 +74,11 @@ impl Root {
         if let Some(id) = &cfg.proxy_id {
             return id.clone();
         }
-        let node = hostcalls::get_property(vec!["node", "id"]).ok().flatten();
+        // Envoy 1.40 exposes the node as the attribute `xds.node`; older Envoys (and Istio's proxies
+        // before the attribute move) as `node`. Without this, every sidecar got a random id.
+        let node = [vec!["xds", "node", "id"], vec!["node", "id"]]
+            .into_iter()
+            .find_map(|path| hostcalls::get_property(path).ok().flatten().filter(|b| !b.is_empty()));
         if let Some(id) = node.and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty()) {
             return id;
         }

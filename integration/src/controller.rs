@@ -15,6 +15,7 @@ pub struct ControllerBuilder {
     token: Option<String>,
     poll_hold_secs: Option<f64>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl ControllerBuilder {
@@ -30,6 +31,12 @@ impl ControllerBuilder {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// An extra argument to `fledge serve` (e.g. `--rollouts-dir DIR`).
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
         self
     }
 
@@ -85,6 +92,7 @@ impl Controller {
         if let Some(s) = self.builder.poll_hold_secs {
             cmd.arg("--poll-hold-secs").arg(s.to_string());
         }
+        cmd.args(&self.builder.args);
         for (k, v) in &self.builder.env {
             cmd.env(k, v);
         }

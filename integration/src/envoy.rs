@@ -25,7 +25,20 @@ pub struct EnvoyBuilder {
     plugin_config: Value,
     concurrency: u32,
     route_timeout_ms: Option<u64>,
+    controller_cluster: String,
+    node_id: Option<String>,
+    discovery: Option<(String, PathBuf)>,
+    filters_before: Vec<Value>,
+    filters_after: Vec<Value>,
+    stats_inclusion_prefixes: Option<Vec<String>>,
 }
+
+/// Type URLs an Istio sidecar accepts for a WasmPlugin's extension config: the Wasm filter, or the RBAC
+/// filter istio-agent substitutes when the module cannot be fetched.
+pub const ECDS_TYPE_URLS: [&str; 2] = [
+    "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+];
 
 impl EnvoyBuilder {
     /// Routes `host` by the fledge header to one backend per version; the first version is the default.
@@ -51,6 +64,43 @@ impl EnvoyBuilder {
     /// Envoy's route timeout (whole upstream response); Envoy's default is 15 s.
     pub fn route_timeout_ms(mut self, ms: u64) -> Self {
         self.route_timeout_ms = Some(ms);
+        self
+    }
+
+    /// Name of the cluster that reaches the controller (default `fledge_controller`; Istio names it
+    /// `outbound|7070||fledge.fledge-system.svc.cluster.local`).
+    pub fn controller_cluster(mut self, name: &str) -> Self {
+        self.controller_cluster = name.into();
+        self
+    }
+
+    /// The bootstrap's `node.id` (an Istio sidecar's is `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`).
+    pub fn node_id(mut self, id: &str) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// Instead of an inline filter: the HTTP filter `name` comes from a file-based extension config
+    /// source (`config_discovery` + `path_config_source`, the directory watched for atomic renames),
+    /// as a sidecar receives a WasmPlugin over ECDS. The file holds a `TypedExtensionConfig` named `name`
+    /// (Wasm or RBAC, see [`ECDS_TYPE_URLS`]); `plugin_config` is then unused.
+    pub fn wasm_from_discovery(mut self, name: &str, file: PathBuf) -> Self {
+        self.discovery = Some((name.into(), file));
+        self
+    }
+
+    /// HTTP filters around fledge's (the router stays last): stand-ins for a sidecar's own chain, to put
+    /// the filter where a WasmPlugin's `phase` does.
+    pub fn filters_around(mut self, before: Vec<Value>, after: Vec<Value>) -> Self {
+        self.filters_before = before;
+        self.filters_after = after;
+        self
+    }
+
+    /// Keep only stats with these prefixes (bootstrap `stats_matcher`, what Istio's
+    /// `proxyStatsMatcher.inclusionPrefixes` becomes).
+    pub fn stats_inclusion_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.stats_inclusion_prefixes = Some(prefixes);
         self
     }
 
@@ -116,9 +166,9 @@ impl EnvoyBuilder {
             {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "untouched"}}}
         ]}));
         if let Some(c) = self.controller {
-            clusters.push(static_cluster("fledge_controller", c));
+            clusters.push(static_cluster(&self.controller_cluster, c));
         }
-        let wasm = json!({
+        let inline = json!({
             "name": "fledge",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -131,9 +181,37 @@ impl EnvoyBuilder {
                 }
             }
         });
-        json!({
+        let wasm = match &self.discovery {
+            None => inline,
+            Some((name, file)) => json!({
+                "name": name,
+                "config_discovery": {
+                    "config_source": {
+                        "resource_api_version": "V3",
+                        "path_config_source": {
+                            "path": file,
+                            "watched_directory": {"path": file.parent().unwrap_or(std::path::Path::new("."))}
+                        }
+                    },
+                    "type_urls": ECDS_TYPE_URLS
+                }
+            }),
+        };
+        let router = json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
+        let http_filters: Vec<Value> = self.filters_before.iter().cloned()
+            .chain([wasm])
+            .chain(self.filters_after.iter().cloned())
+            .chain([router])
+            .collect();
+        let mut stats_config = json!({"stats_tags": fledge_stats_tags()});
+        if let Some(prefixes) = &self.stats_inclusion_prefixes {
+            let patterns: Vec<Value> = prefixes.iter().map(|p| json!({"prefix": p})).collect();
+            stats_config["stats_matcher"] = json!({"inclusion_list": {"patterns": patterns}});
+        }
+        let mut bootstrap = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "stats_config": {"stats_tags": fledge_stats_tags()},
+            "stats_config": stats_config,
             "static_resources": {
                 "listeners": [{
                     "name": "agents",
@@ -144,14 +222,17 @@ impl EnvoyBuilder {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "agents",
                             "route_config": {"name": "agents", "virtual_hosts": vhosts},
-                            "http_filters": [wasm, {"name": "envoy.filters.http.router", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                            "http_filters": http_filters
                         }
                     }]}]
                 }],
                 "clusters": clusters
             }
-        })
+        });
+        if let Some(id) = &self.node_id {
+            bootstrap["node"] = json!({"id": id, "cluster": "fledge-test"});
+        }
+        bootstrap
     }
 }
 
@@ -194,7 +275,19 @@ pub struct Envoy {
 
 impl Envoy {
     pub fn builder() -> EnvoyBuilder {
-        EnvoyBuilder { hosts: Vec::new(), controller: None, plugin_config: json!({}), concurrency: 2, route_timeout_ms: None }
+        EnvoyBuilder {
+            hosts: Vec::new(),
+            controller: None,
+            plugin_config: json!({}),
+            concurrency: 2,
+            route_timeout_ms: None,
+            controller_cluster: "fledge_controller".into(),
+            node_id: None,
+            discovery: None,
+            filters_before: Vec::new(),
+            filters_after: Vec::new(),
+            stats_inclusion_prefixes: None,
+        }
     }
 
     /// Waits for the admin address, then the listener's port; fails at once when Envoy exits or logs a
