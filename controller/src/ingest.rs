@@ -65,8 +65,8 @@ fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
         None => {}
     }
     if let Some(c) = o.cost {
-        if !(c.is_finite() && c >= 0.0) {
-            return Err(bad(format!("cost must be a non-negative number, got {c}")));
+        if !fledge_core::outcome::valid_cost(c) {
+            return Err(bad(format!("cost must be a number from 0 to {:e}, got {c}", fledge_core::outcome::MAX_COST)));
         }
         s.cost_count = 1;
         s.cost_sum = c;

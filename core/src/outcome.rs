@@ -43,7 +43,16 @@ pub fn parse_result(v: &[u8]) -> TaskResult {
 pub fn parse_cost(v: &[u8]) -> Option<f64> {
     let s = std::str::from_utf8(v.trim_ascii()).ok()?;
     let x: f64 = s.parse().ok()?;
-    (x.is_finite() && x >= 0.0).then_some(x)
+    valid_cost(x).then_some(x)
+}
+
+/// The largest cost one task may report. Bounded so that sums of costs and of their squares over any
+/// number of tasks stay finite (1e12² × 2^64 ≈ 1.8e43).
+pub const MAX_COST: f64 = 1e12;
+
+/// A cost is a number in [0, [`MAX_COST`]].
+pub fn valid_cost(x: f64) -> bool {
+    x.is_finite() && (0.0..=MAX_COST).contains(&x)
 }
 
 /// A non-negative integer count of policy violations.

@@ -145,9 +145,9 @@ impl PluginConfig {
     }
 
     fn compile(raw: Raw) -> Result<Self, PluginConfigError> {
-        let cluster = non_empty("controller.cluster", raw.controller.cluster)?
+        let cluster = header_value("controller.cluster", raw.controller.cluster)?
             .unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
-        let authority = non_empty("controller.authority", raw.controller.authority)?
+        let authority = header_value("controller.authority", raw.controller.authority)?
             .unwrap_or_else(|| cluster.clone());
         let route_header = header_name("route_header", raw.route_header)?
             .unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_string());
@@ -170,7 +170,7 @@ impl PluginConfig {
             controller: ControllerTarget {
                 cluster,
                 authority,
-                token: non_empty("controller.token", raw.controller.token)?,
+                token: header_value("controller.token", raw.controller.token)?,
                 poll_timeout_ms: ranged("controller.poll_timeout_ms", raw.controller.poll_timeout_ms, 40_000, 1_000, 600_000)?,
             },
             route_header,
@@ -178,8 +178,29 @@ impl PluginConfig {
             tick_ms: ranged("tick_ms", raw.tick_ms, 50, 10, 10_000)?,
             report_interval_ms: ranged("report_interval_ms", raw.report_interval_ms, 1_000, 100, 60_000)?,
             outcome,
-            proxy_id: non_empty("proxy_id", raw.proxy_id)?,
+            proxy_id: identifier("proxy_id", raw.proxy_id)?,
         })
+    }
+}
+
+/// An id every report carries: what the controller accepts (1-253 bytes, no control characters).
+fn identifier(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
+    match non_empty(field, v)? {
+        Some(s) if !crate::report::valid_identifier(&s) => Err(PluginConfigError::Field {
+            field,
+            reason: format!("must be 1-{} bytes without control characters", crate::report::MAX_ID_LEN),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// A value sent in an HTTP header: no control characters (a CR or LF would split the header).
+fn header_value(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
+    match non_empty(field, v)? {
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(PluginConfigError::Field { field, reason: "must not contain control characters".into() })
+        }
+        other => Ok(other),
     }
 }
 
@@ -251,5 +272,9 @@ mod tests {
         assert!(err(r#"{"route_header":"bad header"}"#).contains("route_header"));
         assert!(err(r#"{"tick_ms":0}"#).contains("tick_ms"));
         assert!(err("not json").contains("not valid JSON"));
+        assert!(err(r#"{"proxy_id":"gate\u007fay-1"}"#).contains("proxy_id"));
+        assert!(err(&format!(r#"{{"proxy_id":"{}"}}"#, "p".repeat(254))).contains("proxy_id"));
+        assert!(err(r#"{"controller":{"token":"a\r\nx-evil: 1"}}"#).contains("controller.token"));
+        assert!(err(r#"{"controller":{"authority":"a\nb"}}"#).contains("controller.authority"));
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::VersionStats;
 use crate::histogram::{HistogramError, SparseHistogram};
+use crate::outcome::MAX_COST;
 
 /// Version entries one report may carry (a proxy reports two per rollout it serves).
 pub const MAX_VERSION_ENTRIES: usize = 512;
@@ -62,6 +63,8 @@ pub enum ReportError {
     Identifier { field: String },
     #[error("versions[{entry}].stats.{field}: {source}")]
     Histogram { entry: usize, field: &'static str, source: HistogramError },
+    #[error("versions[{entry}].stats.{field} is not a sum of cost_count costs of at most {MAX_COST:e} each")]
+    Cost { entry: usize, field: &'static str },
 }
 
 /// A report as the controller receives it, validated, histograms still sparse.
@@ -207,6 +210,12 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
         for (field, h) in [("latency_headers", &v.stats.latency_headers), ("latency_total", &v.stats.latency_total)] {
             h.validate().map_err(|source| ReportError::Histogram { entry, field, source })?;
         }
+        let n = v.stats.cost_count as f64;
+        for (field, sum, bound) in [("cost_sum", v.stats.cost_sum, MAX_COST * n), ("cost_sum_sq", v.stats.cost_sum_sq, MAX_COST * MAX_COST * n)] {
+            if !(sum.is_finite() && (0.0..=bound).contains(&sum)) {
+                return Err(ReportError::Cost { entry, field });
+            }
+        }
     }
     Ok(report)
 }
@@ -276,6 +285,17 @@ mod tests {
         assert!(e.contains("versions[0].stats.latency_total") && e.contains("60000"), "{e}");
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(deep.as_bytes()).is_err(), "deep nesting is refused, not a stack overflow");
+    }
+
+    #[test]
+    fn cost_sums_must_fit_the_per_task_bound() {
+        let report = |sum: &str, count: u64| {
+            format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{"cost_count":{count},"cost_sum":{sum}}}}}]}}"#)
+        };
+        assert!(parse(report("2.5", 2).as_bytes()).is_ok());
+        assert_eq!(parse(report("1e308", 2).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }));
+        assert_eq!(parse(report("1", 0).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }), "a cost without a task");
+        assert_eq!(parse(report("-1", 1).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RolloutError {
-    #[error("name {0:?} is invalid: use 1-63 characters of a-z, 0-9, '-', '_' or '.'")]
+    #[error("name {0:?} is invalid: use 1-63 characters of a-z, 0-9, '-', '_' or '.' (not \".\" or \"..\")")]
     Name(String),
     #[error("hosts must not be empty")]
     NoHosts,
@@ -147,7 +147,10 @@ pub fn default_salt(name: &str) -> u32 {
 }
 
 pub fn validate_name(name: &str) -> Result<(), RolloutError> {
+    // "." and ".." would be path segments that clients normalise away in /v1/rollouts/{name}.
     let ok = (1..=63).contains(&name.len())
+        && name != "."
+        && name != ".."
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     if ok {
         Ok(())
@@ -216,6 +219,7 @@ mod tests {
         assert!(matches!(spec(&["a"], "v 1", "v2").validate(), Err(RolloutError::Version { field: "stable", .. })));
         assert!(validate_name("support-agent").is_ok());
         assert!(validate_name("Bad Name").is_err());
+        assert!(validate_name(".").is_err() && validate_name("..").is_err() && validate_name("v1.2").is_ok());
     }
 
     #[test]

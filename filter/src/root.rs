@@ -79,8 +79,10 @@ impl Root {
         let node = [vec!["xds", "node", "id"], vec!["node", "id"]]
             .into_iter()
             .find_map(|path| hostcalls::get_property(path).ok().flatten().filter(|b| !b.is_empty()));
-        if let Some(id) = node.and_then(|b| String::from_utf8(b).ok()).filter(|s| !s.is_empty()) {
-            return id;
+        match node.and_then(|b| String::from_utf8(b).ok()) {
+            Some(id) if fledge_core::report::valid_identifier(&id) => return id,
+            Some(id) => log(LogLevel::Warn, &format!("node id {id:?} cannot name this proxy in reports (1-253 bytes, no control characters); using a random id")),
+            None => {}
         }
         // Shared data has no create-if-absent: racing workers may each write, and the last write wins.
         // `current_proxy_id` re-reads it at every report, so all workers converge on that value.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub enum SpecError {
     #[error("steps is empty: give at least one canary weight, e.g. [1, 5, 25, 50, 100]")]
     NoSteps,
-    #[error("steps[{index}] = {value} is outside (0, 100] percent")]
+    #[error("steps[{index}] = {value} is not a canary weight: give a percent in (0, 100] with at most two decimals")]
     StepOutOfRange { index: usize, value: f64 },
     #[error(
         "steps[{index}] = {value} is not above the step before it; steps must strictly increase"
@@ -161,7 +161,9 @@ fn check_steps(steps: &[f64]) -> Result<(), SpecError> {
     }
     let mut previous = 0.0;
     for (index, &value) in steps.iter().enumerate() {
-        if !(value.is_finite() && value > 0.0 && value <= 100.0) {
+        // A step is a canary weight: above 0, at most 100, at most two decimals.
+        let is_weight = crate::bucket::Weight::try_from_percent(value).is_ok();
+        if !(value.is_finite() && value > 0.0 && value <= 100.0 && is_weight) {
             return Err(SpecError::StepOutOfRange { index, value });
         }
         if index > 0 && value <= previous {

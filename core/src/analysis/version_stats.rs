@@ -65,8 +65,8 @@ impl VersionStats {
         for (mine, theirs) in counters {
             *mine = mine.saturating_add(theirs);
         }
-        self.cost_sum += other.cost_sum;
-        self.cost_sum_sq += other.cost_sum_sq;
+        self.cost_sum = saturating_add(self.cost_sum, other.cost_sum);
+        self.cost_sum_sq = saturating_add(self.cost_sum_sq, other.cost_sum_sq);
         self.latency_headers.merge(&other.latency_headers);
         self.latency_total.merge(&other.latency_total);
     }
@@ -137,6 +137,18 @@ impl VersionStats {
             Metric::TaskSuccessRate => self.outcomes(),
             Metric::CostPerTask => self.cost_count,
         }
+    }
+}
+
+/// a + b, held at f64::MAX rather than overflowing to infinity (inputs are checked finite on ingest).
+fn saturating_add(a: f64, b: f64) -> f64 {
+    let sum = a + b;
+    if sum.is_finite() {
+        sum
+    } else if sum.is_nan() {
+        a
+    } else {
+        f64::MAX.copysign(sum)
     }
 }
 
