@@ -116,7 +116,17 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
         confirmation.proxies
     );
     let mut body = serde_json::to_value(rollout.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let readiness = rollout.spec.readiness.as_ref().map(|spec| {
+        let probes = state.probes();
+        let probe = probes.get(&name).filter(|p| p.url == spec.url);
+        json!({
+            "state": probe.map_or(crate::readiness::Readiness::Unknown, |p| p.state),
+            "summary": probe.map(|p| p.describe(spec)),
+            "probe": probe,
+        })
+    });
     let live = json!({
+        "readiness": readiness,
         "summary": summary,
         "window": {
             "started_at_ms": started,

@@ -57,7 +57,8 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
     let view = state.view();
     for r in view.rollouts() {
         let input = match r.status.phase {
-            Phase::Pending => Some(Input::Start),
+            // A canary with a readiness probe gets no traffic before it passes.
+            Phase::Pending if state.probes().ready(r) => Some(Input::Start),
             Phase::Progressing => judgement(state, r, now),
             _ => None,
         };

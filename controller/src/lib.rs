@@ -20,6 +20,7 @@ pub mod machine;
 pub mod model;
 pub mod module;
 pub mod poll;
+pub mod readiness;
 pub mod state;
 pub mod store;
 

@@ -62,6 +62,9 @@ pub enum Input {
     /// A judgement of a progressing rollout. `scheduled` is false for the look taken as soon as data
     /// arrives between intervals, where only a failing critical gate acts.
     Judged { verdict: Box<Verdict>, scheduled: bool },
+    /// The canary failed its readiness probe `failure_threshold` times in a row while its traffic
+    /// flows: a failing critical gate.
+    ReadinessFailed { detail: String },
 }
 
 impl Input {
@@ -126,6 +129,16 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
         Input::User { action } => user(r, action, now_ms),
         Input::Start => start(r, now_ms),
         Input::Judged { verdict, scheduled } => judged(r, *verdict, scheduled, now_ms),
+        Input::ReadinessFailed { detail } => {
+            if !matches!(r.status.phase, Phase::Progressing | Phase::Paused) {
+                return Err(StateError::NotAllowed { action: "fail readiness of", phase: r.status.phase.as_str() });
+            }
+            let mut next = r.clone();
+            next.status.phase = Phase::RolledBack;
+            next.status.weight = Weight::ZERO;
+            next.status.message = format!("rolled back: the canary failed its readiness probe: {detail}");
+            Ok(Transition::new(next, Some("rolled_back"), true, WindowEffect::Keep))
+        }
     }
 }
 

@@ -116,6 +116,9 @@ impl Rollout {
         let mode = Arc::new(spec.mode()?);
         let (phase, weight, message) = match mode.as_ref() {
             Mode::Manual(w) => (Phase::Manual, *w, "manual weighting".to_string()),
+            Mode::Automated(_) if spec.readiness.is_some() => {
+                (Phase::Pending, Weight::ZERO, "waiting for the canary to pass its readiness probe".to_string())
+            }
             Mode::Automated(_) => (Phase::Pending, Weight::ZERO, "waiting for the first analysis tick".to_string()),
         };
         let status = RolloutStatus {

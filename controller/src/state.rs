@@ -78,6 +78,7 @@ struct Shared {
     published: watch::Sender<Arc<Published>>,
     shutdown: watch::Sender<bool>,
     live: Mutex<Live>,
+    probes: Mutex<crate::readiness::Probes>,
     data_arrived: Notify,
     settings: Settings,
 }
@@ -113,6 +114,7 @@ impl AppState {
                 published,
                 shutdown,
                 live: Mutex::new(Live::default()),
+                probes: Mutex::new(crate::readiness::Probes::default()),
                 data_arrived: Notify::new(),
                 settings,
             }),
@@ -134,6 +136,14 @@ impl AppState {
     pub fn live(&self) -> MutexGuard<'_, Live> {
         self.shared.live.lock().unwrap_or_else(|poisoned| {
             self.shared.live.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// The canaries' readiness probes (bookkeeping only; cleared of poisoning like `live`).
+    pub fn probes(&self) -> MutexGuard<'_, crate::readiness::Probes> {
+        self.shared.probes.lock().unwrap_or_else(|poisoned| {
+            self.shared.probes.clear_poison();
             poisoned.into_inner()
         })
     }

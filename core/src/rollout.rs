@@ -30,6 +30,8 @@ pub enum RolloutError {
     ManualAndAutomated(&'static str),
     #[error("{0}")]
     Analysis(String),
+    #[error("readiness.{field}: {reason}")]
+    Readiness { field: &'static str, reason: String },
 }
 
 /// How the canary's weight is set.
@@ -77,6 +79,62 @@ pub struct RolloutSpec {
     pub analysis: Option<AnalysisOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<GateConfig>>,
+    /// A probe of the canary: no user traffic before it passes, a rollback when it fails later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ReadinessSpec>,
+}
+
+/// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSpec {
+    /// `http://host[:port]/path` of the canary's own health endpoint (plain HTTP).
+    pub url: String,
+    #[serde(default = "ReadinessSpec::default_interval")]
+    pub interval_seconds: f64,
+    #[serde(default = "ReadinessSpec::default_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive passes before the canary counts as ready.
+    #[serde(default = "ReadinessSpec::default_threshold")]
+    pub success_threshold: u32,
+    /// Consecutive failures before it counts as not ready.
+    #[serde(default = "ReadinessSpec::default_threshold")]
+    pub failure_threshold: u32,
+}
+
+impl ReadinessSpec {
+    fn default_interval() -> f64 {
+        1.0
+    }
+
+    fn default_timeout() -> u64 {
+        500
+    }
+
+    fn default_threshold() -> u32 {
+        3
+    }
+
+    pub fn validate(&self) -> Result<(), RolloutError> {
+        let bad = |field, reason: &str| Err(RolloutError::Readiness { field, reason: reason.to_string() });
+        let rest = self.url.strip_prefix("http://").unwrap_or_default();
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        if rest.is_empty() || host.is_empty() || self.url.len() > 2_048 || self.url.chars().any(|c| c.is_control() || c == ' ') {
+            return bad("url", "give an http:// URL with a host, e.g. http://support-agent-v2:8080/healthz");
+        }
+        if !(self.interval_seconds.is_finite() && self.interval_seconds >= 0.1 && self.interval_seconds <= 300.0) {
+            return bad("interval_seconds", "must be between 0.1 and 300");
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return bad("timeout_ms", "must be between 1 and 60000");
+        }
+        for (field, n) in [("success_threshold", self.success_threshold), ("failure_threshold", self.failure_threshold)] {
+            if !(1..=100).contains(&n) {
+                return bad(field, "must be between 1 and 100");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RolloutSpec {
@@ -93,6 +151,7 @@ impl RolloutSpec {
             min_requests: None,
             analysis: None,
             gates: None,
+            readiness: None,
         }
     }
 
@@ -102,6 +161,9 @@ impl RolloutSpec {
         validate_version("canary", &self.canary)?;
         if self.stable == self.canary {
             return Err(RolloutError::SameVersion);
+        }
+        if let Some(r) = &self.readiness {
+            r.validate()?;
         }
         self.mode().map(|_| ())
     }
@@ -115,6 +177,7 @@ impl RolloutSpec {
                 ("min_requests", self.min_requests.is_some()),
                 ("analysis", self.analysis.is_some()),
                 ("gates", self.gates.is_some()),
+                ("readiness", self.readiness.is_some()),
             ];
             return match automated.iter().find(|(_, set)| *set) {
                 Some((field, _)) => Err(RolloutError::ManualAndAutomated(field)),
@@ -220,6 +283,20 @@ mod tests {
         assert!(validate_name("support-agent").is_ok());
         assert!(validate_name("Bad Name").is_err());
         assert!(validate_name(".").is_err() && validate_name("..").is_err() && validate_name("v1.2").is_ok());
+    }
+
+    #[test]
+    fn readiness_is_validated_naming_the_field() {
+        let with = |r: &str| parse(&format!(r#"{{"hosts":["a"],"stable":"v1","canary":"v2","readiness":{r}}}"#)).validate();
+        assert_eq!(with(r#"{"url":"http://v2:8080/healthz"}"#), Ok(()));
+        let err = |r: &str| with(r).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(r#"{"url":"https://v2/healthz"}"#).contains("readiness.url"));
+        assert!(err(r#"{"url":"http:///healthz"}"#).contains("readiness.url"));
+        assert!(err(r#"{"url":"http://v2/","timeout_ms":0}"#).contains("readiness.timeout_ms"));
+        assert!(err(r#"{"url":"http://v2/","success_threshold":0}"#).contains("readiness.success_threshold"));
+        assert!(err(r#"{"url":"http://v2/","interval_seconds":0}"#).contains("readiness.interval_seconds"));
+        let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"readiness":{"url":"http://v2/"}}"#);
+        assert_eq!(manual.validate(), Err(RolloutError::ManualAndAutomated("readiness")));
     }
 
     #[test]

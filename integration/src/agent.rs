@@ -32,6 +32,9 @@ pub struct Behaviour {
     pub emit_outcome: bool,
     /// Send the headers (200) and a first chunk, then never finish (Envoy's route timeout ends it).
     pub stall_after_headers: bool,
+    /// What `GET /healthz` answers: 200 when healthy, 503 otherwise. Health checks are not counted
+    /// as requests.
+    pub healthy: bool,
 }
 
 impl Default for Behaviour {
@@ -46,6 +49,7 @@ impl Default for Behaviour {
             outcome_in_trailers: false,
             emit_outcome: true,
             stall_after_headers: false,
+            healthy: true,
         }
     }
 }
@@ -96,7 +100,10 @@ impl Agent {
             marks: Mutex::new(Marks::default()),
         });
         let s = shared.clone();
-        let app = axum::Router::new().fallback(move || handle(s.clone()));
+        let h = shared.clone();
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(move || health(h.clone())))
+            .fallback(move || handle(s.clone()));
         // TCP_NODELAY: without it, a lightly used connection (the canary's, at a small weight) waits on
         // Nagle and delayed ACKs and looks tens of milliseconds slower than a busy one.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -138,6 +145,15 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+async fn health(shared: Arc<Shared>) -> StatusCode {
+    let healthy = shared.behaviour.read().map(|b| b.healthy).unwrap_or(false);
+    if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 

@@ -89,6 +89,7 @@ enum Draw {
     User(UserAction),
     Replace(bool),
     Start,
+    ReadinessFailed,
     Judge { scheduled: bool, canary_errors: u64, violations: u64, requests: u64, advance_ms: u64 },
 }
 
@@ -97,6 +98,7 @@ fn draw() -> impl Strategy<Value = Draw> {
         prop_oneof![Just(UserAction::Pause), Just(UserAction::Resume), Just(UserAction::Promote), Just(UserAction::Abort)].prop_map(Draw::User),
         any::<bool>().prop_map(Draw::Replace),
         Just(Draw::Start),
+        Just(Draw::ReadinessFailed),
         (any::<bool>(), 0u64..30, 0u64..2, 0u64..200, 0u64..8_000).prop_map(|(scheduled, canary_errors, violations, requests, advance_ms)| {
             Draw::Judge { scheduled, canary_errors, violations, requests, advance_ms }
         }),
@@ -115,6 +117,7 @@ fn input_for(d: &Draw, r: &Rollout, now: u64) -> Input {
             Input::Replace { spec: Box::new(serde_json::from_str(&json).unwrap()) }
         }
         Draw::Start => Input::Start,
+        Draw::ReadinessFailed => Input::ReadinessFailed { detail: "HTTP 503".into() },
         Draw::Judge { scheduled, canary_errors, violations, requests, .. } => {
             let canary = stats(*requests + canary_errors, *canary_errors, *violations);
             let stable = stats(10 * requests + 10, 0, 0);
