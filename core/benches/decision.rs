@@ -25,6 +25,8 @@ fn table() -> RouteTable {
                 canary: "v2".into(),
                 weight: Weight::from_basis_points(5_000),
                 salt: default_salt(&name),
+                segments: Vec::new(),
+                session: None,
                 name,
             }
         })

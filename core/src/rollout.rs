@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, GateConfig};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
+use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
 
 /// Steps of a spec that sets none (percent of traffic to the canary).
 pub const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
@@ -30,6 +31,11 @@ pub enum RolloutError {
     ManualAndAutomated(&'static str),
     #[error("{0}")]
     Analysis(String),
+    /// A bad segment rule, named: `segments[1] "beta": match.source_cidr ...`.
+    #[error("{0}")]
+    Segment(String),
+    #[error("{0}")]
+    Session(String),
 }
 
 /// How the canary's weight is set.
@@ -77,6 +83,39 @@ pub struct RolloutSpec {
     pub analysis: Option<AnalysisOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<GateConfig>>,
+    /// Ordered rules evaluated before the weighted split; the first match wins.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_segments")]
+    pub segments: Option<Vec<SegmentSpec>>,
+    /// A session cookie that gives clients without a sticky key a key of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionSpec>,
+}
+
+/// Reads `segments` rule by rule so that a malformed rule (unknown field, wrong type) is reported
+/// with its index and name, like the checks in [`validate_segments`].
+fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
+    let Some(raw) = Option::<Vec<serde_json::Value>>::deserialize(d)? else { return Ok(None) };
+    if raw.len() > crate::segment::MAX_SEGMENTS {
+        return Err(serde::de::Error::custom(format!(
+            "segments: {} rules; at most {} are allowed",
+            raw.len(),
+            crate::segment::MAX_SEGMENTS
+        )));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = v.get("name").and_then(|n| n.as_str()).filter(|n| crate::segment::valid_segment_name(n)).map(str::to_string);
+            serde_json::from_value::<SegmentSpec>(v).map_err(|e| {
+                let rule = match name {
+                    Some(n) => format!("segments[{i}] {n:?}"),
+                    None => format!("segments[{i}]"),
+                };
+                serde::de::Error::custom(format!("{rule}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 impl RolloutSpec {
@@ -93,6 +132,8 @@ impl RolloutSpec {
             min_requests: None,
             analysis: None,
             gates: None,
+            segments: None,
+            session: None,
         }
     }
 
@@ -102,6 +143,10 @@ impl RolloutSpec {
         validate_version("canary", &self.canary)?;
         if self.stable == self.canary {
             return Err(RolloutError::SameVersion);
+        }
+        validate_segments(self.segments.as_deref().unwrap_or_default()).map_err(|e| RolloutError::Segment(e.to_string()))?;
+        if let Some(s) = &self.session {
+            validate_session(s).map_err(RolloutError::Session)?;
         }
         self.mode().map(|_| ())
     }
