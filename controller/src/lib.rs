@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod machine;
 pub mod model;
 pub mod poll;
+pub mod segments;
 pub mod state;
 pub mod store;
 

@@ -22,6 +22,7 @@ use crate::events;
 use crate::live::Live;
 use crate::machine::{Input, Transition, WindowEffect};
 use crate::model::Rollout;
+use crate::segments::SegmentCounts;
 use crate::store::{Store, StoreError};
 
 /// One generation of config as the proxies receive it.
@@ -78,6 +79,7 @@ struct Shared {
     published: watch::Sender<Arc<Published>>,
     shutdown: watch::Sender<bool>,
     live: Mutex<Live>,
+    segments: Mutex<SegmentCounts>,
     data_arrived: Notify,
     settings: Settings,
 }
@@ -113,6 +115,7 @@ impl AppState {
                 published,
                 shutdown,
                 live: Mutex::new(Live::default()),
+                segments: Mutex::new(SegmentCounts::default()),
                 data_arrived: Notify::new(),
                 settings,
             }),
@@ -134,6 +137,14 @@ impl AppState {
     pub fn live(&self) -> MutexGuard<'_, Live> {
         self.shared.live.lock().unwrap_or_else(|poisoned| {
             self.shared.live.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// Per-segment request counts (counters only: poisoning is cleared, as for [`live`](Self::live)).
+    pub fn segment_counts(&self) -> MutexGuard<'_, SegmentCounts> {
+        self.shared.segments.lock().unwrap_or_else(|poisoned| {
+            self.shared.segments.clear_poison();
             poisoned.into_inner()
         })
     }

@@ -87,16 +87,24 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_segments")]
     pub segments: Option<Vec<SegmentSpec>>,
     /// A session cookie that gives clients without a sticky key a key of their own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_session")]
     pub session: Option<SessionSpec>,
+}
+
+/// Reads `session` with its field named in a type error (`session: invalid type ...`).
+fn named_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SessionSpec>, D::Error> {
+    use serde::de::Error;
+    Option::<SessionSpec>::deserialize(d).map_err(|e| D::Error::custom(format!("session: {e}")))
 }
 
 /// Reads `segments` rule by rule so that a malformed rule (unknown field, wrong type) is reported
 /// with its index and name, like the checks in [`validate_segments`].
 fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
-    let Some(raw) = Option::<Vec<serde_json::Value>>::deserialize(d)? else { return Ok(None) };
+    use serde::de::Error;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("segments: {e}")))?;
+    let Some(raw) = raw else { return Ok(None) };
     if raw.len() > crate::segment::MAX_SEGMENTS {
-        return Err(serde::de::Error::custom(format!(
+        return Err(D::Error::custom(format!(
             "segments: {} rules; at most {} are allowed",
             raw.len(),
             crate::segment::MAX_SEGMENTS
@@ -111,7 +119,7 @@ fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
                     Some(n) => format!("segments[{i}] {n:?}"),
                     None => format!("segments[{i}]"),
                 };
-                serde::de::Error::custom(format!("{rule}: {e}"))
+                D::Error::custom(format!("{rule}: {e}"))
             })
         })
         .collect::<Result<Vec<_>, _>>()
