@@ -178,6 +178,16 @@ mod tests {
         }
         assert!(worst <= 4.0, "worst deviation {worst} sessions of 200");
 
+        // The contrast: plain random keys miss ±2 pp (4 of 200) at some weight for most seeds.
+        let misses = (0..300u64)
+            .filter(|seed| {
+                let mut rng = SplitMix64::new(*seed);
+                let buckets: Vec<Bucket> = (0..200).map(|_| Bucket::of_random(rng.next_u32())).collect();
+                (0..=10_000u16).step_by(100).any(|bp| (canary(&buckets, bp) as f64 - 200.0 * f64::from(bp) / 10_000.0).abs() > 4.0)
+            })
+            .count();
+        assert!(misses > 150, "random keys miss in {misses} of 300 seeds");
+
         // One worker, many sessions: random keys would be off by ±35 (one sd) at 50 %; here only the
         // acceptance window's jitter grows (about √(N/400)).
         let mut one = SessionKeys::new(3);
