@@ -77,6 +77,12 @@ impl SessionKeys {
         ((u64::from(t) * u64::from(BUCKETS)) >> 32) as u32
     }
 
+    /// Forgets the sequences of rollouts that are gone (called when a new config is installed; the
+    /// others keep their place, so a weight change does not restart them).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.walks.retain(|name, _| keep(name));
+    }
+
     /// A fresh key for `rollout` (hashed with `salt`) whose bucket follows the rollout's sequence.
     pub fn mint(&mut self, rollout: &str, salt: u32) -> Minted {
         let target = self.next_target(rollout);
@@ -196,6 +202,18 @@ mod tests {
             let err = canary(&buckets, bp) as f64 - 5_000.0 * f64::from(bp) / 10_000.0;
             assert!(err.abs() <= 12.0, "{bp} bp: off by {err} of 5,000");
         }
+    }
+
+    #[test]
+    fn a_new_config_keeps_the_sequences_of_rollouts_that_stay() {
+        let mut keys = SessionKeys::new(5);
+        let mut fresh = SessionKeys::new(5);
+        let first = keys.mint("a", 1);
+        assert_eq!(fresh.mint("a", 1), first);
+        keys.mint("gone", 1);
+        keys.retain(|name| name == "a");
+        assert_eq!(keys.walks.len(), 1);
+        assert_eq!(keys.walks.get("a").map(|w| w.next), Some(1), "a continues where it was");
     }
 
     #[test]
