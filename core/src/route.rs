@@ -104,8 +104,8 @@ impl CompiledRollout {
             let side = if weight.admits(Bucket::of_random(0)) { Side::Canary } else { Side::Stable };
             return Routing { side, segment, source: KeySource::Unneeded, new_session: None };
         }
-        let (bucket, source, new_session) = match find_key(sticky, self.session.as_ref(), req) {
-            Some((source, key)) => (Bucket::of_key(&key, self.salt), source, None),
+        let (bucket, source, new_session) = match find_key(sticky, self.session.as_ref(), req, self.salt) {
+            Some((source, bucket)) => (bucket, source, None),
             None => match &self.session {
                 Some(_) => {
                     let minted = sessions.mint(&self.name, self.salt);
@@ -234,22 +234,22 @@ impl RouteTable {
     }
 }
 
-/// The first sticky key present (plugin sources in order, then the session cookie). Reads each source
-/// until one is found; the `cookie` header is read once however many cookie sources there are (the
-/// caller's `Attributes` memoises).
-fn find_key(sticky: &[StickySource], session: Option<&CompiledSession>, req: &mut impl Attributes) -> Option<(KeySource, Vec<u8>)> {
+/// The bucket of the first sticky key present (plugin sources in order, then the session cookie),
+/// hashed where it lies (no copy). Reads each source until one is found; the `cookie` header is read
+/// once however many cookie sources there are (the caller's `Attributes` memoises).
+fn find_key(sticky: &[StickySource], session: Option<&CompiledSession>, req: &mut impl Attributes, salt: u32) -> Option<(KeySource, Bucket)> {
     for (i, source) in sticky.iter().enumerate() {
         let found = match source {
-            StickySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(<[u8]>::to_vec),
-            StickySource::Cookie(name) => req.header("cookie").and_then(|j| cookie_value(j, name)).map(<[u8]>::to_vec),
+            StickySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(|k| Bucket::of_key(k, salt)),
+            StickySource::Cookie(name) => req.header("cookie").and_then(|j| cookie_value(j, name)).map(|k| Bucket::of_key(k, salt)),
         };
-        if let Some(v) = found {
-            return Some((KeySource::Sticky(i), v));
+        if let Some(b) = found {
+            return Some((KeySource::Sticky(i), b));
         }
     }
     let s = session?;
     let v = req.header("cookie").and_then(|j| cookie_value(j, &s.cookie)).filter(|v| v.len() <= MAX_SESSION_KEY)?;
-    Some((KeySource::Session, v.to_vec()))
+    Some((KeySource::Session, Bucket::of_key(v, salt)))
 }
 
 /// `host:port` → `host`; `[v6]:port` → `[v6]`; a bare IPv6 address is left whole.
