@@ -163,6 +163,7 @@ async fn segments_decide_before_the_split_at_every_step() {
     }
     println!("employees: 100 % canary at weights 0, 1, 5, 25, 50, 100; enterprise: 100 % stable");
 
+
     // The beta segment splits at its own weight (30 %) while the rollout is at 100 %. The split is a
     // deterministic hash of the user ids, so every user is checked against core's bucketing; the
     // share of 10,000 distinct ids has a binomial spread of 0.46 pp at 30 % (±2 pp is 4.4 sd: a
@@ -193,6 +194,24 @@ async fn segments_decide_before_the_split_at_every_step() {
         anyhow::ensure!(got.get("v2") == Some(&canary) && got.get("v1") == Some(&stable), "{got:?}, want v2 {canary} v1 {stable}");
         Ok(())
     });
+
+    // An automated rollout too: employees reach the canary at its first step (1 %), before any
+    // analysis has passed. (Its `pending` phase lasts until the next analysis tick, too short to catch
+    // reliably; weight 0 is covered above.)
+    let mut automated = segments_spec(0.0, 30.0);
+    if let Some(spec) = automated.as_object_mut() {
+        spec.remove("weight");
+        spec.insert("steps".into(), json!([1, 100]));
+        spec.insert("step_seconds".into(), json!(3600));
+    }
+    env.ctl.put_rollout(ROLLOUT, automated).await.unwrap();
+    let st = env.ctl.wait_phase(ROLLOUT, "progressing", Duration::from_secs(10)).await.unwrap();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
+    for u in &employees {
+        let r = c.send(&[("x-employee", "true"), ("x-user-id", u.as_str())]).await.unwrap();
+        assert_eq!(r.served_by.as_deref(), Some("v2"), "employee {u} at the automated rollout's first step");
+    }
+    println!("automated rollout at step 1 ({} %): employees on the canary", st["status"]["weight"]);
 }
 
 /// One anonymous conversation: its own cookie jar (plus some unrelated cookies), and every reply.
