@@ -7,9 +7,11 @@ use anyhow::Context;
 use serde_json::Value;
 
 /// The criterion benchmarks of core/benches/decision.rs, with what each one measures.
-pub const BENCHES: [(&str, &str); 3] = [
+pub const BENCHES: [(&str, &str); 5] = [
     ("sticky_key", "lookup + decide with an `x-user-id` (one murmur3)"),
     ("random", "lookup + decide without a key (SplitMix64 draw)"),
+    ("route_segments", "lookup + route: three segment rules that do not match, then the `x-user-id` split"),
+    ("new_session", "a new session key (rejection sampling, ~196 murmur3; a session's first request only)"),
     ("no_rollout", "lookup of a host without a rollout"),
 ];
 
@@ -66,7 +68,7 @@ mod tests {
             std::fs::write(d.join("estimates.json"), json).unwrap_or_else(|e| panic!("{e}"));
         }
         let est = super::read(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(est.len(), 3);
+        assert_eq!(est.len(), super::BENCHES.len());
         assert_eq!(est[0].median_ns, 37.4);
         assert_eq!(est[0].mean_ns, 37.5);
     }

@@ -75,6 +75,7 @@ pub fn report(proxy: usize, seq: u64) -> anyhow::Result<Vec<u8>> {
         rollout: "support".into(),
         version: v.into(),
         stats: stats(requests, errors),
+        segments: Default::default(),
     };
     let r = Report {
         proxy: format!("p-{proxy}"),

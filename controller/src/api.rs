@@ -134,6 +134,8 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
             "canary": crate::metrics::summary(&rollout.spec.canary, &canary),
         },
         "confirmation": confirmation,
+        "segments": state.segment_counts().status(rollout),
+        "session": rollout.spec.session.as_ref().map(|s| json!({"cookie": s.cookie})),
     });
     if let Some(fields) = body.as_object_mut() {
         fields.insert("live".into(), live);

@@ -18,19 +18,38 @@ use crate::error::{parse_json, ApiError, Body};
 use crate::live::{Current, Ingested};
 use crate::state::{now_ms, AppState};
 
+/// One report entry's per-segment counts: rollout, version, (segment, requests).
+type SegmentEntry = (String, String, Vec<(String, u64)>);
+
 /// Outcomes one request may carry.
 pub const MAX_OUTCOMES: usize = 10_000;
 
 pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<(StatusCode, Json<Ingested>), ApiError> {
-    let report = report::parse(&body).map_err(|e| match e {
+    let mut report = report::parse(&body).map_err(|e| match e {
         ReportError::Json(_) => ApiError::BadRequest(e.to_string()),
         other => ApiError::Invalid(other.to_string()),
     })?;
+    // Per-segment counts go to their own table, once the report is known not to be a duplicate.
+    let segments: Vec<SegmentEntry> = report
+        .versions
+        .iter_mut()
+        .filter(|v| !v.segments.is_empty())
+        .map(|v| (v.rollout.clone(), v.version.clone(), std::mem::take(&mut v.segments)))
+        .collect();
     let view = state.view();
     let current = |name: &str| {
         view.rollout(name).map(|r| Current { stable: r.spec.stable.as_str(), canary: r.spec.canary.as_str(), window: r.status.window })
     };
     let ingested = state.live().ingest(report, now_ms(), current);
+    if !ingested.duplicate && !segments.is_empty() {
+        let mut counts = state.segment_counts();
+        for (rollout, version, entries) in &segments {
+            if let Some(r) = view.rollout(rollout) {
+                counts.add(r, version, entries);
+            }
+        }
+        counts.retain(|name| view.rollout(name).is_some());
+    }
     if ingested.merged > 0 {
         state.data_arrived();
     }

@@ -21,6 +21,7 @@ pub mod model;
 pub mod module;
 pub mod poll;
 pub mod readiness;
+pub mod segments;
 pub mod state;
 pub mod store;
 

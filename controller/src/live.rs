@@ -281,8 +281,8 @@ mod tests {
             generation: Some(generation),
             epoch: Some("e".into()),
             versions: vec![
-                IncomingVersion { rollout: "r".into(), version: "v2".into(), stats: stats.clone() },
-                IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats },
+                IncomingVersion { rollout: "r".into(), version: "v2".into(), stats: stats.clone(), segments: vec![] },
+                IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats, segments: vec![] },
             ],
         }
     }

@@ -154,8 +154,12 @@ impl Rollout {
         self.analysis().map_or(1_000, |a| (a.interval_seconds() * 1_000.0) as u64)
     }
 
-    /// What the data plane needs of this rollout.
+    /// What the data plane needs of this rollout. Segments apply while the rollout is live; once it
+    /// has ended (succeeded: stable and canary swapped; rolled back or aborted: the canary is out) they
+    /// are not published, so a `version: canary` rule cannot send anyone to a version that failed or
+    /// to the old stable. The session cookie stays, so clients keep their keys for the next rollout.
     pub fn route(&self) -> RouteSpec {
+        let segments = if self.status.phase.is_terminal() { Vec::new() } else { self.spec.segments.clone().unwrap_or_default() };
         RouteSpec {
             name: self.name.clone(),
             hosts: self.spec.hosts.clone(),
@@ -163,6 +167,8 @@ impl Rollout {
             canary: self.spec.canary.clone(),
             weight: self.status.weight,
             salt: self.spec.salt_for(&self.name),
+            segments,
+            session: self.spec.session.clone(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::events;
 use crate::live::Live;
 use crate::machine::{Input, Transition, WindowEffect};
 use crate::model::Rollout;
+use crate::segments::SegmentCounts;
 use crate::store::{Store, StoreError};
 
 /// One generation of config as the proxies receive it.
@@ -79,6 +80,7 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     live: Mutex<Live>,
     probes: Mutex<crate::readiness::Probes>,
+    segments: Mutex<SegmentCounts>,
     data_arrived: Notify,
     settings: Settings,
 }
@@ -115,6 +117,7 @@ impl AppState {
                 shutdown,
                 live: Mutex::new(Live::default()),
                 probes: Mutex::new(crate::readiness::Probes::default()),
+                segments: Mutex::new(SegmentCounts::default()),
                 data_arrived: Notify::new(),
                 settings,
             }),
@@ -144,6 +147,14 @@ impl AppState {
     pub fn probes(&self) -> MutexGuard<'_, crate::readiness::Probes> {
         self.shared.probes.lock().unwrap_or_else(|poisoned| {
             self.shared.probes.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// Per-segment request counts (counters only: poisoning is cleared, as for [`live`](Self::live)).
+    pub fn segment_counts(&self) -> MutexGuard<'_, SegmentCounts> {
+        self.shared.segments.lock().unwrap_or_else(|poisoned| {
+            self.shared.segments.clear_poison();
             poisoned.into_inner()
         })
     }

@@ -10,9 +10,53 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::rollout::default_salt;
+use fledge_core::segment::{Attributes, SegmentSpec};
+use fledge_core::session::SessionKeys;
 use fledge_core::{ConfigSnapshot, RouteSpec, RouteTable, Weight};
+
+/// A request as the filter's memoised view presents it: only `x-user-id`, and none of the headers
+/// the segment rules ask for.
+struct Keyed<'a>(&'a [u8]);
+
+impl Attributes for Keyed<'_> {
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        (name == "x-user-id").then_some(self.0)
+    }
+
+    fn source_ip(&mut self) -> Option<std::net::IpAddr> {
+        None
+    }
+}
+
+/// The support rollout with three segment rules (two header pins and a cookie split).
+fn segmented() -> RouteTable {
+    let segments: Vec<SegmentSpec> = serde_json::from_str(
+        r#"[{"name":"employees","match":{"header":{"name":"x-employee","exact":"true"}},"version":"canary"},
+            {"name":"enterprise","match":{"header":{"name":"x-plan","exact":"enterprise"}},"version":"stable"},
+            {"name":"beta","match":{"cookie":{"name":"beta","exact":"1"}},"weight":30}]"#,
+    )
+    .unwrap_or_default();
+    let rollout = RouteSpec {
+        name: "support".into(),
+        hosts: vec!["support-agent".into()],
+        stable: "v1".into(),
+        canary: "v2".into(),
+        weight: Weight::from_basis_points(5_000),
+        salt: default_salt("support"),
+        segments,
+        session: None,
+    };
+    match RouteTable::compile(&ConfigSnapshot { epoch: String::new(), generation: 7, rollouts: vec![rollout] }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bench table does not compile: {e}");
+            std::process::exit(1)
+        }
+    }
+}
 
 /// A table the size of a busy mesh's: the benched host among a few dozen others.
 fn table() -> RouteTable {
@@ -25,6 +69,8 @@ fn table() -> RouteTable {
                 canary: "v2".into(),
                 weight: Weight::from_basis_points(5_000),
                 salt: default_salt(&name),
+                segments: Vec::new(),
+                session: None,
                 name,
             }
         })
@@ -65,6 +111,22 @@ fn decision(c: &mut Criterion) {
             rollout.map(|r| r.decide(None, || rng.next_u32()))
         })
     });
+
+    // Three segment rules, none matching, then the sticky key: what `route` adds over `decide`.
+    let seg = segmented();
+    let sticky = PluginConfig::default().sticky;
+    let mut sessions = SessionKeys::new(42);
+    let mut cycle = keys.iter().cycle();
+    g.bench_function("route_segments", |b| {
+        b.iter(|| {
+            let key = cycle.next().map_or(&[][..], Vec::as_slice);
+            let rollout = seg.lookup(black_box("support-agent"));
+            rollout.map(|r| r.route(&mut Keyed(black_box(key)), &sticky, &mut rng, &mut sessions))
+        })
+    });
+
+    // A new session key (a session's first request only): ~196 murmur3 hashes on average.
+    g.bench_function("new_session", |b| b.iter(|| sessions.mint(black_box("support"), 42)));
 
     // A host without a rollout: the cost every other request pays.
     g.bench_function("no_rollout", |b| b.iter(|| table.lookup(black_box("billing-agent")).is_some()));

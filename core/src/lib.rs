@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod backoff;
 pub mod bucket;
+pub mod cookie;
 pub mod histogram;
 pub mod lease;
 pub mod murmur3;
@@ -19,6 +20,8 @@ pub mod report;
 pub mod rng;
 pub mod rollout;
 pub mod route;
+pub mod segment;
+pub mod session;
 pub mod snapshot;
 pub mod stats;
 pub mod telemetry;

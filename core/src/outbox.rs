@@ -123,7 +123,7 @@ mod tests {
 
     fn report(seq: u64, requests: u64) -> Report {
         let versions = (requests > 0)
-            .then(|| VersionReport { rollout: "r".into(), version: "v2".into(), stats: VersionStats { requests, ..VersionStats::default() } })
+            .then(|| VersionReport { rollout: "r".into(), version: "v2".into(), stats: VersionStats { requests, ..VersionStats::default() }, segments: Default::default() })
             .into_iter()
             .collect();
         Report { proxy: "p".into(), worker: "w".into(), seq, generation: Some(1), epoch: None, versions }

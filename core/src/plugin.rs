@@ -31,10 +31,7 @@ impl StickySource {
     }
 }
 
-/// RFC 9110 token characters: what a header or cookie name may contain.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+use crate::cookie::is_token_byte;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControllerTarget {

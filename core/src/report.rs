@@ -10,6 +10,8 @@
 //! their sparse wire form, and checks its size and identifiers before anything dense is allocated — a
 //! report of 20,000 tiny entries must cost what its bytes cost, not 20,000 × 23 KB.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::VersionStats;
@@ -20,6 +22,8 @@ use crate::outcome::MAX_COST;
 pub const MAX_VERSION_ENTRIES: usize = 512;
 /// Longest proxy, worker, rollout or version identifier accepted (a DNS name's length).
 pub const MAX_ID_LEN: usize = 253;
+/// Segment counts one version entry may carry (a rollout has at most 32 segments).
+pub const MAX_SEGMENT_ENTRIES: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -42,6 +46,10 @@ pub struct VersionReport {
     pub rollout: String,
     pub version: String,
     pub stats: VersionStats,
+    /// Requests of this version by the segment that decided them (requests outside every segment are
+    /// not listed). Absent when empty; controllers that predate segments ignore it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, u64>,
 }
 
 /// The JSON body of `POST /v1/reports`.
@@ -59,6 +67,8 @@ pub enum ReportError {
     Schema(String),
     #[error("report has more than {MAX_VERSION_ENTRIES} version entries, the most accepted")]
     TooManyEntries,
+    #[error("a version entry has more than {MAX_SEGMENT_ENTRIES} segment counts, the most accepted")]
+    TooManySegments,
     #[error("{field} must be 1-{MAX_ID_LEN} bytes without control characters")]
     Identifier { field: String },
     #[error("versions[{entry}].stats.{field}: {source}")]
@@ -113,6 +123,35 @@ pub struct IncomingVersion {
     pub rollout: String,
     pub version: String,
     pub stats: WireStats,
+    /// Per-segment request counts, read with a bound ([`MAX_SEGMENT_ENTRIES`]); names are not
+    /// checked here — the controller keeps only the names its rollout defines.
+    #[serde(default, deserialize_with = "bounded_segments")]
+    pub segments: Vec<(String, u64)>,
+}
+
+const TOO_MANY_SEGMENTS: &str = "fledge: too many segment entries";
+
+fn bounded_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, u64)>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<(String, u64)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an object of at most {MAX_SEGMENT_ENTRIES} segment names and request counts")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_SEGMENT_ENTRIES));
+            while let Some((k, v)) = map.next_entry::<String, u64>()? {
+                if out.len() == MAX_SEGMENT_ENTRIES {
+                    return Err(serde::de::Error::custom(TOO_MANY_SEGMENTS));
+                }
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Bounded)
 }
 
 /// [`VersionStats`] in its wire form: the same fields, histograms sparse. Keep the two in step (a test
@@ -189,6 +228,7 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data if e.to_string().starts_with(TOO_MANY) => ReportError::TooManyEntries,
+            Category::Data if e.to_string().starts_with(TOO_MANY_SEGMENTS) => ReportError::TooManySegments,
             Category::Data => ReportError::Schema(e.to_string()),
             _ => ReportError::Json(e.to_string()),
         }
@@ -257,9 +297,15 @@ mod tests {
             seq: 3,
             generation: Some(2),
             epoch: Some("e1".into()),
-            versions: vec![VersionReport { rollout: "r".into(), version: "v2".into(), stats: full_stats() }],
+            versions: vec![VersionReport {
+                rollout: "r".into(),
+                version: "v2".into(),
+                stats: full_stats(),
+                segments: [("employees".to_string(), 7), ("beta".to_string(), 2)].into_iter().collect(),
+            }],
         };
         let parsed = parse(&encode(&report).unwrap()).unwrap();
+        assert_eq!(parsed.versions[0].segments, vec![("beta".to_string(), 2), ("employees".to_string(), 7)]);
         assert_eq!((parsed.seq, parsed.generation, parsed.epoch.as_deref()), (3, Some(2), Some("e1")));
         let mut merged = VersionStats::default();
         parsed.versions[0].stats.merge_into(&mut merged);
@@ -283,6 +329,16 @@ mod tests {
             "versions":[{"rollout":"r","version":"v","stats":{"latency_total":{"buckets":[[60000,1]]}}}]}"#;
         let e = parse(bad_bucket).unwrap_err().to_string();
         assert!(e.contains("versions[0].stats.latency_total") && e.contains("60000"), "{e}");
+        let segs = |n: usize| {
+            let entries: Vec<String> = (0..n).map(|i| format!(r#""s{i}":1"#)).collect();
+            format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{}},"segments":{{{}}}}}]}}"#, entries.join(","))
+        };
+        assert_eq!(parse(segs(MAX_SEGMENT_ENTRIES).as_bytes()).map(|r| r.versions[0].segments.len()), Ok(MAX_SEGMENT_ENTRIES));
+        assert_eq!(parse(segs(10_000).as_bytes()), Err(ReportError::TooManySegments));
+        let negative = br#"{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{"rollout":"r","version":"v","stats":{},"segments":{"a":-1}}]}"#;
+        assert!(matches!(parse(negative), Err(ReportError::Schema(_))));
+        let old = br#"{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{"rollout":"r","version":"v","stats":{}}]}"#;
+        assert_eq!(parse(old).map(|r| r.versions[0].segments.len()), Ok(0), "reports without segments still parse");
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(deep.as_bytes()).is_err(), "deep nesting is refused, not a stack overflow");
     }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, GateConfig};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
+use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
 
 /// Steps of a spec that sets none (percent of traffic to the canary).
 pub const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
@@ -32,6 +33,11 @@ pub enum RolloutError {
     Analysis(String),
     #[error("readiness.{field}: {reason}")]
     Readiness { field: &'static str, reason: String },
+    /// A bad segment rule, named: `segments[1] "beta": match.source_cidr ...`.
+    #[error("{0}")]
+    Segment(String),
+    #[error("{0}")]
+    Session(String),
 }
 
 /// How the canary's weight is set.
@@ -82,6 +88,12 @@ pub struct RolloutSpec {
     /// A probe of the canary: no user traffic before it passes, a rollback when it fails later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ReadinessSpec>,
+    /// Ordered rules evaluated before the weighted split; the first match wins.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_segments")]
+    pub segments: Option<Vec<SegmentSpec>>,
+    /// A session cookie that gives clients without a sticky key a key of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_session")]
+    pub session: Option<SessionSpec>,
 }
 
 /// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
@@ -137,6 +149,41 @@ impl ReadinessSpec {
     }
 }
 
+/// Reads `session` with its field named in a type error (`session: invalid type ...`).
+fn named_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SessionSpec>, D::Error> {
+    use serde::de::Error;
+    Option::<SessionSpec>::deserialize(d).map_err(|e| D::Error::custom(format!("session: {e}")))
+}
+
+/// Reads `segments` rule by rule so that a malformed rule (unknown field, wrong type) is reported
+/// with its index and name, like the checks in [`validate_segments`].
+fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
+    use serde::de::Error;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("segments: {e}")))?;
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.len() > crate::segment::MAX_SEGMENTS {
+        return Err(D::Error::custom(format!(
+            "segments: {} rules; at most {} are allowed",
+            raw.len(),
+            crate::segment::MAX_SEGMENTS
+        )));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = v.get("name").and_then(|n| n.as_str()).filter(|n| crate::segment::valid_segment_name(n)).map(str::to_string);
+            serde_json::from_value::<SegmentSpec>(v).map_err(|e| {
+                let rule = match name {
+                    Some(n) => format!("segments[{i}] {n:?}"),
+                    None => format!("segments[{i}]"),
+                };
+                D::Error::custom(format!("{rule}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 impl RolloutSpec {
     /// A manual rollout: routing only.
     pub fn manual(hosts: &[&str], stable: &str, canary: &str, weight: Weight) -> Self {
@@ -152,6 +199,8 @@ impl RolloutSpec {
             analysis: None,
             gates: None,
             readiness: None,
+            segments: None,
+            session: None,
         }
     }
 
@@ -164,6 +213,10 @@ impl RolloutSpec {
         }
         if let Some(r) = &self.readiness {
             r.validate()?;
+        }
+        validate_segments(self.segments.as_deref().unwrap_or_default()).map_err(|e| RolloutError::Segment(e.to_string()))?;
+        if let Some(s) = &self.session {
+            validate_session(s).map_err(RolloutError::Session)?;
         }
         self.mode().map(|_| ())
     }

@@ -7,7 +7,16 @@
 use std::collections::HashMap;
 
 use crate::bucket::{Bucket, Weight};
+use crate::cookie::cookie_value;
+use crate::plugin::StickySource;
+use crate::rng::SplitMix64;
+use crate::rollout::RolloutError;
+use crate::segment::{Attributes, CompiledSegment, CompiledSession, SegmentAction};
+use crate::session::{SessionKeys, KEY_LEN};
 use crate::snapshot::{ConfigSnapshot, SnapshotError};
+
+/// A session cookie value longer than this is not a key fledge issued: it is ignored (and replaced).
+pub const MAX_SESSION_KEY: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -31,6 +40,23 @@ pub enum KeySource {
     Sticky(usize),
     /// No sticky key: a fresh random bucket.
     Random,
+    /// The rollout's session cookie.
+    Session,
+    /// No key: a new session key was minted (and goes out in a `Set-Cookie`).
+    NewSession,
+    /// No key was needed: a segment pinned the version, or the weight is 0 % or 100 %.
+    Unneeded,
+}
+
+/// The full per-request decision: segments, then the sticky (or session) key, then the split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    pub side: Side,
+    /// The segment that matched (index into the rollout's segments).
+    pub segment: Option<usize>,
+    pub source: KeySource,
+    /// A key minted for this request; the response must carry it in the session cookie.
+    pub new_session: Option<[u8; KEY_LEN]>,
 }
 
 /// A routing decision with its reasons.
@@ -49,9 +75,49 @@ pub struct CompiledRollout {
     pub canary: String,
     pub weight: Weight,
     pub salt: u32,
+    pub segments: Vec<CompiledSegment>,
+    pub session: Option<CompiledSession>,
 }
 
 impl CompiledRollout {
+    /// Decides a request: the first matching segment (a pin decides at once; a split replaces the
+    /// weight), then the key — the first sticky source present, else the session cookie, else (with a
+    /// session) a newly minted key — hashed against the weight. Reads through `req` only what the
+    /// path needs: without segments and session it reads exactly what [`decide`](Self::decide)'s
+    /// callers always read (the sticky sources until one is present; nothing at 0 % or 100 %).
+    pub fn route(&self, req: &mut impl Attributes, sticky: &[StickySource], rng: &mut SplitMix64, sessions: &mut SessionKeys) -> Routing {
+        let mut segment = None;
+        let mut weight = self.weight;
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.matches(req) {
+                segment = Some(i);
+                match s.action {
+                    SegmentAction::Pin(side) => return Routing { side, segment, source: KeySource::Unneeded, new_session: None },
+                    SegmentAction::Split(w) => weight = w,
+                }
+                break;
+            }
+        }
+        // At 0 % or 100 % every key gets the same answer: skip reading it — unless a client without
+        // one must be handed a session cookie now, for when the weight moves.
+        if !weight.is_split() && self.session.is_none() {
+            let side = if weight.admits(Bucket::of_random(0)) { Side::Canary } else { Side::Stable };
+            return Routing { side, segment, source: KeySource::Unneeded, new_session: None };
+        }
+        let (bucket, source, new_session) = match find_key(sticky, self.session.as_ref(), req, self.salt) {
+            Some((source, bucket)) => (bucket, source, None),
+            None => match &self.session {
+                Some(_) => {
+                    let minted = sessions.mint(&self.name, self.salt);
+                    (minted.bucket, KeySource::NewSession, Some(minted.key))
+                }
+                None => (Bucket::of_random(rng.next_u32()), KeySource::Random, None),
+            },
+        };
+        let side = if weight.admits(bucket) { Side::Canary } else { Side::Stable };
+        Routing { side, segment, source, new_session }
+    }
+
     /// Picks the version. `key` is the first sticky key found (with its source index); `random` is only
     /// called when there is none, so keyed requests cost no randomness.
     pub fn decide(&self, key: Option<(usize, &[u8])>, random: impl FnOnce() -> u32) -> Decision {
@@ -103,6 +169,15 @@ impl RouteTable {
                     by_host.insert(h, index);
                 }
             }
+            let wrap = |source| SnapshotError::Rollout { name: r.name.clone(), source };
+            let segments = r
+                .segments
+                .iter()
+                .enumerate()
+                .map(|(i, s)| CompiledSegment::compile(i, s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
+            let session = r.session.as_ref().map(CompiledSession::compile).transpose().map_err(|e| wrap(RolloutError::Session(e)))?;
             rollouts.push(CompiledRollout {
                 index,
                 name: r.name.clone(),
@@ -110,6 +185,8 @@ impl RouteTable {
                 canary: r.canary.clone(),
                 weight: r.weight,
                 salt: r.salt,
+                segments,
+                session,
             });
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
@@ -157,6 +234,24 @@ impl RouteTable {
     }
 }
 
+/// The bucket of the first sticky key present (plugin sources in order, then the session cookie),
+/// hashed where it lies (no copy). Reads each source until one is found; the `cookie` header is read
+/// once however many cookie sources there are (the caller's `Attributes` memoises).
+fn find_key(sticky: &[StickySource], session: Option<&CompiledSession>, req: &mut impl Attributes, salt: u32) -> Option<(KeySource, Bucket)> {
+    for (i, source) in sticky.iter().enumerate() {
+        let found = match source {
+            StickySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(|k| Bucket::of_key(k, salt)),
+            StickySource::Cookie(name) => req.header("cookie").and_then(|j| cookie_value(j, name)).map(|k| Bucket::of_key(k, salt)),
+        };
+        if let Some(b) = found {
+            return Some((KeySource::Sticky(i), b));
+        }
+    }
+    let s = session?;
+    let v = req.header("cookie").and_then(|j| cookie_value(j, &s.cookie)).filter(|v| v.len() <= MAX_SESSION_KEY)?;
+    Some((KeySource::Session, Bucket::of_key(v, salt)))
+}
+
 /// `host:port` → `host`; `[v6]:port` → `[v6]`; a bare IPv6 address is left whole.
 pub fn strip_port(authority: &str) -> &str {
     match authority.rfind(':') {
@@ -190,6 +285,8 @@ mod tests {
                 canary: "v2".into(),
                 weight: Weight::try_from_percent(weight).unwrap_or_default(),
                 salt: 42,
+                segments: vec![],
+                session: None,
             }],
         };
         RouteTable::compile(&snap).unwrap_or_default()
@@ -239,6 +336,8 @@ mod tests {
             canary: "v2".into(),
             weight: Weight::ZERO,
             salt: 0,
+            segments: vec![],
+            session: None,
         };
         let snap = ConfigSnapshot { epoch: String::new(), generation: 1, rollouts: vec![spec("x"), spec("y")] };
         assert!(matches!(RouteTable::compile(&snap), Err(SnapshotError::HostConflict { .. })));
@@ -253,6 +352,8 @@ mod tests {
             canary: "v2".into(),
             weight: Weight::ZERO,
             salt: 0,
+            segments: vec![],
+            session: None,
         };
         let snap = ConfigSnapshot {
             epoch: String::new(),
@@ -276,5 +377,107 @@ mod tests {
         assert_eq!(owner(""), None);
         let no_catch_all = ConfigSnapshot { rollouts: snap.rollouts[1..].to_vec(), ..snap };
         assert!(RouteTable::compile(&no_catch_all).unwrap().lookup("example.com").is_none());
+    }
+
+    struct Req(std::collections::HashMap<&'static str, Vec<u8>>);
+    impl Attributes for Req {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
+            self.0.get(name).map(Vec::as_slice)
+        }
+        fn source_ip(&mut self) -> Option<std::net::IpAddr> {
+            "10.0.0.7".parse().ok()
+        }
+    }
+    fn req(h: &[(&'static str, &str)]) -> Req {
+        Req(h.iter().map(|(k, v)| (*k, v.as_bytes().to_vec())).collect())
+    }
+
+    fn segmented(weight: f64, session: bool) -> RouteTable {
+        let segments: Vec<crate::segment::SegmentSpec> = serde_json::from_str(
+            r#"[{"name":"employees","match":{"header":{"name":"x-employee","exact":"true"}},"version":"canary"},
+                {"name":"enterprise","match":{"header":{"name":"x-plan","exact":"enterprise"}},"version":"stable"},
+                {"name":"beta","match":{"cookie":{"name":"beta","exact":"1"}},"weight":30}]"#,
+        )
+        .unwrap();
+        let snap = ConfigSnapshot {
+            epoch: "e".into(),
+            generation: 1,
+            rollouts: vec![RouteSpec {
+                name: "support".into(),
+                hosts: vec!["support-agent".into()],
+                stable: "v1".into(),
+                canary: "v2".into(),
+                weight: Weight::try_from_percent(weight).unwrap(),
+                salt: 42,
+                segments,
+                session: session.then(crate::segment::SessionSpec::default),
+            }],
+        };
+        RouteTable::compile(&snap).unwrap()
+    }
+
+    #[test]
+    fn segments_decide_first_then_the_split() {
+        let sticky = crate::plugin::PluginConfig::default().sticky;
+        let (mut rng, mut keys) = (SplitMix64::new(1), SessionKeys::new(1));
+        for weight in [0.0, 50.0, 100.0] {
+            let t = segmented(weight, false);
+            let r = &t.rollouts()[0];
+            let mut route = |h: &[(&'static str, &str)]| r.route(&mut req(h), &sticky, &mut rng, &mut keys);
+            let emp = route(&[("x-employee", "true"), ("x-plan", "enterprise"), ("x-user-id", "u")]);
+            assert_eq!((emp.side, emp.segment, emp.source), (Side::Canary, Some(0), KeySource::Unneeded), "first match wins");
+            let ent = route(&[("x-plan", "enterprise"), ("x-user-id", "u")]);
+            assert_eq!((ent.side, ent.segment), (Side::Stable, Some(1)));
+            let none = route(&[("x-employee", "false")]);
+            assert_eq!(none.segment, None);
+        }
+        // The beta segment splits at its own 30 %, whatever the rollout's weight; the same key hashes the same.
+        let t = segmented(0.0, false);
+        let r = &t.rollouts()[0];
+        let n = 10_000;
+        let canary = (0..n)
+            .filter(|i| {
+                let user = format!("user-{i}");
+                let d = r.route(&mut req(&[("cookie", "beta=1"), ("x-user-id", &user)]), &sticky, &mut rng, &mut keys);
+                assert_eq!(d.segment, Some(2));
+                let expect = Weight::try_from_percent(30.0).unwrap().admits(Bucket::of_key(user.as_bytes(), 42));
+                assert_eq!(d.side == Side::Canary, expect);
+                d.side == Side::Canary
+            })
+            .count();
+        assert!((canary as f64 / n as f64 - 0.30).abs() < 0.02);
+    }
+
+    #[test]
+    fn sessions_are_minted_then_sticky() {
+        let sticky = crate::plugin::PluginConfig::default().sticky;
+        let (mut rng, mut keys) = (SplitMix64::new(1), SessionKeys::new(9));
+        let t = segmented(40.0, true);
+        let r = &t.rollouts()[0];
+        let first = r.route(&mut req(&[]), &sticky, &mut rng, &mut keys);
+        assert_eq!(first.source, KeySource::NewSession);
+        let key = first.new_session.unwrap();
+        let cookie = format!("a=1; fledge-session={}; b=2", std::str::from_utf8(&key).unwrap());
+        for weight in [0.0, 10.0, 40.0, 100.0] {
+            let t = segmented(weight, true);
+            let again = t.rollouts()[0].route(&mut req(&[("cookie", &cookie)]), &sticky, &mut rng, &mut keys);
+            assert_eq!((again.source, again.new_session), (KeySource::Session, None), "the cookie is the key");
+            let w = Weight::try_from_percent(weight).unwrap();
+            assert_eq!(again.side == Side::Canary, w.admits(Bucket::of_key(&key, 42)));
+        }
+        assert_eq!(first.side, if Weight::try_from_percent(40.0).unwrap().admits(Bucket::of_key(&key, 42)) { Side::Canary } else { Side::Stable });
+        // A sticky header beats the session cookie; no cookie is issued to keyed clients.
+        let keyed = r.route(&mut req(&[("x-user-id", "u1"), ("cookie", &cookie)]), &sticky, &mut rng, &mut keys);
+        assert_eq!((keyed.source, keyed.new_session), (KeySource::Sticky(0), None));
+        // At 0 % a client without a key still gets its cookie, for when the weight moves.
+        let zero = segmented(0.0, true);
+        let z = zero.rollouts()[0].route(&mut req(&[("cookie", "junk;;=")]), &sticky, &mut rng, &mut keys);
+        assert_eq!((z.side, z.source), (Side::Stable, KeySource::NewSession));
+        // An overlong cookie value is not a key fledge issued: replaced.
+        let long = format!("fledge-session={}", "k".repeat(MAX_SESSION_KEY + 1));
+        assert_eq!(r.route(&mut req(&[("cookie", &long)]), &sticky, &mut rng, &mut keys).source, KeySource::NewSession);
+        // Pinned requests need no key and get no cookie.
+        let pinned = r.route(&mut req(&[("x-employee", "true")]), &sticky, &mut rng, &mut keys);
+        assert_eq!((pinned.side, pinned.new_session), (Side::Canary, None));
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::Weight;
 use crate::rollout::{validate_version, RolloutError};
+use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
 
 /// One rollout as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +18,12 @@ pub struct RouteSpec {
     pub weight: Weight,
     /// Seed of the sticky hash, so each rollout draws its own cohort.
     pub salt: u32,
+    /// Rules evaluated before the weighted split (absent: none). Older filters ignore the field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentSpec>,
+    /// The session cookie for clients without a sticky key (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -55,6 +62,10 @@ impl ConfigSnapshot {
             validate_version("canary", &r.canary).map_err(wrap)?;
             if r.stable == r.canary {
                 return Err(wrap(RolloutError::SameVersion));
+            }
+            validate_segments(&r.segments).map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
+            if let Some(s) = &r.session {
+                validate_session(s).map_err(|e| wrap(RolloutError::Session(e)))?;
             }
             for h in &r.hosts {
                 if let Some(first) = owners.insert(crate::rollout::normalize_host(h), &r.name) {

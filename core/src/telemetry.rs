@@ -4,7 +4,7 @@
 //! Recording is pure arithmetic on counters and a histogram bucket: the filter calls it once per
 //! request (in `on_log`) with values it already read, and sends nothing until the next drain.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::analysis::VersionStats;
 use crate::outcome::TaskResult;
@@ -93,28 +93,44 @@ pub fn record(stats: &mut VersionStats, s: &Sample) {
     }
 }
 
+/// One version's counts since the last drain: its stats and its requests per segment.
+#[derive(Debug, Default)]
+struct Entry {
+    stats: VersionStats,
+    segments: BTreeMap<String, u64>,
+}
+
 /// One worker's stats since the last drain, by rollout and version.
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    by_rollout: HashMap<String, HashMap<String, VersionStats>>,
+    by_rollout: HashMap<String, HashMap<String, Entry>>,
     /// Stats of a report that never left the proxy: already exported to Envoy's counters, so they ride
     /// along with the next report but are not exported again.
-    carried: HashMap<(String, String), VersionStats>,
+    carried: HashMap<(String, String), Entry>,
     seq: u64,
 }
 
 impl Telemetry {
-    /// Allocates only the first time a rollout/version pair is seen in an interval.
-    pub fn record(&mut self, rollout: &str, version: &str, sample: &Sample) {
+    /// Allocates only the first time a rollout/version pair (or segment) is seen in an interval.
+    /// `segment` names the segment that decided the request, if any.
+    pub fn record(&mut self, rollout: &str, version: &str, segment: Option<&str>, sample: &Sample) {
         let versions = match self.by_rollout.get_mut(rollout) {
             Some(v) => v,
             None => self.by_rollout.entry(rollout.to_string()).or_default(),
         };
-        let stats = match versions.get_mut(version) {
+        let entry = match versions.get_mut(version) {
             Some(s) => s,
             None => versions.entry(version.to_string()).or_default(),
         };
-        record(stats, sample);
+        record(&mut entry.stats, sample);
+        if let Some(name) = segment {
+            match entry.segments.get_mut(name) {
+                Some(n) => *n += 1,
+                None => {
+                    entry.segments.insert(name.to_string(), 1);
+                }
+            }
+        }
     }
 
     /// Everything since the last drain, as the next report. Sent even when empty: it is also the
@@ -126,16 +142,21 @@ impl Telemetry {
         self.seq += 1;
         let mut versions = Vec::new();
         for (rollout, by_version) in self.by_rollout.drain() {
-            for (version, stats) in by_version {
-                versions.push(VersionReport { rollout: rollout.clone(), version, stats });
+            for (version, e) in by_version {
+                versions.push(VersionReport { rollout: rollout.clone(), version, stats: e.stats, segments: e.segments });
             }
         }
         let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions };
         export(&report);
-        for ((rollout, version), stats) in self.carried.drain() {
+        for ((rollout, version), e) in self.carried.drain() {
             match report.versions.iter_mut().find(|v| v.rollout == rollout && v.version == version) {
-                Some(v) => v.stats.merge(&stats),
-                None => report.versions.push(VersionReport { rollout, version, stats }),
+                Some(v) => {
+                    v.stats.merge(&e.stats);
+                    for (name, n) in e.segments {
+                        *v.segments.entry(name).or_default() += n;
+                    }
+                }
+                None => report.versions.push(VersionReport { rollout, version, stats: e.stats, segments: e.segments }),
             }
         }
         report
@@ -146,7 +167,11 @@ impl Telemetry {
     /// resent as is instead (see `outbox`).
     pub fn restore(&mut self, report: Report) {
         for v in report.versions {
-            self.carried.entry((v.rollout, v.version)).or_default().merge(&v.stats);
+            let e = self.carried.entry((v.rollout, v.version)).or_default();
+            e.stats.merge(&v.stats);
+            for (name, n) in v.segments {
+                *e.segments.entry(name).or_default() += n;
+            }
         }
     }
 
@@ -199,24 +224,28 @@ mod tests {
         let exported = std::cell::Cell::new(0u64);
         let count = |r: &Report| exported.set(exported.get() + r.versions.iter().map(|v| v.stats.requests).sum::<u64>());
         for _ in 0..3 {
-            t.record("r", "v1", &ok(200));
+            t.record("r", "v1", None, &ok(200));
         }
-        t.record("r", "v2", &ok(500));
+        t.record("r", "v2", Some("employees"), &ok(500));
         let report = t.drain("p", "w", Some(4), count);
         assert_eq!((report.seq, report.generation, report.versions.len()), (1, Some(4), 2));
         assert!(t.is_empty());
         // The dispatch failed: the report goes back, and comes out with the next drain.
         t.restore(report);
         assert!(!t.is_empty());
-        t.record("r", "v1", &ok(200));
+        t.record("r", "v1", None, &ok(200));
+        t.record("r", "v2", Some("employees"), &ok(200));
         let again = t.drain("p", "w", Some(4), count);
         assert_eq!(again.seq, 2);
         let v1 = again.versions.iter().find(|v| v.version == "v1").map(|v| v.stats.requests);
         assert_eq!(v1, Some(4), "nothing lost");
+        let segs = again.versions.iter().find(|v| v.version == "v2").map(|v| v.segments.clone()).unwrap_or_default();
+        assert_eq!(segs.get("employees"), Some(&2), "segment counts are carried too");
+        assert!(again.versions.iter().find(|v| v.version == "v1").is_some_and(|v| v.segments.is_empty()));
         t.restore(again);
         let third = t.drain("p", "w", None, count);
-        assert_eq!(third.versions.iter().map(|v| v.stats.requests).sum::<u64>(), 5);
-        assert_eq!(exported.get(), 5, "Envoy's counters saw each of the 5 requests once");
+        assert_eq!(third.versions.iter().map(|v| v.stats.requests).sum::<u64>(), 6);
+        assert_eq!(exported.get(), 6, "Envoy's counters saw each of the 6 requests once");
         assert_eq!(t.drain("p", "w", None, |_| {}).versions.len(), 0, "an empty drain is a heartbeat");
     }
 }

@@ -1,87 +1,202 @@
-//! Finding the sticky key of a request, independent of how headers are read.
+//! Reading what the decision needs of a request, independent of how it is read: the wasm adapter
+//! implements [`HeaderSource`] with hostcalls, tests with a map that counts the calls.
 
-use fledge_core::plugin::StickySource;
+use std::net::IpAddr;
 
-/// Read access to request headers; the wasm adapter implements it with hostcalls, tests with a map.
+pub use fledge_core::cookie::cookie_value;
+use fledge_core::segment::{parse_source_address, Attributes};
+
+/// Read access to the request; every call is one hostcall in the filter.
 pub trait HeaderSource {
     fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Envoy's `source.address` property (`ip:port`).
+    fn source_address(&self) -> Option<Vec<u8>>;
 }
 
-/// The first sticky key present, with the index of its source. Reads each header at most once and only
-/// until a key is found.
-pub fn sticky_key(sources: &[StickySource], headers: &impl HeaderSource) -> Option<(usize, Vec<u8>)> {
-    let mut cookies: Option<Option<Vec<u8>>> = None;
-    for (i, source) in sources.iter().enumerate() {
-        let found = match source {
-            StickySource::Header(name) => headers.header(name).filter(|v| !v.is_empty()),
-            StickySource::Cookie(name) => {
-                let jar = cookies.get_or_insert_with(|| headers.header("cookie"));
-                jar.as_deref().and_then(|j| cookie_value(j, name)).map(<[u8]>::to_vec)
+/// One request's attributes, read from the host at most once each and only when asked for: the
+/// decision asks for a header only when a segment rule or a sticky source needs it, and the `cookie`
+/// header is shared by cookie rules, cookie sticky sources and the session cookie.
+pub struct Request<'h, H: HeaderSource> {
+    host: &'h H,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    source: Option<Option<IpAddr>>,
+}
+
+impl<'h, H: HeaderSource> Request<'h, H> {
+    pub fn new(host: &'h H) -> Self {
+        // Allocates on the first read only (then room for four: a rule's header, two sticky headers,
+        // the cookie); a request that reads nothing allocates nothing.
+        Self { host, headers: Vec::new(), source: None }
+    }
+}
+
+impl<H: HeaderSource> Attributes for Request<'_, H> {
+    fn header(&mut self, name: &str) -> Option<&[u8]> {
+        let i = match self.headers.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let v = self.host.header(name);
+                self.headers.push((name.to_string(), v));
+                self.headers.len() - 1
             }
         };
-        if let Some(v) = found {
-            return Some((i, v));
-        }
+        self.headers.get(i).and_then(|(_, v)| v.as_deref())
     }
-    None
-}
 
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`); empty values count as absent.
-pub fn cookie_value<'a>(jar: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    jar.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        let (k, v) = pair.split_at(eq);
-        let v = v.get(1..)?.trim_ascii();
-        let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
-        (k.trim_ascii() == name.as_bytes() && !v.is_empty()).then_some(v)
-    })
+    fn source_ip(&mut self) -> Option<IpAddr> {
+        if self.source.is_none() {
+            self.source = Some(self.host.source_address().as_deref().and_then(parse_source_address));
+        }
+        self.source.flatten()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    //! Hostcalls per request, counted through the same [`Request`] layer the filter uses. A request
+    //! of a rollout's host costs, besides the decision's reads counted here: the `:authority` read,
+    //! the route header written on the request and on the response, one read of the response header
+    //! map, and three clock reads — 7 — plus one `Set-Cookie` write for a new session.
     use super::*;
-    use std::cell::Cell;
+    use fledge_core::plugin::PluginConfig;
+    use fledge_core::rng::SplitMix64;
+    use fledge_core::route::{KeySource, RouteTable};
+    use fledge_core::segment::{SegmentSpec, SessionSpec};
+    use fledge_core::session::SessionKeys;
+    use fledge_core::{ConfigSnapshot, RouteSpec, Side, Weight};
+    use std::cell::RefCell;
     use std::collections::HashMap;
 
-    struct Map(HashMap<&'static str, &'static str>, Cell<usize>);
-    impl HeaderSource for Map {
+    /// A request whose every host read is logged.
+    struct Host {
+        headers: HashMap<&'static str, &'static str>,
+        source: Option<&'static str>,
+        calls: RefCell<Vec<String>>,
+    }
+    impl HeaderSource for Host {
         fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.1.set(self.1.get() + 1);
-            self.0.get(name).map(|v| v.as_bytes().to_vec())
+            self.calls.borrow_mut().push(name.to_string());
+            self.headers.get(name).map(|v| v.as_bytes().to_vec())
+        }
+        fn source_address(&self) -> Option<Vec<u8>> {
+            self.calls.borrow_mut().push("source.address".into());
+            self.source.map(|s| s.as_bytes().to_vec())
         }
     }
-    fn map(pairs: &[(&'static str, &'static str)]) -> Map {
-        Map(pairs.iter().copied().collect(), Cell::new(0))
+    fn host(pairs: &[(&'static str, &'static str)]) -> Host {
+        let mut headers: HashMap<_, _> = pairs.iter().copied().collect();
+        headers.insert(":authority", "support-agent");
+        Host { headers, source: Some("10.1.2.3:40000"), calls: RefCell::new(Vec::new()) }
     }
 
-    fn sources() -> Vec<StickySource> {
-        ["header:x-user-id", "cookie:sid", "cookie:uid", "header:x-session-id"]
-            .iter()
-            .map(|s| StickySource::parse(s).unwrap())
-            .collect()
+    fn table(weight: f64, segments: &str, session: bool) -> RouteTable {
+        let segments: Vec<SegmentSpec> = serde_json::from_str(segments).unwrap();
+        RouteTable::compile(&ConfigSnapshot {
+            epoch: "e".into(),
+            generation: 1,
+            rollouts: vec![RouteSpec {
+                name: "support".into(),
+                hosts: vec!["support-agent".into()],
+                stable: "v1".into(),
+                canary: "v2".into(),
+                weight: Weight::try_from_percent(weight).unwrap(),
+                salt: 7,
+                segments,
+                session: session.then(SessionSpec::default),
+            }],
+        })
+        .unwrap()
+    }
+
+    /// What the filter does in `on_http_request_headers`: `:authority`, then the decision. Returns the
+    /// reads made and the routing.
+    fn request(t: &RouteTable, h: &Host) -> (Vec<String>, fledge_core::route::Routing) {
+        let sticky = PluginConfig::default().sticky;
+        let authority = h.header(":authority").unwrap();
+        let r = t.lookup(std::str::from_utf8(&authority).unwrap()).unwrap();
+        let mut req = Request::new(h);
+        let routing = r.route(&mut req, &sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
+        (h.calls.borrow().clone(), routing)
+    }
+
+    const HEADER_RULE: &str = r#"[{"name":"employees","match":{"header":{"name":"x-employee","exact":"true"}},"version":"canary"}]"#;
+
+    #[test]
+    fn no_segments_and_a_sticky_header_read_what_they_always_read() {
+        // Before segments: `:authority`, then `sticky_key` read `x-user-id` and stopped.
+        let (reads, d) = request(&table(50.0, "[]", false), &host(&[("x-user-id", "u1")]));
+        assert_eq!(reads, [":authority", "x-user-id"]);
+        assert_eq!(d.source, KeySource::Sticky(0));
+        // At 0 % and 100 % the key is not read at all, as before.
+        for w in [0.0, 100.0] {
+            let (reads, _) = request(&table(w, "[]", false), &host(&[("x-user-id", "u1")]));
+            assert_eq!(reads, [":authority"]);
+        }
+        // No key: both sticky headers, then a random bucket, as before.
+        let (reads, d) = request(&table(50.0, "[]", false), &host(&[]));
+        assert_eq!((reads.len(), d.source), (3, KeySource::Random));
     }
 
     #[test]
-    fn first_present_source_wins() {
-        let h = map(&[("x-user-id", "u1"), ("x-session-id", "s1")]);
-        assert_eq!(sticky_key(&sources(), &h), Some((0, b"u1".to_vec())));
-        assert_eq!(h.1.get(), 1, "stops reading once a key is found");
-
-        let h = map(&[("cookie", "a=1; uid=\"u9\""), ("x-session-id", "s1")]);
-        assert_eq!(sticky_key(&sources(), &h), Some((2, b"u9".to_vec())));
-        assert_eq!(h.1.get(), 2, "the cookie header is read once for both cookie sources");
-
-        let h = map(&[("x-user-id", ""), ("x-session-id", "s1")]);
-        assert_eq!(sticky_key(&sources(), &h), Some((3, b"s1".to_vec())));
-        assert_eq!(sticky_key(&sources(), &map(&[])), None);
+    fn a_header_rule_costs_one_read() {
+        let t = table(50.0, HEADER_RULE, false);
+        // Matched and pinned: the rule's header instead of the key — no key is needed.
+        let (reads, d) = request(&t, &host(&[("x-employee", "true"), ("x-user-id", "u1")]));
+        assert_eq!(reads, [":authority", "x-employee"]);
+        assert_eq!((d.side, d.segment), (Side::Canary, Some(0)));
+        // Not matched: the rule's header, then the key: one read more than without segments.
+        let (reads, d) = request(&t, &host(&[("x-user-id", "u1")]));
+        assert_eq!(reads, [":authority", "x-employee", "x-user-id"]);
+        assert_eq!(d.segment, None);
+        // A weighted segment needs the key too.
+        let split = table(50.0, r#"[{"name":"beta","match":{"header":{"name":"x-beta","present":true}},"weight":20}]"#, false);
+        let (reads, _) = request(&split, &host(&[("x-beta", "1"), ("x-user-id", "u1")]));
+        assert_eq!(reads, [":authority", "x-beta", "x-user-id"]);
     }
 
     #[test]
-    fn cookies() {
-        assert_eq!(cookie_value(b"a=1; sid=abc; b=2", "sid"), Some(&b"abc"[..]));
-        assert_eq!(cookie_value(b"sidx=1; sid=", "sid"), None);
-        assert_eq!(cookie_value(b"garbage;;=;", "sid"), None);
-        assert_eq!(cookie_value(b"", "sid"), None);
+    fn each_attribute_is_read_once() {
+        let rules = r#"[
+            {"name":"a","match":{"cookie":{"name":"beta","exact":"1"},"source_cidr":"192.168.0.0/16"},"version":"canary"},
+            {"name":"b","match":{"cookie":{"name":"beta","exact":"1"},"path":{"prefix":"/x"}},"version":"canary"},
+            {"name":"c","match":{"source_cidr":"10.0.0.0/8","path":{"prefix":"/chat"}},"weight":30}]"#;
+        let (reads, d) = request(&table(50.0, rules, true), &host(&[("cookie", "beta=1; fledge-session=abc"), (":path", "/chat/1")]));
+        assert_eq!(d.segment, Some(2));
+        assert_eq!(d.source, KeySource::Session);
+        assert_eq!(reads, [":authority", "cookie", "source.address", ":path", "x-user-id", "x-session-id"]);
+    }
+
+    #[test]
+    fn sessions() {
+        let t = table(50.0, "[]", true);
+        // Cookie present: the sticky headers, then the cookie header.
+        let (reads, d) = request(&t, &host(&[("cookie", "a=1; fledge-session=0123abcd")]));
+        assert_eq!((reads.len(), d.source, d.new_session), (4, KeySource::Session, None));
+        // New session: the same reads; the response then carries one Set-Cookie (one write more).
+        let (reads, d) = request(&t, &host(&[]));
+        assert_eq!((reads.len(), d.source), (4, KeySource::NewSession));
+        assert!(d.new_session.is_some());
+        // A keyed client on a session rollout: no cookie read, no Set-Cookie.
+        let (reads, d) = request(&t, &host(&[("x-user-id", "u")]));
+        assert_eq!((reads.len(), d.new_session), (2, None));
+    }
+
+    #[test]
+    fn malformed_input_never_fails_the_decision() {
+        let rules = r#"[{"name":"a","match":{"source_cidr":"10.0.0.0/8"},"version":"canary"},
+                        {"name":"b","match":{"cookie":{"name":"beta","exact":"1"}},"version":"canary"}]"#;
+        let t = table(50.0, rules, true);
+        for cookie in ["", ";;;", "=", "beta", "beta=\"1", "\u{7f}\u{1}=\u{0}", "fledge-session=\"\"", "fledge-session=; fledge-session="] {
+            let mut h = host(&[("cookie", cookie)]);
+            h.source = Some("not an address");
+            let (_, d) = request(&t, &h);
+            assert_eq!((d.segment, d.source), (None, KeySource::NewSession), "{cookie:?}");
+        }
+        let mut h = host(&[]);
+        h.source = None;
+        assert_eq!(request(&t, &h).1.segment, None);
+        let mut v6 = host(&[]);
+        v6.source = Some("[::ffff:10.9.9.9]:1234");
+        assert_eq!(request(&t, &v6).1.segment, Some(0));
     }
 }

@@ -12,7 +12,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
-use crate::headers::{sticky_key, HeaderSource};
+use crate::headers::{HeaderSource, Request};
 use crate::worker::{now_ns, Worker};
 
 /// Envoy's legacy response-flag bits that mean the upstream failed: no healthy upstream, upstream
@@ -24,6 +24,10 @@ struct Picked {
     config: Rc<PluginConfig>,
     index: usize,
     side: Side,
+    /// The segment that decided the request, by index in the rollout's segments.
+    segment: Option<usize>,
+    /// The `Set-Cookie` of a session minted for this request.
+    set_cookie: Option<String>,
     start_ns: u64,
     sample: Sample,
     /// The response reached end of stream; if not, the upstream may have reset mid-answer.
@@ -49,6 +53,10 @@ struct RequestHeaders;
 impl HeaderSource for RequestHeaders {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+
+    fn source_address(&self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["source", "address"]).ok().flatten()
     }
 }
 
@@ -94,13 +102,28 @@ impl HttpContext for Http {
         let Some(rollout) = std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a)) else {
             return Action::Continue;
         };
-        // At 0 % or 100 % every key gets the same answer: skip reading it.
-        let key = if rollout.weight.is_split() { sticky_key(&config.sticky, &RequestHeaders) } else { None };
-        let worker = &self.worker;
-        let decision = rollout.decide(key.as_ref().map(|(i, k)| (*i, k.as_slice())), || worker.borrow_mut().rng.next_u32());
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(decision.side)));
+        // Segments, then the sticky or session key; reads only the headers the path needs (none for
+        // the key at 0 % or 100 % without a session).
+        let mut request = Request::new(&RequestHeaders);
+        let routing = {
+            let mut w = self.worker.borrow_mut();
+            let w = &mut *w;
+            rollout.route(&mut request, &config.sticky, &mut w.rng, &mut w.sessions)
+        };
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(routing.side)));
+        let set_cookie = routing.new_session.and_then(|key| rollout.session.as_ref().map(|s| s.set_cookie(&key)));
         let index = rollout.index;
-        self.picked = Some(Picked { table, config, index, side: decision.side, start_ns: now_ns(), sample: Sample::default(), complete: false });
+        self.picked = Some(Picked {
+            table,
+            config,
+            index,
+            side: routing.side,
+            segment: routing.segment,
+            set_cookie,
+            start_ns: now_ns(),
+            sample: Sample::default(),
+            complete: false,
+        });
         Action::Continue
     }
 
@@ -113,6 +136,10 @@ impl HttpContext for Http {
         read_outcome(&mut p.sample, &p.config, &response);
         if let Some(r) = p.table.rollouts().get(p.index) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &p.config.route_header, Some(r.version(p.side)));
+        }
+        // Added, not set: the agent's own cookies stay.
+        if let Some(cookie) = p.set_cookie.take() {
+            let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
         }
         Action::Continue
     }
@@ -143,7 +170,8 @@ impl HttpContext for Http {
             p.sample.upstream_failure = flags & UPSTREAM_FAILURE_FLAGS != 0;
         }
         if let Some(r) = p.table.rollouts().get(p.index) {
-            self.worker.borrow_mut().telemetry.record(&r.name, r.version(p.side), &p.sample);
+            let segment = p.segment.and_then(|i| r.segments.get(i)).map(|s| s.name.as_str());
+            self.worker.borrow_mut().telemetry.record(&r.name, r.version(p.side), segment, &p.sample);
         }
     }
 }

@@ -146,6 +146,28 @@ mod tests {
     }
 
     #[test]
+    fn a_config_with_a_bad_segment_rule_is_refused_naming_it() {
+        let with = |segments: &str| {
+            format!(
+                r#"{{"epoch":"e1","generation":5,"rollouts":[{{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":10,"salt":1,
+                    "segments":{segments},"session":{{"cookie":"sid"}}}}]}}"#
+            )
+        };
+        let good = with(r#"[{"name":"beta","match":{"source_cidr":"10.0.0.0/8"},"weight":50}]"#);
+        let PollResult::Apply { table, .. } = Poller::classify(Some(200), Some(good.as_bytes()), None) else { panic!("valid") };
+        assert_eq!(table.rollouts()[0].segments.len(), 1);
+        assert_eq!(table.rollouts()[0].session.as_ref().map(|s| s.cookie.as_str()), Some("sid"));
+        let bad = with(r#"[{"name":"beta","match":{"source_cidr":"10.0.0.0/33"},"weight":50}]"#);
+        let PollResult::Failed(why) = Poller::classify(Some(200), Some(bad.as_bytes()), Some(("e1", 4))) else { panic!("refused") };
+        assert!(why.contains(r#"rollout "r": segments[0] "beta": match.source_cidr"#), "{why}");
+        let unknown = with(r#"[{"name":"beta","match":{"regex":"x"},"weight":50}]"#);
+        assert!(matches!(Poller::classify(Some(200), Some(unknown.as_bytes()), None), PollResult::Failed(_)));
+        // A controller older than segments: no field, no segments.
+        let PollResult::Apply { table, .. } = Poller::classify(Some(200), Some(BODY), None) else { panic!() };
+        assert!(table.rollouts()[0].segments.is_empty() && table.rollouts()[0].session.is_none());
+    }
+
+    #[test]
     fn the_path_names_epoch_and_generation() {
         assert_eq!(Poller::path(None), "/v1/config?since=0");
         assert_eq!(Poller::path(Some(("ab12", 7))), "/v1/config?since=7&epoch=ab12");

@@ -192,7 +192,9 @@ impl Root {
     }
 
     fn install(&self, table: RouteTable) {
-        self.worker.borrow_mut().table = Some(Rc::new(table));
+        let mut w = self.worker.borrow_mut();
+        w.sessions.retain(|name| table.rollouts().iter().any(|r| r.name == name));
+        w.table = Some(Rc::new(table));
     }
 
     /// Re-reads the stored config only when its CAS moved: a tick costs one shared-data read.

@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
+use fledge_core::session::SessionKeys;
 use fledge_core::telemetry::Telemetry;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
@@ -16,12 +17,14 @@ pub struct Worker {
     pub config: Rc<PluginConfig>,
     pub table: Option<Rc<RouteTable>>,
     pub rng: SplitMix64,
+    /// New session keys, on a per-worker low-discrepancy sequence seeded from this worker's seed.
+    pub sessions: SessionKeys,
     pub telemetry: Telemetry,
 }
 
 impl Worker {
     pub fn new(seed: u64) -> Self {
-        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), telemetry: Telemetry::default() }
+        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default() }
     }
 }
 

@@ -1,0 +1,133 @@
+//! Segments and sessions through the API: validation naming the rule, the published snapshot, and the
+//! per-segment counts in the status.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use fledge_controller::store::Store;
+use fledge_controller::{app, AppState, Settings};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn state() -> AppState {
+    AppState::new(Store::in_memory().unwrap(), Settings { poll_hold: Duration::from_millis(50), ..Settings::default() }).unwrap()
+}
+
+async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+}
+
+fn spec(segments: Value) -> Value {
+    json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10, "segments": segments,
+           "session": {"cookie": "sid", "max_age_seconds": 3600}})
+}
+
+fn good_segments() -> Value {
+    json!([
+        {"name": "employees", "match": {"header": {"name": "x-employee", "exact": "true"}}, "version": "canary"},
+        {"name": "enterprise", "match": {"header": {"name": "x-plan", "exact": "enterprise"}}, "version": "stable"},
+        {"name": "beta", "match": {"cookie": {"name": "beta", "exact": "1"}, "source_cidr": "10.0.0.0/8"}, "weight": 50}
+    ])
+}
+
+#[tokio::test]
+async fn a_bad_rule_is_a_422_naming_it() {
+    let s = state();
+    let cases = [
+        (json!([{"name": "a", "match": {"path": {"prefix": "/"}}, "version": "canary"},
+                {"name": "beta", "match": {"source_cidr": "10.0.0.0/33"}, "weight": 50}]),
+         r#"segments[1] "beta": match.source_cidr "10.0.0.0/33" is not a CIDR"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "version": "canry"}]), r#"segments[0] "beta": version "canry""#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 101}]), r#"segments[0] "beta": weight must be between 0 and 100"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 5, "version": "canary"}]), r#"segments[0] "beta": give either version or weight"#),
+        (json!([{"name": "beta", "mach": {}, "weight": 5}]), r#"segments[0] "beta": unknown field `mach`"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "regex": "1"}}, "weight": 5}]), r#"segments[0] "beta": unknown field `regex`"#),
+        (json!([{"name": "beta", "match": {"cookie": {"name": "c"}}, "weight": 5}]), r#"segments[0] "beta": missing field `exact`"#),
+        (json!([{"name": "beta", "match": {}, "weight": 5}]), r#"segments[0] "beta": match must give at least one"#),
+        (json!([{"name": "bad name", "match": {"path": {"prefix": "/"}}, "weight": 5}]), "segments[0]: name \"bad name\" is invalid"),
+        (json!([{"name": "b", "match": {"path": {"prefix": "/"}}, "weight": 5}, {"name": "b", "match": {"path": {"prefix": "/x"}}, "weight": 5}]),
+         r#"segments[1] "b": name is used by an earlier rule"#),
+        (json!("not a list"), "segments"),
+    ];
+    for (segments, want) in cases {
+        let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(spec(segments.clone()))).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{segments}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{segments}: {msg:?} does not contain {want:?}");
+    }
+    let bad_session = |session: Value| json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "weight": 1, "session": session});
+    for (session, want) in [
+        (json!({"cookie": "a b"}), "session.cookie"),
+        (json!({"max_age_seconds": 0}), "session.max_age_seconds"),
+        (json!({"same_site": "Sometimes"}), "session.same_site"),
+        (json!({"same_site": "None"}), "session.secure"),
+        (json!({"secure": "yes"}), "session: invalid type"),
+        (json!({"cookei": "x"}), "cookei"),
+    ] {
+        let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(bad_session(session.clone()))).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{session}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(want), "{session}: {body}");
+    }
+    assert_eq!(call(&s, "GET", "/v1/rollouts/support", None).await.0, StatusCode::NOT_FOUND, "nothing was created");
+}
+
+#[tokio::test]
+async fn segments_are_published_and_counted_per_version() {
+    let s = state();
+    let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(spec(good_segments()))).await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let (_, config) = call(&s, "GET", "/v1/config", None).await;
+    let r = &config["rollouts"][0];
+    assert_eq!(r["segments"].as_array().map(Vec::len), Some(3));
+    assert_eq!(r["segments"][2]["match"]["source_cidr"], "10.0.0.0/8");
+    assert_eq!(r["session"], json!({"cookie": "sid", "max_age_seconds": 3600, "secure": false, "same_site": "Lax"}));
+
+    let report = |seq: u64, version: &str, segments: Value| {
+        json!({"proxy": "p1", "worker": "w1", "seq": seq, "generation": 1, "versions": [
+            {"rollout": "support", "version": version, "stats": {"requests": 10}, "segments": segments}]})
+    };
+    let post = |body: Value| {
+        let s = s.clone();
+        async move {
+            let (code, resp) = call(&s, "POST", "/v1/reports", Some(body)).await;
+            assert_eq!(code, StatusCode::ACCEPTED, "{resp}");
+        }
+    };
+    post(report(1, "v2", json!({"employees": 7, "beta": 2, "nope": 99}))).await;
+    post(report(1, "v2", json!({"employees": 7}))).await; // a duplicate: not counted again
+    post(report(2, "v1", json!({"enterprise": 5, "beta": 1}))).await;
+    post(report(3, "v9", json!({"employees": 50}))).await; // not one of the rollout's versions
+    let (_, st) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(st["live"]["session"], json!({"cookie": "sid"}));
+    assert_eq!(
+        st["live"]["segments"],
+        json!([
+            {"name": "employees", "applied": true, "requests": {"v1": 0, "v2": 7}},
+            {"name": "enterprise", "applied": true, "requests": {"v1": 5, "v2": 0}},
+            {"name": "beta", "applied": true, "requests": {"v1": 1, "v2": 2}},
+        ])
+    );
+
+    // A report over the bound is refused whole.
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("s{i}"), json!(1))).collect();
+    let (code, _) = call(&s, "POST", "/v1/reports", Some(report(4, "v2", Value::Object(many)))).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Once the rollout has ended its segments are no longer published (a canary pin must not outlive
+    // an abort); the session cookie stays.
+    let (code, _) = call(&s, "POST", "/v1/rollouts/support/abort", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, config) = call(&s, "GET", "/v1/config", None).await;
+    assert!(config["rollouts"][0].get("segments").is_none(), "{config}");
+    assert_eq!(config["rollouts"][0]["session"]["cookie"], "sid");
+    let (_, st) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!(st["live"]["segments"][0]["applied"], false);
+}
