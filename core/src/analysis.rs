@@ -35,7 +35,7 @@ mod version_stats;
 mod tests;
 
 pub use evaluate::{
-    Bounds, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, BET_GRID,
+    Bounds, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
     FLOOR_Z, LIMIT_GRID, MEAN_GRID, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};

@@ -4,7 +4,7 @@
 //! | gate | fails when (detector, level α_gate) | passes when (proof, level [`ADVANCE_ALPHA`]) |
 //! |---|---|---|
 //! | rate `max_ratio r` | Shiryaev–Roberts over per-interval conditional-binomial LRs (Lindon & Malek), ρ ∈ r·[`RATIO_GRID`] | Gaussian per-interval increments rule out canary ≥ stable + max(2(r−1)·stable, reachable) |
-//! | rate `max_increase δ` / success `max_decrease δ` | Shiryaev–Roberts over per-interval betting factors 1 + λ(p̂_c − p̂_s − δ) | Gaussian increments rule out canary ≥ stable + max(2δ, reachable) |
+//! | rate `max_increase δ` / success `max_decrease δ` | Shiryaev–Roberts over Gaussian per-interval increments of p̂_c − p̂_s − δ (plug-in variance: an approximation) | Gaussian increments rule out canary ≥ stable + max(2δ, reachable) |
 //! | rate `max m` / success `min m` | Shiryaev–Roberts over per-interval Bernoulli LRs against m | Bernoulli mixture rules out canary ≥ max(2m, m + reachable) |
 //! | latency `max m` ms | the same on the share above m against 1 − q | the share above m is below max(2(1 − q), [`TAIL_COUNT`]/n) |
 //! | latency `max_ratio r` / `max_increase Δ` | quantile confidence sequences on the step's data: canary's lower bound > r × stable's upper bound | canary's upper bound at min(q, 1 − [`TAIL_COUNT`]/n) ≤ (1 + 2(r−1)) × stable's lower bound |
@@ -19,7 +19,7 @@ use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
 use crate::histogram::Histogram;
 use crate::stats::sequential::{
-    bernoulli_llr, bernoulli_mixture, conditional_llr, ln_bet, ln_one_sided_msprt, sr_update,
+    bernoulli_llr, bernoulli_mixture, conditional_llr, ln_one_sided_msprt, sr_update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +43,9 @@ pub const RATIO_GRID: [f64; 4] = [1.6, 2.5, 4.0, 8.0];
 pub const LIMIT_GRID: [f64; 4] = [1.5, 2.0, 4.0, 8.0];
 /// Alternatives below a limit (the proofs and upper quantile bounds), as fractions of it.
 pub const BELOW_GRID: [f64; 3] = [0.75, 0.5, 0.25];
-/// Bets of the difference detector, as fractions of the largest bet that keeps factors ≥ 0.
-pub const BET_GRID: [f64; 3] = [0.1, 0.25, 0.5];
+/// Alternatives of the difference detector (excess over the tolerance), in pooled per-observation
+/// standard deviations.
+pub const DIFF_GRID: [f64; 3] = [0.05, 0.15, 0.5];
 /// Alternatives of the mean (cost) detector, in per-observation standard deviations.
 pub const MEAN_GRID: [f64; 4] = [0.1, 0.25, 0.5, 1.0];
 /// Per-observation standard deviation floor for means, relative to the mean's magnitude.
@@ -149,7 +150,8 @@ fn step_observations(ctx: &Context, canary_step_n: u64) -> f64 {
 fn reachable(ctx: &Context, variance: f64, canary_step_n: u64) -> f64 {
     let n = step_observations(ctx, canary_step_n);
     if n < 1.0 {
-        return 1.0;
+        // No canary data this step: nothing is reachable yet; the tolerance term names the goal.
+        return 0.0;
     }
     (FLOOR_Z * (variance / n).sqrt()).min(1.0)
 }
@@ -447,13 +449,25 @@ fn rate_difference(ctx: &Context, metric: Metric, delta: f64, next: &mut GateEvi
     let (xc, nc) = bad_events(metric, data.canary);
     let (xs, ns) = bad_events(metric, data.stable);
     let diff = (nc > 0 && ns > 0).then(|| rate(xc, nc) - rate(xs, ns));
-    let lambda_max = 1.0 / (1.0 + delta);
-    let llrs: Vec<f64> = BET_GRID
-        .iter()
-        .map(|g| diff.map_or(0.0, |d| ln_bet(g * lambda_max, d - delta)))
-        .collect();
+    // Gaussian per-interval increments: d = p̂_c − p̂_s − δ with σ² = ṽ_c/n_c + ṽ_s/n_s, ṽ = p̃(1 − p̃)
+    // per arm, p̃ = (x + 1)/(n + 2) (so one event among few requests is not a certainty), against
+    // alternatives θ_j = c_j × the pooled per-observation standard deviation.
+    let llrs: Vec<f64> = match diff {
+        Some(d) => {
+            let var = smoothed_variance(xc, nc) / nc as f64 + smoothed_variance(xs, ns) / ns as f64;
+            let sd = smoothed_variance(xc.saturating_add(xs), nc.saturating_add(ns)).sqrt();
+            DIFF_GRID
+                .iter()
+                .map(|c| {
+                    let theta = c * sd;
+                    ((d - delta) * theta - theta * theta / 2.0) / var
+                })
+                .collect()
+        }
+        None => vec![0.0; DIFF_GRID.len()],
+    };
     let detail = format!(
-        "{} rate this interval: canary {xc}/{nc} vs stable {xs}/{ns}; betting on canary − stable > {:.2} pp",
+        "{} rate this interval: canary {xc}/{nc} vs stable {xs}/{ns}; Gaussian increments of canary − stable − {:.2} pp",
         bad_name(metric),
         delta * 100.0
     );

@@ -1,4 +1,4 @@
-//! Sequential evidence, v2: per-interval likelihood ratios and betting factors, the weighted
+//! Sequential evidence, v2: per-interval likelihood ratios, the weighted
 //! Shiryaev–Roberts e-detector that turns them into a change detector, Bernoulli mixture e-values
 //! against a fixed limit, and the one-sided normal-mixture mSPRT.
 //!
@@ -119,17 +119,6 @@ pub fn sr_statistic(m: &[f64]) -> f64 {
     }
 }
 
-/// ln(1 + λ·d) for a betting e-process; −∞ is never returned (λ is kept inside the range that makes
-/// the factor non-negative by the caller; a zero factor is floored at e^−700).
-pub fn ln_bet(lambda: f64, d: f64) -> f64 {
-    let f = 1.0 + lambda * d;
-    if f > 0.0 && f.is_finite() {
-        f.ln()
-    } else {
-        -700.0
-    }
-}
-
 /// One-sided normal-mixture mSPRT with a half-normal mixing density of scale τ on the effect beyond
 /// δ₀: Λ⁺ = 2·√(σ²/(σ²+τ²))·exp(τ²(d−δ₀)²/(2σ²(σ²+τ²)))·Φ(τ(d−δ₀)/(σ·√(σ²+τ²))), as ln Λ⁺.
 pub fn ln_one_sided_msprt(d: f64, delta0: f64, variance: f64, tau2: f64) -> f64 {
@@ -208,6 +197,5 @@ mod tests {
         let s = sr_update(&mut m, 0.5, &[800.0, f64::NAN]);
         assert!(s.is_finite());
         assert_eq!(m, [DETECTOR_CAP, 1.0]);
-        assert_eq!(ln_bet(2.0, -1.0), -700.0);
     }
 }
