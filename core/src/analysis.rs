@@ -36,7 +36,7 @@ mod tests;
 
 pub use evaluate::{
     Bounds, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
-    FLOOR_Z, LIMIT_GRID, MEAN_GRID, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
+    FLOOR_Z, LIMIT_GRID, MEAN_GRID, MIN_FLOOR, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};

@@ -32,7 +32,9 @@ pub const ADVANCE_ALPHA: f64 = 0.1;
 /// FLOOR_Z standard errors of the canary's rate over the observations it gets in `step_seconds`
 /// (`reachable`). At 1 % of 200 requests/s (120 requests a minute) that is 7 pp for a 5 % failure
 /// rate; at 25 % (3,000 a minute) 1.4 pp; twice the tolerance takes over once it is larger.
-pub const FLOOR_Z: f64 = 3.5;
+pub const FLOOR_Z: f64 = 4.0;
+/// An absolute floor for rare events: a rate proof never has to rule out less than 0.1 pp.
+pub const MIN_FLOOR: f64 = 0.001;
 /// The latency proof for quantile q bounds the quantile min(q, 1 − TAIL_COUNT / n), n the canary
 /// requests the step gets in `step_seconds`: a 1 % tail cannot be bounded from the 120 requests of a
 /// first step, the 95th percentile can; from 3,000 requests on, q itself is bounded.
@@ -75,11 +77,14 @@ pub struct Evidence {
     pub detail: String,
 }
 
-/// Confidence bounds (in the metric's unit) of canary and stable on the current step's data.
+/// Confidence bounds (in the metric's unit) of canary and stable on the current step's data;
+/// `None` while the data does not yet bound that side.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bounds {
-    pub canary_low: f64,
-    pub canary_high: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_high: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_low: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,8 +239,20 @@ pub(crate) fn evaluate_gate(
     result.status = if outcome.failed {
         GateStatus::Fail
     } else if gate.critical() {
-        result.note = "critical: watched at every look, does not hold the step".into();
-        GateStatus::Pass
+        // Critical gates prove nothing before an advance (they act at the first evidence of harm),
+        // but a step does not advance before they have seen `min_requests` canary observations.
+        let seen = result.canary_n.max(next.proof_n);
+        if seen >= ctx.spec.min_requests() {
+            result.note = "critical: watched at every look".into();
+            GateStatus::Pass
+        } else {
+            result.note = format!(
+                "critical: canary has {} of {} {unit} needed",
+                seen,
+                ctx.spec.min_requests()
+            );
+            GateStatus::InsufficientData
+        }
     } else if outcome.proven && enough {
         GateStatus::Pass
     } else {
@@ -378,13 +395,20 @@ fn missing_for_gaussian(next: &GateEvidence, mean: f64, unit: &str, what: &str) 
     format!("needs about {more:.0} more canary {unit} to rule out {what}")
 }
 
-fn interval_variance(xc: u64, nc: u64, xs: u64, ns: u64, ratio: f64) -> Option<f64> {
+/// The proofs' per-interval variance of p̂_c − p̂_s: v/n_c + v/n_s, with v the pooled smoothed
+/// per-observation variance of the step so far (steadier than one interval's).
+fn interval_variance(nc: u64, ns: u64, step_variance: f64) -> Option<f64> {
     if nc == 0 || ns == 0 {
         return None;
     }
-    let p = (xc as f64 + xs as f64 + 1.0) / (nc as f64 + ns as f64 + 2.0);
-    let v = p * (1.0 - p);
-    Some(v / nc as f64 + ratio * ratio * v / ns as f64)
+    Some(step_variance / nc as f64 + step_variance / ns as f64)
+}
+
+/// The pooled smoothed variance of a rate metric over the step, and the canary's observations.
+fn step_variance(metric: Metric, data: &Data) -> (f64, u64) {
+    let (xc, nc) = bad_events(metric, data.canary_step);
+    let (xs, ns) = bad_events(metric, data.stable_step);
+    (smoothed_variance(xc.saturating_add(xs), nc.saturating_add(ns)), nc)
 }
 
 fn step_rate_bounds(metric: Metric, ctx: &Context, data: &Data, relative: bool) -> Bounds {
@@ -400,8 +424,8 @@ fn step_rate_bounds(metric: Metric, ctx: &Context, data: &Data, relative: bool) 
     let (cl, ch) = flip(rate_bounds(xc, nc, ctx.alpha_gate));
     let stable = relative.then(|| flip(rate_bounds(xs, ns, ctx.alpha_gate)));
     Bounds {
-        canary_low: cl,
-        canary_high: ch,
+        canary_low: Some(cl),
+        canary_high: Some(ch),
         stable_low: stable.map(|s| s.0),
         stable_high: stable.map(|s| s.1),
     }
@@ -428,11 +452,10 @@ fn rate_ratio(ctx: &Context, metric: Metric, r: f64, next: &mut GateEvidence, da
         (Some(&x), Some(&n)) if n > 0.0 => x / n,
         _ => rate(xs, ns),
     };
-    let (xs_step, ns_step) = bad_events(metric, data.stable_step);
-    let nc_step = bad_events(metric, data.canary_step).1;
-    let floor = reachable(ctx, smoothed_variance(xs_step, ns_step), nc_step);
+    let (v_step, nc_step) = step_variance(metric, data);
+    let floor = reachable(ctx, v_step, nc_step).max(MIN_FLOOR);
     let delta = (2.0 * (r - 1.0) * stable_so_far).max(floor);
-    let increment = interval_variance(xc, nc, xs, ns, 1.0)
+    let increment = interval_variance(nc, ns, v_step)
         .map(|var| (rate(xc, nc) - rate(xs, ns) - delta, var));
     if let (Some(x), Some(n)) = (next.proof.get_mut(2), Some(xs as f64)) {
         *x += n;
@@ -472,10 +495,9 @@ fn rate_difference(ctx: &Context, metric: Metric, delta: f64, next: &mut GateEvi
         delta * 100.0
     );
     let (failed, evidence) = detect(ctx, next, &llrs, detail);
-    let (xs_step, ns_step) = bad_events(metric, data.stable_step);
-    let nc_step = bad_events(metric, data.canary_step).1;
-    let target = (2.0 * delta).max(reachable(ctx, smoothed_variance(xs_step, ns_step), nc_step));
-    let increment = diff.and_then(|d| interval_variance(xc, nc, xs, ns, 1.0).map(|var| (d - target, var)));
+    let (v_step, nc_step) = step_variance(metric, data);
+    let target = (2.0 * delta).max(reachable(ctx, v_step, nc_step)).max(MIN_FLOOR);
+    let increment = diff.and_then(|d| interval_variance(nc, ns, v_step).map(|var| (d - target, var)));
     let (value, mean) = gaussian_proof(next, increment, nc, target);
     let what = regression_words(metric, target);
     proof_outcome(failed, evidence, value, mean, next, metric, &what, step_rate_bounds(metric, ctx, data, true))
@@ -620,8 +642,8 @@ fn latency_limit(ctx: &Context, q: f64, limit_ms: f64, next: &mut GateEvidence, 
     let step = &data.canary_step.latency_total;
     let alpha = ctx.segment_alpha / 2.0;
     let bounds = Bounds {
-        canary_low: lower_quantile_bound(step, q, alpha).unwrap_or(0.0) / 1000.0,
-        canary_high: upper_quantile_bound(step, q, alpha).map_or(f64::MAX, |v| v / 1000.0),
+        canary_low: lower_quantile_bound(step, q, alpha).map(|v| v / 1000.0),
+        canary_high: upper_quantile_bound(step, q, alpha).map(|v| v / 1000.0),
         stable_low: None,
         stable_high: None,
     };
@@ -732,7 +754,7 @@ fn latency_relative(ctx: &Context, q: f64, threshold: Threshold, data: &Data) ->
         ),
     };
     // The proof: canary's min(q, 0.95) upper bound ≤ (1 + 2(r − 1))·stable's q lower bound (+2Δ).
-    let q_adv = q.min(1.0 - TAIL_COUNT / step_observations(ctx, c.count()).max(1.0)).max(0.0);
+    let q_adv = q.min((1.0 - TAIL_COUNT / step_observations(ctx, c.count()).max(1.0)).max(0.5));
     let ratio_adv = 1.0 + 2.0 * (ratio - 1.0);
     let adv_alpha = ADVANCE_ALPHA / 2.0;
     let canary_high = upper_quantile_bound(c, q_adv, adv_alpha);
@@ -766,10 +788,10 @@ fn latency_relative(ctx: &Context, q: f64, threshold: Threshold, data: &Data) ->
         ),
     };
     let bounds = Bounds {
-        canary_low: canary_low.unwrap_or(0.0) / 1000.0,
-        canary_high: upper_quantile_bound(c, q, alpha).map_or(f64::MAX, |v| v / 1000.0),
-        stable_low: Some(lower_quantile_bound(s, q, alpha).unwrap_or(0.0) / 1000.0),
-        stable_high: Some(stable_high.map_or(f64::MAX, |v| v / 1000.0)),
+        canary_low: canary_low.map(|v| v / 1000.0),
+        canary_high: upper_quantile_bound(c, q, alpha).map(|v| v / 1000.0),
+        stable_low: lower_quantile_bound(s, q, alpha).map(|v| v / 1000.0),
+        stable_high: stable_high.map(|v| v / 1000.0),
     };
     Outcome { failed, evidence: Some(evidence), proof: Some(proof), proven, missing, bounds: Some(bounds) }
 }

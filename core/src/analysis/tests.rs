@@ -216,10 +216,19 @@ fn probe_holds() {
     let (sc, _) = scenarios().into_iter().find(|(s, _)| s.name.starts_with("healthy")).unwrap();
     let sim = Simulator::new();
     let mut shown = 0;
-    for seed in 0..300u64 {
+    for i in 0..1000u64 {
+        let seed = 7u64.wrapping_mul(1_000_003).wrapping_add(i);
         let mut last = String::new();
-        let run = sim.run_traced(&sc, seed, |t, v| if t == 170 { last = format!("t={t} {}", v.reason) });
-        if run.step_seconds.iter().any(|&s| s > 150) && shown < 8 {
+        let mut start = 0;
+        let run = sim.run_traced(&sc, seed, |t, v| {
+            if t - start == 175 {
+                last = format!("t={t} {}", v.reason);
+            }
+            if v.action == Action::Advance {
+                start = t;
+            }
+        });
+        if run.step_seconds.iter().any(|&s| s > 175) && shown < 8 {
             shown += 1;
             println!("{:?}: {last}", run.step_seconds);
         }
