@@ -6,8 +6,10 @@
 //! window. It does no I/O: the API handlers and the analysis driver gather the inputs, and
 //! [`crate::state::AppState::commit`] writes the transition in one SQLite transaction and publishes it.
 //!
-//! Every input that changes anything durable other than the last verdict is recorded as an event
-//! carrying the input itself, so replaying a rollout's events through `step` reproduces its state.
+//! Every input that changes anything durable other than the last verdict and the sequential evidence
+//! is recorded as an event carrying the input itself, so replaying a rollout's events through `step`
+//! reproduces its state. The evidence (`status.evidence`, copied from each scheduled verdict's
+//! `next_state`) moves with every judgement, event or not: replaying every input reproduces it.
 //!
 //! Phases: `manual` · `pending` → `progressing` → `succeeded` | `rolled_back`; `paused` (held at its
 //! weight) and `aborted`. Terminal phases take no input but a replaced spec.

@@ -199,38 +199,3 @@ fn sim_power_and_the_planner_and_a_healthy_promotion() {
     assert_eq!(t.promoted, t.runs, "{}", t.line());
     assert_eq!(t.held_over_3x, 0, "{}", t.line());
 }
-
-#[test]
-#[ignore = "timing probe, backs no figure"]
-fn probe() {
-    let name = std::env::var("PROBE").unwrap_or("A/A".into());
-    let n: usize = std::env::var("PROBE_N").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let t0 = std::time::Instant::now();
-    let t = row(&name, n);
-    println!("{} ms per run", t0.elapsed().as_millis() as f64 / t.runs as f64);
-}
-
-#[test]
-#[ignore = "diagnostic probe, backs no figure"]
-fn probe_holds() {
-    let (sc, _) = scenarios().into_iter().find(|(s, _)| s.name.starts_with("healthy")).unwrap();
-    let sim = Simulator::new();
-    let mut shown = 0;
-    for i in 0..1000u64 {
-        let seed = 7u64.wrapping_mul(1_000_003).wrapping_add(i);
-        let mut last = String::new();
-        let mut start = 0;
-        let run = sim.run_traced(&sc, seed, |t, v| {
-            if t - start == 175 {
-                last = format!("t={t} {}", v.reason);
-            }
-            if v.action == Action::Advance {
-                start = t;
-            }
-        });
-        if run.step_seconds.iter().any(|&s| s > 175) && shown < 8 {
-            shown += 1;
-            println!("{:?}: {last}", run.step_seconds);
-        }
-    }
-}
