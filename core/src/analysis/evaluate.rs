@@ -30,8 +30,8 @@ pub const OVERALL_ALPHA: f64 = 0.01;
 pub const ADVANCE_ALPHA: f64 = 0.1;
 /// The floor of the regression a rate proof rules out is what the step's traffic can reach:
 /// FLOOR_Z standard errors of the canary's rate over the observations it gets in `step_seconds`
-/// (`reachable`). At 1 % of 200 requests/s (120 requests a minute) that is 7 pp for a 5 % failure
-/// rate; at 25 % (3,000 a minute) 1.4 pp; twice the tolerance takes over once it is larger.
+/// (`reachable`). At 1 % of 200 requests/s (120 requests a minute) that is 8 pp for a 5 % failure
+/// rate; at 25 % (3,000 a minute) 1.6 pp; twice the tolerance takes over once it is larger.
 pub const FLOOR_Z: f64 = 4.0;
 /// An absolute floor for rare events: a rate proof never has to rule out less than 0.1 pp.
 pub const MIN_FLOOR: f64 = 0.001;
