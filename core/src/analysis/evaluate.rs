@@ -270,7 +270,27 @@ pub(crate) fn evaluate_gate(
     if !ctx.scheduled {
         next = prior.clone();
     }
+    sanitize(&mut result, &mut next);
     (result, next)
+}
+
+/// Keeps every number of the result and the state finite (they are stored as JSON).
+fn sanitize(result: &mut GateResult, next: &mut GateEvidence) {
+    for e in [&mut result.evidence, &mut result.proof].into_iter().flatten() {
+        e.value = finite(e.value);
+        e.threshold = finite(e.threshold);
+    }
+    for v in [&mut result.canary, &mut result.stable].into_iter().flatten() {
+        *v = finite(*v);
+    }
+    if let Some(b) = &mut result.bounds {
+        for v in [&mut b.canary_low, &mut b.canary_high, &mut b.stable_low, &mut b.stable_high].into_iter().flatten() {
+            *v = finite(*v);
+        }
+    }
+    for v in next.detector.iter_mut().chain(next.proof.iter_mut()) {
+        *v = finite(*v);
+    }
 }
 
 fn unit_name(metric: Metric) -> &'static str {
@@ -373,7 +393,17 @@ fn gaussian_proof(next: &mut GateEvidence, increment: Option<(f64, f64)>, canary
         return (0.0, 0.0);
     }
     let mean = s1 / s0;
-    (ln_one_sided_msprt(-mean, 0.0, 1.0 / s0, tau * tau).exp(), mean)
+    (finite(ln_one_sided_msprt(-mean, 0.0, 1.0 / s0, tau * tau).exp()), mean)
+}
+
+/// Every number the verdict carries is finite (JSON has no infinity or NaN, and the status is
+/// stored as JSON): ±∞ saturate at ±f64::MAX, NaN is 0.
+fn finite(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(-f64::MAX, f64::MAX)
+    }
 }
 
 /// "needs about N more canary task outcomes to rule out a 4.00 pp drop in task success".

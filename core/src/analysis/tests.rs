@@ -130,6 +130,29 @@ fn evidence_survives_serde_and_old_records_default() {
 }
 
 #[test]
+fn every_verdict_survives_json_even_on_extreme_counts() {
+    // A verdict with ±∞ or NaN would be stored as null and make the record unreadable.
+    let spec = issue_spec(default_gates()).unwrap();
+    let huge = u64::MAX / 4;
+    let cases = [
+        (stats(400_000, 0), stats(40_000, 20_000)),
+        (stats(huge, 0), stats(huge, huge)),
+        (stats(huge, huge), stats(1, 0)),
+        (stats(10, 0), stats(huge, 0)),
+    ];
+    for (st, ca) in cases {
+        let mut state = StepState { step_index: 2, ..StepState::start(0) };
+        for k in 1..=20u64 {
+            let v = judge(&spec, &state, &look(&st, &ca, true), k * 1000);
+            let json = serde_json::to_string(&v).unwrap();
+            let back: Verdict = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+            assert_eq!(back.next_state, v.next_state);
+            state = v.next_state;
+        }
+    }
+}
+
+#[test]
 fn segment_alpha_sums_to_at_most_one() {
     let total: f64 = (1..200).map(|s| segment_alpha_share(s, 5)).sum();
     assert!(total <= 1.0 + 1e-12 && total > 0.99, "{total}");

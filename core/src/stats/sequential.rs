@@ -128,9 +128,23 @@ pub fn ln_one_sided_msprt(d: f64, delta0: f64, variance: f64, tau2: f64) -> f64 
     let e = d - delta0;
     let total = variance + tau2;
     let z = tau2.sqrt() * e / (variance.sqrt() * total.sqrt());
-    let ln_phi = normal::cdf(z).max(f64::MIN_POSITIVE).ln();
+    let ln_phi = ln_normal_cdf(z);
     std::f64::consts::LN_2 + 0.5 * (variance / total).ln() + tau2 * e * e / (2.0 * variance * total)
         + ln_phi
+}
+
+/// ln Φ(z), accurate far into the lower tail (where Φ underflows): for z < −30 the asymptotic
+/// series ln(φ(z)/|z|) + ln(1 − 1/z² + 3/z⁴ − 15/z⁶).
+pub fn ln_normal_cdf(z: f64) -> f64 {
+    if z.is_nan() {
+        return f64::NAN;
+    }
+    if z > -30.0 {
+        return normal::cdf(z).ln();
+    }
+    let z2 = z * z;
+    let series = 1.0 - 1.0 / z2 + 3.0 / (z2 * z2) - 15.0 / (z2 * z2 * z2);
+    -0.5 * z2 - (-z).ln() - 0.5 * (2.0 * std::f64::consts::PI).ln() + series.ln()
 }
 
 #[cfg(test)]
@@ -172,6 +186,17 @@ mod tests {
         assert_close(ln_one_sided_msprt(0.01, 0.0, 2e-5, 1e-4).exp(), 6.422271944955794, 1e-12);
         assert_close(ln_one_sided_msprt(-0.01, 0.0, 2e-5, 1e-4).exp(), 0.13517131009698458, 1e-12);
         assert_close(ln_one_sided_msprt(0.02, 0.005, 4e-5, 1e-4).exp(), 7.79066794213432, 1e-12);
+    }
+
+    #[test]
+    fn ln_normal_cdf_is_continuous_into_the_far_tail() {
+        let below = ln_normal_cdf(-30.0 - 1e-9);
+        let above = ln_normal_cdf(-30.0 + 1e-9);
+        assert_close(below, above, 1e-9);
+        assert!(ln_normal_cdf(-1e6).is_finite());
+        // A canary far worse than the regression the proof rules out: no evidence, and finite.
+        let l = ln_one_sided_msprt(-0.5, 0.0, 1e-8, 1e-4);
+        assert!(l.is_finite() && l < 0.0, "{l}");
     }
 
     #[test]

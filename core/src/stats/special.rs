@@ -29,16 +29,6 @@ pub fn erfc(x: f64) -> f64 {
     erfc_continued_fraction(x)
 }
 
-/// The error function.
-pub fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return f64::NAN;
-    }
-    if x.abs() < SERIES_UNTIL {
-        return erf_series(x.abs()).copysign(x);
-    }
-    (1.0 - erfc(x.abs())).copysign(x)
-}
 
 /// erf(x) = 2x e^{−x²}/√π · Σ (2x²)ⁿ / (1·3·…·(2n+1)): all terms positive, no cancellation.
 fn erf_series(x: f64) -> f64 {
@@ -119,13 +109,5 @@ mod tests {
         assert_eq!(erfc(30.0), 0.0);
         assert_eq!(erfc(f64::NEG_INFINITY), 2.0);
         assert!(erfc(f64::NAN).is_nan());
-    }
-
-    #[test]
-    fn erf_is_odd_and_complements_erfc() {
-        for x in [0.01, 0.3, 0.74, 0.76, 1.3, 2.5, 4.0] {
-            assert_close(erf(-x), -erf(x), 1e-15);
-            assert_close(erf(x) + erfc(x), 1.0, 1e-15);
-        }
     }
 }
