@@ -193,6 +193,8 @@ fn sim_shared_incidents_do_not_roll_back() {
 fn sim_latency_inside_and_outside_the_ratio() {
     let t = row("latency, canary 1.15×", 1_000);
     assert!(t.rollback_rate() <= 0.01, "{}", t.line());
+    let t = row("latency, canary 1.2×", 1_000);
+    assert!(t.rollback_rate() <= ALPHA_GATE, "{}", t.line());
     let t = row("latency, canary 1.5×", 500);
     assert!(t.rollback_rate() >= 0.95, "{}", t.line());
 }
