@@ -224,3 +224,42 @@ fn sim_power_and_the_planner_and_a_healthy_promotion() {
     assert_eq!(t.promoted, t.runs, "{}", t.line());
     assert_eq!(t.held_over_3x, 0, "{}", t.line());
 }
+
+fn costs(n: u64, mean: f64, sd: f64) -> VersionStats {
+    VersionStats {
+        requests: n,
+        status_2xx: n,
+        cost_count: n,
+        cost_sum: n as f64 * mean,
+        cost_sum_sq: n as f64 * (mean * mean + sd * sd),
+        ..VersionStats::default()
+    }
+}
+
+#[test]
+fn cost_gate_fails_a_dearer_canary_and_passes_an_equal_one() {
+    let gate = Gate::try_new(Metric::CostPerTask, Threshold::MaxRatio(1.2), false).unwrap();
+    let spec = simulation::spec_with(vec![50.0, 100.0], 30, vec![gate]).unwrap();
+    let (st, dear) = (costs(100, 1.0, 0.3), costs(100, 2.0, 0.3));
+    let mut state = StepState::start(0);
+    let mut rolled_back = None;
+    for k in 1..=10u64 {
+        let v = judge(&spec, &state, &look(&st, &dear, true), k * 1000);
+        if v.action == Action::Rollback {
+            rolled_back = Some(k);
+            break;
+        }
+        state = v.next_state;
+    }
+    assert!(rolled_back.is_some_and(|k| k <= 3), "{rolled_back:?}");
+    let same = costs(100, 1.0, 0.3);
+    let mut state = StepState::start(0);
+    let mut actions = Vec::new();
+    for k in 1..=40u64 {
+        let v = judge(&spec, &state, &look(&st, &same, true), k * 1000);
+        actions.push(v.action);
+        state = v.next_state;
+    }
+    assert!(!actions.contains(&Action::Rollback));
+    assert!(actions.contains(&Action::Advance), "{actions:?}");
+}
