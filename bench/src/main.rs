@@ -4,12 +4,13 @@
 //! 2. the core decision natively (criterion), `decision`;
 //! 3. push latency to K Envoys, `push`;
 //! 4. rollback reaction, `rollback`;
-//! 5. controller ingest of telemetry reports, `ingest`, and its memory under a hostile flood (`flood`).
+//! 5. controller ingest of telemetry reports, `ingest`, and its memory under a hostile flood (`flood`);
+//! 6. decision quality of the judgement (seeded simulations, 20,000 rollouts per row), `judgement`.
 //!
 //! `--smoke` runs every part with seconds-long settings (the test in tests/smoke.rs does, so the
 //! harness cannot rot); its numbers are not measurements. Budgets are reported, never asserted.
 //!
-//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest]
+//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest,judgement]
 //! [--rollback-healthy-secs S]`.
 //! Binaries come from the harness's lookup (`FLEDGE_BIN`, `FLEDGE_WASM`, `FLEDGE_ENVOY`), plus
 //! `FLEDGE_EMPTY_WASM` for the baseline filter.
@@ -19,6 +20,7 @@ mod envoy;
 mod filter_cost;
 mod flood;
 mod ingest;
+mod judgement;
 mod load;
 mod machine;
 mod procstat;
@@ -36,7 +38,7 @@ use std::time::Duration;
 use anyhow::Context;
 use report::{Part, Results};
 
-const PARTS: [&str; 5] = ["filter", "decision", "push", "rollback", "ingest"];
+const PARTS: [&str; 6] = ["filter", "decision", "push", "rollback", "ingest", "judgement"];
 
 struct Args {
     smoke: bool,
@@ -153,6 +155,8 @@ async fn main() -> anyhow::Result<()> {
          flood::Settings { connections: 64, duration: Duration::from_secs(15) })
     };
 
+    let judgement_settings = judgement::Settings { runs: if smoke { 20 } else { 20_000 } };
+
     let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;
     let decision = if smoke && args.only.len() == PARTS.len() {
         // Criterion needs a release build and ~15 s: the smoke test covers its parser instead.
@@ -163,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
     let push = part(&args, "push", || push::run(&push_settings)).await;
     let rollback = part(&args, "rollback", || rollback::run(&rollback_settings)).await;
     let ingest = part(&args, "ingest", || ingest::run(&ingest_settings.0, &ingest_settings.1)).await;
+    let judgement = part(&args, "judgement", || judgement::run(&judgement_settings)).await;
 
     let results = Results {
         machine: machine::Machine::describe(&fledge_integration::envoy_bin()),
@@ -172,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
         push,
         rollback,
         ingest,
+        judgement,
         profile: if smoke { Vec::new() } else { profile::notes() },
     };
     let text = report::render(&results);
@@ -186,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         matches!(results.push, Part::Failed(_)),
         matches!(results.rollback, Part::Failed(_)),
         matches!(results.ingest, Part::Failed(_)),
+        matches!(results.judgement, Part::Failed(_)),
     ];
     anyhow::ensure!(!failed.contains(&true), "some benchmarks failed (see the table)");
     Ok(())

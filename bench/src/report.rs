@@ -26,6 +26,7 @@ pub struct Results {
     pub push: Part<Push>,
     pub rollback: Part<Rollback>,
     pub ingest: Part<Ingest>,
+    pub judgement: Part<Vec<crate::judgement::Row>>,
     pub profile: Vec<String>,
 }
 
@@ -218,6 +219,7 @@ pub fn render(r: &Results) -> String {
     render_push(&mut s, &r.push);
     render_rollback(&mut s, &r.rollback);
     render_ingest(&mut s, &r.ingest);
+    render_judgement(&mut s, &r.judgement);
 
     if !r.profile.is_empty() {
         let _ = writeln!(s, "## What profiling found\n");
@@ -492,6 +494,48 @@ fn render_flood(s: &mut String, flood: &crate::ingest::Flood) {
             let _ = writeln!(s, "The flood could not run: {why}\n");
         }
     }
+}
+
+fn render_judgement(s: &mut String, part: &Part<Vec<crate::judgement::Row>>) {
+    let _ = writeln!(s, "## 6. Judgement: decision quality\n");
+    let rows = match part {
+        Part::Done(rows) => rows,
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+            return;
+        }
+    };
+    let runs = rows.first().map_or(0, |r| r.tally.runs);
+    let _ = writeln!(
+        s,
+        "Seeded simulations of `fledge_core::analysis::simulation` (`judge` on synthetic traffic), {} rollouts per row: \
+         200 requests/s, one look per second, steps 1 → 5 → 25 → 50 → 100 % at 60 s each, default gates, failure_limit 1. \
+         \"Rolled back\" counts rollbacks on the row's gate (any gate for A/A, incidents and the healthy canary); \
+         detection is from the change's onset. docs/analysis-method.md explains the method and the validity argument.\n",
+        thousands(runs as f64)
+    );
+    let _ = writeln!(
+        s,
+        "| case | rolled back | on other gates | promoted | past first step | median detection | longest step | steps held > 3× | the check |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let t = &r.tally;
+        let pct = |n: usize| format!("{:.2} %", 100.0 * n as f64 / t.runs.max(1) as f64);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} s | {} | {} |",
+            t.name,
+            pct(t.rolled_back),
+            pct(t.rolled_back_other),
+            pct(t.promoted),
+            pct(t.advanced_past_first),
+            t.median_delay_s().map_or_else(|| "–".to_string(), |d| format!("{d} s")),
+            t.longest_step_s,
+            pct(t.held_over_3x),
+            r.check
+        );
+    }
+    let _ = writeln!(s);
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ fn every_benchmark_runs_and_reports() {
     let md = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("no report written: {e}"));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), md.trim(), "the printed table is the written one");
 
-    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest"] {
+    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality"] {
         assert!(md.contains(heading), "missing {heading:?} in:\n{md}");
     }
     assert!(!md.contains("**failed**"), "a benchmark failed:\n{md}");
@@ -75,6 +75,11 @@ fn every_benchmark_runs_and_reports() {
     // Push: every change was seen by every Envoy.
     let push = row_numbers(&md, "all 2 Envoys route by it");
     assert!(push.len() == 4 && push.iter().all(|x| *x > 0.0), "{push:?}");
+
+    // Judgement: every row of the table ran.
+    let a_a = row_numbers(&md, "A/A, both versions identical");
+    assert!(a_a.len() >= 5, "{a_a:?}");
+    assert!(md.contains("| healthy canary"), "{md}");
 
     // Rollback: measured, or clearly pending.
     assert!(md.contains("healthy canary requests before t0") || md.contains("**Pending** on automated analysis"), "{md}");

@@ -72,10 +72,10 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
 /// The verdict on a progressing rollout, if it is due or has fresh data.
 fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
     let spec = r.analysis()?;
-    let (stable, canary, scheduled) =
-        state.live().take_look(&r.name, r.status.window, &r.spec.stable, &r.spec.canary, r.interval_ms(), now)?;
-    let verdict = judge(spec, &machine::step_state(r), &stable, &canary, now);
-    Some(Input::judged(verdict, scheduled))
+    let step = r.status.step.unwrap_or(0);
+    let looked = state.live().take_look(&r.name, r.status.window, step, (&r.spec.stable, &r.spec.canary), r.interval_ms(), now)?;
+    let verdict = judge(spec, &machine::step_state(r), &looked.look(), now);
+    Some(Input::judged(verdict, looked.scheduled))
 }
 
 /// Commits `input` unless the rollout changed since `seen` was read.

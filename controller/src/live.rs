@@ -28,7 +28,14 @@ pub struct Window {
     /// The rollout's `status.window` this window belongs to.
     seq: u64,
     started_at_ms: u64,
+    /// Everything since the window started (shown by the API).
     versions: HashMap<String, VersionStats>,
+    /// Since the last scheduled look: the interval the judgement's evidence is made of.
+    interval: HashMap<String, VersionStats>,
+    /// Since the current step started (latency quantiles; the values the verdict shows).
+    step: HashMap<String, VersionStats>,
+    /// The step `step` belongs to.
+    step_index: Option<usize>,
     last_evaluated_ms: u64,
     /// Data arrived since the last look; the driver checks critical gates at once.
     fresh: bool,
@@ -51,10 +58,12 @@ impl Window {
         self.started_at_ms
     }
 
-    fn add(&mut self, version: &str, merge: impl FnOnce(&mut VersionStats)) {
-        match self.versions.get_mut(version) {
-            Some(s) => merge(s),
-            None => merge(self.versions.entry(version.to_string()).or_default()),
+    fn add(&mut self, version: &str, merge: impl Fn(&mut VersionStats)) {
+        for map in [&mut self.versions, &mut self.interval, &mut self.step] {
+            match map.get_mut(version) {
+                Some(s) => merge(s),
+                None => merge(map.entry(version.to_string()).or_default()),
+            }
         }
         self.fresh = true;
     }
@@ -123,6 +132,28 @@ pub struct Confirmation {
     pub confirmed: usize,
     pub proxies: usize,
     pub details: Vec<ProxyConfirmation>,
+}
+
+/// One look's data, as [`fledge_core::analysis::Look`] takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Looked {
+    pub stable: VersionStats,
+    pub canary: VersionStats,
+    pub stable_step: VersionStats,
+    pub canary_step: VersionStats,
+    pub scheduled: bool,
+}
+
+impl Looked {
+    pub fn look(&self) -> fledge_core::analysis::Look<'_> {
+        fledge_core::analysis::Look {
+            stable: &self.stable,
+            canary: &self.canary,
+            stable_step: &self.stable_step,
+            canary_step: &self.canary_step,
+            scheduled: self.scheduled,
+        }
+    }
 }
 
 /// The rollout's current versions and window, as the ingest needs them.
@@ -197,10 +228,16 @@ impl Live {
         self.windows.get(rollout)
     }
 
-    /// For the analysis: the two versions' stats and whether this look is a scheduled one, or `None`
-    /// when there is nothing to look at (not due, and no new data).
-    pub fn take_look(&mut self, rollout: &str, seq: u64, stable: &str, canary: &str, interval_ms: u64, now_ms: u64) -> Option<(VersionStats, VersionStats, bool)> {
+    /// For the analysis: the two versions' counts of the interval since the last scheduled look and
+    /// of the current step (`step`: the rollout's step index; a new one restarts the step counts),
+    /// and whether this look is a scheduled one; `None` when there is nothing to look at (not due,
+    /// and no new data). A scheduled look closes the interval: the next one starts empty.
+    pub fn take_look(&mut self, rollout: &str, seq: u64, step: usize, versions: (&str, &str), interval_ms: u64, now_ms: u64) -> Option<Looked> {
         let w = self.window_for(rollout, seq, now_ms);
+        if w.step_index != Some(step) {
+            w.step_index = Some(step);
+            w.step.clear();
+        }
         // The first scheduled look comes one interval after the window started: a window just
         // (re)started — at a step's start, or empty after a controller restart — has nothing to judge
         // yet, and the verdict restored from disk stays until there is.
@@ -209,10 +246,20 @@ impl Live {
             return None;
         }
         w.fresh = false;
+        let (stable, canary) = versions;
+        let of = |m: &HashMap<String, VersionStats>, v: &str| m.get(v).cloned().unwrap_or_default();
+        let looked = Looked {
+            stable: of(&w.interval, stable),
+            canary: of(&w.interval, canary),
+            stable_step: of(&w.step, stable),
+            canary_step: of(&w.step, canary),
+            scheduled,
+        };
         if scheduled {
             w.last_evaluated_ms = now_ms;
+            w.interval.clear();
         }
-        Some((w.stats(stable), w.stats(canary), scheduled))
+        Some(looked)
     }
 
     pub fn remove_window(&mut self, rollout: &str) {

@@ -6,8 +6,10 @@
 //! window. It does no I/O: the API handlers and the analysis driver gather the inputs, and
 //! [`crate::state::AppState::commit`] writes the transition in one SQLite transaction and publishes it.
 //!
-//! Every input that changes anything durable other than the last verdict is recorded as an event
-//! carrying the input itself, so replaying a rollout's events through `step` reproduces its state.
+//! Every input that changes anything durable other than the last verdict and the sequential evidence
+//! is recorded as an event carrying the input itself, so replaying a rollout's events through `step`
+//! reproduces its state. The evidence (`status.evidence`, copied from each scheduled verdict's
+//! `next_state`) moves with every judgement, event or not: replaying every input reproduces it.
 //!
 //! Phases: `manual` · `pending` → `progressing` → `succeeded` | `rolled_back`; `paused` (held at its
 //! weight) and `aborted`. Terminal phases take no input but a replaced spec.
@@ -166,7 +168,8 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
             s.phase = if s.step.is_some() { Progressing } else { Pending };
             s.step_started_at_ms = now_ms;
             s.consecutive_failures = 0;
-            s.message = "resumed by the user; analysis window restarted".into();
+            // The evidence stays: a resume continues the same tests and spends the same α.
+            s.message = "resumed by the user; analysis window restarted, evidence kept".into();
             ("resumed", false, WindowEffect::Reset)
         }
         UserAction::Promote => {
@@ -222,6 +225,9 @@ fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Resul
     let s = &mut next.status;
     s.step_started_at_ms = verdict.next_state.step_started_at_ms;
     s.consecutive_failures = verdict.next_state.consecutive_failures;
+    // The evidence moves only here, with a scheduled (or critical) judgement: replaying the inputs
+    // reproduces it.
+    s.evidence = verdict.next_state.evidence.clone();
     let (event, routing, window) = match verdict.action {
         Action::Hold => {
             s.message = verdict.reason.clone();
@@ -267,6 +273,7 @@ pub fn step_state(r: &Rollout) -> StepState {
         step_index: r.status.step.unwrap_or(0),
         step_started_at_ms: r.status.step_started_at_ms,
         consecutive_failures: r.status.consecutive_failures,
+        evidence: r.status.evidence.clone(),
     }
 }
 

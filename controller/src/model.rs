@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use fledge_core::analysis::{AnalysisSpec, Verdict};
+use fledge_core::analysis::{AnalysisSpec, EvidenceState, Verdict};
 use fledge_core::rollout::{Mode, RolloutError, RolloutSpec};
 use fledge_core::snapshot::RouteSpec;
 use fledge_core::Weight;
@@ -106,6 +106,10 @@ pub struct RolloutStatus {
     /// The last judgement, with every gate's measured values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verdict: Option<Verdict>,
+    /// The sequential evidence (each gate's detector and proof, the looks taken, the α spent): kept
+    /// with every commit, so a restart or a resume continues it and never buys a fresh α.
+    #[serde(default)]
+    pub evidence: EvidenceState,
 }
 
 impl Rollout {
@@ -133,6 +137,7 @@ impl Rollout {
             consecutive_failures: 0,
             message,
             last_verdict: None,
+            evidence: EvidenceState::default(),
         };
         Ok(Self { name: name.to_string(), spec, status, mode })
     }

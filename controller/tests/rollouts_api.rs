@@ -83,10 +83,20 @@ async fn regression_rolls_back_and_is_pushed_at_once() {
     create(&s).await;
     tick_once(&s, 1_000).unwrap();
     let generation = status(&s).await["status"]["generation"].as_u64().unwrap();
-    call(&s, "POST", "/v1/reports", Some(report(1, "v2", 400, 80))).await;
-    call(&s, "POST", "/v1/reports", Some(report(2, "v1", 4000, 4))).await;
+    // Each interval's counts are its own evidence: the proxies report every interval.
     // failure_limit defaults to 3: two failing intervals hold, the third rolls back.
+    let mut seq = 0;
+    let mut interval = |s: AppState| {
+        seq += 2;
+        async move {
+            call(&s, "POST", "/v1/reports", Some(report(seq - 1, "v2", 400, 80))).await;
+            call(&s, "POST", "/v1/reports", Some(report(seq, "v1", 4000, 4))).await;
+        }
+    };
     for (at, failures) in [(2_000, 1), (2_500, 1), (3_000, 2)] {
+        if at != 2_500 {
+            interval(s.clone()).await;
+        }
         tick_once(&s, at).unwrap();
         let st = status(&s).await;
         assert_eq!(st["status"]["phase"], "progressing");
@@ -94,6 +104,7 @@ async fn regression_rolls_back_and_is_pushed_at_once() {
     }
     let mut rx = s.subscribe();
     rx.borrow_and_update();
+    interval(s.clone()).await;
     tick_once(&s, 4_000).unwrap();
     let st = status(&s).await;
     assert_eq!(st["status"]["phase"], "rolled_back", "{}", st["status"]["message"]);

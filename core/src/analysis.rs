@@ -2,41 +2,46 @@
 //! rollback, with reasons.
 //!
 //! # What the controller feeds [`judge`]
-//! Cumulative [`VersionStats`] of each version since the rollout (re)started, summed over all
-//! proxies, plus the [`StepState`] returned by the previous call and the current time in ms.
-//! Do not reset the stats at each step: the sequential tests treat the rollout as one growing
-//! stream per version, which is what keeps them valid however often `judge` is called, and lets
-//! evidence from early steps carry into later ones. Stable keeps accumulating during every step
-//! (including 100%, where it simply stops growing). After a pause or a controller restart the
-//! controller may continue with the stored totals, or reset both versions together and start
-//! again from step 0; never reset only one of them.
+//! A [`Look`] per analysis interval: both versions' counts of the **interval just ended** (since the
+//! previous scheduled look), summed over all proxies, and their counts **since the current step
+//! started**; plus the [`StepState`] returned by the previous verdict (it carries the sequential
+//! evidence, [`EvidenceState`], which the controller persists with the rollout) and the time in ms.
+//! Looks between intervals (`scheduled: false`, the partial interval so far) judge only absolute
+//! critical gates; their state is not kept.
 //!
 //! # How a regression is declared
-//! Each gate is a one-sided mixture SPRT (see [`crate::stats::msprt`]) on the "bad" direction
-//! only: Λ ≥ 1/α_gate with α_gate = [`OVERALL_ALPHA`] / number of gates (Bonferroni), so the chance
-//! that any gate ever fails an A/A rollout is at most [`OVERALL_ALPHA`] (up to the usual
-//! plug-in-variance approximation). Latency and cost also require the point estimate to be past
-//! the limit. Gates without enough data are `insufficient_data` and hold the rollout; they never
-//! pass. See `METHOD.md` for the parameters and the simulations that check them.
+//! Rate and cost gates turn each interval into a likelihood ratio (or betting factor) that is a
+//! test supermartingale factor under "no regression", and feed it to a weighted Shiryaev–Roberts
+//! e-detector: a gate fails when its statistic reaches 1/α_gate, α_gate = [`OVERALL_ALPHA`] / number
+//! of gates. Because only within-interval comparisons enter, a shared incident cancels and the
+//! splits of different steps never pool (no Simpson's paradox); because the detector restarts its
+//! evidence at every look with a small weight, a failure after a long healthy run is found as fast
+//! as one at the start. Latency gates compare quantile confidence sequences on the step's data.
+//!
+//! # How a step advances
+//! Only on evidence: every non-critical gate's proof must rule out a stated regression (twice the
+//! tolerance, with a floor, [`FLOOR_Z`] and [`TAIL_COUNT`], set by the traffic a step gets) at level
+//! [`ADVANCE_ALPHA`], and the step's dwell must be over. See `docs/analysis-method.md`.
 
 mod evaluate;
 mod gate;
 mod metric;
+pub mod simulation;
 mod spec;
 mod verdict;
 mod version_stats;
 
 #[cfg(test)]
-mod simulation;
-#[cfg(test)]
 mod tests;
 
 pub use evaluate::{
-    evaluate_gate, Evidence, GateResult, GateStatus, MEAN_SD_FLOOR, MIN_MEAN_SAMPLES,
-    OVERALL_ALPHA, PSEUDO_COUNT, TAU_IN_SDS,
+    Bounds, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
+    FLOOR_Z, LIMIT_GRID, MEAN_GRID, MIN_FLOOR, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};
 pub use spec::{default_gates, AnalysisSpec, AnalysisSpecConfig, SpecError};
-pub use verdict::{judge, Action, StepState, Verdict};
-pub use version_stats::VersionStats;
+pub use verdict::{
+    judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict,
+};
+pub use version_stats::{MeanSummary, VersionStats};

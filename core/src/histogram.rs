@@ -182,6 +182,23 @@ impl Histogram {
             .fold(0u64, |acc, &n| acc.saturating_add(n))
     }
 
+    /// The bucket (as its smallest and largest value, µs) holding the k-th largest recorded value
+    /// (k ≥ 1), or `None` when fewer than k values were recorded. Confidence bounds for quantiles
+    /// read order statistics this way: a bucket edge is always on the conservative side.
+    pub fn bucket_of_rank_from_top(&self, k: u64) -> Option<(u64, u64)> {
+        if k == 0 || k > self.total {
+            return None;
+        }
+        let mut seen = 0u64;
+        for (index, &n) in self.counts.iter().enumerate().rev() {
+            seen = seen.saturating_add(n);
+            if seen >= k {
+                return bucket_bounds(index);
+            }
+        }
+        None
+    }
+
     /// Non-empty buckets as (bucket index, count), ascending.
     pub fn buckets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.counts

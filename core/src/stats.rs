@@ -3,8 +3,8 @@
 //! Everything is a pure function of counts and sums. Inputs are validated and reported as
 //! [`StatsError`] instead of producing NaN, because these numbers feed rollback decisions.
 
-pub mod msprt;
 pub mod normal;
+pub mod sequential;
 pub mod special;
 
 /// Why a statistic could not be computed.
@@ -17,37 +17,6 @@ pub enum StatsError {
         value: f64,
         domain: &'static str,
     },
-    /// More successes than trials.
-    #[error("{successes} successes out of {trials} trials")]
-    CountExceedsTrials { successes: u64, trials: u64 },
-    /// A sample that must be non-empty is empty.
-    #[error("{0} is empty")]
-    Empty(&'static str),
-    /// The statistic's variance is zero (e.g. every observation identical), so it is undefined.
-    #[error("zero variance: {0} is undefined")]
-    ZeroVariance(&'static str),
-}
-
-/// Successes out of trials for one arm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Proportion {
-    pub successes: u64,
-    pub trials: u64,
-}
-
-impl Proportion {
-    pub fn new(successes: u64, trials: u64) -> Self {
-        Self { successes, trials }
-    }
-
-    /// (successes, trials) as floats, after checking successes ≤ trials and trials > 0.
-    pub(crate) fn checked(self) -> Result<(f64, f64), StatsError> {
-        check_count(self.successes, self.trials)?;
-        if self.trials == 0 {
-            return Err(StatsError::Empty("proportion"));
-        }
-        Ok((self.successes as f64, self.trials as f64))
-    }
 }
 
 /// Checks `lo < value < hi` (open) and finiteness.
@@ -66,15 +35,6 @@ pub(crate) fn check_open(
             value,
             domain,
         })
-    }
-}
-
-/// Checks a success count against its trials.
-pub(crate) fn check_count(successes: u64, trials: u64) -> Result<(), StatsError> {
-    if successes > trials {
-        Err(StatsError::CountExceedsTrials { successes, trials })
-    } else {
-        Ok(())
     }
 }
 

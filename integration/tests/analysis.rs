@@ -229,3 +229,81 @@ async fn async_outcomes_move_the_task_success_gate() {
     let (code, body) = s.ctl.call(reqwest::Method::POST, &path, Some(json!({"version": "v9", "outcome": "success"}))).await.unwrap();
     assert_eq!(code, 422, "{body}");
 }
+
+/// The rollout's phase now.
+async fn phase(s: &Scenario) -> String {
+    let st = s.ctl.get(&format!("/v1/rollouts/{NAME}")).await.unwrap();
+    st["status"]["phase"].as_str().unwrap_or_default().to_string()
+}
+
+/// 9 (issue 8, item 7). Both versions fail 10 % of requests for 20 s mid-rollout — a shared incident,
+/// a model provider failing for everyone — and the rollout goes on: no rollback, then promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_incident_does_not_roll_back() {
+    let s = Scenario::start(Behaviour::default(), Behaviour::default()).await;
+    let _load = s.load(200);
+    s.rollout(json!({"steps": [10, 50, 100], "step_seconds": 20, "min_requests": 50, "analysis": {"interval_seconds": 0.5},
+                     "gates": [{"metric": "error_rate", "max_ratio": 1.25}, {"metric": "task_success_rate", "max_decrease": 0.02}]})).await;
+    fledge_integration::assert_eventually!(Duration::from_secs(60), "at the 50 % step", async {
+        let st = s.ctl.get(&format!("/v1/rollouts/{NAME}")).await?;
+        anyhow::ensure!(st["status"]["step"] == json!(1), "step {}: {}", st["status"]["step"], st["status"]["message"]);
+        Ok(())
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.stable.update(|b| b.error_rate = 0.1);
+    s.canary.update(|b| b.error_rate = 0.1);
+    let incident = Instant::now();
+    while incident.elapsed() < Duration::from_secs(20) {
+        assert_ne!(phase(&s).await, "rolled_back", "rolled back during a shared incident");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    s.stable.update(|b| b.error_rate = 0.0);
+    s.canary.update(|b| b.error_rate = 0.0);
+    let done = s.wait("succeeded", 120).await;
+    let events = kinds(&s.ctl.events(NAME).await.unwrap());
+    assert!(!events.iter().any(|k| k == "rolled_back"), "{events:?}");
+    assert_eq!(done["spec"]["stable"], "v2");
+    println!("shared incident (both 10 % errors for 20 s at 50 %): no rollback; events {events:?}");
+}
+
+/// 10 (issue 8, item 8). A canary 10 % slower, inside a `max_ratio` of 1.2 on p99, is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_ten_percent_slower_inside_the_ratio_is_promoted() {
+    let s = Scenario::start(Behaviour { latency_ms: 50, ..Behaviour::default() }, Behaviour { latency_ms: 55, ..Behaviour::default() }).await;
+    let _load = s.load(200);
+    s.rollout(json!({"steps": [25, 50, 100], "step_seconds": 10, "min_requests": 50, "analysis": {"interval_seconds": 0.5},
+                     "gates": [{"metric": "latency_p99_ms", "max_ratio": 1.2}]})).await;
+    let done = s.wait("succeeded", 120).await;
+    assert_eq!(done["spec"]["stable"], "v2");
+    let events = s.ctl.events(NAME).await.unwrap();
+    let advanced = events.iter().find(|e| e["kind"] == "advanced").unwrap();
+    let gate = &advanced["verdict"]["gates"][0];
+    println!("canary 1.1× stable latency: promoted; at the first advance: canary p99 {} vs stable {} ms, bounds {}", gate["canary"], gate["stable"], gate["bounds"]);
+}
+
+/// 11 (issue 8, item 9). After more than 3 minutes of healthy history at 10 %, the canary starts
+/// failing 10 % of its requests: rolled back, and the time from the first bad answer is printed. The
+/// detector's evidence restarts at every look, so a long healthy past does not slow it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_minutes_of_healthy_history_is_rolled_back() {
+    let s = Scenario::start(Behaviour::default(), Behaviour::default()).await;
+    let _load = s.load(200);
+    s.rollout(json!({"steps": [10, 100], "step_seconds": 600, "min_requests": 50, "analysis": {"interval_seconds": 1},
+                     "gates": [{"metric": "error_rate", "max_ratio": 1.25}]})).await;
+    s.wait("progressing", 10).await;
+    let healthy = Instant::now();
+    while healthy.elapsed() < Duration::from_secs(185) {
+        assert_eq!(phase(&s).await, "progressing", "a healthy canary is not rolled back");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let looks = s.ctl.get(&format!("/v1/rollouts/{NAME}")).await.unwrap()["status"]["evidence"]["looks"].clone();
+    s.canary.reset_marks();
+    s.canary.update(|b| b.error_rate = 0.1);
+    let done = s.wait("rolled_back", 60).await;
+    let seen = Instant::now();
+    assert_eq!(failing_gate(&done), "error_rate", "{}", done["status"]["message"]);
+    let onset = s.canary.marks().first_error.unwrap();
+    let detection = seen.duration_since(onset);
+    println!("after {looks} healthy looks (≥ 3 min), canary 10 % errors: rolled back {detection:?} after its first bad answer");
+    assert!(detection <= Duration::from_secs(30), "{detection:?}");
+}

@@ -175,7 +175,7 @@ async fn kill_9_while_progressing_keeps_what_the_status_shows() {
         Ok(s["status"].clone())
     });
     let events = ctl.events("support").await.unwrap();
-    ctl.restart().await.unwrap();
+    if let Err(e) = ctl.restart().await { panic!("{e}: {}", ctl.log()); }
     let after = ctl.get("/v1/rollouts/support").await.unwrap()["status"].clone();
     for field in ["phase", "step", "weight", "generation", "consecutive_failures", "step_started_at_ms", "message", "last_verdict"] {
         assert_eq!(after[field], status[field], "{field} changed across kill -9");

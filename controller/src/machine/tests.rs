@@ -1,6 +1,6 @@
 //! The state machine alone: unit cases, and a property test over random inputs.
 
-use fledge_core::analysis::{judge, VersionStats};
+use fledge_core::analysis::{judge, Look, VersionStats};
 use proptest::prelude::*;
 
 use super::*;
@@ -28,8 +28,12 @@ fn stats(requests: u64, errors: u64, violations: u64) -> VersionStats {
     }
 }
 
-fn verdict(r: &Rollout, stable: &VersionStats, canary: &VersionStats, now: u64) -> Verdict {
-    judge(r.analysis().unwrap(), &step_state(r), stable, canary, now)
+fn look<'a>(stable: &'a VersionStats, canary: &'a VersionStats, scheduled: bool) -> Look<'a> {
+    Look { stable, canary, stable_step: stable, canary_step: canary, scheduled }
+}
+
+fn verdict(r: &Rollout, stable: &VersionStats, canary: &VersionStats, now: u64, scheduled: bool) -> Verdict {
+    judge(r.analysis().unwrap(), &step_state(r), &look(stable, canary, scheduled), now)
 }
 
 #[test]
@@ -51,7 +55,7 @@ fn start_then_judgements() {
     assert_eq!(t.window, WindowEffect::Reset);
     let p = t.rollout;
     // Not enough data: a hold that records no event.
-    let v = verdict(&p, &VersionStats::default(), &VersionStats::default(), 60_000);
+    let v = verdict(&p, &VersionStats::default(), &VersionStats::default(), 60_000, true);
     let t = step(&p, Input::judged(v, true), 60_000).unwrap();
     assert_eq!((t.event, t.routing_changed, t.rollout.status.phase), (None, false, Phase::Progressing));
     assert!(t.rollout.status.last_verdict.is_some());
@@ -62,12 +66,25 @@ fn data_between_intervals_only_acts_on_critical_gates() {
     let p = step(&automated(), Input::Start, 0).unwrap().rollout;
     let good = stats(500, 0, 0);
     let bad = stats(50, 50, 0);
-    let v = verdict(&p, &good, &bad, 10);
-    let t = step(&p, Input::judged(v.clone(), false), 10).unwrap();
+    let v = verdict(&p, &good, &bad, 10, false);
+    let t = step(&p, Input::judged(v, false), 10).unwrap();
     assert!(t.is_noop(&p), "non-critical gates wait for the interval");
-    let t = step(&p, Input::judged(v, true), 10).unwrap();
+    // Evidence builds interval by interval: the first failing one records gate_failing.
+    let mut r = p.clone();
+    let mut looks = 0;
+    let t = loop {
+        let v = verdict(&r, &good, &bad, 10, true);
+        let t = step(&r, Input::judged(v, true), 10).unwrap();
+        looks += 1;
+        assert_eq!(t.rollout.status.evidence.looks, looks, "the evidence moves with a scheduled judgement");
+        if t.event.is_some() || looks > 30 {
+            break t;
+        }
+        r = t.rollout;
+    };
     assert_eq!((t.event, t.rollout.status.consecutive_failures), (Some("gate_failing"), 1));
-    let v = verdict(&p, &good, &stats(50, 0, 1), 10);
+    assert!(looks <= 2, "a canary failing every request is found within {looks} intervals");
+    let v = verdict(&p, &good, &stats(50, 0, 1), 10, false);
     let t = step(&p, Input::judged(v, false), 10).unwrap();
     assert_eq!((t.event, t.rollout.status.phase), (Some("rolled_back"), Phase::RolledBack));
 }
@@ -76,10 +93,28 @@ fn data_between_intervals_only_acts_on_critical_gates() {
 fn judgements_only_while_progressing() {
     let p = step(&automated(), Input::Start, 0).unwrap().rollout;
     let paused = step(&p, Input::User { action: UserAction::Pause }, 1).unwrap().rollout;
-    let v = verdict(&p, &stats(10, 0, 0), &stats(10, 0, 0), 2);
+    let v = verdict(&p, &stats(10, 0, 0), &stats(10, 0, 0), 2, true);
     assert_eq!(step(&paused, Input::judged(v, true), 2), Err(StateError::NotJudged("paused")));
     let resumed = step(&paused, Input::User { action: UserAction::Resume }, 3).unwrap();
     assert_eq!((resumed.rollout.status.phase, resumed.window), (Phase::Progressing, WindowEffect::Reset));
+}
+
+#[test]
+fn a_resume_keeps_the_evidence() {
+    let mut p = step(&automated(), Input::Start, 0).unwrap().rollout;
+    for now in 1..=5u64 {
+        let v = verdict(&p, &stats(200, 2, 0), &stats(20, 0, 0), now * 1000, true);
+        p = step(&p, Input::judged(v, true), now * 1000).unwrap().rollout;
+    }
+    assert_eq!(p.status.evidence.looks, 5);
+    let paused = step(&p, Input::User { action: UserAction::Pause }, 6_000).unwrap().rollout;
+    let resumed = step(&paused, Input::User { action: UserAction::Resume }, 7_000).unwrap().rollout;
+    assert_eq!(resumed.status.evidence, p.status.evidence, "a resume does not buy a fresh α");
+    let json = serde_json::to_string(&resumed.status).unwrap();
+    let back: RolloutStatus = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.evidence, resumed.status.evidence, "persisted exactly");
+    let old: RolloutStatus = serde_json::from_str(r#"{"phase":"progressing","step":0,"weight":0,"generation":1,"updated_at_ms":0}"#).unwrap();
+    assert_eq!(old.evidence, Default::default(), "records from before the evidence state load");
 }
 
 /// A random input, drawn the way the controller would meet it: user actions, replaced specs and
@@ -122,7 +157,7 @@ fn input_for(d: &Draw, r: &Rollout, now: u64) -> Input {
             let canary = stats(*requests + canary_errors, *canary_errors, *violations);
             let stable = stats(10 * requests + 10, 0, 0);
             match r.analysis() {
-                Some(spec) => Input::judged(judge(spec, &step_state(r), &stable, &canary, now), *scheduled),
+                Some(spec) => Input::judged(judge(spec, &step_state(r), &look(&stable, &canary, *scheduled), now), *scheduled),
                 None => Input::Start,
             }
         }
@@ -145,6 +180,7 @@ proptest! {
         let mut r = created.clone();
         let mut now = 0u64;
         let mut log: Vec<(Input, u64)> = Vec::new();
+        let mut all: Vec<(Input, u64)> = Vec::new();
         for d in &draws {
             if let Draw::Judge { advance_ms, .. } = d {
                 now += advance_ms;
@@ -152,6 +188,7 @@ proptest! {
             let input = input_for(d, &r, now);
             match step(&r, input.clone(), now) {
                 Ok(t) => {
+                    all.push((input.clone(), now));
                     if let Some(why) = invariant_violation(&t.rollout) {
                         prop_assert!(false, "{why} after {input:?}");
                     }
@@ -171,6 +208,14 @@ proptest! {
         for (input, at) in log {
             replayed = step(&replayed, input, at).map_err(|e| TestCaseError::fail(e.to_string()))?.rollout;
         }
+        prop_assert_eq!(durable(&replayed), durable(&r));
+        // The evidence moves with every scheduled judgement, event or not: replaying every input
+        // reproduces it (and everything else).
+        let mut replayed = automated();
+        for (input, at) in all {
+            replayed = step(&replayed, input, at).map_err(|e| TestCaseError::fail(e.to_string()))?.rollout;
+        }
+        prop_assert_eq!(&replayed.status.evidence, &r.status.evidence);
         prop_assert_eq!(durable(&replayed), durable(&r));
     }
 }

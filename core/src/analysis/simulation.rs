@@ -1,379 +1,410 @@
-//! Seeded rollout simulations: synthetic traffic through `judge`, checking false and true rollback
-//! rates with the default gates. Deterministic (SplitMix64); run with `--nocapture` to see rates.
+//! Seeded rollout simulations: synthetic traffic through [`judge`], one look per interval, in the
+//! issue's setting (200 requests/s, one look per second, steps 1 → 5 → 25 → 50 → 100 % at 60 s
+//! each, default gates). Deterministic (SplitMix64). The core tests run them at a few thousand
+//! rollouts (`cargo test --release -p fledge-core simulation`), `make bench` at 20,000 per row
+//! ([`table`]).
 
 use super::{
-    default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, GateConfig, Metric, StepState,
-    VersionStats,
+    default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, Gate, GateConfig, GateStatus,
+    Look, Metric, StepState, Threshold, VersionStats,
 };
 use crate::rng::SplitMix64;
 use crate::stats::normal;
 
 const LATENCY_TABLE_BITS: u32 = 12;
 
-/// Quantiles of a log-normal (median 100 ms, σ = 0.5; p99 ≈ 320 ms) in µs: sampling is one
-/// table lookup, which keeps the simulations fast in debug builds.
-fn latency_table() -> Vec<u64> {
+/// How one version behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Profile {
+    pub error_rate: f64,
+    pub success_rate: f64,
+    pub violation_rate: f64,
+    /// Latency = a log-normal (median 100 ms, σ = 0.5, p99 ≈ 320 ms) times this.
+    pub latency_factor: f64,
+}
+
+/// 1 % errors, 95 % task success, 0.1 % policy violations, the base latency.
+pub const BASELINE: Profile = Profile {
+    error_rate: 0.01,
+    success_rate: 0.95,
+    violation_rate: 0.001,
+    latency_factor: 1.0,
+};
+
+/// Both versions' error rate becomes `error_rate` for `seconds`, starting `offset_s` into step
+/// `step` (0-based): an incident they share (a model provider failing for everyone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Incident {
+    pub step: usize,
+    pub offset_s: u64,
+    pub seconds: u64,
+    pub error_rate: f64,
+}
+
+/// The canary turns into `after` at `at_s` seconds into the rollout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    pub at_s: u64,
+    pub after: Profile,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub spec: AnalysisSpec,
+    pub rps: u64,
+    pub stable: Profile,
+    pub canary: Profile,
+    pub incident: Option<Incident>,
+    pub change: Option<Change>,
+    /// The gate whose failures the row is about (`None`: any).
+    pub watch: Option<Metric>,
+}
+
+/// How a simulated rollout ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Promoted,
+    RolledBack { step: usize, at_s: u64, failing: Vec<Metric> },
+    TimedOut,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub ending: Ending,
+    /// Seconds spent at each step reached.
+    pub step_seconds: Vec<u64>,
+}
+
+/// Steps [1, 5, 25, 50, 100] %, 60 s each, one look a second, 100 requests minimum,
+/// failure_limit 1, the given gates.
+pub fn issue_spec(gates: Vec<Gate>) -> Option<AnalysisSpec> {
+    spec_with(vec![1.0, 5.0, 25.0, 50.0, 100.0], 60, gates)
+}
+
+pub fn spec_with(steps: Vec<f64>, step_seconds: u64, gates: Vec<Gate>) -> Option<AnalysisSpec> {
+    AnalysisSpec::try_new(AnalysisSpecConfig {
+        steps,
+        step_seconds,
+        min_requests: 100,
+        interval_seconds: 1.0,
+        failure_limit: 1,
+        gates: gates.into_iter().map(GateConfig::from).collect(),
+    })
+    .ok()
+}
+
+/// Quantiles of the base log-normal in µs: sampling is one table lookup.
+fn latency_table() -> Vec<f64> {
     let size = 1usize << LATENCY_TABLE_BITS;
     (0..size)
         .map(|i| {
-            let z = normal::quantile((i as f64 + 0.5) / size as f64).unwrap();
-            (100_000.0 * (0.5 * z).exp()) as u64
+            let z = normal::quantile((i as f64 + 0.5) / size as f64).unwrap_or(0.0);
+            100_000.0 * (0.5 * z).exp()
         })
         .collect()
 }
 
-/// How one version behaves.
-#[derive(Clone, Copy)]
-struct Profile {
-    error_rate: f64,
-    success_rate: f64,
-    violation_rate: f64,
-    extra_latency_us: u64,
+pub struct Simulator {
+    latency: Vec<f64>,
 }
 
-const BASELINE: Profile = Profile {
-    error_rate: 0.01,
-    success_rate: 0.95,
-    violation_rate: 0.001,
-    extra_latency_us: 0,
-};
-
-struct Simulation {
-    spec: AnalysisSpec,
-    rps: u64,
-    latency: Vec<u64>,
-    stable: Profile,
-    canary: Profile,
+impl Default for Simulator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// Steps [1, 5, 25, 50, 100] %, 60 s each, judged every 5 s, 100 requests minimum, default gates.
-fn sim_spec(failure_limit: u32) -> AnalysisSpec {
-    let config = AnalysisSpecConfig {
-        steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
-        step_seconds: 60,
-        min_requests: 100,
-        interval_seconds: 5.0,
-        failure_limit,
-        gates: default_gates().into_iter().map(GateConfig::from).collect(),
-    };
-    AnalysisSpec::try_new(config).unwrap()
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Ending {
-    Promoted,
-    RolledBack { step: usize, failing: Vec<Metric> },
-    TimedOut,
-}
-
-const MAX_SIMULATED_SECONDS: u64 = 3600;
-
-impl Simulation {
-    fn new(stable: Profile, canary: Profile) -> Self {
-        Self {
-            spec: sim_spec(3),
-            rps: 200,
-            latency: latency_table(),
-            stable,
-            canary,
-        }
+impl Simulator {
+    pub fn new() -> Self {
+        Self { latency: latency_table() }
     }
 
-    /// One request into a delta.
-    fn request(&self, rng: &mut SplitMix64, profile: &Profile, delta: &mut VersionStats) {
-        delta.requests += 1;
-        if rng.next_f64() < profile.error_rate {
-            delta.errors += 1;
-            delta.status_5xx += 1;
+    fn request(&self, rng: &mut SplitMix64, p: &Profile, error_rate: f64, s: &mut VersionStats) {
+        s.requests += 1;
+        if rng.next_f64() < error_rate {
+            s.errors += 1;
+            s.status_5xx += 1;
         } else {
-            delta.status_2xx += 1;
+            s.status_2xx += 1;
         }
-        if rng.next_f64() < profile.success_rate {
-            delta.outcome_success += 1;
+        if rng.next_f64() < p.success_rate {
+            s.outcome_success += 1;
         } else {
-            delta.outcome_failure += 1;
+            s.outcome_failure += 1;
         }
-        if rng.next_f64() < profile.violation_rate {
-            delta.policy_violations += 1;
-            delta.policy_violating_requests += 1;
+        if rng.next_f64() < p.violation_rate {
+            s.policy_violations += 1;
+            s.policy_violating_requests += 1;
         }
         let index = (rng.next_u64() >> (64 - LATENCY_TABLE_BITS)) as usize;
-        delta
-            .latency_total
-            .record(self.latency[index] + profile.extra_latency_us);
+        let base = self.latency.get(index).copied().unwrap_or(100_000.0);
+        s.latency_total.record((base * p.latency_factor) as u64);
     }
 
-    fn run(&self, seed: u64) -> Ending {
+    /// One rollout. Gives up after twice the nominal length plus ten minutes.
+    pub fn run(&self, sc: &Scenario, seed: u64) -> Run {
+        self.run_traced(sc, seed, |_, _| {})
+    }
+
+    /// [`Self::run`], showing every verdict (with the simulated second) to `trace`.
+    pub fn run_traced(&self, sc: &Scenario, seed: u64, mut trace: impl FnMut(u64, &super::Verdict)) -> Run {
         let mut rng = SplitMix64::new(seed);
-        let (mut stable, mut canary) = (VersionStats::default(), VersionStats::default());
+        let spec = &sc.spec;
+        let interval_s = (spec.interval_seconds().round() as u64).max(1);
+        let horizon = 2 * spec.steps().len() as u64 * spec.step_seconds() + 600;
         let mut state = StepState::start(0);
-        let interval_s = self.spec.interval_seconds() as u64;
+        let (mut stable_step, mut canary_step) = (VersionStats::default(), VersionStats::default());
+        let mut step_seconds = vec![0u64];
+        let mut step_start_s = 0;
         let mut now_s = 0;
-        while now_s < MAX_SIMULATED_SECONDS {
-            let share = self.spec.weight(state.step_index).unwrap() / 100.0;
+        while now_s < horizon {
+            let Some(weight) = spec.weight(state.step_index) else { break };
+            let share = weight / 100.0;
+            let canary = match sc.change {
+                Some(c) if now_s >= c.at_s => c.after,
+                _ => sc.canary,
+            };
+            let incident_rate = sc.incident.and_then(|i| {
+                let since = now_s.checked_sub(step_start_s)?;
+                (state.step_index == i.step && since >= i.offset_s && since < i.offset_s + i.seconds)
+                    .then_some(i.error_rate)
+            });
             let (mut ds, mut dc) = (VersionStats::default(), VersionStats::default());
-            for _ in 0..self.rps * interval_s {
+            for _ in 0..sc.rps * interval_s {
                 if rng.next_f64() < share {
-                    self.request(&mut rng, &self.canary, &mut dc);
+                    let e = incident_rate.unwrap_or(canary.error_rate);
+                    self.request(&mut rng, &canary, e, &mut dc);
                 } else {
-                    self.request(&mut rng, &self.stable, &mut ds);
+                    let e = incident_rate.unwrap_or(sc.stable.error_rate);
+                    self.request(&mut rng, &sc.stable, e, &mut ds);
                 }
             }
-            // Proxies report deltas; the controller keeps cumulative totals.
-            stable.merge(&ds);
-            canary.merge(&dc);
+            stable_step.merge(&ds);
+            canary_step.merge(&dc);
             now_s += interval_s;
-            let verdict = judge(&self.spec, &state, &stable, &canary, now_s * 1000);
+            let look = Look {
+                stable: &ds,
+                canary: &dc,
+                stable_step: &stable_step,
+                canary_step: &canary_step,
+                scheduled: true,
+            };
+            let verdict = judge(spec, &state, &look, now_s * 1000);
+            trace(now_s, &verdict);
+            if let Some(last) = step_seconds.last_mut() {
+                *last = now_s - step_start_s;
+            }
             match verdict.action {
-                Action::Promote => return Ending::Promoted,
+                Action::Promote => return Run { ending: Ending::Promoted, step_seconds },
                 Action::Rollback => {
                     let failing = verdict
                         .gates
                         .iter()
-                        .filter(|g| g.status == super::GateStatus::Fail)
+                        .filter(|g| g.status == GateStatus::Fail)
                         .map(|g| g.metric)
                         .collect();
-                    return Ending::RolledBack {
-                        step: state.step_index,
-                        failing,
-                    };
+                    let ending = Ending::RolledBack { step: state.step_index, at_s: now_s, failing };
+                    return Run { ending, step_seconds };
                 }
-                Action::Advance | Action::Hold => state = verdict.next_state,
+                Action::Advance => {
+                    stable_step = VersionStats::default();
+                    canary_step = VersionStats::default();
+                    step_seconds.push(0);
+                    step_start_s = now_s;
+                }
+                Action::Hold => {}
             }
+            state = verdict.next_state;
         }
-        Ending::TimedOut
+        Run { ending: Ending::TimedOut, step_seconds }
     }
-}
 
-struct Tally {
-    runs: usize,
-    promoted: usize,
-    timed_out: usize,
-    rolled_back: usize,
-    by_metric: Vec<(Metric, usize)>,
-    by_step: [usize; 5],
-}
-
-fn run_many(sim: &Simulation, runs: usize, seed: u64) -> Tally {
-    let mut t = Tally {
-        runs,
-        promoted: 0,
-        timed_out: 0,
-        rolled_back: 0,
-        by_metric: Vec::new(),
-        by_step: [0; 5],
-    };
-    for i in 0..runs {
-        match sim.run(seed.wrapping_mul(1_000_003).wrapping_add(i as u64)) {
-            Ending::Promoted => t.promoted += 1,
-            Ending::TimedOut => t.timed_out += 1,
-            Ending::RolledBack { step, failing } => {
-                t.rolled_back += 1;
-                t.by_step[step.min(4)] += 1;
-                for m in failing {
-                    match t.by_metric.iter_mut().find(|(k, _)| *k == m) {
-                        Some((_, n)) => *n += 1,
-                        None => t.by_metric.push((m, 1)),
+    pub fn run_many(&self, sc: &Scenario, runs: usize, seed: u64) -> Tally {
+        let mut t = Tally { name: sc.name.clone(), runs, ..Tally::default() };
+        let onset = sc.change.map(|c| c.at_s);
+        let step_limit = sc.spec.step_seconds();
+        for i in 0..runs {
+            let run = self.run(sc, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+            let longest = run.step_seconds.iter().copied().max().unwrap_or(0);
+            t.longest_step_s = t.longest_step_s.max(longest);
+            if longest > 3 * step_limit {
+                t.held_over_3x += 1;
+            }
+            if run.step_seconds.len() > 1 {
+                t.advanced_past_first += 1;
+            }
+            match run.ending {
+                Ending::Promoted => t.promoted += 1,
+                Ending::TimedOut => t.timed_out += 1,
+                Ending::RolledBack { at_s, failing, .. } => {
+                    let counts = sc.watch.is_none_or(|m| failing.contains(&m));
+                    if counts {
+                        t.rolled_back += 1;
+                        if let Some(onset) = onset {
+                            if at_s >= onset {
+                                t.delays_s.push(at_s - onset);
+                            }
+                        }
+                    } else {
+                        t.rolled_back_other += 1;
                     }
                 }
             }
         }
+        t.delays_s.sort_unstable();
+        t
     }
-    t
+}
+
+/// Outcomes of many runs of one scenario.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    pub name: String,
+    pub runs: usize,
+    pub promoted: usize,
+    pub timed_out: usize,
+    /// Rolled back on the watched gate (any gate when none is watched).
+    pub rolled_back: usize,
+    /// Rolled back on another gate only.
+    pub rolled_back_other: usize,
+    pub advanced_past_first: usize,
+    pub held_over_3x: usize,
+    pub longest_step_s: u64,
+    /// Seconds from the change's onset to the rollback, sorted.
+    pub delays_s: Vec<u64>,
 }
 
 impl Tally {
-    fn rollback_rate(&self) -> f64 {
-        self.rolled_back as f64 / self.runs as f64
+    pub fn rollback_rate(&self) -> f64 {
+        self.rolled_back as f64 / self.runs.max(1) as f64
     }
 
-    fn rolled_back_on(&self, metric: Metric) -> usize {
-        self.by_metric
-            .iter()
-            .find(|(m, _)| *m == metric)
-            .map_or(0, |(_, n)| *n)
+    pub fn any_rollback_rate(&self) -> f64 {
+        (self.rolled_back + self.rolled_back_other) as f64 / self.runs.max(1) as f64
     }
 
-    fn print(&self, name: &str) {
-        println!(
-            "{name}: {} runs, rolled back {} ({:.1}%), promoted {}, timed out {}; failing gates {:?}; rollback step (0-based) counts {:?}",
+    pub fn median_delay_s(&self) -> Option<u64> {
+        self.delays_s.get(self.delays_s.len() / 2).copied()
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{}: {} runs, rolled back {:.2}% ({} on the watched gate, {} on others), promoted {:.1}%, timed out {}, past first step {:.1}%, longest step {} s, steps over 3× {}, median detection {}",
+            self.name,
             self.runs,
-            self.rolled_back,
             100.0 * self.rollback_rate(),
-            self.promoted,
+            self.rolled_back,
+            self.rolled_back_other,
+            100.0 * self.promoted as f64 / self.runs.max(1) as f64,
             self.timed_out,
-            self.by_metric,
-            self.by_step
-        );
+            100.0 * self.advanced_past_first as f64 / self.runs.max(1) as f64,
+            self.longest_step_s,
+            self.held_over_3x,
+            self.median_delay_s().map_or_else(|| "n/a".to_string(), |d| format!("{d} s")),
+        )
     }
 }
 
-#[test]
-fn a_a_rollouts_rarely_roll_back() {
-    let sim = Simulation::new(BASELINE, BASELINE);
-    let t = run_many(&sim, 500, 1);
-    t.print("A/A (1% errors, 95% success, 0.1% violations, same latency)");
-    assert!(
-        t.rollback_rate() <= 0.01,
-        "false rollback rate {}",
-        t.rollback_rate()
-    );
-    assert_eq!(t.promoted + t.rolled_back, t.runs, "every A/A rollout ends");
+fn gate(metric: Metric, threshold: Threshold, critical: bool) -> Option<Gate> {
+    Gate::try_new(metric, threshold, critical).ok()
 }
 
-#[test]
-fn doubled_error_rate_is_rolled_back() {
-    let sim = Simulation::new(
-        BASELINE,
-        Profile {
-            error_rate: 0.02,
-            ..BASELINE
-        },
-    );
-    let t = run_many(&sim, 200, 2);
-    t.print("errors 1% → 2%");
-    assert!(
-        t.rollback_rate() >= 0.95,
-        "detection rate {}",
-        t.rollback_rate()
-    );
-    assert!(t.rolled_back_on(Metric::ErrorRate) >= t.rolled_back * 95 / 100);
-}
-
-#[test]
-fn slower_canary_is_rolled_back_on_latency() {
-    let sim = Simulation::new(
-        BASELINE,
-        Profile {
-            extra_latency_us: 150_000,
-            ..BASELINE
-        },
-    );
-    let t = run_many(&sim, 100, 3);
-    t.print("latency +150 ms");
-    assert!(t.rollback_rate() >= 0.95);
-    assert_eq!(t.rolled_back_on(Metric::LatencyP99Ms), t.rolled_back);
-}
-
-#[test]
-fn worse_task_success_is_rolled_back_on_success_gate() {
-    let sim = Simulation::new(
-        BASELINE,
-        Profile {
-            success_rate: 0.80,
-            ..BASELINE
-        },
-    );
-    let t = run_many(&sim, 100, 4);
-    t.print("task success 95% → 80%");
-    assert!(t.rollback_rate() >= 0.95);
-    assert_eq!(t.rolled_back_on(Metric::TaskSuccessRate), t.rolled_back);
-}
-
-#[test]
-fn better_canary_is_promoted() {
-    // One-sided tests: an improvement is never a regression.
-    let better = Profile {
-        error_rate: 0.002,
-        success_rate: 0.99,
-        violation_rate: 0.0,
-        extra_latency_us: 0,
+/// The rows of the decision-quality table, in order: (scenario, what the row checks).
+pub fn scenarios() -> Vec<(Scenario, &'static str)> {
+    let base = |name: &str, canary: Profile, watch: Option<Metric>| Scenario {
+        name: name.to_string(),
+        spec: issue_spec(default_gates()).unwrap_or_default(),
+        rps: 200,
+        stable: BASELINE,
+        canary,
+        incident: None,
+        change: None,
+        watch,
     };
-    let t = run_many(&Simulation::new(BASELINE, better), 50, 5);
-    t.print("better canary (0.2% errors, 99% success)");
-    assert_eq!(t.promoted, t.runs);
-}
-
-/// Larger runs for METHOD.md: `cargo test --release -- --ignored --nocapture long_run`.
-#[test]
-#[ignore = "slow: run in release"]
-fn long_run_rates() {
-    let mut aa = Simulation::new(BASELINE, BASELINE);
-    run_many(&aa, 5_000, 11).print("A/A, failure_limit 3");
-    aa.spec = sim_spec(1);
-    run_many(&aa, 5_000, 12).print("A/A, failure_limit 1 (any single failing interval rolls back)");
-    // Exactly at a gate's tolerance (the null's boundary): each should stay under α/4 = 0.25%.
-    let edge = Simulation::new(
-        BASELINE,
-        Profile {
-            error_rate: 0.0125,
-            ..BASELINE
-        },
-    );
-    run_many(&edge, 2_000, 18).print("errors at tolerance (1% → 1.25%, max_ratio 1.25)");
-    let edge = Simulation::new(
-        BASELINE,
-        Profile {
-            success_rate: 0.93,
-            ..BASELINE
-        },
-    );
-    run_many(&edge, 2_000, 19).print("success at tolerance (95% → 93%, max_decrease 0.02)");
-    let edge = Simulation::new(
-        BASELINE,
-        Profile {
-            violation_rate: 0.002,
-            ..BASELINE
-        },
-    );
-    run_many(&edge, 2_000, 20).print("violations at tolerance (0.1% → 0.2%, max_increase 0.001)");
-    let errors = Simulation::new(
-        BASELINE,
-        Profile {
-            error_rate: 0.02,
-            ..BASELINE
-        },
-    );
-    run_many(&errors, 2_000, 13).print("errors 1% → 2%");
-    let mild = Simulation::new(
-        BASELINE,
-        Profile {
-            error_rate: 0.015,
-            ..BASELINE
-        },
-    );
-    run_many(&mild, 1_000, 14).print("errors 1% → 1.5%");
-    let latency = Simulation::new(
-        BASELINE,
-        Profile {
-            extra_latency_us: 150_000,
-            ..BASELINE
-        },
-    );
-    run_many(&latency, 1_000, 15).print("latency +150 ms");
-    let success = Simulation::new(
-        BASELINE,
-        Profile {
-            success_rate: 0.80,
-            ..BASELINE
-        },
-    );
-    run_many(&success, 1_000, 16).print("task success 95% → 80%");
-    let violations = Simulation::new(
-        BASELINE,
-        Profile {
-            violation_rate: 0.005,
-            ..BASELINE
-        },
-    );
-    run_many(&violations, 1_000, 17).print("policy violations 0.1% → 0.5%");
-}
-
-#[test]
-fn zero_traffic_holds_forever() {
-    let mut sim = Simulation::new(BASELINE, BASELINE);
-    sim.rps = 0;
-    let empty = VersionStats::default();
-    let mut state = StepState::start(0);
-    for now_s in (5..=24 * 3600).step_by(5) {
-        let verdict = judge(&sim.spec, &state, &empty, &empty, now_s * 1000);
-        assert_eq!(verdict.action, Action::Hold, "{}", verdict.reason);
-        assert!(verdict
-            .gates
-            .iter()
-            .all(|g| g.status == super::GateStatus::InsufficientData));
-        state = verdict.next_state;
+    let mut rows = vec![
+        (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),
+        (
+            base("error rate at the tolerance (1 % → 1.25 %, max_ratio 1.25)", Profile { error_rate: 0.0125, ..BASELINE }, Some(Metric::ErrorRate)),
+            "rollbacks on error_rate ≤ α_gate = 0.25 %",
+        ),
+        (
+            base("task success at the tolerance (95 % → 93 %, max_decrease 0.02)", Profile { success_rate: 0.93, ..BASELINE }, Some(Metric::TaskSuccessRate)),
+            "rollbacks on task_success_rate ≤ 0.25 %",
+        ),
+        (
+            base("policy violations at the tolerance (0.1 % → 0.2 %, max_increase 0.001, critical)", Profile { violation_rate: 0.002, ..BASELINE }, Some(Metric::PolicyViolationRate)),
+            "rollbacks on policy_violation_rate ≤ 0.25 %",
+        ),
+    ];
+    for step in 0..5 {
+        let mut sc = base(
+            &format!("shared incident (both 1 % → 5 % errors for 30 s) in step {} ({} %)", step + 1, [1, 5, 25, 50, 100].get(step).copied().unwrap_or(0)),
+            BASELINE,
+            None,
+        );
+        sc.incident = Some(Incident { step, offset_s: 15, seconds: 30, error_rate: 0.05 });
+        rows.push((sc, "false rollbacks ≤ 1 %"));
     }
-    assert_eq!(state, StepState::start(0));
-    assert_eq!(sim.run(9), Ending::TimedOut);
+    rows.push((
+        base("latency, canary 1.15× (max_ratio 1.2 on p99)", Profile { latency_factor: 1.15, ..BASELINE }, Some(Metric::LatencyP99Ms)),
+        "rollbacks ≤ 1 %",
+    ));
+    rows.push((
+        base("latency, canary 1.2× (exactly at max_ratio 1.2)", Profile { latency_factor: 1.2, ..BASELINE }, Some(Metric::LatencyP99Ms)),
+        "rollbacks ≤ α_gate = 0.25 %",
+    ));
+    rows.push((
+        base("latency, canary 1.5×", Profile { latency_factor: 1.5, ..BASELINE }, Some(Metric::LatencyP99Ms)),
+        "rollbacks ≥ 95 %",
+    ));
+    for (critical, name) in [(false, "absolute limit, canary exactly at it (policy_violation_rate max 0.001)"), (true, "absolute limit, critical (watched from the first request), canary exactly at it")] {
+        let mut sc = base(name, BASELINE, Some(Metric::PolicyViolationRate));
+        // Replace the relative policy gate by the absolute one under test.
+        let gates: Vec<Gate> = default_gates()
+            .into_iter()
+            .filter(|g| g.metric() != Metric::PolicyViolationRate)
+            .chain(gate(Metric::PolicyViolationRate, Threshold::Max(0.001), critical))
+            .collect();
+        sc.spec = issue_spec(gates).unwrap_or_default();
+        rows.push((sc, "failures ≤ α_gate = 0.25 %"));
+    }
+    for minutes in [0u64, 10, 30] {
+        let mut sc = base(
+            &format!("sudden 1 % → 10 % errors at a 5 % step after {minutes} min of healthy history"),
+            BASELINE,
+            Some(Metric::ErrorRate),
+        );
+        // A 5 % step held long enough for the history, then the canary breaks.
+        sc.spec = spec_with(vec![5.0, 100.0], 60 * minutes + 600, default_gates()).unwrap_or_default();
+        sc.change = Some(Change { at_s: 60 * minutes + 1, after: Profile { error_rate: 0.10, ..BASELINE } });
+        rows.push((sc, "median detection ≤ 20 s"));
+    }
+    rows.push((
+        base("power: errors 1 % → 2 %", Profile { error_rate: 0.02, ..BASELINE }, Some(Metric::ErrorRate)),
+        "rolled back ≥ 90 %",
+    ));
+    rows.push((
+        base("power: errors 1 % → 1.5 %", Profile { error_rate: 0.015, ..BASELINE }, Some(Metric::ErrorRate)),
+        "reported only",
+    ));
+    rows.push((
+        base("the demo's planner: task success 95 % → 80 %", Profile { success_rate: 0.80, ..BASELINE }, Some(Metric::TaskSuccessRate)),
+        "never past the first step",
+    ));
+    rows.push((
+        base("healthy canary (1 % errors, 95 % success), promotion time", BASELINE, None),
+        "promoted, no step held over 3 × 60 s",
+    ));
+    rows
+}
+
+/// The whole table at `runs` rollouts per row (the bench uses 20,000).
+pub fn table(runs: usize, seed: u64) -> Vec<(Tally, &'static str)> {
+    let sim = Simulator::new();
+    scenarios()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sc, check))| (sim.run_many(&sc, runs, seed.wrapping_add(i as u64)), check))
+        .collect()
 }

@@ -94,6 +94,21 @@ pub struct AnalysisSpec {
     gates: Vec<Gate>,
 }
 
+impl Default for AnalysisSpec {
+    /// Steps 1 → 5 → 25 → 50 → 100 % at 60 s each, one look a second, 100 requests minimum,
+    /// failure_limit 1, the default gates (the setting of the simulations).
+    fn default() -> Self {
+        Self {
+            steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
+            step_seconds: 60,
+            min_requests: 100,
+            interval_seconds: 1.0,
+            failure_limit: 1,
+            gates: default_gates(),
+        }
+    }
+}
+
 impl AnalysisSpec {
     pub fn try_new(config: AnalysisSpecConfig) -> Result<Self, SpecError> {
         check_steps(&config.steps)?;

@@ -1,12 +1,16 @@
 //! The verdict: advance, hold, promote or roll back, with the reasons and every gate's result.
 //!
 //! Order of rules: a failing critical gate rolls back at once; other failures count consecutive
-//! intervals up to `failure_limit`, holding meanwhile; any gate without enough data holds; only
-//! when every gate passes and the step's dwell is over does the rollout move on.
+//! intervals up to `failure_limit`, holding meanwhile; a step holds until every non-critical gate's
+//! advance proof rules out the regression it names (and `min_requests` canary observations are in);
+//! only then, and once the step's dwell is over, does the rollout move on.
 
-use super::evaluate::{evaluate_gate, GateResult, GateStatus};
+use super::evaluate::{
+    evaluate_gate, Context, Data, GateEvidence, GateResult, GateStatus, OVERALL_ALPHA,
+};
 use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
+use crate::stats::sequential::sr_gamma;
 use serde::{Deserialize, Serialize};
 
 /// What the controller should do now.
@@ -23,24 +27,57 @@ pub enum Action {
     Rollback,
 }
 
+/// The sequential evidence a rollout carries from look to look. It is part of the rollout's
+/// durable status: a restart or a resume continues it, so neither buys a fresh α.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvidenceState {
+    /// Scheduled looks so far (k of the Shiryaev–Roberts detectors).
+    pub looks: u64,
+    /// Latency segments started (a step, or the part of a step after the controller lost its
+    /// data): segment s spends [`segment_alpha_share`]`(s)` of α_gate.
+    pub segments: u32,
+    /// The step of the current segment, and the latency samples it had at the last look.
+    pub segment_step: Option<usize>,
+    pub segment_samples: u64,
+    /// One per gate, in the spec's order.
+    pub gates: Vec<GateEvidence>,
+}
+
 /// Where a rollout stands; the controller stores it between calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
     pub step_index: usize,
     pub step_started_at_ms: u64,
     /// Consecutive judged intervals in which some non-critical gate failed.
     pub consecutive_failures: u32,
+    #[serde(default)]
+    pub evidence: EvidenceState,
 }
 
 impl StepState {
-    /// The first step, starting now.
+    /// The first step, starting now, with no evidence yet.
     pub fn start(now_ms: u64) -> Self {
         Self {
             step_index: 0,
             step_started_at_ms: now_ms,
             consecutive_failures: 0,
+            evidence: EvidenceState::default(),
         }
     }
+}
+
+/// One look's data. `stable`/`canary`: the counts of the interval since the previous scheduled
+/// look (the rate and cost gates' evidence is per interval). `stable_step`/`canary_step`: the counts
+/// since the current step started (latency quantiles, and the values shown). `scheduled`: false for
+/// a look between intervals, where only absolute critical gates are judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Look<'a> {
+    pub stable: &'a VersionStats,
+    pub canary: &'a VersionStats,
+    pub stable_step: &'a VersionStats,
+    pub canary_step: &'a VersionStats,
+    pub scheduled: bool,
 }
 
 /// The decision with its reasons.
@@ -56,20 +93,28 @@ pub struct Verdict {
     pub canary_weight: f64,
 }
 
-/// Judges the canary against stable. Feed cumulative stats since the rollout (re)started; see
-/// the module docs of [`crate::analysis`].
-pub fn judge(
-    spec: &AnalysisSpec,
-    state: &StepState,
-    stable: &VersionStats,
-    canary: &VersionStats,
-    now_ms: u64,
-) -> Verdict {
-    let gates: Vec<GateResult> = spec
-        .gates()
-        .iter()
-        .map(|g| evaluate_gate(g, spec, stable, canary))
-        .collect();
+/// N, the most looks a rollout can take: twice its nominal length (steps × step_seconds /
+/// interval). Past N the detectors stop adding start points (γ = 0), which keeps them valid.
+pub fn most_looks(spec: &AnalysisSpec) -> u64 {
+    let nominal =
+        spec.steps().len() as f64 * spec.step_seconds() as f64 / spec.interval_seconds();
+    ((2.0 * nominal).ceil() as u64).max(1)
+}
+
+/// The share of α_gate latency segment s (1-based) may spend: 1/(2S) for each of the first S
+/// (S = the number of steps), then half of what is left for each later one. They sum to ≤ 1.
+pub fn segment_alpha_share(segment: u32, steps: usize) -> f64 {
+    let steps = steps.max(1) as u32;
+    let s = segment.max(1);
+    if s <= steps {
+        0.5 / f64::from(steps)
+    } else {
+        0.5 * 0.5f64.powi((s - steps).min(1000) as i32)
+    }
+}
+
+/// Judges the canary against stable on one look; see the module docs of [`crate::analysis`].
+pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -> Verdict {
     let Some(weight) = spec.weight(state.step_index) else {
         let reason = format!(
             "invalid state: step {} but the spec has {} steps",
@@ -80,19 +125,72 @@ pub fn judge(
         return Verdict {
             action: Action::Hold,
             reason,
-            gates,
-            next_state: *state,
+            gates: Vec::new(),
+            next_state: state.clone(),
             canary_weight: weight,
         };
+    };
+    let mut evidence = state.evidence.clone();
+    if evidence.gates.len() != spec.gates().len() {
+        evidence.gates = vec![GateEvidence::default(); spec.gates().len()];
+    }
+    let k = evidence.looks.saturating_add(1);
+    if look.scheduled {
+        evidence.looks = k;
+        let samples = look
+            .canary_step
+            .latency_total
+            .count()
+            .saturating_add(look.stable_step.latency_total.count());
+        if evidence.segments == 0
+            || evidence.segment_step != Some(state.step_index)
+            || samples < evidence.segment_samples
+        {
+            evidence.segments = evidence.segments.saturating_add(1);
+            evidence.segment_step = Some(state.step_index);
+        }
+        evidence.segment_samples = samples;
+    }
+    let alpha_gate = OVERALL_ALPHA / spec.gates().len().max(1) as f64;
+    let ctx = Context {
+        spec,
+        alpha_gate,
+        gamma: sr_gamma(k, most_looks(spec)),
+        scheduled: look.scheduled,
+        split: weight < 100.0,
+        segment_alpha: alpha_gate
+            * segment_alpha_share(evidence.segments.max(1), spec.steps().len()),
+        step_elapsed_s: now_ms.saturating_sub(state.step_started_at_ms) as f64 / 1000.0,
+    };
+    let data = Data {
+        stable: look.stable,
+        canary: look.canary,
+        stable_step: look.stable_step,
+        canary_step: look.canary_step,
+    };
+    let (gates, gate_evidence): (Vec<GateResult>, Vec<GateEvidence>) = spec
+        .gates()
+        .iter()
+        .zip(&evidence.gates)
+        .map(|(g, prior)| evaluate_gate(&ctx, g, prior, &data))
+        .unzip();
+    let state = if look.scheduled {
+        evidence.gates = gate_evidence;
+        StepState {
+            evidence,
+            ..state.clone()
+        }
+    } else {
+        state.clone()
     };
     let failing: Vec<&GateResult> = gates
         .iter()
         .filter(|g| g.status == GateStatus::Fail)
         .collect();
     let (action, reason, next_state) = if failing.is_empty() {
-        without_failures(spec, state, &gates, now_ms)
+        without_failures(spec, &state, &gates, now_ms)
     } else {
-        on_failures(spec, state, &failing)
+        on_failures(spec, &state, &failing)
     };
     let canary_weight = match action {
         Action::Rollback => 0.0,
@@ -116,7 +214,7 @@ fn on_failures(
     let failures = state.consecutive_failures.saturating_add(1);
     let next = StepState {
         consecutive_failures: failures,
-        ..*state
+        ..state.clone()
     };
     if let Some(critical) = failing.iter().find(|g| g.critical) {
         return (
@@ -150,42 +248,51 @@ fn without_failures(
     gates: &[GateResult],
     now_ms: u64,
 ) -> (Action, String, StepState) {
+    let next = StepState {
+        consecutive_failures: 0,
+        ..state.clone()
+    };
+    let weight = spec.weight(state.step_index).unwrap_or(0.0);
     let waiting: Vec<String> = gates
         .iter()
         .filter(|g| g.status == GateStatus::InsufficientData)
-        .map(|g| format!("{} ({})", g.metric, g.note))
+        .map(|g| format!("{}: {}", g.metric, g.note))
         .collect();
-    if !waiting.is_empty() {
-        // An interval without enough data neither fails nor passes: the count of consecutive
-        // failures stands (a controller restarted with an empty window must not forget it).
-        return (
-            Action::Hold,
-            format!("waiting for data: {}", waiting.join(", ")),
-            *state,
-        );
-    }
-    let next = StepState {
-        consecutive_failures: 0,
-        ..*state
-    };
-    let weight = spec.weight(state.step_index).unwrap_or(0.0);
     let dwell_ms = now_ms.saturating_sub(state.step_started_at_ms);
     let needed_ms = spec.step_seconds().saturating_mul(1000);
+    if !waiting.is_empty() {
+        // Absence of evidence of harm is not evidence of safety: the step holds until every
+        // non-critical gate's proof rules out the regression it names.
+        let dwell = if dwell_ms < needed_ms {
+            format!("{} s of {} s dwell", dwell_ms / 1000, spec.step_seconds())
+        } else {
+            format!("{} s (dwell done)", dwell_ms / 1000)
+        };
+        return (
+            Action::Hold,
+            format!("holding at {weight}%, {dwell}; {}", waiting.join("; ")),
+            next,
+        );
+    }
     if dwell_ms < needed_ms {
         let reason = format!(
-            "all gates pass; {} s of {} s dwell at {weight}%",
+            "no regression, and every gate rules out the regression it names; {} s of {} s dwell at {weight}%",
             dwell_ms / 1000,
             spec.step_seconds()
         );
         return (Action::Hold, reason, next);
     }
-    let after = format!("all gates pass after {} s at {weight}%", dwell_ms / 1000);
+    let after = format!(
+        "every gate rules out its regression after {} s at {weight}%",
+        dwell_ms / 1000
+    );
     match spec.weight(state.step_index + 1) {
         Some(next_weight) => {
             let advanced = StepState {
                 step_index: state.step_index + 1,
                 step_started_at_ms: now_ms,
                 consecutive_failures: 0,
+                evidence: state.evidence.clone(),
             };
             (
                 Action::Advance,
@@ -201,25 +308,18 @@ fn without_failures(
     }
 }
 
-/// "error_rate regressed: canary 2.10% vs stable 1.00% (canary ≤ 1.25× stable; mSPRT Λ=143 ≥ 400)".
+/// "error_rate regressed: canary 2.10% vs stable 1.00% (canary ≤ 1.25× stable; shiryaev_roberts 912 ≥ 400)".
 fn describe_failure(g: &GateResult) -> String {
     let value = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| g.metric.format_value(v));
-    let evidence = g
-        .evidence
-        .as_ref()
-        .map_or_else(String::new, |e| match e.test.as_str() {
-            "mSPRT" => format!(
-                "; mSPRT Λ={} ≥ {}",
-                short_number(e.value),
-                short_number(e.threshold)
-            ),
-            _ => format!(
-                "; {} {} ≥ {}",
-                e.test,
-                short_number(e.value),
-                short_number(e.threshold)
-            ),
-        });
+    let evidence = g.evidence.as_ref().map_or_else(String::new, |e| {
+        format!(
+            "; {} {} ≥ {}; {}",
+            e.test,
+            short_number(e.value),
+            short_number(e.threshold),
+            e.detail
+        )
+    });
     format!(
         "{} regressed: canary {} vs stable {} ({}{evidence})",
         g.metric,

@@ -6,7 +6,6 @@
 
 use super::metric::Metric;
 use crate::histogram::Histogram;
-use crate::stats::msprt::MeanSummary;
 use serde::{Deserialize, Serialize};
 
 /// Counters for one version (stable or canary) over a window.
@@ -149,6 +148,32 @@ fn saturating_add(a: f64, b: f64) -> f64 {
         a
     } else {
         f64::MAX.copysign(sum)
+    }
+}
+
+/// Count, sum and sum of squares of a per-observation quantity (e.g. cost per task).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MeanSummary {
+    pub count: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+impl MeanSummary {
+    pub fn mean(&self) -> Option<f64> {
+        let mean = self.sum / self.count as f64;
+        (self.count > 0 && mean.is_finite()).then_some(mean)
+    }
+
+    /// Unbiased sample variance (clamped at 0 against rounding), needs two observations.
+    pub fn variance(&self) -> Option<f64> {
+        let mean = self.mean()?;
+        if self.count < 2 {
+            return None;
+        }
+        let n = self.count as f64;
+        let variance = ((self.sum_sq - n * mean * mean) / (n - 1.0)).max(0.0);
+        variance.is_finite().then_some(variance)
     }
 }
 
