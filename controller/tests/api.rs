@@ -7,26 +7,19 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use fledge_controller::store::Store;
 use fledge_controller::{app, AppState, Settings};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-fn state_with(settings: Settings) -> AppState {
-    AppState::new(Store::in_memory().unwrap(), settings).unwrap()
-}
+mod common;
+
+use common::state_with;
 
 fn state() -> AppState {
-    state_with(Settings { poll_hold: Duration::from_millis(300), ..Settings::default() })
+    common::state(300)
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
-    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, value)
+    common::request(state, method, uri, body.map(|b| b.as_bytes().to_vec())).await
 }
 
 const SPEC: &str = r#"{"hosts":["support-agent"],"stable":"v1","canary":"v2","weight":10}"#;
@@ -153,11 +146,7 @@ async fn state_survives_reopen() {
 }
 
 async fn call_raw(state: &AppState, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(Body::from(body)).unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    common::request(state, method, uri, Some(body)).await
 }
 
 #[tokio::test]

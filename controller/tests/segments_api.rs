@@ -2,27 +2,19 @@
 //! per-segment counts in the status.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use fledge_controller::store::Store;
-use fledge_controller::{app, AppState, Settings};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
+use fledge_controller::AppState;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+
+mod common;
 
 fn state() -> AppState {
-    AppState::new(Store::in_memory().unwrap(), Settings { poll_hold: Duration::from_millis(50), ..Settings::default() }).unwrap()
+    common::state(50)
 }
 
 async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
-    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
 }
 
 fn spec(segments: Value) -> Value {
