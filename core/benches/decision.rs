@@ -40,14 +40,8 @@ fn segmented() -> RouteTable {
     )
     .unwrap_or_default();
     let rollout = RouteSpec {
-        name: "support".into(),
-        hosts: vec!["support-agent".into()],
-        stable: "v1".into(),
-        canary: "v2".into(),
-        weight: Weight::from_basis_points(5_000),
-        salt: default_salt("support"),
         segments,
-        session: None,
+        ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::from_basis_points(5_000), default_salt("support"))
     };
     match RouteTable::compile(&ConfigSnapshot { epoch: String::new(), generation: 7, rollouts: vec![rollout] }) {
         Ok(t) => t,
@@ -63,16 +57,9 @@ fn table() -> RouteTable {
     let rollouts = (0..32)
         .map(|i| {
             let name = if i == 0 { "support".to_string() } else { format!("agent-{i}") };
-            RouteSpec {
-                hosts: vec![format!("{name}-agent"), format!("{name}.agents.example.com")],
-                stable: "v1".into(),
-                canary: "v2".into(),
-                weight: Weight::from_basis_points(5_000),
-                salt: default_salt(&name),
-                segments: Vec::new(),
-                session: None,
-                name,
-            }
+            let hosts = [format!("{name}-agent"), format!("{name}.agents.example.com")];
+            let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+            RouteSpec::new(&name, &hosts, "v1", "v2", Weight::from_basis_points(5_000), default_salt(&name))
         })
         .collect();
     let snapshot = ConfigSnapshot { epoch: String::new(), generation: 7, rollouts };

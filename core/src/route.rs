@@ -278,16 +278,14 @@ mod tests {
         let snap = ConfigSnapshot {
             epoch: "e".into(),
             generation: 3,
-            rollouts: vec![RouteSpec {
-                name: "support".into(),
-                hosts: vec!["support-agent".into(), "support.example.com".into()],
-                stable: "v1".into(),
-                canary: "v2".into(),
-                weight: Weight::try_from_percent(weight).unwrap_or_default(),
-                salt: 42,
-                segments: vec![],
-                session: None,
-            }],
+            rollouts: vec![RouteSpec::new(
+                "support",
+                &["support-agent", "support.example.com"],
+                "v1",
+                "v2",
+                Weight::try_from_percent(weight).unwrap_or_default(),
+                42,
+            )],
         };
         RouteTable::compile(&snap).unwrap_or_default()
     }
@@ -329,32 +327,14 @@ mod tests {
 
     #[test]
     fn conflicting_hosts_rejected() {
-        let spec = |name: &str| RouteSpec {
-            name: name.into(),
-            hosts: vec!["a".into()],
-            stable: "v1".into(),
-            canary: "v2".into(),
-            weight: Weight::ZERO,
-            salt: 0,
-            segments: vec![],
-            session: None,
-        };
+        let spec = |name: &str| RouteSpec::new(name, &["a"], "v1", "v2", Weight::ZERO, 0);
         let snap = ConfigSnapshot { epoch: String::new(), generation: 1, rollouts: vec![spec("x"), spec("y")] };
         assert!(matches!(RouteTable::compile(&snap), Err(SnapshotError::HostConflict { .. })));
     }
 
     #[test]
     fn wildcards_most_specific_wins() {
-        let spec = |name: &str, hosts: &[&str]| RouteSpec {
-            name: name.into(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            stable: "v1".into(),
-            canary: "v2".into(),
-            weight: Weight::ZERO,
-            salt: 0,
-            segments: vec![],
-            session: None,
-        };
+        let spec = |name: &str, hosts: &[&str]| RouteSpec::new(name, hosts, "v1", "v2", Weight::ZERO, 0);
         let snap = ConfigSnapshot {
             epoch: String::new(),
             generation: 1,
@@ -403,14 +383,9 @@ mod tests {
             epoch: "e".into(),
             generation: 1,
             rollouts: vec![RouteSpec {
-                name: "support".into(),
-                hosts: vec!["support-agent".into()],
-                stable: "v1".into(),
-                canary: "v2".into(),
-                weight: Weight::try_from_percent(weight).unwrap(),
-                salt: 42,
                 segments,
                 session: session.then(crate::segment::SessionSpec::default),
+                ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::try_from_percent(weight).unwrap(), 42)
             }],
         };
         RouteTable::compile(&snap).unwrap()

@@ -26,6 +26,22 @@ pub struct RouteSpec {
     pub session: Option<SessionSpec>,
 }
 
+impl RouteSpec {
+    /// A rollout's route without segments or session (they are public fields, set them after).
+    pub fn new(name: &str, hosts: &[&str], stable: &str, canary: &str, weight: Weight, salt: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            stable: stable.to_string(),
+            canary: canary.to_string(),
+            weight,
+            salt,
+            segments: Vec::new(),
+            session: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ConfigSnapshot {
     /// Names the controller's data (random, created with it): generation N of one epoch has nothing

@@ -95,14 +95,9 @@ mod tests {
             epoch: "e".into(),
             generation: 1,
             rollouts: vec![RouteSpec {
-                name: "support".into(),
-                hosts: vec!["support-agent".into()],
-                stable: "v1".into(),
-                canary: "v2".into(),
-                weight: Weight::try_from_percent(weight).unwrap(),
-                salt: 7,
                 segments,
                 session: session.then(SessionSpec::default),
+                ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::try_from_percent(weight).unwrap(), 7)
             }],
         })
         .unwrap()
