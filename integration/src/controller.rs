@@ -219,6 +219,11 @@ impl Controller {
         Ok(v["events"].as_array().cloned().unwrap_or_default())
     }
 
+    /// PUT rollout `name` on `host`, v1 → v2, at a manual `weight`, and insist on success.
+    pub async fn put_manual(&self, name: &str, host: &str, weight: f64) -> anyhow::Result<Value> {
+        self.put_rollout(name, serde_json::json!({"hosts": [host], "stable": "v1", "canary": "v2", "weight": weight})).await
+    }
+
     /// PUT a rollout and insist on success.
     pub async fn put_rollout(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
         let (status, body) = self.call(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?;

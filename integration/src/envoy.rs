@@ -274,6 +274,12 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// An Envoy routing `host` by the fledge header to `v1` (the default) and `v2`, with the filter
+    /// reporting to `controller`: the setup most acceptance tests share.
+    pub fn for_versions(host: &str, v1: SocketAddr, v2: SocketAddr, controller: SocketAddr, plugin_config: Value) -> EnvoyBuilder {
+        Self::builder().route(host, &[("v1", v1), ("v2", v2)]).controller(controller).plugin_config(plugin_config)
+    }
+
     pub fn builder() -> EnvoyBuilder {
         EnvoyBuilder {
             hosts: Vec::new(),

@@ -23,13 +23,7 @@ impl Scenario {
         let stable = Agent::start(Behaviour { version: "v1".into(), ..stable }).await.unwrap();
         let canary = Agent::start(Behaviour { version: "v2".into(), ..canary }).await.unwrap();
         let ctl = Controller::builder().start().await.unwrap();
-        let envoy = Envoy::builder()
-            .route(HOST, &[("v1", stable.addr), ("v2", canary.addr)])
-            .controller(ctl.addr)
-            .plugin_config(json!({"report_interval_ms": 200}))
-            .start()
-            .await
-            .unwrap();
+        let envoy = Envoy::for_versions(HOST, stable.addr, canary.addr, ctl.addr, json!({"report_interval_ms": 200})).start().await.unwrap();
         let traffic = Traffic::new(envoy.listener, HOST);
         Self { ctl, envoy, stable, canary, traffic }
     }

@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 const HOST: &str = "support-agent";
 
 fn envoy_for(v1: std::net::SocketAddr, v2: std::net::SocketAddr, controller: std::net::SocketAddr, plugin_config: Value) -> fledge_integration::envoy::EnvoyBuilder {
-    Envoy::builder().route(HOST, &[("v1", v1), ("v2", v2)]).controller(controller).plugin_config(plugin_config)
+    Envoy::for_versions(HOST, v1, v2, controller, plugin_config)
 }
 
 async fn manual(ctl: &Controller, weight: f64) -> Value {
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight})).await.unwrap()
+    ctl.put_manual("support", HOST, weight).await.unwrap()
 }
 
 async fn held_polls(ctl: &Controller) -> u64 {

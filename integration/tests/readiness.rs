@@ -15,13 +15,7 @@ async fn a_canary_that_is_not_ready_gets_no_traffic_and_a_failing_probe_rolls_ba
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour { healthy: false, ..Behaviour::version("v2") }).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(ctl.addr)
-        .plugin_config(json!({"report_interval_ms": 200}))
-        .start()
-        .await
-        .unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 200})).start().await.unwrap();
     ctl.put_rollout("support", json!({
         "hosts": [HOST], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 600,
         "readiness": {"url": format!("http://{}/healthz", v2.addr), "interval_seconds": 0.2,

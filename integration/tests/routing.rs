@@ -31,13 +31,7 @@ async fn setup_with(mut plugin_config: serde_json::Value) -> Env {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(ctl.addr)
-        .plugin_config(plugin_config)
-        .start()
-        .await
-        .unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, plugin_config).start().await.unwrap();
     let traffic = Traffic::new(envoy.listener, HOST);
     Env { ctl, envoy, _v1: v1, _v2: v2, traffic }
 }

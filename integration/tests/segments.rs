@@ -28,14 +28,8 @@ async fn setup() -> Env {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .controller(ctl.addr)
-        // Reports every 100 ms: confirmations and counts follow a change closely.
-        .plugin_config(json!({"report_interval_ms": 100}))
-        .start()
-        .await
-        .unwrap();
+    // Reports every 100 ms: confirmations and counts follow a change closely.
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100})).start().await.unwrap();
     let client = Client::new(envoy.listener);
     Env { ctl, envoy, _v1: v1, _v2: v2, client }
 }

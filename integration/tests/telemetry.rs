@@ -231,12 +231,12 @@ async fn bearer_token_guards_the_data_plane_endpoints() {
 
 /// Envoy routing HOST by the fledge header to v1 and v2, with the filter reporting to `controller`.
 fn envoy_for(v1: std::net::SocketAddr, v2: std::net::SocketAddr, controller: std::net::SocketAddr, plugin_config: Value) -> fledge_integration::envoy::EnvoyBuilder {
-    Envoy::builder().route(HOST, &[("v1", v1), ("v2", v2)]).controller(controller).plugin_config(plugin_config)
+    Envoy::for_versions(HOST, v1, v2, controller, plugin_config)
 }
 
 /// The rollout "support" on HOST, v1 → v2, at a manual `weight`.
 async fn manual_rollout(ctl: &Controller, weight: f64) {
-    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight})).await.unwrap();
+    ctl.put_manual("support", HOST, weight).await.unwrap();
 }
 
 /// The value of one Prometheus series (`name` with its labels, as Envoy prints them); NaN if absent.
