@@ -7,21 +7,17 @@ use serde_json::{json, Value};
 
 use crate::api::not_found;
 use crate::error::ApiError;
-use crate::machine::{self, Input, UserAction};
+use crate::machine::{Input, UserAction};
 use crate::model::Rollout;
-use crate::state::{now_ms, AppState, Change};
+use crate::state::{now_ms, AppState};
 
 pub async fn act(State(state): State<AppState>, Path((name, action)): Path<(String, String)>) -> Result<Json<Rollout>, ApiError> {
     let action = UserAction::parse(&action)
         .ok_or_else(|| ApiError::NotFound(format!("unknown action {action:?}: use pause, resume, promote or abort")))?;
     let now = now_ms();
     let input = Input::User { action };
-    let committed = state.commit(&name, now, |current| {
-        let r = current.ok_or_else(|| not_found(&name))?;
-        let t = machine::step(r, input.clone(), now)?;
-        Ok(Some(Change::Apply(Box::new(t), input)))
-    })?;
-    let rollout = committed.ok_or_else(|| ApiError::Internal("action committed nothing".into()))?;
+    // Every user action records an event, so nothing committed means no such rollout.
+    let rollout = state.apply(&name, now, input, |_| true)?.ok_or_else(|| not_found(&name))?;
     tracing::info!(rollout = %name, action = action.as_str(), phase = rollout.status.phase.as_str(), "user action");
     Ok(Json(Rollout::clone(&rollout)))
 }

@@ -193,19 +193,3 @@ fn host_conflict(state: &AppState, name: &str, spec: &RolloutSpec) -> Option<(St
         r.spec.hosts.iter().find(|h| wanted.contains(&normalize_host(h))).map(|h| (h.clone(), r.name.clone()))
     })
 }
-
-/// `?since=N&epoch=E` of a config poll (an absent `since` means "answer now").
-pub fn parse_poll_query(query: Option<&str>) -> Result<(Option<u64>, Option<String>), ApiError> {
-    let (mut since, mut epoch) = (None, None);
-    for pair in query.unwrap_or_default().split('&') {
-        if let Some(v) = pair.strip_prefix("since=") {
-            since = Some(v.parse().map_err(|_| ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}")))?);
-        } else if let Some(v) = pair.strip_prefix("epoch=") {
-            if !fledge_core::report::valid_identifier(v) {
-                return Err(ApiError::BadRequest("epoch must be 1-253 printable characters".into()));
-            }
-            epoch = Some(v.to_string());
-        }
-    }
-    Ok((since, epoch))
-}

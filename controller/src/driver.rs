@@ -16,7 +16,7 @@ use fledge_core::analysis::judge;
 use crate::error::ApiError;
 use crate::machine::{self, Input};
 use crate::model::{Phase, Rollout};
-use crate::state::{now_ms, AppState, Change};
+use crate::state::{now_ms, AppState};
 
 const TICK: Duration = Duration::from_millis(25);
 /// How often silent workers are forgotten.
@@ -80,12 +80,7 @@ fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
 
 /// Commits `input` unless the rollout changed since `seen` was read.
 fn commit_if_current(state: &AppState, seen: &Rollout, input: Input, now: u64) -> Result<(), ApiError> {
-    let result = state.commit(&seen.name, now, |current| {
-        let Some(current) = current.filter(|c| c.status.revision == seen.status.revision) else { return Ok(None) };
-        let t = machine::step(current, input.clone(), now)?;
-        Ok(Some(Change::Apply(Box::new(t), input)))
-    });
-    match result {
+    match state.apply(&seen.name, now, input, |current| current.status.revision == seen.status.revision) {
         Ok(_) => Ok(()),
         // Another change won the race between the look and the commit; the next tick judges again.
         Err(ApiError::Conflict(_)) => Ok(()),

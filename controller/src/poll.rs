@@ -9,7 +9,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::parse_poll_query;
 use crate::error::ApiError;
 use crate::state::{AppState, Published};
 
@@ -42,4 +41,20 @@ fn not_modified(p: &Published) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
     resp.headers_mut().insert("x-fledge-generation", HeaderValue::from(p.generation));
     resp
+}
+
+/// `?since=N&epoch=E` of a config poll (an absent `since` means "answer now").
+pub fn parse_poll_query(query: Option<&str>) -> Result<(Option<u64>, Option<String>), ApiError> {
+    let (mut since, mut epoch) = (None, None);
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some(v) = pair.strip_prefix("since=") {
+            since = Some(v.parse().map_err(|_| ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}")))?);
+        } else if let Some(v) = pair.strip_prefix("epoch=") {
+            if !fledge_core::report::valid_identifier(v) {
+                return Err(ApiError::BadRequest("epoch must be 1-253 printable characters".into()));
+            }
+            epoch = Some(v.to_string());
+        }
+    }
+    Ok((since, epoch))
 }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use fledge_core::rollout::ReadinessSpec;
 use serde::Serialize;
 
-use crate::machine::{self, Input};
+use crate::machine::Input;
 use crate::model::{Phase, Rollout};
-use crate::state::{now_ms, AppState, Change};
+use crate::state::{now_ms, AppState};
 
 /// How often the task looks for probes that are due.
 const TICK: Duration = Duration::from_millis(50);
@@ -185,11 +185,7 @@ async fn probe_once(state: &AppState, http: &reqwest::Client, name: &str, spec: 
 /// A canary that stopped being ready while its traffic flows is rolled back, as by a critical gate.
 fn fail(state: &AppState, name: &str, detail: String, now: u64) {
     let input = Input::ReadinessFailed { detail };
-    let result = state.commit(name, now, |current| {
-        let Some(r) = current.filter(|r| matches!(r.status.phase, Phase::Progressing | Phase::Paused)) else { return Ok(None) };
-        let t = machine::step(r, input.clone(), now)?;
-        Ok(Some(Change::Apply(Box::new(t), input)))
-    });
+    let result = state.apply(name, now, input, |r| matches!(r.status.phase, Phase::Progressing | Phase::Paused));
     if let Err(e) = result {
         tracing::error!(rollout = %name, error = %e, "cannot roll back after a failed readiness probe");
     }

@@ -260,6 +260,23 @@ impl AppState {
         Ok(committed)
     }
 
+    /// Runs `input` through the state machine on rollout `name` and commits the transition. `None`
+    /// when the rollout does not exist, when `applies` says the input no longer fits the rollout as
+    /// committed (it changed since the caller looked), or when the transition changes nothing.
+    pub fn apply(
+        &self,
+        name: &str,
+        now_ms: u64,
+        input: Input,
+        applies: impl FnOnce(&Rollout) -> bool,
+    ) -> Result<Option<Arc<Rollout>>, ApiError> {
+        self.commit(name, now_ms, |current| {
+            let Some(r) = current.filter(|r| applies(r)) else { return Ok(None) };
+            let t = crate::machine::step(r, input.clone(), now_ms)?;
+            Ok(Some(Change::Apply(Box::new(t), input)))
+        })
+    }
+
     /// Numbers the transition (revision, window, generation), writes it and resets its window.
     fn write(
         &self,
