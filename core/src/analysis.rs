@@ -23,6 +23,7 @@
 //! tolerance, with a floor, [`FLOOR_Z`] and [`TAIL_COUNT`], set by the traffic a step gets) at level
 //! [`ADVANCE_ALPHA`], and the step's dwell must be over. See `docs/analysis-method.md`.
 
+mod baseline;
 mod evaluate;
 mod gate;
 mod metric;
@@ -35,12 +36,12 @@ mod version_stats;
 mod tests;
 
 pub use evaluate::{
-    Bounds, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
+    Bounds, Comparison, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
     FLOOR_Z, LIMIT_GRID, MEAN_GRID, MIN_FLOOR, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};
-pub use spec::{default_gates, AnalysisSpec, AnalysisSpecConfig, SpecError};
+pub use spec::{default_gates, AnalysisSpec, AnalysisSpecConfig, BlueGreen, SpecError, MAX_PHASE_SECONDS};
 pub use verdict::{
     judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict,
 };

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, GateConfig};
+use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
@@ -12,6 +12,9 @@ pub const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
 pub const DEFAULT_STEP_SECONDS: u64 = 60;
 pub const DEFAULT_MIN_REQUESTS: u64 = 100;
 pub const DEFAULT_FAILURE_LIMIT: u32 = 3;
+/// A blue-green rollout's preview and bake when the spec gives none.
+pub const DEFAULT_PREVIEW_SECONDS: u64 = 60;
+pub const DEFAULT_BAKE_SECONDS: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RolloutError {
@@ -38,6 +41,21 @@ pub enum RolloutError {
     Segment(String),
     #[error("{0}")]
     Session(String),
+    /// `strategy`, `preview_seconds`, `bake_seconds` and what they exclude.
+    #[error("{0}")]
+    Strategy(String),
+}
+
+/// How an automated rollout moves traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Through `steps`, judging the canary against stable at each.
+    #[default]
+    Canary,
+    /// `previewing` (only `version: canary` segments on green), one switch of all traffic to green,
+    /// `baking`, then `succeeded`.
+    BlueGreen,
 }
 
 /// How the canary's weight is set.
@@ -94,6 +112,15 @@ pub struct RolloutSpec {
     /// A session cookie that gives clients without a sticky key a key of their own.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_session")]
     pub session: Option<SessionSpec>,
+    /// `"canary"` (the default) or `"blue_green"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Blue-green: how long only `version: canary` segments reach green before the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_seconds: Option<u64>,
+    /// Blue-green: how long green is judged on all traffic after the switch before it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_seconds: Option<u64>,
 }
 
 /// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
@@ -201,6 +228,9 @@ impl RolloutSpec {
             readiness: None,
             segments: None,
             session: None,
+            strategy: None,
+            preview_seconds: None,
+            bake_seconds: None,
         }
     }
 
@@ -218,7 +248,16 @@ impl RolloutSpec {
         if let Some(s) = &self.session {
             validate_session(s).map_err(RolloutError::Session)?;
         }
-        self.mode().map(|_| ())
+        let mode = self.mode()?;
+        if let Mode::Automated(a) = &mode {
+            let canary_segment = self.segments.iter().flatten().any(|s| s.version.as_deref() == Some("canary"));
+            if a.is_preview(0) && !canary_segment {
+                return Err(RolloutError::Strategy(
+                    "preview_seconds: a preview sends only segments with version \"canary\" to green, and there is none; add one (e.g. internal users) or set preview_seconds: 0 to switch without a preview".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Manual or automated, with the analysis spec (defaults filled in) validated.
@@ -231,12 +270,16 @@ impl RolloutSpec {
                 ("analysis", self.analysis.is_some()),
                 ("gates", self.gates.is_some()),
                 ("readiness", self.readiness.is_some()),
+                ("strategy", self.strategy.is_some()),
+                ("preview_seconds", self.preview_seconds.is_some()),
+                ("bake_seconds", self.bake_seconds.is_some()),
             ];
             return match automated.iter().find(|(_, set)| *set) {
                 Some((field, _)) => Err(RolloutError::ManualAndAutomated(field)),
                 None => Ok(Mode::Manual(w)),
             };
         }
+        let blue_green = self.blue_green()?;
         let options = self.analysis.clone().unwrap_or_default();
         let config = AnalysisSpecConfig {
             steps: self.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec()),
@@ -248,8 +291,36 @@ impl RolloutSpec {
                 .gates
                 .clone()
                 .unwrap_or_else(|| crate::analysis::default_gates().into_iter().map(GateConfig::from).collect()),
+            blue_green,
         };
         AnalysisSpec::try_new(config).map(Mode::Automated).map_err(|e| RolloutError::Analysis(e.to_string()))
+    }
+
+    /// The blue-green settings, refusing fields that do not belong to the strategy.
+    fn blue_green(&self) -> Result<Option<BlueGreen>, RolloutError> {
+        match self.strategy.unwrap_or_default() {
+            Strategy::BlueGreen => {
+                let stepped = [("steps", self.steps.is_some()), ("step_seconds", self.step_seconds.is_some())];
+                if let Some((field, _)) = stepped.iter().find(|(_, set)| *set) {
+                    return Err(RolloutError::Strategy(format!(
+                        "{field} does not apply to strategy \"blue_green\": it previews for preview_seconds, switches all traffic to the canary at once, then bakes for bake_seconds"
+                    )));
+                }
+                Ok(Some(BlueGreen {
+                    preview_seconds: self.preview_seconds.unwrap_or(DEFAULT_PREVIEW_SECONDS),
+                    bake_seconds: self.bake_seconds.unwrap_or(DEFAULT_BAKE_SECONDS),
+                }))
+            }
+            Strategy::Canary => {
+                let blue_green_only = [("preview_seconds", self.preview_seconds.is_some()), ("bake_seconds", self.bake_seconds.is_some())];
+                match blue_green_only.iter().find(|(_, set)| *set) {
+                    Some((field, _)) => Err(RolloutError::Strategy(format!(
+                        "{field} applies to strategy \"blue_green\" only; set \"strategy\": \"blue_green\" or remove it"
+                    ))),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 
     pub fn salt_for(&self, name: &str) -> u32 {

@@ -114,6 +114,26 @@ pub struct GateResult {
     pub bounds: Option<Bounds>,
     /// Why the status is what it is when that is not obvious (e.g. what is missing).
     pub note: String,
+    /// Set when the gate compared the canary with something other than a concurrent stable: in a
+    /// blue-green bake, blue's window from before the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+}
+
+/// What a gate compared the canary with when stable was not running beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// `"blue_pre_switch"`: stable's (blue's) counts over the preview, frozen at the switch.
+    pub against: String,
+    /// Always false here: the two were measured at different times, so a change of traffic between
+    /// them is not cancelled as it is in a concurrent comparison.
+    pub concurrent: bool,
+    /// Blue's value before the switch, and the observations behind it.
+    pub baseline: f64,
+    pub baseline_n: u64,
+    /// The absolute limit the canary was judged against: the gate's tolerance applied to blue's
+    /// confidence bound (upper for lower-is-better metrics, lower for task success).
+    pub limit: f64,
 }
 
 /// What a gate carries from look to look (persisted with the rollout's status).
@@ -130,6 +150,7 @@ pub struct GateEvidence {
 }
 
 /// Everything about this look that is the same for every gate.
+#[derive(Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub spec: &'a AnalysisSpec,
     pub alpha_gate: f64,
@@ -142,12 +163,22 @@ pub(crate) struct Context<'a> {
     pub segment_alpha: f64,
     /// Seconds since the current step started.
     pub step_elapsed_s: f64,
+    /// The current step's dwell ([`AnalysisSpec::dwell_seconds`]).
+    pub dwell_seconds: f64,
 }
 
-/// The canary observations the current step gets in `step_seconds`, at its rate so far.
+impl Context<'_> {
+    /// The same look with `share` of this gate's α (blue-green splits a relative gate's α between
+    /// the preview's concurrent test and the bake's comparison with blue's pre-switch window).
+    pub fn with_alpha_share(&self, share: f64) -> Self {
+        Self { alpha_gate: self.alpha_gate * share, segment_alpha: self.segment_alpha * share, ..*self }
+    }
+}
+
+/// The canary observations the current step gets in its dwell, at its rate so far.
 fn step_observations(ctx: &Context, canary_step_n: u64) -> f64 {
     let elapsed = ctx.step_elapsed_s.max(ctx.spec.interval_seconds()).max(1e-3);
-    canary_step_n as f64 * ctx.spec.step_seconds() as f64 / elapsed
+    canary_step_n as f64 * ctx.dwell_seconds / elapsed
 }
 
 /// The smallest rate regression the step's traffic can rule out: [`FLOOR_Z`] standard errors of a
@@ -206,6 +237,7 @@ pub(crate) fn evaluate_gate(
         proof: None,
         bounds: None,
         note: String::new(),
+        comparison: None,
     };
     let relative = gate.threshold().is_relative();
     if relative && !ctx.split {
@@ -293,7 +325,7 @@ fn sanitize(result: &mut GateResult, next: &mut GateEvidence) {
     }
 }
 
-fn unit_name(metric: Metric) -> &'static str {
+pub(crate) fn unit_name(metric: Metric) -> &'static str {
     match metric {
         Metric::ErrorRate | Metric::PolicyViolationRate => "requests",
         Metric::LatencyP50Ms | Metric::LatencyP99Ms => "requests",
@@ -303,7 +335,7 @@ fn unit_name(metric: Metric) -> &'static str {
 }
 
 /// (events, trials) that count against a rate metric: task success is judged by its failures.
-fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
+pub(crate) fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
     match metric {
         Metric::TaskSuccessRate => (s.outcome_failure.min(s.outcomes()), s.outcomes()),
         Metric::PolicyViolationRate => (s.policy_violating_requests.min(s.requests), s.requests),
@@ -337,7 +369,7 @@ fn rate(x: u64, n: u64) -> f64 {
 
 /// Display-only confidence bounds of a rate (normal-mixture boundary with a plug-in variance);
 /// decisions never use them.
-fn rate_bounds(x: u64, n: u64, alpha: f64) -> (f64, f64) {
+pub(crate) fn rate_bounds(x: u64, n: u64, alpha: f64) -> (f64, f64) {
     if n == 0 {
         return (0.0, 1.0);
     }
@@ -827,7 +859,7 @@ fn latency_relative(ctx: &Context, q: f64, threshold: Threshold, data: &Data) ->
 }
 
 /// Mean and variance of one interval's cost reports (variance floored), if there are two or more.
-fn mean_and_variance(s: &VersionStats, scale: f64) -> Option<(f64, f64, f64)> {
+pub(crate) fn mean_and_variance(s: &VersionStats, scale: f64) -> Option<(f64, f64, f64)> {
     let summary = s.cost_summary();
     let mean = summary.mean()?;
     let variance = summary.variance()?;

@@ -59,6 +59,9 @@ pub struct Scenario {
     pub change: Option<Change>,
     /// The gate whose failures the row is about (`None`: any).
     pub watch: Option<Metric>,
+    /// The share of requests on the canary at a weight-0 step: a blue-green preview's
+    /// `version: canary` segment (internal users, say).
+    pub preview_share: f64,
 }
 
 /// How a simulated rollout ended.
@@ -90,6 +93,7 @@ pub fn spec_with(steps: Vec<f64>, step_seconds: u64, gates: Vec<Gate>) -> Option
         interval_seconds: 1.0,
         failure_limit: 1,
         gates: gates.into_iter().map(GateConfig::from).collect(),
+        blue_green: None,
     })
     .ok()
 }
@@ -152,7 +156,7 @@ impl Simulator {
         let mut rng = SplitMix64::new(seed);
         let spec = &sc.spec;
         let interval_s = (spec.interval_seconds().round() as u64).max(1);
-        let horizon = 2 * spec.steps().len() as u64 * spec.step_seconds() + 600;
+        let horizon = 2 * spec.nominal_seconds() + 600;
         let mut state = StepState::start(0);
         let (mut stable_step, mut canary_step) = (VersionStats::default(), VersionStats::default());
         let mut step_seconds = vec![0u64];
@@ -160,7 +164,7 @@ impl Simulator {
         let mut now_s = 0;
         while now_s < horizon {
             let Some(weight) = spec.weight(state.step_index) else { break };
-            let share = weight / 100.0;
+            let share = if weight == 0.0 { sc.preview_share } else { weight / 100.0 };
             let canary = match sc.change {
                 Some(c) if now_s >= c.at_s => c.after,
                 _ => sc.canary,
@@ -321,6 +325,7 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         incident: None,
         change: None,
         watch,
+        preview_share: 0.0,
     };
     let mut rows = vec![
         (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),
@@ -396,7 +401,55 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         base("healthy canary (1 % errors, 95 % success), promotion time", BASELINE, None),
         "promoted, no step held over 3 × 60 s",
     ));
+    rows.extend(blue_green_rows(&base));
     rows
+}
+
+/// Blue-green: a 120 s preview with 5 % of the traffic (a `version: canary` segment) on green, the
+/// switch, a 120 s bake judged against blue's preview counts.
+fn blue_green_rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> Vec<(Scenario, &'static str)> {
+    let bg = |name: &str, canary: Profile, watch: Option<Metric>, change: Option<Change>| {
+        let mut sc = base(name, canary, watch);
+        sc.spec = blue_green_spec(120, 120, default_gates()).unwrap_or_default();
+        sc.preview_share = 0.05;
+        sc.change = change;
+        sc
+    };
+    // The switch comes at 120 s at the earliest; a change at 125 s falls in the bake.
+    let after_switch = |after: Profile| Some(Change { at_s: 125, after });
+    vec![
+        (bg("blue-green: identical versions", BASELINE, None, None), "false rollbacks ≤ 1 %"),
+        (
+            bg("blue-green: green at the error tolerance (1 % → 1.25 %) throughout", Profile { error_rate: 0.0125, ..BASELINE }, Some(Metric::ErrorRate), None),
+            "rollbacks on error_rate ≤ α_gate = 0.25 %",
+        ),
+        (
+            bg("blue-green: green's errors 1 % → 5 % just after the switch", BASELINE, Some(Metric::ErrorRate), after_switch(Profile { error_rate: 0.05, ..BASELINE })),
+            "rolled back ≥ 95 %",
+        ),
+        (
+            bg("blue-green: green's task success 95 % → 85 % just after the switch", BASELINE, Some(Metric::TaskSuccessRate), after_switch(Profile { success_rate: 0.85, ..BASELINE })),
+            "rolled back ≥ 95 %",
+        ),
+        (
+            bg("blue-green: green's latency 2× just after the switch", BASELINE, Some(Metric::LatencyP99Ms), after_switch(Profile { latency_factor: 2.0, ..BASELINE })),
+            "rolled back ≥ 95 %",
+        ),
+    ]
+}
+
+/// A blue-green spec with the simulations' other settings.
+pub fn blue_green_spec(preview_seconds: u64, bake_seconds: u64, gates: Vec<Gate>) -> Option<AnalysisSpec> {
+    AnalysisSpec::try_new(AnalysisSpecConfig {
+        steps: Vec::new(),
+        step_seconds: 0,
+        min_requests: 100,
+        interval_seconds: 1.0,
+        failure_limit: 1,
+        gates: gates.into_iter().map(GateConfig::from).collect(),
+        blue_green: Some(super::BlueGreen { preview_seconds, bake_seconds }),
+    })
+    .ok()
 }
 
 /// The whole table at `runs` rollouts per row (the bench uses 20,000).

@@ -25,6 +25,23 @@ pub enum SpecError {
     NoGates,
     #[error("gates[{index}]: {source}")]
     Gate { index: usize, source: GateError },
+    #[error("{field} = {value} must be at most {MAX_PHASE_SECONDS}")]
+    PhaseTooLong { field: &'static str, value: u64 },
+    #[error("bake_seconds must be at least 1: the bake is where green is judged on all traffic")]
+    NoBake,
+}
+
+/// The longest preview or bake of a blue-green rollout: a day.
+pub const MAX_PHASE_SECONDS: u64 = 86_400;
+
+/// A blue-green rollout: `preview_seconds` with only `version: canary` segments on green (judged
+/// against blue, which has every other request), one switch of all traffic to green, then
+/// `bake_seconds` on green alone. Internally its steps are `[0, 100]` (or `[100]` with no preview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueGreen {
+    pub preview_seconds: u64,
+    pub bake_seconds: u64,
 }
 
 /// The longest analysis interval: an hour between judgements is already more than any canary wants.
@@ -48,6 +65,9 @@ pub struct AnalysisSpecConfig {
     /// Defaults to [`default_gates`] when omitted.
     #[serde(default = "default_gate_configs")]
     pub gates: Vec<GateConfig>,
+    /// Blue-green instead of steps: `steps` and `step_seconds` are then derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
 }
 
 fn default_interval_seconds() -> f64 {
@@ -92,6 +112,7 @@ pub struct AnalysisSpec {
     interval_seconds: f64,
     failure_limit: u32,
     gates: Vec<Gate>,
+    blue_green: Option<BlueGreen>,
 }
 
 impl Default for AnalysisSpec {
@@ -105,13 +126,28 @@ impl Default for AnalysisSpec {
             interval_seconds: 1.0,
             failure_limit: 1,
             gates: default_gates(),
+            blue_green: None,
         }
     }
 }
 
 impl AnalysisSpec {
-    pub fn try_new(config: AnalysisSpecConfig) -> Result<Self, SpecError> {
-        check_steps(&config.steps)?;
+    pub fn try_new(mut config: AnalysisSpecConfig) -> Result<Self, SpecError> {
+        if let Some(bg) = config.blue_green {
+            for (field, value) in [("preview_seconds", bg.preview_seconds), ("bake_seconds", bg.bake_seconds)] {
+                if value > MAX_PHASE_SECONDS {
+                    return Err(SpecError::PhaseTooLong { field, value });
+                }
+            }
+            if bg.bake_seconds == 0 {
+                return Err(SpecError::NoBake);
+            }
+            // The preview is a step at weight 0 (only segments reach green), the bake one at 100 %.
+            config.steps = if bg.preview_seconds > 0 { vec![0.0, 100.0] } else { vec![100.0] };
+            config.step_seconds = bg.preview_seconds.max(bg.bake_seconds);
+        } else {
+            check_steps(&config.steps)?;
+        }
         if config.min_requests == 0 {
             return Err(SpecError::MinRequestsZero);
         }
@@ -137,7 +173,31 @@ impl AnalysisSpec {
             interval_seconds: config.interval_seconds,
             failure_limit: config.failure_limit,
             gates,
+            blue_green: config.blue_green,
         })
+    }
+
+    pub fn blue_green(&self) -> Option<BlueGreen> {
+        self.blue_green
+    }
+
+    /// The dwell of a step: `step_seconds`, or for blue-green the preview's or the bake's length.
+    pub fn dwell_seconds(&self, step_index: usize) -> u64 {
+        match self.blue_green {
+            Some(bg) if self.weight(step_index) == Some(0.0) => bg.preview_seconds,
+            Some(bg) => bg.bake_seconds,
+            None => self.step_seconds,
+        }
+    }
+
+    /// The rollout's nominal length: every step's dwell.
+    pub fn nominal_seconds(&self) -> u64 {
+        (0..self.steps.len()).map(|i| self.dwell_seconds(i)).sum()
+    }
+
+    /// A blue-green preview step: weight 0, only `version: canary` segments on green.
+    pub fn is_preview(&self, step_index: usize) -> bool {
+        self.blue_green.is_some() && self.weight(step_index) == Some(0.0)
     }
 
     pub fn steps(&self) -> &[f64] {
@@ -206,6 +266,7 @@ impl From<AnalysisSpec> for AnalysisSpecConfig {
             interval_seconds: spec.interval_seconds,
             failure_limit: spec.failure_limit,
             gates: spec.gates.into_iter().map(GateConfig::from).collect(),
+            blue_green: spec.blue_green,
         }
     }
 }

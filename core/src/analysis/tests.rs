@@ -263,3 +263,118 @@ fn cost_gate_fails_a_dearer_canary_and_passes_an_equal_one() {
     assert!(!actions.contains(&Action::Rollback));
     assert!(actions.contains(&Action::Advance), "{actions:?}");
 }
+
+#[test]
+fn sim_blue_green_rows() {
+    let runs = 1000;
+    for (prefix, check) in [
+        ("blue-green: identical versions", "a/a"),
+        ("blue-green: green at the error tolerance", "tolerance"),
+        ("blue-green: green's errors", "power"),
+        ("blue-green: green's task success", "power"),
+        ("blue-green: green's latency", "power"),
+    ] {
+        let t = row(prefix, runs);
+        match check {
+            "a/a" => {
+                assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
+                assert!(t.promoted as f64 >= 0.97 * runs as f64, "{}", t.line());
+            }
+            "tolerance" => assert!(t.rollback_rate() <= 0.01, "{}", t.line()),
+            "power" => assert!(t.rollback_rate() >= 0.95, "{}", t.line()),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
+    let gates = vec![
+        Gate::try_new(Metric::ErrorRate, Threshold::MaxRatio(1.25), false).unwrap(),
+        Gate::try_new(Metric::ErrorRate, Threshold::Max(0.2), true).unwrap(),
+    ];
+    let spec = simulation::blue_green_spec(10, 10, gates).unwrap();
+    assert_eq!(spec.steps(), &[0.0, 100.0]);
+    assert!(spec.is_preview(0) && !spec.is_preview(1));
+    assert_eq!((spec.dwell_seconds(0), spec.dwell_seconds(1), spec.nominal_seconds()), (10, 10, 20));
+    // Preview: green (the segment) 1 % errors against blue's 1 %, until the proof and the dwell are in.
+    let mut state = StepState::start(0);
+    let (mut blue, mut green) = (VersionStats::default(), VersionStats::default());
+    let mut s = 0;
+    let verdict = loop {
+        s += 1;
+        assert!(s < 600, "the preview never switched");
+        let (b, g) = (stats(1000, 10), stats(100, 1));
+        blue.merge(&b);
+        green.merge(&g);
+        let v = judge(&spec, &state, &Look { stable: &b, canary: &g, stable_step: &blue, canary_step: &green, scheduled: true }, s * 1000);
+        assert_ne!(v.action, Action::Rollback, "{}", v.reason);
+        assert_eq!(v.gates[0].comparison, None, "the preview is concurrent");
+        if v.action == Action::Advance {
+            break v;
+        }
+        state = v.next_state;
+    };
+    assert!(s >= 10, "not before the preview's dwell: {s}");
+    assert_eq!(verdict.canary_weight, 100.0);
+    let baseline = verdict.next_state.evidence.baseline.clone().expect("the switch freezes blue's counts");
+    assert_eq!(baseline.requests, blue.requests);
+    let mut state = verdict.next_state;
+    // Bake: green alone. At 1 % it stays within 1.25× blue's bound and is promoted after the dwell.
+    let empty = VersionStats::default();
+    let mut green = VersionStats::default();
+    let start = s;
+    let promoted = loop {
+        s += 1;
+        assert!(s < start + 600, "the bake never ended");
+        let g = stats(1000, 10);
+        green.merge(&g);
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &green, scheduled: true }, s * 1000);
+        let ratio = &v.gates[0];
+        let c = ratio.comparison.as_ref().expect("the bake compares with blue before the switch");
+        assert_eq!((c.against.as_str(), c.concurrent, c.baseline_n), ("blue_pre_switch", false, baseline.requests));
+        assert!(c.limit > 0.0125 && c.limit < 0.02, "1.25 × blue's upper bound: {c:?}");
+        assert_eq!(ratio.stable, Some(0.01));
+        assert!(ratio.threshold.contains("not concurrent"), "{}", ratio.threshold);
+        assert_ne!(v.action, Action::Rollback, "{}", v.reason);
+        if v.action == Action::Promote {
+            break s;
+        }
+        state = v.next_state;
+    };
+    assert!(promoted >= start + 10, "not before the bake's dwell");
+    // The same bake with green at 3 % errors fails the comparison.
+    let mut bad = VersionStats::default();
+    let mut state = verdict_state_at_switch();
+    for t in 1..=60u64 {
+        let g = stats(1000, 30);
+        bad.merge(&g);
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &bad, scheduled: true }, t * 1000);
+        if v.action == Action::Rollback {
+            assert!(v.reason.contains("error_rate regressed"), "{}", v.reason);
+            assert_eq!(v.gates[0].status, GateStatus::Fail);
+            return;
+        }
+        state = v.next_state;
+    }
+    panic!("3 % errors against blue's 1 % were never caught in the bake");
+}
+
+/// The state right after a switch whose preview saw blue at 1 % errors over 100,000 requests.
+fn verdict_state_at_switch() -> StepState {
+    let mut state = StepState::start(0);
+    state.step_index = 1;
+    state.evidence.baseline = Some(stats(100_000, 1000));
+    state
+}
+
+#[test]
+fn blue_green_without_a_preview_skips_the_relative_comparison() {
+    let gates = vec![Gate::try_new(Metric::ErrorRate, Threshold::MaxRatio(1.25), false).unwrap()];
+    let spec = simulation::blue_green_spec(0, 10, gates).unwrap();
+    assert_eq!(spec.steps(), &[100.0]);
+    let (empty, g) = (VersionStats::default(), stats(1000, 10));
+    let v = judge(&spec, &StepState::start(0), &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &g, scheduled: true }, 1000);
+    assert_eq!(v.gates[0].status, GateStatus::Pass);
+    assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
+}

@@ -8,6 +8,8 @@
 use super::evaluate::{
     evaluate_gate, Context, Data, GateEvidence, GateResult, GateStatus, OVERALL_ALPHA,
 };
+use super::baseline::{self, against_baseline};
+use super::gate::Gate;
 use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
 use crate::stats::sequential::sr_gamma;
@@ -42,6 +44,14 @@ pub struct EvidenceState {
     pub segment_samples: u64,
     /// One per gate, in the spec's order.
     pub gates: Vec<GateEvidence>,
+    /// Blue-green: blue's (stable's) counts over the preview, frozen at the switch; the bake judges
+    /// relative gates against them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<VersionStats>,
+    /// Blue-green: the bake's evidence of each relative gate against [`Self::baseline`] (a test of its
+    /// own, started at the switch); empty entries for absolute gates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bake_gates: Vec<GateEvidence>,
 }
 
 /// Where a rollout stands; the controller stores it between calls.
@@ -93,11 +103,10 @@ pub struct Verdict {
     pub canary_weight: f64,
 }
 
-/// N, the most looks a rollout can take: twice its nominal length (steps × step_seconds /
-/// interval). Past N the detectors stop adding start points (γ = 0), which keeps them valid.
+/// N, the most looks a rollout can take: twice its nominal length (the steps' dwell / interval).
+/// Past N the detectors stop adding start points (γ = 0), which keeps them valid.
 pub fn most_looks(spec: &AnalysisSpec) -> u64 {
-    let nominal =
-        spec.steps().len() as f64 * spec.step_seconds() as f64 / spec.interval_seconds();
+    let nominal = spec.nominal_seconds() as f64 / spec.interval_seconds();
     ((2.0 * nominal).ceil() as u64).max(1)
 }
 
@@ -161,6 +170,7 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         segment_alpha: alpha_gate
             * segment_alpha_share(evidence.segments.max(1), spec.steps().len()),
         step_elapsed_s: now_ms.saturating_sub(state.step_started_at_ms) as f64 / 1000.0,
+        dwell_seconds: spec.dwell_seconds(state.step_index) as f64,
     };
     let data = Data {
         stable: look.stable,
@@ -168,14 +178,42 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         stable_step: look.stable_step,
         canary_step: look.canary_step,
     };
-    let (gates, gate_evidence): (Vec<GateResult>, Vec<GateEvidence>) = spec
-        .gates()
-        .iter()
-        .zip(&evidence.gates)
-        .map(|(g, prior)| evaluate_gate(&ctx, g, prior, &data))
-        .unzip();
+    let bake = spec.blue_green().is_some() && !ctx.split;
+    if bake && evidence.bake_gates.len() != spec.gates().len() {
+        evidence.bake_gates = vec![GateEvidence::default(); spec.gates().len()];
+    }
+    let mut bake_evidence = evidence.bake_gates.clone();
+    let mut gates = Vec::with_capacity(spec.gates().len());
+    let mut gate_evidence = Vec::with_capacity(spec.gates().len());
+    for (i, (g, prior)) in spec.gates().iter().zip(&evidence.gates).enumerate() {
+        let relative = g.threshold().is_relative();
+        if spec.blue_green().is_some() && relative {
+            // Half of the gate's α for the preview's concurrent test, half for the bake's.
+            let half = ctx.with_alpha_share(0.5);
+            if bake {
+                let slot = bake_evidence.get_mut(i);
+                let (result, next) = judge_against_baseline(&half, g, evidence.baseline.as_ref(), slot.as_deref(), &data);
+                if let (Some(slot), Some(next)) = (slot, next) {
+                    *slot = next;
+                }
+                gates.push(result);
+                gate_evidence.push(prior.clone());
+            } else {
+                let (result, next) = evaluate_gate(&half, g, prior, &data);
+                gates.push(result);
+                gate_evidence.push(next);
+            }
+        } else {
+            let (result, next) = evaluate_gate(&ctx, g, prior, &data);
+            gates.push(result);
+            gate_evidence.push(next);
+        }
+    }
     let state = if look.scheduled {
         evidence.gates = gate_evidence;
+        if bake {
+            evidence.bake_gates = bake_evidence;
+        }
         StepState {
             evidence,
             ..state.clone()
@@ -187,11 +225,15 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         .iter()
         .filter(|g| g.status == GateStatus::Fail)
         .collect();
-    let (action, reason, next_state) = if failing.is_empty() {
+    let (action, reason, mut next_state) = if failing.is_empty() {
         without_failures(spec, &state, &gates, now_ms)
     } else {
         on_failures(spec, &state, &failing)
     };
+    if action == Action::Advance && spec.is_preview(state.step_index) {
+        // The switch: blue's preview counts become the bake's baseline.
+        next_state.evidence.baseline = Some(look.stable_step.clone());
+    }
     let canary_weight = match action {
         Action::Rollback => 0.0,
         Action::Promote => 100.0,
@@ -259,12 +301,13 @@ fn without_failures(
         .map(|g| format!("{}: {}", g.metric, g.note))
         .collect();
     let dwell_ms = now_ms.saturating_sub(state.step_started_at_ms);
-    let needed_ms = spec.step_seconds().saturating_mul(1000);
+    let dwell_s = spec.dwell_seconds(state.step_index);
+    let needed_ms = dwell_s.saturating_mul(1000);
     if !waiting.is_empty() {
         // Absence of evidence of harm is not evidence of safety: the step holds until every
         // non-critical gate's proof rules out the regression it names.
         let dwell = if dwell_ms < needed_ms {
-            format!("{} s of {} s dwell", dwell_ms / 1000, spec.step_seconds())
+            format!("{} s of {dwell_s} s dwell", dwell_ms / 1000)
         } else {
             format!("{} s (dwell done)", dwell_ms / 1000)
         };
@@ -276,9 +319,8 @@ fn without_failures(
     }
     if dwell_ms < needed_ms {
         let reason = format!(
-            "no regression, and every gate rules out the regression it names; {} s of {} s dwell at {weight}%",
-            dwell_ms / 1000,
-            spec.step_seconds()
+            "no regression, and every gate rules out the regression it names; {} s of {dwell_s} s dwell at {weight}%",
+            dwell_ms / 1000
         );
         return (Action::Hold, reason, next);
     }
@@ -305,6 +347,40 @@ fn without_failures(
             format!("{after}, the last step: promoting"),
             next,
         ),
+    }
+}
+
+/// A relative gate in a blue-green bake: judged as the absolute limit blue's pre-switch window
+/// gives it (see [`super::baseline`]); passes, noting why, when there is no such window.
+fn judge_against_baseline(
+    ctx: &Context,
+    gate: &Gate,
+    baseline: Option<&VersionStats>,
+    prior: Option<&GateEvidence>,
+    data: &Data,
+) -> (GateResult, Option<GateEvidence>) {
+    let derived = baseline
+        .ok_or_else(|| "no preview, so no window of blue before the switch: relative judgement skipped".to_string())
+        .and_then(|b| against_baseline(gate, b, ctx.spec.min_requests(), ctx.alpha_gate / 2.0));
+    match derived {
+        Ok((absolute, comparison)) => {
+            let test = ctx.with_alpha_share(0.5);
+            let prior = prior.cloned().unwrap_or_default();
+            let (mut result, next) = evaluate_gate(&test, &absolute, &prior, data);
+            result.threshold = baseline::describe(gate, &absolute);
+            result.stable = Some(comparison.baseline);
+            result.stable_n = comparison.baseline_n;
+            result.comparison = Some(comparison);
+            (result, Some(next))
+        }
+        Err(note) => {
+            let (mut result, _) = evaluate_gate(ctx, gate, &GateEvidence::default(), data);
+            result.status = GateStatus::Pass;
+            result.evidence = None;
+            result.proof = None;
+            result.note = note;
+            (result, None)
+        }
     }
 }
 
