@@ -125,7 +125,22 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
             "probe": probe,
         })
     });
+    // Blue-green after the switch: the generation that moved every request to green, and when the
+    // last proxy confirmed it.
+    let switch = rollout.switched().then(|| {
+        let all = confirmation.proxies > 0 && confirmation.confirmed == confirmation.proxies;
+        let confirmed_at_ms = all.then(|| confirmation.details.iter().filter_map(|d| d.confirmed_at_ms).max()).flatten();
+        json!({
+            "generation": rollout.status.generation,
+            "bake_started_at_ms": rollout.status.step_started_at_ms,
+            "confirmed": all,
+            "confirmed_at_ms": confirmed_at_ms,
+            "proxies_confirmed": confirmation.confirmed,
+            "proxies": confirmation.proxies,
+        })
+    });
     let live = json!({
+        "switch": switch,
         "readiness": readiness,
         "summary": summary,
         "window": {

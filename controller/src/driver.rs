@@ -59,7 +59,7 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
         let input = match r.status.phase {
             // A canary with a readiness probe gets no traffic before it passes.
             Phase::Pending if state.probes().ready(r) => Some(Input::Start),
-            Phase::Progressing => judgement(state, r, now),
+            phase if phase.is_judged() => judgement(state, r, now),
             _ => None,
         };
         if let Some(input) = input {

@@ -12,7 +12,9 @@
 //! `next_state`) moves with every judgement, event or not: replaying every input reproduces it.
 //!
 //! Phases: `manual` · `pending` → `progressing` → `succeeded` | `rolled_back`; `paused` (held at its
-//! weight) and `aborted`. Terminal phases take no input but a replaced spec.
+//! weight) and `aborted`. Blue-green: `pending` → `previewing` → (the switch) `baking` → `succeeded`
+//! | `rolled_back`; its steps are the preview (weight 0) and the bake (100 %). Terminal phases take
+//! no input but a replaced spec.
 
 use fledge_core::analysis::{Action, GateStatus, StepState, Verdict};
 use fledge_core::rollout::{RolloutError, RolloutSpec};
@@ -132,7 +134,7 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
         Input::Start => start(r, now_ms),
         Input::Judged { verdict, scheduled } => judged(r, *verdict, scheduled, now_ms),
         Input::ReadinessFailed { detail } => {
-            if !matches!(r.status.phase, Phase::Progressing | Phase::Paused) {
+            if !(r.status.phase.is_judged() || r.status.phase == Phase::Paused) {
                 return Err(StateError::NotAllowed { action: "fail readiness of", phase: r.status.phase.as_str() });
             }
             let mut next = r.clone();
@@ -148,9 +150,9 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
     use Phase::*;
     let phase = r.status.phase;
     let allowed = match action {
-        UserAction::Pause => matches!(phase, Pending | Progressing),
+        UserAction::Pause => phase == Pending || phase.is_judged(),
         UserAction::Resume => phase == Paused,
-        UserAction::Promote | UserAction::Abort => matches!(phase, Manual | Pending | Progressing | Paused),
+        UserAction::Promote | UserAction::Abort => matches!(phase, Manual | Pending | Paused) || phase.is_judged(),
     };
     if !allowed {
         return Err(StateError::NotAllowed { action: action.as_str(), phase: phase.as_str() });
@@ -165,7 +167,10 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
         }
         UserAction::Resume => {
             // A rollout paused before its first step starts from the beginning.
-            s.phase = if s.step.is_some() { Progressing } else { Pending };
+            s.phase = match s.step {
+                Some(step) => r.phase_at(step),
+                None => Pending,
+            };
             s.step_started_at_ms = now_ms;
             s.consecutive_failures = 0;
             // The evidence stays: a resume continues the same tests and spends the same α.
@@ -196,20 +201,26 @@ fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
     }
     let weight = weight_of(spec.weight(0).unwrap_or(0.0));
     let mut next = r.clone();
+    let phase = r.phase_at(0);
+    let message = match phase {
+        Phase::Previewing => format!("previewing for {} s: only version: canary segments reach {}", spec.dwell_seconds(0), r.spec.canary),
+        Phase::Baking => format!("switched: all traffic on {}; baking for {} s", r.spec.canary, spec.dwell_seconds(0)),
+        _ => format!("started at step 1 of {} ({}%)", spec.steps().len(), weight.percent()),
+    };
     next.status = RolloutStatus {
-        phase: Phase::Progressing,
+        phase,
         step: Some(0),
         weight,
         step_started_at_ms: now_ms,
         consecutive_failures: 0,
-        message: format!("started at step 1 of {} ({}%)", spec.steps().len(), weight.percent()),
+        message,
         ..r.status.clone()
     };
     Ok(Transition::new(next, Some("started"), true, WindowEffect::Reset))
 }
 
 fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Result<Transition, StateError> {
-    if r.status.phase != Phase::Progressing {
+    if !r.status.phase.is_judged() {
         return Err(StateError::NotJudged(r.status.phase.as_str()));
     }
     let steps = r.analysis().map_or(0, |a| a.steps().len());
@@ -241,13 +252,19 @@ fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Resul
         Action::Advance => {
             s.step = Some(verdict.next_state.step_index);
             s.weight = weight_of(verdict.canary_weight);
-            s.message = format!(
-                "advanced to step {} of {steps} ({}%): {}",
-                verdict.next_state.step_index + 1,
-                s.weight.percent(),
-                verdict.reason
-            );
-            (Some("advanced"), true, WindowEffect::Keep)
+            s.phase = r.phase_at(verdict.next_state.step_index);
+            if s.phase == Phase::Baking {
+                s.message = format!("switched: all traffic on {}; baking: {}", next.spec.canary, verdict.reason);
+                (Some("switched"), true, WindowEffect::Keep)
+            } else {
+                s.message = format!(
+                    "advanced to step {} of {steps} ({}%): {}",
+                    verdict.next_state.step_index + 1,
+                    s.weight.percent(),
+                    verdict.reason
+                );
+                (Some("advanced"), true, WindowEffect::Keep)
+            }
         }
         Action::Promote => {
             s.phase = Phase::Succeeded;
@@ -290,11 +307,11 @@ pub fn invariant_violation(r: &Rollout) -> Option<String> {
             Some(format!("{} on a manual spec", s.phase.as_str()))
         }
         Phase::Pending => (s.step.is_some() || s.weight != Weight::ZERO).then(|| "pending with a step or weight".to_string()),
-        Phase::Progressing => {
+        Phase::Progressing | Phase::Previewing | Phase::Baking => {
             let steps = r.analysis().map_or(0, |a| a.steps().len());
             match s.step {
-                Some(i) if i < steps => None,
-                other => Some(format!("progressing at step {other:?} of {steps}")),
+                Some(i) if i < steps && r.phase_at(i) == s.phase => None,
+                other => Some(format!("{} at step {other:?} of {steps}", s.phase.as_str())),
             }
         }
         Phase::Succeeded | Phase::RolledBack | Phase::Aborted => {

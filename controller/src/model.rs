@@ -21,6 +21,12 @@ pub enum Phase {
     Pending,
     /// At `step`, judged every interval.
     Progressing,
+    /// Blue-green, before the switch: only `version: canary` segments reach green, judged against
+    /// blue.
+    Previewing,
+    /// Blue-green, after the switch: all traffic on green, judged on absolute and critical gates and
+    /// against blue's pre-switch window.
+    Baking,
     /// Held at its weight by the user.
     Paused,
     /// The canary became stable.
@@ -36,11 +42,18 @@ impl Phase {
         matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Aborted)
     }
 
+    /// Judged every interval: a step of a canary, or a blue-green preview or bake.
+    pub fn is_judged(self) -> bool {
+        matches!(self, Phase::Progressing | Phase::Previewing | Phase::Baking)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Manual => "manual",
             Phase::Pending => "pending",
             Phase::Progressing => "progressing",
+            Phase::Previewing => "previewing",
+            Phase::Baking => "baking",
             Phase::Paused => "paused",
             Phase::Succeeded => "succeeded",
             Phase::RolledBack => "rolled_back",
@@ -154,6 +167,21 @@ impl Rollout {
         }
     }
 
+    /// The phase of a judged rollout at `step`: `progressing`, or blue-green's `previewing`/`baking`.
+    pub fn phase_at(&self, step: usize) -> Phase {
+        match self.analysis() {
+            Some(a) if a.is_preview(step) => Phase::Previewing,
+            Some(a) if a.blue_green().is_some() => Phase::Baking,
+            _ => Phase::Progressing,
+        }
+    }
+
+    /// Blue-green after the switch (baking, or paused while baking): all traffic is on green.
+    pub fn switched(&self) -> bool {
+        let Some(a) = self.analysis() else { return false };
+        a.blue_green().is_some() && !self.status.phase.is_terminal() && self.status.step.is_some_and(|i| !a.is_preview(i))
+    }
+
     /// How often the analysis looks at this rollout, in ms.
     pub fn interval_ms(&self) -> u64 {
         self.analysis().map_or(1_000, |a| (a.interval_seconds() * 1_000.0) as u64)
@@ -163,8 +191,19 @@ impl Rollout {
     /// has ended (succeeded: stable and canary swapped; rolled back or aborted: the canary is out) they
     /// are not published, so a `version: canary` rule cannot send anyone to a version that failed or
     /// to the old stable. The session cookie stays, so clients keep their keys for the next rollout.
+    ///
+    /// Blue-green: before the switch only `version: canary` rules send anyone to green (a weighted
+    /// rule pins its users to blue, keeping the rules' order); after it no rule is published, so
+    /// every request reaches green.
     pub fn route(&self) -> RouteSpec {
-        let segments = if self.status.phase.is_terminal() { Vec::new() } else { self.spec.segments.clone().unwrap_or_default() };
+        let blue_green = self.analysis().is_some_and(|a| a.blue_green().is_some());
+        let segments = if self.status.phase.is_terminal() || self.switched() {
+            Vec::new()
+        } else if blue_green {
+            self.spec.segments.iter().flatten().map(pin_weighted_to_stable).collect()
+        } else {
+            self.spec.segments.clone().unwrap_or_default()
+        };
         RouteSpec {
             name: self.name.clone(),
             hosts: self.spec.hosts.clone(),
@@ -176,4 +215,14 @@ impl Rollout {
             session: self.spec.session.clone(),
         }
     }
+}
+
+/// A blue-green preview's form of a segment rule: weighted rules send their users to blue.
+fn pin_weighted_to_stable(s: &fledge_core::segment::SegmentSpec) -> fledge_core::segment::SegmentSpec {
+    let mut s = s.clone();
+    if s.version.is_none() {
+        s.version = Some("stable".into());
+        s.weight = None;
+    }
+    s
 }

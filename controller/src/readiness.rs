@@ -129,7 +129,7 @@ impl Probes {
 
 /// Whether a rollout in this phase is probed at all.
 fn probed(phase: Phase) -> bool {
-    matches!(phase, Phase::Pending | Phase::Progressing | Phase::Paused)
+    matches!(phase, Phase::Pending | Phase::Paused) || phase.is_judged()
 }
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
@@ -185,7 +185,7 @@ async fn probe_once(state: &AppState, http: &reqwest::Client, name: &str, spec: 
 /// A canary that stopped being ready while its traffic flows is rolled back, as by a critical gate.
 fn fail(state: &AppState, name: &str, detail: String, now: u64) {
     let input = Input::ReadinessFailed { detail };
-    let result = state.apply(name, now, input, |r| matches!(r.status.phase, Phase::Progressing | Phase::Paused));
+    let result = state.apply(name, now, input, |r| r.status.phase.is_judged() || r.status.phase == Phase::Paused);
     if let Err(e) = result {
         tracing::error!(rollout = %name, error = %e, "cannot roll back after a failed readiness probe");
     }

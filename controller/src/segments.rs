@@ -55,7 +55,8 @@ impl SegmentCounts {
         let count = |segment: &str, version: &str| {
             counts.and_then(|c| c.by_segment.get(&(segment.to_string(), version.to_string()))).copied().unwrap_or(0)
         };
-        let applied = !rollout.status.phase.is_terminal();
+        // What the proxies were sent: after a blue-green switch, or once the rollout ended, no rule.
+        let route = rollout.route();
         let segments: Vec<Value> = rollout
             .spec
             .segments
@@ -67,7 +68,15 @@ impl SegmentCounts {
                 for v in [&rollout.spec.stable, &rollout.spec.canary] {
                     requests.insert(v.clone(), json!(count(&s.name, v)));
                 }
-                json!({"name": s.name, "applied": applied, "requests": requests})
+                let published = route.segments.iter().find(|p| p.name == s.name);
+                let mut entry = json!({"name": s.name, "applied": published.is_some(), "requests": requests});
+                // A blue-green preview pins a weighted rule's users to blue: say so.
+                if let (Some(p), Some(fields)) = (published, entry.as_object_mut()) {
+                    if p != s {
+                        fields.insert("applied_as".into(), json!({"version": p.version}));
+                    }
+                }
+                entry
             })
             .collect();
         Value::Array(segments)

@@ -123,3 +123,60 @@ async fn segments_are_published_and_counted_per_version() {
     let (_, st) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(st["live"]["segments"][0]["applied"], false);
 }
+
+fn blue_green(extra: Value) -> Value {
+    let mut spec = json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "strategy": "blue_green",
+                          "preview_seconds": 30, "bake_seconds": 60, "segments": good_segments()});
+    if let (Some(fields), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        for (k, v) in extra {
+            if v.is_null() {
+                fields.remove(&k);
+            } else {
+                fields.insert(k, v);
+            }
+        }
+    }
+    spec
+}
+
+#[tokio::test]
+async fn a_bad_blue_green_spec_is_a_422_naming_the_field() {
+    let s = state();
+    let cases = [
+        (json!({"steps": [10, 100]}), "steps does not apply to strategy \"blue_green\""),
+        (json!({"step_seconds": 10}), "step_seconds does not apply to strategy \"blue_green\""),
+        (json!({"bake_seconds": 0}), "bake_seconds must be at least 1"),
+        (json!({"preview_seconds": 90000}), "preview_seconds = 90000 must be at most 86400"),
+        (json!({"segments": null}), "preview_seconds: a preview sends only segments with version \"canary\" to green, and there is none"),
+        (json!({"strategy": "canary"}), "preview_seconds applies to strategy \"blue_green\" only"),
+        (json!({"strategy": "red_black"}), "unknown variant `red_black`"),
+        (json!({"weight": 10}), "weight sets manual weighting and cannot be combined with strategy"),
+    ];
+    for (extra, want) in cases {
+        let body = blue_green(extra.clone());
+        let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(body)).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{extra}: {resp}");
+        let msg = resp["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{extra}: {msg:?} does not contain {want:?}");
+    }
+    // No preview needs no segment.
+    let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(blue_green(json!({"preview_seconds": 0, "segments": null})))).await;
+    assert_eq!(code, StatusCode::CREATED, "{resp}");
+}
+
+#[tokio::test]
+async fn a_blue_green_preview_publishes_only_what_reaches_green() {
+    let s = state();
+    let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(blue_green(json!({})))).await;
+    assert_eq!(code, StatusCode::CREATED, "{resp}");
+    fledge_controller::driver::tick_once(&s, fledge_controller::state::now_ms()).unwrap();
+    let (_, st) = call(&s, "GET", "/v1/rollouts/support", None).await;
+    assert_eq!((st["status"]["phase"].as_str(), st["status"]["weight"].as_f64()), (Some("previewing"), Some(0.0)), "{st}");
+    assert!(st["live"]["switch"].is_null(), "no switch yet: {st}");
+    let (_, config) = call(&s, "GET", "/v1/config", None).await;
+    let segments = &config["rollouts"][0]["segments"];
+    assert_eq!(segments[0]["version"], "canary");
+    assert_eq!(segments[1]["version"], "stable");
+    assert_eq!((segments[2]["version"].as_str(), segments[2].get("weight")), (Some("stable"), None), "beta's users stay on blue: {segments}");
+    assert_eq!(st["live"]["segments"][2]["applied_as"], json!({"version": "stable"}));
+}

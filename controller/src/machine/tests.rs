@@ -16,6 +16,22 @@ fn automated() -> Rollout {
         "gates":[{"metric":"error_rate","max_increase":0.02},{"metric":"policy_violation_rate","max":0,"critical":true}]}"#)
 }
 
+fn blue_green() -> Rollout {
+    rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","strategy":"blue_green","preview_seconds":5,"bake_seconds":5,"min_requests":20,
+        "analysis":{"failure_limit":2},
+        "segments":[{"name":"staff","match":{"header":{"name":"x-staff","present":true}},"version":"canary"},
+                    {"name":"beta","match":{"header":{"name":"x-beta","present":true}},"weight":50}],
+        "gates":[{"metric":"error_rate","max_increase":0.02},{"metric":"policy_violation_rate","max":0,"critical":true}]}"#)
+}
+
+fn initial(bg: bool) -> Rollout {
+    if bg {
+        blue_green()
+    } else {
+        automated()
+    }
+}
+
 fn stats(requests: u64, errors: u64, violations: u64) -> VersionStats {
     VersionStats {
         requests,
@@ -34,6 +50,41 @@ fn look<'a>(stable: &'a VersionStats, canary: &'a VersionStats, scheduled: bool)
 
 fn verdict(r: &Rollout, stable: &VersionStats, canary: &VersionStats, now: u64, scheduled: bool) -> Verdict {
     judge(r.analysis().unwrap(), &step_state(r), &look(stable, canary, scheduled), now)
+}
+
+#[test]
+fn blue_green_previews_switches_bakes_and_switches_back() {
+    let t = step(&blue_green(), Input::Start, 10).unwrap();
+    let p = t.rollout;
+    assert_eq!((t.event, p.status.phase, p.status.weight, t.routing_changed), (Some("started"), Phase::Previewing, Weight::ZERO, true));
+    // The preview publishes the canary segment and pins the weighted one to blue.
+    let route = p.route();
+    assert_eq!(route.segments.len(), 2);
+    assert_eq!(route.segments[0].version.as_deref(), Some("canary"));
+    assert_eq!((route.segments[1].version.as_deref(), route.segments[1].weight), (Some("stable"), None));
+    assert!(!p.switched());
+    // Healthy staff traffic for the preview's 5 s: the switch.
+    let (blue, green) = (stats(2000, 0, 0), stats(200, 0, 0));
+    let v = verdict(&p, &blue, &green, 6_000, true);
+    assert_eq!(v.action, Action::Advance, "{}", v.reason);
+    let t = step(&p, Input::judged(v, true), 6_000).unwrap();
+    let b = t.rollout;
+    assert_eq!((t.event, b.status.phase, b.status.weight.percent(), t.routing_changed), (Some("switched"), Phase::Baking, 100.0, true));
+    assert!(b.switched() && b.route().segments.is_empty(), "after the switch every request reaches green");
+    assert!(b.status.evidence.baseline.is_some());
+    // Paused while baking: still switched; resumed: baking again.
+    let paused = step(&b, Input::User { action: UserAction::Pause }, 7_000).unwrap().rollout;
+    assert!(paused.switched() && paused.route().segments.is_empty());
+    let resumed = step(&paused, Input::User { action: UserAction::Resume }, 8_000).unwrap().rollout;
+    assert_eq!(resumed.status.phase, Phase::Baking);
+    // A critical failure in the bake switches back at once.
+    let v = verdict(&b, &VersionStats::default(), &stats(100, 0, 1), 7_000, false);
+    let t = step(&b, Input::judged(v, false), 7_000).unwrap();
+    assert_eq!((t.event, t.rollout.status.phase, t.rollout.status.weight, t.routing_changed), (Some("rolled_back"), Phase::RolledBack, Weight::ZERO, true));
+    assert!(t.rollout.route().segments.is_empty() && !t.rollout.switched());
+    // An abort in the bake too.
+    let t = step(&b, Input::User { action: UserAction::Abort }, 7_000).unwrap();
+    assert_eq!((t.rollout.status.phase, t.rollout.status.weight, t.routing_changed), (Phase::Aborted, Weight::ZERO, true));
 }
 
 #[test]
@@ -140,14 +191,14 @@ fn draw() -> impl Strategy<Value = Draw> {
     ]
 }
 
-fn input_for(d: &Draw, r: &Rollout, now: u64) -> Input {
+fn input_for(d: &Draw, r: &Rollout, now: u64, bg: bool) -> Input {
     match d {
         Draw::User(action) => Input::User { action: *action },
         Draw::Replace(manual) => {
             let json = if *manual {
                 r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":20}"#.to_string()
             } else {
-                serde_json::to_string(&automated().spec).unwrap()
+                serde_json::to_string(&initial(bg).spec).unwrap()
             };
             Input::Replace { spec: Box::new(serde_json::from_str(&json).unwrap()) }
         }
@@ -156,6 +207,8 @@ fn input_for(d: &Draw, r: &Rollout, now: u64) -> Input {
         Draw::Judge { scheduled, canary_errors, violations, requests, .. } => {
             let canary = stats(*requests + canary_errors, *canary_errors, *violations);
             let stable = stats(10 * requests + 10, 0, 0);
+            // After a blue-green switch blue has no traffic.
+            let stable = if r.switched() { VersionStats::default() } else { stable };
             match r.analysis() {
                 Some(spec) => Input::judged(judge(spec, &step_state(r), &look(&stable, &canary, *scheduled), now), *scheduled),
                 None => Input::Start,
@@ -175,8 +228,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_inputs_never_reach_an_illegal_state_and_events_replay(draws in prop::collection::vec(draw(), 1..60)) {
-        let created = automated();
+    fn random_inputs_never_reach_an_illegal_state_and_events_replay(bg in any::<bool>(), draws in prop::collection::vec(draw(), 1..60)) {
+        let created = initial(bg);
         let mut r = created.clone();
         let mut now = 0u64;
         let mut log: Vec<(Input, u64)> = Vec::new();
@@ -185,7 +238,7 @@ proptest! {
             if let Draw::Judge { advance_ms, .. } = d {
                 now += advance_ms;
             }
-            let input = input_for(d, &r, now);
+            let input = input_for(d, &r, now, bg);
             match step(&r, input.clone(), now) {
                 Ok(t) => {
                     all.push((input.clone(), now));
@@ -211,7 +264,7 @@ proptest! {
         prop_assert_eq!(durable(&replayed), durable(&r));
         // The evidence moves with every scheduled judgement, event or not: replaying every input
         // reproduces it (and everything else).
-        let mut replayed = automated();
+        let mut replayed = initial(bg);
         for (input, at) in all {
             replayed = step(&replayed, input, at).map_err(|e| TestCaseError::fail(e.to_string()))?.rollout;
         }
