@@ -65,6 +65,9 @@ impl Behaviour {
 pub struct Marks {
     pub first_error: Option<Instant>,
     pub last_request: Option<Instant>,
+    /// The last request's arrival on the wall clock (ms since the Unix epoch), to set beside the
+    /// controller's event times.
+    pub last_request_at_ms: Option<u64>,
 }
 
 struct Shared {
@@ -167,6 +170,7 @@ async fn handle(shared: Arc<Shared>) -> Response {
     if let Ok(mut m) = shared.marks.lock() {
         let now = Instant::now();
         m.last_request = Some(now);
+        m.last_request_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64);
         if failed && m.first_error.is_none() {
             m.first_error = Some(now);
         }
