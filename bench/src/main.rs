@@ -19,6 +19,7 @@ mod decision;
 mod envoy;
 mod filter_cost;
 mod flood;
+mod hostcalls;
 mod ingest;
 mod judgement;
 mod load;

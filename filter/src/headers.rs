@@ -51,6 +51,41 @@ impl<H: HeaderSource> Attributes for Request<'_, H> {
     }
 }
 
+/// A request held in memory whose every read is logged: how the tests and `make bench` count the
+/// hostcalls the decision makes (each read here is one hostcall in the filter).
+pub struct CountingHost {
+    pub headers: Vec<(String, String)>,
+    /// `source.address`, `ip:port`.
+    pub source: Option<String>,
+    calls: std::cell::RefCell<Vec<String>>,
+}
+
+impl CountingHost {
+    /// A request to `authority` from 10.1.2.3 with `headers`.
+    pub fn new(authority: &str, headers: &[(&str, &str)]) -> Self {
+        let mut all = vec![(":authority".to_string(), authority.to_string())];
+        all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self { headers: all, source: Some("10.1.2.3:40000".into()), calls: Default::default() }
+    }
+
+    /// Every read so far, in order (`source.address` for the property).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+impl HeaderSource for CountingHost {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        self.calls.borrow_mut().push(name.to_string());
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_bytes().to_vec())
+    }
+
+    fn source_address(&self) -> Option<Vec<u8>> {
+        self.calls.borrow_mut().push("source.address".into());
+        self.source.as_ref().map(|s| s.as_bytes().to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Hostcalls per request, counted through the same [`Request`] layer the filter uses. A request
@@ -64,29 +99,11 @@ mod tests {
     use fledge_core::segment::{SegmentSpec, SessionSpec};
     use fledge_core::session::SessionKeys;
     use fledge_core::{ConfigSnapshot, RouteSpec, Side, Weight};
-    use std::cell::RefCell;
-    use std::collections::HashMap;
 
-    /// A request whose every host read is logged.
-    struct Host {
-        headers: HashMap<&'static str, &'static str>,
-        source: Option<&'static str>,
-        calls: RefCell<Vec<String>>,
-    }
-    impl HeaderSource for Host {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            self.calls.borrow_mut().push(name.to_string());
-            self.headers.get(name).map(|v| v.as_bytes().to_vec())
-        }
-        fn source_address(&self) -> Option<Vec<u8>> {
-            self.calls.borrow_mut().push("source.address".into());
-            self.source.map(|s| s.as_bytes().to_vec())
-        }
-    }
+    type Host = CountingHost;
+
     fn host(pairs: &[(&'static str, &'static str)]) -> Host {
-        let mut headers: HashMap<_, _> = pairs.iter().copied().collect();
-        headers.insert(":authority", "support-agent");
-        Host { headers, source: Some("10.1.2.3:40000"), calls: RefCell::new(Vec::new()) }
+        CountingHost::new("support-agent", pairs)
     }
 
     fn table(weight: f64, segments: &str, session: bool) -> RouteTable {
@@ -111,7 +128,7 @@ mod tests {
         let r = t.lookup(std::str::from_utf8(&authority).unwrap()).unwrap();
         let mut req = Request::new(h);
         let routing = r.route(&mut req, &sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
-        (h.calls.borrow().clone(), routing)
+        (h.calls(), routing)
     }
 
     const HEADER_RULE: &str = r#"[{"name":"employees","match":{"header":{"name":"x-employee","exact":"true"}},"version":"canary"}]"#;
@@ -183,7 +200,7 @@ mod tests {
         let t = table(50.0, rules, true);
         for cookie in ["", ";;;", "=", "beta", "beta=\"1", "\u{7f}\u{1}=\u{0}", "fledge-session=\"\"", "fledge-session=; fledge-session="] {
             let mut h = host(&[("cookie", cookie)]);
-            h.source = Some("not an address");
+            h.source = Some("not an address".into());
             let (_, d) = request(&t, &h);
             assert_eq!((d.segment, d.source), (None, KeySource::NewSession), "{cookie:?}");
         }
@@ -191,7 +208,7 @@ mod tests {
         h.source = None;
         assert_eq!(request(&t, &h).1.segment, None);
         let mut v6 = host(&[]);
-        v6.source = Some("[::ffff:10.9.9.9]:1234");
+        v6.source = Some("[::ffff:10.9.9.9]:1234".into());
         assert_eq!(request(&t, &v6).1.segment, Some(0));
     }
 }
