@@ -38,7 +38,10 @@ fn employees() -> Vec<SegmentSpec> {
     }]
 }
 
-/// (case, reads in order, Set-Cookie writes) for one request.
+/// One row: what the request is, the rollout it meets, its headers.
+type Case = (&'static str, Option<RouteTable>, Vec<(&'static str, &'static str)>);
+
+/// (reads in order, Set-Cookie writes) for one request.
 fn count(t: &RouteTable, headers: &[(&str, &str)]) -> Option<(Vec<String>, usize)> {
     let host = CountingHost::new("support-agent", headers);
     let authority = fledge_filter::headers::HeaderSource::header(&host, ":authority")?;
@@ -55,7 +58,7 @@ pub fn render(s: &mut String) {
         "The decision's reads, counted through the filter's own request layer; every request of a rollout's host adds {FIXED_AFTER_DECISION} fixed hostcalls (the route header on request and response, the response header map, three clock reads).\n"
     );
     let _ = writeln!(s, "| request | reads by the decision | hostcalls in all |\n|---|---|---|");
-    let cases: Vec<(&str, Option<RouteTable>, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("sticky `x-user-id`, no segments, 50 % (the path before segments)", table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
         ("sticky `x-user-id`, 0 % or 100 %", table(100.0, Vec::new(), false), vec![("x-user-id", "u1")]),
         ("no key, no segments (random)", table(50.0, Vec::new(), false), vec![]),
