@@ -84,6 +84,7 @@ pub fn report(proxy: usize, seq: u64) -> anyhow::Result<Vec<u8>> {
         generation: Some(1),
         epoch: None,
         versions: vec![version("v1", 114, 1), version("v2", 120, 2)],
+        shadow: Vec::new(),
     };
     Ok(fledge_core::report::encode(&r)?)
 }

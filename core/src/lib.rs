@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod route;
 pub mod segment;
 pub mod session;
+pub mod shadow;
 pub mod snapshot;
 pub mod stats;
 pub mod telemetry;

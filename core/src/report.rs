@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::VersionStats;
 use crate::histogram::{HistogramError, SparseHistogram};
 use crate::outcome::MAX_COST;
+use crate::shadow::{ShadowSample, ShadowStats, WireShadowStats};
 
 /// Version entries one report may carry (a proxy reports two per rollout it serves).
 pub const MAX_VERSION_ENTRIES: usize = 512;
@@ -39,7 +40,24 @@ pub struct Report {
     pub epoch: Option<String>,
     #[serde(default)]
     pub versions: Vec<VersionReport>,
+    /// Shadow counts and samples per rollout (absent when none). Older controllers ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowReport>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    pub rollout: String,
+    pub stats: ShadowStats,
+    /// Mismatching pairs, at most `capture.samples` per report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<ShadowSample>,
+}
+
+/// The shadow entries one report may carry (one per rollout the proxy shadows).
+pub const MAX_SHADOW_ENTRIES: usize = 64;
+/// Samples one shadow entry may carry (`capture.samples` is at most 100).
+pub const MAX_SHADOW_SAMPLES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionReport {
@@ -75,6 +93,8 @@ pub enum ReportError {
     Histogram { entry: usize, field: &'static str, source: HistogramError },
     #[error("versions[{entry}].stats.{field} is not a sum of cost_count costs of at most {MAX_COST:e} each")]
     Cost { entry: usize, field: &'static str },
+    #[error("shadow[{entry}]: {why}")]
+    Shadow { entry: usize, why: String },
 }
 
 /// A report as the controller receives it, validated, histograms still sparse.
@@ -90,6 +110,18 @@ pub struct IncomingReport {
     /// oversized list costs no more than the bound.
     #[serde(default, deserialize_with = "bounded_versions")]
     pub versions: Vec<IncomingVersion>,
+    /// Checked against [`MAX_SHADOW_ENTRIES`] after parsing (entries are small and sparse; the body
+    /// limit bounds them meanwhile).
+    #[serde(default)]
+    pub shadow: Vec<IncomingShadow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IncomingShadow {
+    pub rollout: String,
+    pub stats: WireShadowStats,
+    #[serde(default)]
+    pub samples: Vec<ShadowSample>,
 }
 
 /// The message that marks the bound's error, so `parse` can tell it from other schema errors.
@@ -257,6 +289,22 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
             }
         }
     }
+    if report.shadow.len() > MAX_SHADOW_ENTRIES {
+        return Err(ReportError::Shadow { entry: MAX_SHADOW_ENTRIES, why: format!("more than {MAX_SHADOW_ENTRIES} shadow entries") });
+    }
+    for (entry, s) in report.shadow.iter().enumerate() {
+        let bad = |why: String| ReportError::Shadow { entry, why };
+        if !valid_identifier(&s.rollout) {
+            return Err(bad("rollout must be 1-253 bytes without control characters".into()));
+        }
+        s.stats.check().map_err(bad)?;
+        if s.samples.len() > MAX_SHADOW_SAMPLES {
+            return Err(bad(format!("more than {MAX_SHADOW_SAMPLES} samples")));
+        }
+        for sample in &s.samples {
+            sample.check().map_err(bad)?;
+        }
+    }
     Ok(report)
 }
 
@@ -297,6 +345,7 @@ mod tests {
             seq: 3,
             generation: Some(2),
             epoch: Some("e1".into()),
+            shadow: Vec::new(),
             versions: vec![VersionReport {
                 rollout: "r".into(),
                 version: "v2".into(),

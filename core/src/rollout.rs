@@ -41,6 +41,9 @@ pub enum RolloutError {
     Segment(String),
     #[error("{0}")]
     Session(String),
+    /// `shadow.<field>: …`, and `shadow_seconds`.
+    #[error("{0}")]
+    Shadow(String),
     /// `strategy`, `preview_seconds`, `bake_seconds` and what they exclude.
     #[error("{0}")]
     Strategy(String),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::Weight;
 use crate::rollout::{validate_version, RolloutError};
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
+use crate::shadow::ShadowSpec;
 
 /// One rollout as the data plane needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,10 @@ pub struct RouteSpec {
     /// The session cookie for clients without a sticky key (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionSpec>,
+    /// Copy a share of stable's requests to the canary's cluster and compare the answers (absent:
+    /// no shadow). Sent only while the rollout shadows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
 }
 
 impl RouteSpec {
@@ -38,6 +43,7 @@ impl RouteSpec {
             salt,
             segments: Vec::new(),
             session: None,
+            shadow: None,
         }
     }
 }
@@ -82,6 +88,9 @@ impl ConfigSnapshot {
             validate_segments(&r.segments).map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
             if let Some(s) = &r.session {
                 validate_session(s).map_err(|e| wrap(RolloutError::Session(e)))?;
+            }
+            if let Some(s) = &r.shadow {
+                s.validate().map_err(|e| wrap(RolloutError::Shadow(e)))?;
             }
             for h in &r.hosts {
                 if let Some(first) = owners.insert(crate::rollout::normalize_host(h), &r.name) {

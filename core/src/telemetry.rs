@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::analysis::VersionStats;
 use crate::outcome::TaskResult;
-use crate::report::{Report, VersionReport};
+use crate::report::{Report, ShadowReport, VersionReport};
+use crate::shadow::{ShadowSample, ShadowStats};
 
 /// A signal that may be absent, present, or present but unreadable.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -107,7 +108,25 @@ pub struct Telemetry {
     /// Stats of a report that never left the proxy: already exported to Envoy's counters, so they ride
     /// along with the next report but are not exported again.
     carried: HashMap<(String, String), Entry>,
+    /// Shadow counts and samples by rollout (carried ones merged in on restore).
+    shadow: HashMap<String, ShadowEntry>,
     seq: u64,
+}
+
+/// One rollout's shadow counts since the last drain, and the mismatching pairs kept for people.
+#[derive(Debug, Default)]
+pub struct ShadowEntry {
+    pub stats: ShadowStats,
+    pub samples: Vec<ShadowSample>,
+}
+
+impl ShadowEntry {
+    /// Keeps `sample` if fewer than `limit` are held (the rest of the interval's are counted only).
+    pub fn keep_sample(&mut self, limit: u32, sample: impl FnOnce() -> ShadowSample) {
+        if self.samples.len() < limit as usize {
+            self.samples.push(sample());
+        }
+    }
 }
 
 impl Telemetry {
@@ -133,6 +152,15 @@ impl Telemetry {
         }
     }
 
+    /// The shadow counts of `rollout` since the last drain, to add to (always `Some`; allocates
+    /// only the first time a rollout shadows in an interval).
+    pub fn shadow(&mut self, rollout: &str) -> Option<&mut ShadowEntry> {
+        if !self.shadow.contains_key(rollout) {
+            self.shadow.insert(rollout.to_string(), ShadowEntry::default());
+        }
+        self.shadow.get_mut(rollout)
+    }
+
     /// Everything since the last drain, as the next report. Sent even when empty: it is also the
     /// proxy's heartbeat and its confirmation of the applied generation.
     ///
@@ -146,7 +174,13 @@ impl Telemetry {
                 versions.push(VersionReport { rollout: rollout.clone(), version, stats: e.stats, segments: e.segments });
             }
         }
-        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions };
+        let shadow = self
+            .shadow
+            .drain()
+            .filter(|(_, e)| !e.stats.is_empty() || !e.samples.is_empty())
+            .map(|(rollout, e)| ShadowReport { rollout, stats: e.stats, samples: e.samples })
+            .collect();
+        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions, shadow };
         export(&report);
         for ((rollout, version), e) in self.carried.drain() {
             match report.versions.iter_mut().find(|v| v.rollout == rollout && v.version == version) {
@@ -166,6 +200,12 @@ impl Telemetry {
     /// they go out with the next drain, without being exported again. A report that did leave is
     /// resent as is instead (see `outbox`).
     pub fn restore(&mut self, report: Report) {
+        for s in report.shadow {
+            if let Some(e) = self.shadow(&s.rollout) {
+                e.stats.merge(&s.stats);
+                e.samples.extend(s.samples);
+            }
+        }
         for v in report.versions {
             let e = self.carried.entry((v.rollout, v.version)).or_default();
             e.stats.merge(&v.stats);
@@ -176,7 +216,7 @@ impl Telemetry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_rollout.is_empty() && self.carried.is_empty()
+        self.by_rollout.is_empty() && self.carried.is_empty() && self.shadow.is_empty()
     }
 }
 
@@ -247,5 +287,23 @@ mod tests {
         assert_eq!(third.versions.iter().map(|v| v.stats.requests).sum::<u64>(), 6);
         assert_eq!(exported.get(), 6, "Envoy's counters saw each of the 6 requests once");
         assert_eq!(t.drain("p", "w", None, |_| {}).versions.len(), 0, "an empty drain is a heartbeat");
+    }
+
+    #[test]
+    fn shadow_counts_drain_and_restore() {
+        let mut t = Telemetry::default();
+        let e = t.shadow("r").unwrap();
+        e.stats.sent += 3;
+        e.keep_sample(1, ShadowSample::default);
+        e.keep_sample(1, ShadowSample::default);
+        let report = t.drain("p", "w", Some(1), |_| {});
+        assert_eq!((report.shadow.len(), report.shadow[0].stats.sent, report.shadow[0].samples.len()), (1, 3, 1));
+        t.restore(report);
+        t.shadow("r").unwrap().stats.sent += 1;
+        let again = t.drain("p", "w", Some(1), |_| {});
+        assert_eq!(again.shadow[0].stats.sent, 4, "nothing lost");
+        let parsed = crate::report::parse(&crate::report::encode(&again).unwrap()).unwrap();
+        assert_eq!(parsed.shadow[0].stats.sent, 4);
+        assert!(t.drain("p", "w", None, |_| {}).shadow.is_empty());
     }
 }
