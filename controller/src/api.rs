@@ -38,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rollouts", get(list))
         .route("/v1/rollouts/{name}", get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())))
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
+        .route("/v1/rollouts/{name}/shadow", get(crate::shadow::get))
         .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes).route_layer(auth.clone()).layer(ingest()))
         .route("/v1/rollouts/{name}/{action}", post(crate::actions::act).route_layer(auth.clone()))
         .route("/v1/reports", post(crate::ingest::reports).route_layer(auth.clone()).layer(ingest()))
@@ -102,12 +103,16 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
     let view = state.view();
     let rollout = view.rollout(&name).ok_or_else(|| not_found(&name))?;
     let now = now_ms();
-    let (stable, canary, started, confirmation) = {
+    let (stable, canary, started, confirmation, shadow) = {
         let live = state.live();
         let window = live.window(&name).filter(|w| w.seq() == rollout.status.window);
         let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
         let confirmation = live.confirmation(view.epoch(), rollout.status.generation, now);
-        (stats(&rollout.spec.stable), stats(&rollout.spec.canary), window.map(|w| w.started_at_ms()), confirmation)
+        let shadow = rollout.spec.shadow.is_some().then(|| {
+            let s = window.map(|w| w.shadow().clone()).unwrap_or_default();
+            crate::shadow::summary(&rollout.spec.stable, &rollout.spec.canary, &s)
+        });
+        (stats(&rollout.spec.stable), stats(&rollout.spec.canary), window.map(|w| w.started_at_ms()), confirmation, shadow)
     };
     let summary = format!(
         "{}; confirmed by {}/{} proxies",
@@ -140,6 +145,12 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
         })
     });
     let live = json!({
+        "shadow": shadow.map(|mut s| {
+            if let Some(fields) = s.as_object_mut() {
+                fields.insert("active".into(), json!(rollout.shadow_active()));
+            }
+            s
+        }),
         "switch": switch,
         "readiness": readiness,
         "summary": summary,

@@ -38,7 +38,12 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
         .collect();
     let view = state.view();
     let current = |name: &str| {
-        view.rollout(name).map(|r| Current { stable: r.spec.stable.as_str(), canary: r.spec.canary.as_str(), window: r.status.window })
+        view.rollout(name).map(|r| Current {
+            stable: r.spec.stable.as_str(),
+            canary: r.spec.canary.as_str(),
+            window: r.status.window,
+            samples: r.spec.shadow.as_ref().map_or(0, |s| s.capture.samples as usize),
+        })
     };
     let ingested = state.live().ingest(report, now_ms(), current);
     if !ingested.duplicate && !segments.is_empty() {

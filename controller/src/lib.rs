@@ -22,6 +22,7 @@ pub mod module;
 pub mod poll;
 pub mod readiness;
 pub mod segments;
+pub mod shadow;
 pub mod state;
 pub mod store;
 

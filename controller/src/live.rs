@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fledge_core::analysis::VersionStats;
 use fledge_core::report::IncomingReport;
+use fledge_core::shadow::{ShadowSample, ShadowStats, WireShadowStats};
 use serde::Serialize;
 
 /// How far back a sequence number is remembered for dedup.
@@ -39,6 +40,10 @@ pub struct Window {
     last_evaluated_ms: u64,
     /// Data arrived since the last look; the driver checks critical gates at once.
     fresh: bool,
+    /// Shadow pairs: since the window started, since the last scheduled look, since the step started.
+    shadow: ShadowStats,
+    shadow_interval: ShadowStats,
+    shadow_step: ShadowStats,
 }
 
 impl Window {
@@ -52,6 +57,18 @@ impl Window {
 
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The shadow counts since the window started.
+    pub fn shadow(&self) -> &ShadowStats {
+        &self.shadow
+    }
+
+    fn add_shadow(&mut self, wire: &WireShadowStats) {
+        for s in [&mut self.shadow, &mut self.shadow_interval, &mut self.shadow_step] {
+            wire.merge_into(s);
+        }
+        self.fresh = true;
     }
 
     pub fn started_at_ms(&self) -> u64 {
@@ -103,6 +120,8 @@ impl WorkerSeen {
 pub struct Live {
     windows: HashMap<String, Window>,
     workers: HashMap<(String, String), WorkerSeen>,
+    /// The last mismatching shadow pairs per rollout, newest last, at most its `capture.samples`.
+    samples: HashMap<String, std::collections::VecDeque<ShadowSample>>,
 }
 
 /// The outcome of ingesting one report.
@@ -141,6 +160,8 @@ pub struct Looked {
     pub canary: VersionStats,
     pub stable_step: VersionStats,
     pub canary_step: VersionStats,
+    pub shadow: ShadowStats,
+    pub shadow_step: ShadowStats,
     pub scheduled: bool,
 }
 
@@ -151,6 +172,8 @@ impl Looked {
             canary: &self.canary,
             stable_step: &self.stable_step,
             canary_step: &self.canary_step,
+            shadow: &self.shadow,
+            shadow_step: &self.shadow_step,
             scheduled: self.scheduled,
         }
     }
@@ -161,6 +184,8 @@ pub struct Current<'a> {
     pub stable: &'a str,
     pub canary: &'a str,
     pub window: u64,
+    /// Shadow samples kept for the rollout (`capture.samples`; 0 without a shadow).
+    pub samples: usize,
 }
 
 impl Live {
@@ -203,6 +228,22 @@ impl Live {
                 _ => ignored += 1,
             }
         }
+        for s in report.shadow {
+            match current(&s.rollout) {
+                Some(c) => {
+                    self.window_for(&s.rollout, c.window, now_ms).add_shadow(&s.stats);
+                    if c.samples > 0 && !s.samples.is_empty() {
+                        let kept = self.samples.entry(s.rollout).or_default();
+                        kept.extend(s.samples);
+                        while kept.len() > c.samples {
+                            kept.pop_front();
+                        }
+                    }
+                    merged += 1;
+                }
+                None => ignored += 1,
+            }
+        }
         Ingested { duplicate: false, merged, ignored }
     }
 
@@ -237,6 +278,7 @@ impl Live {
         if w.step_index != Some(step) {
             w.step_index = Some(step);
             w.step.clear();
+            w.shadow_step = ShadowStats::default();
         }
         // The first scheduled look comes one interval after the window started: a window just
         // (re)started — at a step's start, or empty after a controller restart — has nothing to judge
@@ -253,17 +295,26 @@ impl Live {
             canary: of(&w.interval, canary),
             stable_step: of(&w.step, stable),
             canary_step: of(&w.step, canary),
+            shadow: w.shadow_interval.clone(),
+            shadow_step: w.shadow_step.clone(),
             scheduled,
         };
         if scheduled {
             w.last_evaluated_ms = now_ms;
             w.interval.clear();
+            w.shadow_interval = ShadowStats::default();
         }
         Some(looked)
     }
 
     pub fn remove_window(&mut self, rollout: &str) {
         self.windows.remove(rollout);
+        self.samples.remove(rollout);
+    }
+
+    /// The last mismatching shadow pairs of a rollout, oldest first.
+    pub fn shadow_samples(&self, rollout: &str) -> Vec<ShadowSample> {
+        self.samples.get(rollout).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets workers silent for long. Called periodically by the driver.
@@ -331,11 +382,40 @@ mod tests {
                 IncomingVersion { rollout: "r".into(), version: "v2".into(), stats: stats.clone(), segments: vec![] },
                 IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats, segments: vec![] },
             ],
+            shadow: vec![],
         }
     }
 
     fn current(name: &str) -> Option<Current<'static>> {
-        (name == "r").then_some(Current { stable: "v1", canary: "v2", window: 1 })
+        (name == "r").then_some(Current { stable: "v1", canary: "v2", window: 1, samples: 2 })
+    }
+
+    #[test]
+    fn shadow_counts_and_samples_reach_the_window() {
+        use fledge_core::report::IncomingShadow;
+        use fledge_core::shadow::{ShadowSample, WireShadowStats};
+        let mut live = Live::default();
+        // The step's counts start with the step (its first look).
+        let _ = live.take_look("r", 1, 0, ("v1", "v2"), 0, 0);
+        let entry = |seq: u64, path: &str| {
+            let mut r = report("p", "w", seq, 1, 1);
+            r.shadow = vec![
+                IncomingShadow { rollout: "r".into(), stats: WireShadowStats { sent: 3, pairs: 2, ..WireShadowStats::default() }, samples: vec![ShadowSample { path: path.into(), ..ShadowSample::default() }] },
+                IncomingShadow { rollout: "gone".into(), stats: WireShadowStats::default(), samples: vec![] },
+            ];
+            r
+        };
+        for (seq, path) in [(1, "/a"), (2, "/b"), (3, "/c")] {
+            live.ingest(entry(seq, path), 0, current);
+        }
+        assert!(live.ingest(entry(3, "/d"), 0, current).duplicate, "a duplicate adds nothing");
+        assert_eq!(live.window("r").unwrap().shadow().sent, 9);
+        let kept: Vec<String> = live.shadow_samples("r").into_iter().map(|s| s.path).collect();
+        assert_eq!(kept, ["/b", "/c"], "the newest capture.samples");
+        let look = live.take_look("r", 1, 0, ("v1", "v2"), 0, 10).unwrap();
+        assert_eq!((look.shadow.sent, look.shadow_step.sent), (9, 9));
+        let look = live.take_look("r", 1, 0, ("v1", "v2"), 0, 20);
+        assert!(look.is_none_or(|l| l.shadow.sent == 0), "the interval restarts after a scheduled look");
     }
 
     #[test]

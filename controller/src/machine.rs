@@ -13,8 +13,9 @@
 //!
 //! Phases: `manual` · `pending` → `progressing` → `succeeded` | `rolled_back`; `paused` (held at its
 //! weight) and `aborted`. Blue-green: `pending` → `previewing` → (the switch) `baking` → `succeeded`
-//! | `rolled_back`; its steps are the preview (weight 0) and the bake (100 %). Terminal phases take
-//! no input but a replaced spec.
+//! | `rolled_back`; its steps are the preview (weight 0) and the bake (100 %). With `shadow_seconds`:
+//! `pending` → `shadowing` (step 0, weight 0) → `progressing`. Terminal phases take no input but a
+//! replaced spec.
 
 use fledge_core::analysis::{Action, GateStatus, StepState, Verdict};
 use fledge_core::rollout::{RolloutError, RolloutSpec};
@@ -203,6 +204,13 @@ fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
     let mut next = r.clone();
     let phase = r.phase_at(0);
     let message = match phase {
+        Phase::Shadowing => format!(
+            "shadowing for {} s: no user on {}; {}% of {}'s requests copied to it",
+            spec.dwell_seconds(0),
+            r.spec.canary,
+            r.spec.shadow.as_ref().map_or(0.0, |s| s.percent),
+            r.spec.stable
+        ),
         Phase::Previewing => format!("previewing for {} s: only version: canary segments reach {}", spec.dwell_seconds(0), r.spec.canary),
         Phase::Baking => format!("switched: all traffic on {}; baking for {} s", r.spec.canary, spec.dwell_seconds(0)),
         _ => format!("started at step 1 of {} ({}%)", spec.steps().len(), weight.percent()),
@@ -256,6 +264,9 @@ fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Resul
             if s.phase == Phase::Baking {
                 s.message = format!("switched: all traffic on {}; baking: {}", next.spec.canary, verdict.reason);
                 (Some("switched"), true, WindowEffect::Keep)
+            } else if current.phase == Phase::Shadowing {
+                s.message = format!("the shadow passed; first step at {}%: {}", s.weight.percent(), verdict.reason);
+                (Some("advanced"), true, WindowEffect::Keep)
             } else {
                 s.message = format!(
                     "advanced to step {} of {steps} ({}%): {}",
@@ -307,7 +318,8 @@ pub fn invariant_violation(r: &Rollout) -> Option<String> {
             Some(format!("{} on a manual spec", s.phase.as_str()))
         }
         Phase::Pending => (s.step.is_some() || s.weight != Weight::ZERO).then(|| "pending with a step or weight".to_string()),
-        Phase::Progressing | Phase::Previewing | Phase::Baking => {
+        Phase::Shadowing if s.weight != Weight::ZERO => Some("shadowing with a weight".to_string()),
+        Phase::Progressing | Phase::Shadowing | Phase::Previewing | Phase::Baking => {
             let steps = r.analysis().map_or(0, |a| a.steps().len());
             match s.step {
                 Some(i) if i < steps && r.phase_at(i) == s.phase => None,

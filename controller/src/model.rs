@@ -21,6 +21,9 @@ pub enum Phase {
     Pending,
     /// At `step`, judged every interval.
     Progressing,
+    /// Before the first step, with `shadow_seconds`: no user on the canary, a share of stable's
+    /// requests copied to it and judged on the shadow gates.
+    Shadowing,
     /// Blue-green, before the switch: only `version: canary` segments reach green, judged against
     /// blue.
     Previewing,
@@ -44,7 +47,7 @@ impl Phase {
 
     /// Judged every interval: a step of a canary, or a blue-green preview or bake.
     pub fn is_judged(self) -> bool {
-        matches!(self, Phase::Progressing | Phase::Previewing | Phase::Baking)
+        matches!(self, Phase::Progressing | Phase::Shadowing | Phase::Previewing | Phase::Baking)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Phase {
             Phase::Manual => "manual",
             Phase::Pending => "pending",
             Phase::Progressing => "progressing",
+            Phase::Shadowing => "shadowing",
             Phase::Previewing => "previewing",
             Phase::Baking => "baking",
             Phase::Paused => "paused",
@@ -170,6 +174,7 @@ impl Rollout {
     /// The phase of a judged rollout at `step`: `progressing`, or blue-green's `previewing`/`baking`.
     pub fn phase_at(&self, step: usize) -> Phase {
         match self.analysis() {
+            Some(a) if a.is_shadow(step) => Phase::Shadowing,
             Some(a) if a.is_preview(step) => Phase::Previewing,
             Some(a) if a.blue_green().is_some() => Phase::Baking,
             _ => Phase::Progressing,
@@ -180,6 +185,20 @@ impl Rollout {
     pub fn switched(&self) -> bool {
         let Some(a) = self.analysis() else { return false };
         a.blue_green().is_some() && !self.status.phase.is_terminal() && self.status.step.is_some_and(|i| !a.is_preview(i))
+    }
+
+    /// Whether the proxies copy requests to the canary now: while `shadowing`, alongside the steps
+    /// when the spec has no `shadow_seconds`, and at the weight of a manual rollout; never once the
+    /// rollout has ended or before it starts.
+    pub fn shadow_active(&self) -> bool {
+        if self.spec.shadow.is_none() {
+            return false;
+        }
+        match (self.status.phase, self.analysis(), self.status.step) {
+            (Phase::Manual | Phase::Shadowing, _, _) => true,
+            (Phase::Progressing | Phase::Paused, Some(a), Some(step)) => a.is_shadow(step) || a.shadow_seconds().is_none(),
+            _ => false,
+        }
     }
 
     /// How often the analysis looks at this rollout, in ms.
@@ -213,6 +232,7 @@ impl Rollout {
             salt: self.spec.salt_for(&self.name),
             segments,
             session: self.spec.session.clone(),
+            shadow: self.shadow_active().then(|| self.spec.shadow.clone()).flatten(),
         }
     }
 }

@@ -27,6 +27,7 @@ mod baseline;
 mod evaluate;
 mod gate;
 mod metric;
+mod shadow_gate;
 pub mod simulation;
 mod spec;
 mod verdict;

@@ -6,6 +6,7 @@ use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
+use crate::shadow::ShadowSpec;
 
 /// Steps of a spec that sets none (percent of traffic to the canary).
 pub const DEFAULT_STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
@@ -124,6 +125,14 @@ pub struct RolloutSpec {
     /// Blue-green: how long green is judged on all traffic after the switch before it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake_seconds: Option<u64>,
+    /// Copy a share of stable's requests to the canary's cluster and judge its answers against
+    /// stable's (dark launch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+    /// Start in phase `shadowing` for this long (no user on the canary) before the first step.
+    /// Without it, `shadow` runs alongside the steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_seconds: Option<u64>,
 }
 
 /// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
@@ -234,6 +243,8 @@ impl RolloutSpec {
             strategy: None,
             preview_seconds: None,
             bake_seconds: None,
+            shadow: None,
+            shadow_seconds: None,
         }
     }
 
@@ -250,6 +261,20 @@ impl RolloutSpec {
         validate_segments(self.segments.as_deref().unwrap_or_default()).map_err(|e| RolloutError::Segment(e.to_string()))?;
         if let Some(s) = &self.session {
             validate_session(s).map_err(RolloutError::Session)?;
+        }
+        if let Some(s) = &self.shadow {
+            s.validate().map_err(RolloutError::Shadow)?;
+        }
+        if self.shadow_seconds.is_some() && self.shadow.is_none() {
+            return Err(RolloutError::Shadow("shadow_seconds needs shadow: say which cluster the copies go to".into()));
+        }
+        if self.shadow.is_some() && self.strategy == Some(Strategy::BlueGreen) {
+            return Err(RolloutError::Shadow("shadow is not available with strategy \"blue_green\" yet (its preview judges green on real users before the switch)".into()));
+        }
+        if self.shadow.is_none() {
+            if let Some((i, g)) = self.gates.iter().flatten().enumerate().find(|(_, g)| g.metric.is_shadow()) {
+                return Err(RolloutError::Analysis(format!("gates[{i}]: {} judges shadow copies; add shadow to the spec", g.metric)));
+            }
         }
         let mode = self.mode()?;
         if let Mode::Automated(a) = &mode {
@@ -276,6 +301,7 @@ impl RolloutSpec {
                 ("strategy", self.strategy.is_some()),
                 ("preview_seconds", self.preview_seconds.is_some()),
                 ("bake_seconds", self.bake_seconds.is_some()),
+                ("shadow_seconds", self.shadow_seconds.is_some()),
             ];
             return match automated.iter().find(|(_, set)| *set) {
                 Some((field, _)) => Err(RolloutError::ManualAndAutomated(field)),
@@ -290,13 +316,25 @@ impl RolloutSpec {
             min_requests: self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS),
             interval_seconds: options.interval_seconds.unwrap_or(1.0),
             failure_limit: options.failure_limit.unwrap_or(DEFAULT_FAILURE_LIMIT),
-            gates: self
-                .gates
-                .clone()
-                .unwrap_or_else(|| crate::analysis::default_gates().into_iter().map(GateConfig::from).collect()),
+            gates: self.gate_configs(),
             blue_green,
+            shadow_seconds: self.shadow_seconds,
         };
         AnalysisSpec::try_new(config).map(Mode::Automated).map_err(|e| RolloutError::Analysis(e.to_string()))
+    }
+
+    /// The gates as given (or the defaults); with `shadow` and no shadow gate among them, the shadow
+    /// counterparts of the live ones are added, so a plain `shadow` is judged out of the box.
+    fn gate_configs(&self) -> Vec<GateConfig> {
+        let mut gates = self.gates.clone().unwrap_or_else(|| crate::analysis::default_gates().into_iter().map(GateConfig::from).collect());
+        if self.shadow.is_some() && !gates.iter().any(|g| g.metric.is_shadow()) {
+            let shadow: Vec<GateConfig> = gates
+                .iter()
+                .filter_map(|g| g.metric.shadow_counterpart().map(|metric| GateConfig { metric, ..g.clone() }))
+                .collect();
+            gates.extend(shadow);
+        }
+        gates
     }
 
     /// The blue-green settings, refusing fields that do not belong to the strategy.

@@ -32,6 +32,8 @@ fn initial(bg: bool) -> Rollout {
     }
 }
 
+static NO_SHADOW: std::sync::LazyLock<fledge_core::shadow::ShadowStats> = std::sync::LazyLock::new(Default::default);
+
 fn stats(requests: u64, errors: u64, violations: u64) -> VersionStats {
     VersionStats {
         requests,
@@ -45,7 +47,7 @@ fn stats(requests: u64, errors: u64, violations: u64) -> VersionStats {
 }
 
 fn look<'a>(stable: &'a VersionStats, canary: &'a VersionStats, scheduled: bool) -> Look<'a> {
-    Look { stable, canary, stable_step: stable, canary_step: canary, scheduled }
+    Look { stable, canary, stable_step: stable, canary_step: canary, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled }
 }
 
 fn verdict(r: &Rollout, stable: &VersionStats, canary: &VersionStats, now: u64, scheduled: bool) -> Verdict {

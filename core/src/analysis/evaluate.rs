@@ -18,6 +18,7 @@ use super::metric::{Metric, MetricKind};
 use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
 use crate::histogram::Histogram;
+use crate::shadow::ShadowStats;
 use crate::stats::sequential::{
     bernoulli_llr, bernoulli_mixture, conditional_llr, ln_one_sided_msprt, sr_update,
 };
@@ -79,7 +80,7 @@ pub struct Evidence {
 
 /// Confidence bounds (in the metric's unit) of canary and stable on the current step's data;
 /// `None` while the data does not yet bound that side.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bounds {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_low: Option<f64>,
@@ -183,7 +184,7 @@ fn step_observations(ctx: &Context, canary_step_n: u64) -> f64 {
 
 /// The smallest rate regression the step's traffic can rule out: [`FLOOR_Z`] standard errors of a
 /// rate of per-observation variance `variance` over the step's canary observations.
-fn reachable(ctx: &Context, variance: f64, canary_step_n: u64) -> f64 {
+pub(crate) fn reachable(ctx: &Context, variance: f64, canary_step_n: u64) -> f64 {
     let n = step_observations(ctx, canary_step_n);
     if n < 1.0 {
         // No canary data this step: nothing is reachable yet; the tolerance term names the goal.
@@ -204,17 +205,20 @@ pub(crate) struct Data<'a> {
     pub canary: &'a VersionStats,
     pub stable_step: &'a VersionStats,
     pub canary_step: &'a VersionStats,
+    /// Shadow pairs of the interval and of the step.
+    pub shadow: &'a ShadowStats,
+    pub shadow_step: &'a ShadowStats,
 }
 
 /// What the gate's kind made of the look.
-struct Outcome {
-    failed: bool,
-    evidence: Option<Evidence>,
-    proof: Option<Evidence>,
-    proven: bool,
+pub(crate) struct Outcome {
+    pub failed: bool,
+    pub evidence: Option<Evidence>,
+    pub proof: Option<Evidence>,
+    pub proven: bool,
     /// What is missing when not proven.
-    missing: String,
-    bounds: Option<Bounds>,
+    pub missing: String,
+    pub bounds: Option<Bounds>,
 }
 
 pub(crate) fn evaluate_gate(
@@ -222,6 +226,24 @@ pub(crate) fn evaluate_gate(
     gate: &Gate,
     prior: &GateEvidence,
     data: &Data,
+) -> (GateResult, GateEvidence) {
+    if gate.metric().is_shadow() {
+        return super::shadow_gate::evaluate(ctx, gate, prior, data);
+    }
+    evaluate_with(ctx, gate, prior, data, None)
+}
+
+/// How a gate's test reads the look when the default for its kind does not apply (the paired
+/// shadow tests).
+pub(crate) type Test<'t> = &'t dyn Fn(&Context, &mut GateEvidence, &Data) -> Outcome;
+
+/// [`evaluate_gate`] with the gate's test given: `None` picks it by the metric's kind and threshold.
+pub(crate) fn evaluate_with(
+    ctx: &Context,
+    gate: &Gate,
+    prior: &GateEvidence,
+    data: &Data,
+    test: Option<Test>,
 ) -> (GateResult, GateEvidence) {
     let metric = gate.metric();
     let mut result = GateResult {
@@ -250,19 +272,35 @@ pub(crate) fn evaluate_gate(
         return (result, prior.clone());
     }
     let mut next = prior.clone();
-    let outcome = match (metric.kind(), gate.threshold()) {
-        (MetricKind::Rate, Threshold::Max(m)) => rate_limit(ctx, metric, m, &mut next, data),
-        (MetricKind::Rate, Threshold::Min(m)) => rate_limit(ctx, metric, 1.0 - m, &mut next, data),
-        (MetricKind::Rate, Threshold::MaxRatio(r)) => rate_ratio(ctx, metric, r, &mut next, data),
+    let outcome = if let Some(test) = test {
+        test(ctx, &mut next, data)
+    } else {
+        default_test(ctx, gate, &mut next, data)
+    };
+    finish(ctx, gate, prior, next, outcome, result)
+}
+
+fn default_test(ctx: &Context, gate: &Gate, next: &mut GateEvidence, data: &Data) -> Outcome {
+    let metric = gate.metric();
+    match (metric.kind(), gate.threshold()) {
+        (MetricKind::Rate, Threshold::Max(m)) => rate_limit(ctx, metric, m, next, data),
+        (MetricKind::Rate, Threshold::Min(m)) => rate_limit(ctx, metric, 1.0 - m, next, data),
+        (MetricKind::Rate, Threshold::MaxRatio(r)) => rate_ratio(ctx, metric, r, next, data),
         (MetricKind::Rate, Threshold::MaxIncrease(d) | Threshold::MaxDecrease(d)) => {
-            rate_difference(ctx, metric, d, &mut next, data)
+            rate_difference(ctx, metric, d, next, data)
         }
         (MetricKind::Latency { quantile }, Threshold::Max(ms)) => {
-            latency_limit(ctx, quantile, ms, &mut next, data)
+            latency_limit(ctx, quantile, ms, next, data)
         }
         (MetricKind::Latency { quantile }, t) => latency_relative(ctx, quantile, t, data),
-        (MetricKind::Mean, t) => mean_gate(ctx, t, &mut next, data),
-    };
+        (MetricKind::Mean, t) => mean_gate(ctx, t, next, data),
+    }
+}
+
+/// The gate's status from its test's outcome.
+fn finish(ctx: &Context, gate: &Gate, prior: &GateEvidence, mut next: GateEvidence, outcome: Outcome, mut result: GateResult) -> (GateResult, GateEvidence) {
+    let metric = gate.metric();
+    let relative = gate.threshold().is_relative();
     result.evidence = outcome.evidence;
     result.proof = outcome.proof;
     result.bounds = outcome.bounds;
@@ -327,16 +365,18 @@ fn sanitize(result: &mut GateResult, next: &mut GateEvidence) {
 
 pub(crate) fn unit_name(metric: Metric) -> &'static str {
     match metric {
+        m if m.is_shadow() => "shadow copies",
         Metric::ErrorRate | Metric::PolicyViolationRate => "requests",
         Metric::LatencyP50Ms | Metric::LatencyP99Ms => "requests",
         Metric::TaskSuccessRate => "task outcomes",
         Metric::CostPerTask => "cost reports",
+        _ => "observations",
     }
 }
 
 /// (events, trials) that count against a rate metric: task success is judged by its failures.
 pub(crate) fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
-    match metric {
+    match metric.live_base().unwrap_or(metric) {
         Metric::TaskSuccessRate => (s.outcome_failure.min(s.outcomes()), s.outcomes()),
         Metric::PolicyViolationRate => (s.policy_violating_requests.min(s.requests), s.requests),
         _ => (s.errors.min(s.requests), s.requests),
@@ -352,7 +392,7 @@ fn bad_name(metric: Metric) -> &'static str {
 }
 
 /// "a 4.00 pp drop in task success" / "an error-rate increase of 5.00 pp".
-fn regression_words(metric: Metric, delta: f64) -> String {
+pub(crate) fn regression_words(metric: Metric, delta: f64) -> String {
     match metric {
         Metric::TaskSuccessRate => format!("a {:.2} pp drop in task success", delta * 100.0),
         _ => format!("an increase of {:.2} pp in {}", delta * 100.0, metric.name()),
@@ -386,7 +426,7 @@ fn detector_threshold(ctx: &Context) -> f64 {
 }
 
 /// Runs the Shiryaev–Roberts update on the gate's components and says whether it fired.
-fn detect(ctx: &Context, next: &mut GateEvidence, llrs: &[f64], detail: String) -> (bool, Evidence) {
+pub(crate) fn detect(ctx: &Context, next: &mut GateEvidence, llrs: &[f64], detail: String) -> (bool, Evidence) {
     if next.detector.len() != llrs.len() {
         next.detector = vec![0.0; llrs.len()];
     }
@@ -404,7 +444,7 @@ fn detect(ctx: &Context, next: &mut GateEvidence, llrs: &[f64], detail: String) 
 /// Gaussian-increment advance proof: adds this interval's (d, σ²) — d the excess over the
 /// regression to rule out, negative when the canary is better — and tests mean d < 0 with the
 /// one-sided normal-mixture mSPRT (mixing scale `tau`).
-fn gaussian_proof(next: &mut GateEvidence, increment: Option<(f64, f64)>, canary_n: u64, tau: f64) -> (f64, f64) {
+pub(crate) fn gaussian_proof(next: &mut GateEvidence, increment: Option<(f64, f64)>, canary_n: u64, tau: f64) -> (f64, f64) {
     if next.proof.len() != 4 {
         next.proof = vec![0.0; 4];
     }
@@ -473,7 +513,7 @@ fn step_variance(metric: Metric, data: &Data) -> (f64, u64) {
     (smoothed_variance(xc.saturating_add(xs), nc.saturating_add(ns)), nc)
 }
 
-fn step_rate_bounds(metric: Metric, ctx: &Context, data: &Data, relative: bool) -> Bounds {
+pub(crate) fn step_rate_bounds(metric: Metric, ctx: &Context, data: &Data, relative: bool) -> Bounds {
     let (xc, nc) = bad_events(metric, data.canary_step);
     let (xs, ns) = bad_events(metric, data.stable_step);
     let flip = |(lo, hi): (f64, f64)| {
@@ -566,7 +606,7 @@ fn rate_difference(ctx: &Context, metric: Metric, delta: f64, next: &mut GateEvi
 }
 
 #[allow(clippy::too_many_arguments)]
-fn proof_outcome(
+pub(crate) fn proof_outcome(
     failed: bool,
     evidence: Evidence,
     value: f64,

@@ -158,6 +158,9 @@ impl Gate {
 
 fn check_direction(metric: Metric, threshold: Threshold) -> Result<(), GateError> {
     let field = threshold.field();
+    if metric == Metric::ShadowMismatchRate && !matches!(threshold, Threshold::Max(_)) {
+        return Err(GateError::WrongDirection { metric, field, hint: "a mismatch rate has no stable counterpart: use max" });
+    }
     let allowed = match threshold {
         Threshold::Min(_) | Threshold::MaxDecrease(_) => metric.higher_is_better(),
         Threshold::Max(_) | Threshold::MaxIncrease(_) | Threshold::MaxRatio(_) => {

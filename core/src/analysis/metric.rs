@@ -19,6 +19,18 @@ pub enum Metric {
     CostPerTask,
     /// Share of requests with at least one policy violation.
     PolicyViolationRate,
+    /// The shadow's (canary's) error rate on copies, judged against stable's answers to the same
+    /// requests.
+    ShadowErrorRate,
+    /// The shadow's task success on copies, against stable's on the same requests. Higher is better.
+    ShadowTaskSuccessRate,
+    /// The shadow's mean cost per task, against stable's on the same requests.
+    ShadowCostPerTask,
+    /// The shadow's 99th-percentile time to complete, against stable's on the same requests.
+    ShadowLatencyP99Ms,
+    /// Share of pairs that differ in any dimension (status class, outcome, cost, policy, latency,
+    /// body). Absolute limits only.
+    ShadowMismatchRate,
 }
 
 /// How a metric is tested.
@@ -33,14 +45,46 @@ pub enum MetricKind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 11] = [
         Metric::ErrorRate,
         Metric::LatencyP50Ms,
         Metric::LatencyP99Ms,
         Metric::TaskSuccessRate,
         Metric::CostPerTask,
         Metric::PolicyViolationRate,
+        Metric::ShadowErrorRate,
+        Metric::ShadowTaskSuccessRate,
+        Metric::ShadowCostPerTask,
+        Metric::ShadowLatencyP99Ms,
+        Metric::ShadowMismatchRate,
     ];
+
+    /// Judged on shadow copies rather than on user traffic.
+    pub fn is_shadow(self) -> bool {
+        self.live_base().is_some() || self == Metric::ShadowMismatchRate
+    }
+
+    /// The live metric a shadow metric mirrors (None for live metrics and for mismatches).
+    pub fn live_base(self) -> Option<Metric> {
+        match self {
+            Metric::ShadowErrorRate => Some(Metric::ErrorRate),
+            Metric::ShadowTaskSuccessRate => Some(Metric::TaskSuccessRate),
+            Metric::ShadowCostPerTask => Some(Metric::CostPerTask),
+            Metric::ShadowLatencyP99Ms => Some(Metric::LatencyP99Ms),
+            _ => None,
+        }
+    }
+
+    /// The shadow gate a live gate gets when the spec shadows and names no shadow gate.
+    pub fn shadow_counterpart(self) -> Option<Metric> {
+        match self {
+            Metric::ErrorRate => Some(Metric::ShadowErrorRate),
+            Metric::TaskSuccessRate => Some(Metric::ShadowTaskSuccessRate),
+            Metric::CostPerTask => Some(Metric::ShadowCostPerTask),
+            Metric::LatencyP99Ms => Some(Metric::ShadowLatencyP99Ms),
+            _ => None,
+        }
+    }
 
     /// The wire name (snake_case).
     pub fn name(self) -> &'static str {
@@ -51,12 +95,17 @@ impl Metric {
             Metric::TaskSuccessRate => "task_success_rate",
             Metric::CostPerTask => "cost_per_task",
             Metric::PolicyViolationRate => "policy_violation_rate",
+            Metric::ShadowErrorRate => "shadow_error_rate",
+            Metric::ShadowTaskSuccessRate => "shadow_task_success_rate",
+            Metric::ShadowCostPerTask => "shadow_cost_per_task",
+            Metric::ShadowLatencyP99Ms => "shadow_latency_p99_ms",
+            Metric::ShadowMismatchRate => "shadow_mismatch_rate",
         }
     }
 
     /// Only task success is "higher is better"; for every other metric an increase is a regression.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::TaskSuccessRate)
+        matches!(self, Metric::TaskSuccessRate | Metric::ShadowTaskSuccessRate)
     }
 
     pub fn kind(self) -> MetricKind {
@@ -64,9 +113,10 @@ impl Metric {
             Metric::ErrorRate | Metric::TaskSuccessRate | Metric::PolicyViolationRate => {
                 MetricKind::Rate
             }
+            Metric::ShadowErrorRate | Metric::ShadowTaskSuccessRate | Metric::ShadowMismatchRate => MetricKind::Rate,
             Metric::LatencyP50Ms => MetricKind::Latency { quantile: 0.5 },
-            Metric::LatencyP99Ms => MetricKind::Latency { quantile: 0.99 },
-            Metric::CostPerTask => MetricKind::Mean,
+            Metric::LatencyP99Ms | Metric::ShadowLatencyP99Ms => MetricKind::Latency { quantile: 0.99 },
+            Metric::CostPerTask | Metric::ShadowCostPerTask => MetricKind::Mean,
         }
     }
 

@@ -9,6 +9,7 @@ use super::{
     Look, Metric, StepState, Threshold, VersionStats,
 };
 use crate::rng::SplitMix64;
+use crate::shadow::ShadowStats;
 use crate::stats::normal;
 
 const LATENCY_TABLE_BITS: u32 = 12;
@@ -94,6 +95,7 @@ pub fn spec_with(steps: Vec<f64>, step_seconds: u64, gates: Vec<Gate>) -> Option
         failure_limit: 1,
         gates: gates.into_iter().map(GateConfig::from).collect(),
         blue_green: None,
+        shadow_seconds: None,
     })
     .ok()
 }
@@ -187,11 +189,14 @@ impl Simulator {
             stable_step.merge(&ds);
             canary_step.merge(&dc);
             now_s += interval_s;
+            let no_shadow = ShadowStats::default();
             let look = Look {
                 stable: &ds,
                 canary: &dc,
                 stable_step: &stable_step,
                 canary_step: &canary_step,
+                shadow: &no_shadow,
+                shadow_step: &no_shadow,
                 scheduled: true,
             };
             let verdict = judge(spec, &state, &look, now_s * 1000);
@@ -448,6 +453,7 @@ pub fn blue_green_spec(preview_seconds: u64, bake_seconds: u64, gates: Vec<Gate>
         failure_limit: 1,
         gates: gates.into_iter().map(GateConfig::from).collect(),
         blue_green: Some(super::BlueGreen { preview_seconds, bake_seconds }),
+        shadow_seconds: None,
     })
     .ok()
 }

@@ -29,6 +29,8 @@ pub enum SpecError {
     PhaseTooLong { field: &'static str, value: u64 },
     #[error("bake_seconds must be at least 1: the bake is where green is judged on all traffic")]
     NoBake,
+    #[error("shadow_seconds is not available with strategy \"blue_green\" (its preview already judges green before the switch); remove one")]
+    ShadowAndBlueGreen,
 }
 
 /// The longest preview or bake of a blue-green rollout: a day.
@@ -68,6 +70,10 @@ pub struct AnalysisSpecConfig {
     /// Blue-green instead of steps: `steps` and `step_seconds` are then derived from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreen>,
+    /// A shadow phase before the first step: step 0 at weight 0, this long, judged on the shadow
+    /// gates only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_seconds: Option<u64>,
 }
 
 fn default_interval_seconds() -> f64 {
@@ -113,6 +119,7 @@ pub struct AnalysisSpec {
     failure_limit: u32,
     gates: Vec<Gate>,
     blue_green: Option<BlueGreen>,
+    shadow_seconds: Option<u64>,
 }
 
 impl Default for AnalysisSpec {
@@ -127,6 +134,7 @@ impl Default for AnalysisSpec {
             failure_limit: 1,
             gates: default_gates(),
             blue_green: None,
+            shadow_seconds: None,
         }
     }
 }
@@ -147,6 +155,19 @@ impl AnalysisSpec {
             config.step_seconds = bg.preview_seconds.max(bg.bake_seconds);
         } else {
             check_steps(&config.steps)?;
+        }
+        if let Some(s) = config.shadow_seconds {
+            if config.blue_green.is_some() {
+                return Err(SpecError::ShadowAndBlueGreen);
+            }
+            if !(1..=MAX_PHASE_SECONDS).contains(&s) {
+                return Err(SpecError::PhaseTooLong { field: "shadow_seconds", value: s });
+            }
+            // The shadow phase is a step at weight 0 in front of the others (a stored spec already
+            // has it).
+            if config.steps.first() != Some(&0.0) {
+                config.steps.insert(0, 0.0);
+            }
         }
         if config.min_requests == 0 {
             return Err(SpecError::MinRequestsZero);
@@ -174,7 +195,17 @@ impl AnalysisSpec {
             failure_limit: config.failure_limit,
             gates,
             blue_green: config.blue_green,
+            shadow_seconds: config.shadow_seconds,
         })
+    }
+
+    /// The shadow phase's step (0, when `shadow_seconds` is set): weight 0, no user on the canary.
+    pub fn is_shadow(&self, step_index: usize) -> bool {
+        self.shadow_seconds.is_some() && step_index == 0
+    }
+
+    pub fn shadow_seconds(&self) -> Option<u64> {
+        self.shadow_seconds
     }
 
     pub fn blue_green(&self) -> Option<BlueGreen> {
@@ -183,6 +214,9 @@ impl AnalysisSpec {
 
     /// The dwell of a step: `step_seconds`, or for blue-green the preview's or the bake's length.
     pub fn dwell_seconds(&self, step_index: usize) -> u64 {
+        if let (Some(s), true) = (self.shadow_seconds, self.is_shadow(step_index)) {
+            return s;
+        }
         match self.blue_green {
             Some(bg) if self.weight(step_index) == Some(0.0) => bg.preview_seconds,
             Some(bg) => bg.bake_seconds,
@@ -267,6 +301,7 @@ impl From<AnalysisSpec> for AnalysisSpecConfig {
             failure_limit: spec.failure_limit,
             gates: spec.gates.into_iter().map(GateConfig::from).collect(),
             blue_green: spec.blue_green,
+            shadow_seconds: spec.shadow_seconds,
         }
     }
 }

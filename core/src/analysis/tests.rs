@@ -4,6 +4,8 @@
 use super::simulation::{issue_spec, scenarios, Simulator, Tally};
 use super::*;
 
+static NO_SHADOW: std::sync::LazyLock<crate::shadow::ShadowStats> = std::sync::LazyLock::new(Default::default);
+
 fn stats(requests: u64, errors: u64) -> VersionStats {
     VersionStats {
         requests,
@@ -16,7 +18,7 @@ fn stats(requests: u64, errors: u64) -> VersionStats {
 }
 
 fn look<'a>(s: &'a VersionStats, c: &'a VersionStats, scheduled: bool) -> Look<'a> {
-    Look { stable: s, canary: c, stable_step: s, canary_step: c, scheduled }
+    Look { stable: s, canary: c, stable_step: s, canary_step: c, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled }
 }
 
 fn only(gates: Vec<Gate>) -> AnalysisSpec {
@@ -307,7 +309,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
         let (b, g) = (stats(1000, 10), stats(100, 1));
         blue.merge(&b);
         green.merge(&g);
-        let v = judge(&spec, &state, &Look { stable: &b, canary: &g, stable_step: &blue, canary_step: &green, scheduled: true }, s * 1000);
+        let v = judge(&spec, &state, &Look { stable: &b, canary: &g, stable_step: &blue, canary_step: &green, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, s * 1000);
         assert_ne!(v.action, Action::Rollback, "{}", v.reason);
         assert_eq!(v.gates[0].comparison, None, "the preview is concurrent");
         if v.action == Action::Advance {
@@ -329,7 +331,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
         assert!(s < start + 600, "the bake never ended");
         let g = stats(1000, 10);
         green.merge(&g);
-        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &green, scheduled: true }, s * 1000);
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &green, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, s * 1000);
         let ratio = &v.gates[0];
         let c = ratio.comparison.as_ref().expect("the bake compares with blue before the switch");
         assert_eq!((c.against.as_str(), c.concurrent, c.baseline_n), ("blue_pre_switch", false, baseline.requests));
@@ -349,7 +351,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
     for t in 1..=60u64 {
         let g = stats(1000, 30);
         bad.merge(&g);
-        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &bad, scheduled: true }, t * 1000);
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &bad, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, t * 1000);
         if v.action == Action::Rollback {
             assert!(v.reason.contains("error_rate regressed"), "{}", v.reason);
             assert_eq!(v.gates[0].status, GateStatus::Fail);
@@ -374,7 +376,7 @@ fn blue_green_without_a_preview_skips_the_relative_comparison() {
     let spec = simulation::blue_green_spec(0, 10, gates).unwrap();
     assert_eq!(spec.steps(), &[100.0]);
     let (empty, g) = (VersionStats::default(), stats(1000, 10));
-    let v = judge(&spec, &StepState::start(0), &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &g, scheduled: true }, 1000);
+    let v = judge(&spec, &StepState::start(0), &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &g, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, 1000);
     assert_eq!(v.gates[0].status, GateStatus::Pass);
     assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
 }

@@ -12,6 +12,7 @@ use super::baseline::{self, against_baseline};
 use super::gate::Gate;
 use super::spec::AnalysisSpec;
 use super::version_stats::VersionStats;
+use crate::shadow::ShadowStats;
 use crate::stats::sequential::sr_gamma;
 use serde::{Deserialize, Serialize};
 
@@ -80,13 +81,16 @@ impl StepState {
 /// One look's data. `stable`/`canary`: the counts of the interval since the previous scheduled
 /// look (the rate and cost gates' evidence is per interval). `stable_step`/`canary_step`: the counts
 /// since the current step started (latency quantiles, and the values shown). `scheduled`: false for
-/// a look between intervals, where only absolute critical gates are judged.
+/// a look between intervals, where only absolute critical gates are judged. `shadow`/`shadow_step`:
+/// the shadow pairs of the interval and of the step (empty without a shadow).
 #[derive(Debug, Clone, Copy)]
 pub struct Look<'a> {
     pub stable: &'a VersionStats,
     pub canary: &'a VersionStats,
     pub stable_step: &'a VersionStats,
     pub canary_step: &'a VersionStats,
+    pub shadow: &'a ShadowStats,
+    pub shadow_step: &'a ShadowStats,
     pub scheduled: bool,
 }
 
@@ -177,6 +181,8 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         canary: look.canary,
         stable_step: look.stable_step,
         canary_step: look.canary_step,
+        shadow: look.shadow,
+        shadow_step: look.shadow_step,
     };
     let bake = spec.blue_green().is_some() && !ctx.split;
     if bake && evidence.bake_gates.len() != spec.gates().len() {
@@ -185,9 +191,17 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
     let mut bake_evidence = evidence.bake_gates.clone();
     let mut gates = Vec::with_capacity(spec.gates().len());
     let mut gate_evidence = Vec::with_capacity(spec.gates().len());
+    let shadowing = spec.is_shadow(state.step_index);
     for (i, (g, prior)) in spec.gates().iter().zip(&evidence.gates).enumerate() {
         let relative = g.threshold().is_relative();
-        if spec.blue_green().is_some() && relative {
+        if let Some(note) = not_judged_now(spec, state.step_index, g, shadowing, ctx.split) {
+            let (mut result, _) = evaluate_gate(&ctx, g, &GateEvidence::default(), &data);
+            result.status = GateStatus::Pass;
+            (result.evidence, result.proof, result.bounds) = (None, None, None);
+            result.note = note.into();
+            gates.push(result);
+            gate_evidence.push(prior.clone());
+        } else if spec.blue_green().is_some() && relative {
             // Half of the gate's α for the preview's concurrent test, half for the bake's.
             let half = ctx.with_alpha_share(0.5);
             if bake {
@@ -347,6 +361,18 @@ fn without_failures(
             format!("{after}, the last step: promoting"),
             next,
         ),
+    }
+}
+
+/// Why a gate is not judged at this step, if it is not: live gates while shadowing (no user is on
+/// the canary), shadow gates once the shadow phase is over or at 100 % (no stable request to copy).
+fn not_judged_now(spec: &AnalysisSpec, step: usize, gate: &Gate, shadowing: bool, split: bool) -> Option<&'static str> {
+    let _ = step;
+    match (gate.metric().is_shadow(), shadowing) {
+        (false, true) => Some("shadowing: no user is on the canary; live gates start with the first step"),
+        (true, false) if spec.shadow_seconds().is_some() => Some("the shadow ended with the shadowing phase"),
+        (true, false) if !split => Some("no stable request to shadow at 100%"),
+        _ => None,
     }
 }
 

@@ -117,24 +117,31 @@ impl VersionStats {
     }
 
     /// The metric's value, `None` while its denominator is zero.
+    /// A shadow metric reads these counts as a view of one side's answers to the copies
+    /// ([`crate::shadow::ShadowStats::canary_view`]): its live base metric; mismatches are not a
+    /// version metric (None).
     pub fn metric(&self, metric: Metric) -> Option<f64> {
-        match metric {
+        match metric.live_base().unwrap_or(metric) {
             Metric::ErrorRate => self.error_rate(),
             Metric::LatencyP50Ms => self.latency_p50_ms(),
             Metric::LatencyP99Ms => self.latency_p99_ms(),
             Metric::TaskSuccessRate => self.task_success_rate(),
             Metric::CostPerTask => self.cost_per_task(),
             Metric::PolicyViolationRate => self.policy_violation_rate(),
+            // A mismatch view counts the differing pairs as its errors.
+            Metric::ShadowMismatchRate => self.error_rate(),
+            _ => None,
         }
     }
 
     /// How many observations the metric rests on (its denominator).
     pub fn sample_size(&self, metric: Metric) -> u64 {
-        match metric {
-            Metric::ErrorRate | Metric::PolicyViolationRate => self.requests,
+        match metric.live_base().unwrap_or(metric) {
+            Metric::ErrorRate | Metric::PolicyViolationRate | Metric::ShadowMismatchRate => self.requests,
             Metric::LatencyP50Ms | Metric::LatencyP99Ms => self.latency_total.count(),
             Metric::TaskSuccessRate => self.outcomes(),
             Metric::CostPerTask => self.cost_count,
+            _ => 0,
         }
     }
 }
