@@ -77,6 +77,8 @@ pub struct CompiledRollout {
     pub salt: u32,
     pub segments: Vec<CompiledSegment>,
     pub session: Option<CompiledSession>,
+    /// Copies of stable's requests to the canary's cluster, when the rollout shadows.
+    pub shadow: Option<crate::shadow::ShadowSpec>,
 }
 
 impl CompiledRollout {
@@ -187,6 +189,7 @@ impl RouteTable {
                 salt: r.salt,
                 segments,
                 session,
+                shadow: r.shadow.clone(),
             });
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));

@@ -1,5 +1,10 @@
 //! The HTTP context: picks the version for a request, stamps it on request and response, and records
 //! the request's telemetry when it ends. Reads only the headers it needs; no parsing of bodies.
+//!
+//! A request that went to stable may be shadowed: a share of them (`shadow.percent`) is copied —
+//! headers, and the body as it passes (never paused or buffered in Envoy) — and the copy is queued
+//! for the worker's root context to send (see `shadow`). Only shadowed requests pay for the header
+//! map read and the body reads; the user's answer is hashed as it passes so the pair can be compared.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -7,12 +12,15 @@ use std::rc::Rc;
 use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
 use fledge_core::plugin::PluginConfig;
 use fledge_core::route::{RouteTable, Side};
+use fledge_core::shadow::Answer;
+use fledge_core::Bucket;
 use fledge_core::telemetry::{Sample, Signal};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::headers::{HeaderSource, Request};
+use crate::shadow::{BodyTap, Outgoing};
 use crate::worker::{now_ns, Worker};
 
 /// Envoy's legacy response-flag bits that mean the upstream failed: no healthy upstream, upstream
@@ -32,6 +40,14 @@ struct Picked {
     sample: Sample,
     /// The response reached end of stream; if not, the upstream may have reset mid-answer.
     complete: bool,
+    shadow: Option<Shadowed>,
+}
+
+/// A request being shadowed: its copy until the request has passed, and the user's answer's body.
+struct Shadowed {
+    pair: u64,
+    copy: Option<Outgoing>,
+    answer: BodyTap,
 }
 
 pub struct Http {
@@ -90,7 +106,7 @@ fn read_outcome(sample: &mut Sample, config: &PluginConfig, h: &Headers) {
 impl Context for Http {}
 
 impl HttpContext for Http {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let (table, config) = {
             let w = self.worker.borrow();
             match &w.table {
@@ -113,6 +129,11 @@ impl HttpContext for Http {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(routing.side)));
         let set_cookie = routing.new_session.and_then(|key| rollout.session.as_ref().map(|s| s.set_cookie(&key)));
         let index = rollout.index;
+        let start_ns = now_ns();
+        let shadow = match (routing.side, &rollout.shadow) {
+            (Side::Stable, Some(spec)) => self.shadow(rollout, spec, &config.route_header, start_ns, end_of_stream),
+            _ => None,
+        };
         self.picked = Some(Picked {
             table,
             config,
@@ -120,10 +141,36 @@ impl HttpContext for Http {
             side: routing.side,
             segment: routing.segment,
             set_cookie,
-            start_ns: now_ns(),
+            start_ns,
             sample: Sample::default(),
             complete: false,
+            shadow,
         });
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(s) = self.picked.as_mut().and_then(|p| p.shadow.as_mut()) else { return Action::Continue };
+        let Some(copy) = s.copy.as_mut() else { return Action::Continue };
+        let chunk = if body_size == 0 { None } else { hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten() };
+        if !copy.push_body(chunk.as_deref().unwrap_or_default()) {
+            if let Some(copy) = s.copy.take() {
+                let mut w = self.worker.borrow_mut();
+                let w = &mut *w;
+                w.shadows.too_large(&copy, &mut w.telemetry);
+            }
+        } else if end_of_stream {
+            if let Some(copy) = s.copy.take() {
+                self.send(copy);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if let Some(copy) = self.picked.as_mut().and_then(|p| p.shadow.as_mut()).and_then(|s| s.copy.take()) {
+            self.send(copy);
+        }
         Action::Continue
     }
 
@@ -144,9 +191,14 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(p) = &mut self.picked {
             p.complete |= end_of_stream;
+            if let (Some(s), true) = (&mut p.shadow, body_size > 0) {
+                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    s.answer.update(&chunk);
+                }
+            }
         }
         Action::Continue
     }
@@ -173,5 +225,64 @@ impl HttpContext for Http {
             let segment = p.segment.and_then(|i| r.segments.get(i)).map(|s| s.name.as_str());
             self.worker.borrow_mut().telemetry.record(&r.name, r.version(p.side), segment, &p.sample);
         }
+        if let Some(s) = p.shadow.take() {
+            let mut w = self.worker.borrow_mut();
+            let w = &mut *w;
+            match s.copy {
+                // The request never finished passing: the copy never left.
+                Some(copy) => w.shadows.abandon(&copy),
+                None => {
+                    let answer = stable_answer(&p.sample, s.answer.hasher);
+                    let now = p.start_ns / 1_000_000;
+                    w.shadows.complete(s.pair, crate::shadow::Side::Stable, answer, s.answer.sample(), now, &mut w.telemetry);
+                }
+            }
+        }
     }
+}
+
+impl Http {
+    /// Starts a copy of this request if the draw picks it (no hostcall when it does not).
+    fn shadow(&mut self, rollout: &fledge_core::route::CompiledRollout, spec: &fledge_core::shadow::ShadowSpec, route_header: &str, start_ns: u64, end_of_stream: bool) -> Option<Shadowed> {
+        let picked = {
+            let mut w = self.worker.borrow_mut();
+            spec.weight().admits(Bucket::of_random(w.rng.next_u32()))
+        };
+        if !picked {
+            return None;
+        }
+        let request = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let copy = {
+            let mut w = self.worker.borrow_mut();
+            let w = &mut *w;
+            w.shadows.start(&rollout.name, spec, &request, route_header, &rollout.canary, start_ns / 1_000_000, &mut w.telemetry)?
+        };
+        let mut shadowed = Shadowed { pair: copy.pair, copy: Some(copy), answer: BodyTap::new(spec.capture.bodies) };
+        if end_of_stream {
+            if let Some(copy) = shadowed.copy.take() {
+                self.send(copy);
+            }
+        }
+        Some(shadowed)
+    }
+
+    /// Queues a finished copy and wakes the root context, which sends it.
+    fn send(&self, copy: Outgoing) {
+        let queue = {
+            let mut w = self.worker.borrow_mut();
+            w.shadows.ready.push_back(copy);
+            w.shadows.queue_id
+        };
+        // Without a queue the root's next tick sends it.
+        if let Some(id) = queue {
+            let _ = hostcalls::enqueue_shared_queue(id, Some(b"1"));
+        }
+    }
+}
+
+/// The user's answer, as the shadow comparison takes it.
+fn stable_answer(sample: &Sample, body: fledge_core::shadow::BodyHasher) -> Answer {
+    let value = |s: &Signal<f64>| if let Signal::Value(v) = s { Some(*v) } else { None };
+    let violations = if let Signal::Value(v) = sample.violations { Some(v) } else { None };
+    Answer { status: sample.status, result: sample.result, cost: value(&sample.cost), violations, total_us: sample.total_us.unwrap_or(0), body }
 }

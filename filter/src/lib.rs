@@ -12,6 +12,7 @@
 
 pub mod headers;
 pub mod poller;
+pub mod shadow;
 
 #[cfg(target_arch = "wasm32")]
 mod http;

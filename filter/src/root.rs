@@ -14,12 +14,15 @@ use fledge_core::route::RouteTable;
 use fledge_core::snapshot::ConfigSnapshot;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
+use fledge_core::shadow::Answer;
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use crate::http::Http;
 use crate::metrics::Metrics;
 use crate::poller::{PollResult, Poller};
-use crate::worker::{log, now_ms, Worker};
+use crate::shadow::BodyTap;
+use crate::worker::{log, now_ms, now_ns, Worker};
 
 const CONFIG_KEY: &str = "fledge.config";
 const LEASE_KEY: &str = "fledge.lease";
@@ -45,6 +48,8 @@ pub struct Root {
     outbox: Outbox,
     /// The status of the last refused report, logged once until a report is accepted again.
     refused: Option<u16>,
+    /// Shadow clusters a copy could not be sent to, each logged once.
+    shadow_refused: std::collections::HashSet<String>,
     metrics: Metrics,
 }
 
@@ -64,6 +69,7 @@ impl Root {
             next_report_ms: 0,
             outbox: Outbox::new(OUTBOX_CAPACITY),
             refused: None,
+            shadow_refused: Default::default(),
             metrics: Metrics::default(),
         }
     }
@@ -273,8 +279,81 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Registers this worker's shadow queue, whose notifications wake this context to send copies.
+    fn register_shadow_queue(&mut self) {
+        let mut w = self.worker.borrow_mut();
+        if w.shadows.queue_id.is_none() {
+            // One queue per worker: a notification reaches the context that registered the name.
+            w.shadows.queue_id = hostcalls::register_shared_queue(&format!("fledge.shadow.{}", self.worker_id)).ok();
+        }
+    }
+
+    /// Sends every queued copy. The worker is not borrowed across a dispatch, in case the host
+    /// answers inline.
+    fn send_copies(&mut self) {
+        loop {
+            let Some(copy) = self.worker.borrow_mut().shadows.ready.pop_front() else { return };
+            let headers: Vec<(&str, &str)> = copy.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let body = (!copy.body.is_empty()).then_some(copy.body.as_slice());
+            let timeout = Duration::from_millis(u64::from(copy.timeout_ms));
+            let started = now_ns();
+            let result = hostcalls::dispatch_http_call(&copy.cluster, headers, body, vec![], timeout);
+            let mut w = self.worker.borrow_mut();
+            let w = &mut *w;
+            match result {
+                Ok(token) => w.shadows.dispatched(token, &copy, started, &mut w.telemetry),
+                Err(status) => {
+                    w.shadows.not_dispatched(&copy, &mut w.telemetry);
+                    if self.shadow_refused.insert(copy.cluster.clone()) {
+                        log(LogLevel::Warn, &format!("cannot send shadow copies to cluster {:?} ({status:?}): counted as dropped; check shadow.cluster", copy.cluster));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A copy's answer: read, hashed, and paired with the user's.
+    fn on_shadow_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> bool {
+        let Some(call) = self.worker.borrow().shadows.dispatched.get(&token).copied() else { return false };
+        let cfg = self.config();
+        let total_us = now_ns().saturating_sub(call.started_ns) / 1_000;
+        let (answer, body) = if num_headers == 0 {
+            (Answer { total_us, ..Answer::default() }, None)
+        } else {
+            let headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+            let keep = self.worker.borrow().table.as_ref().is_some_and(|t| t.rollouts().iter().any(|r| r.shadow.as_ref().is_some_and(|s| s.capture.bodies)));
+            let mut tap = BodyTap::new(keep);
+            let body = if body_size > 0 { hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten() } else { None };
+            tap.update(body.as_deref().unwrap_or_default());
+            let status = get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+            if crate::shadow::envoy_gave_up(status, body.as_deref().unwrap_or_default()) {
+                let mut w = self.worker.borrow_mut();
+                let w = &mut *w;
+                return w.shadows.answered(token, Answer { total_us, ..Answer::default() }, None, now_ms(), &mut w.telemetry);
+            }
+            let answer = Answer {
+                status,
+                result: get(&cfg.outcome.result).map(parse_result),
+                cost: get(&cfg.outcome.cost).and_then(parse_cost),
+                violations: get(&cfg.outcome.policy_violations).and_then(parse_violations),
+                total_us,
+                body: tap.hasher,
+            };
+            (answer, tap.sample())
+        };
+        let mut w = self.worker.borrow_mut();
+        let w = &mut *w;
+        w.shadows.answered(token, answer, body, now_ms(), &mut w.telemetry)
+    }
+}
+
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        if self.on_shadow_response(token, num_headers, body_size) {
+            return;
+        }
         if self.poll_token == Some(token) {
             self.poll_token = None;
             self.on_poll_response(num_headers, body_size);
@@ -293,6 +372,7 @@ impl RootContext for Root {
                 self.fetcher = Fetcher::new(self.owner, cfg.tick_ms);
                 self.proxy_id = self.resolve_proxy_id(&cfg);
                 self.worker.borrow_mut().config = Rc::new(cfg);
+                self.register_shadow_queue();
                 true
             }
             Err(e) => {
@@ -312,6 +392,13 @@ impl RootContext for Root {
         if now >= self.next_report_ms {
             self.report(now);
         }
+        // Copies left behind by a missed notification go out with the tick.
+        self.send_copies();
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(queue_id) {}
+        self.send_copies();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

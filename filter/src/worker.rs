@@ -10,6 +10,8 @@ use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
 use fledge_core::session::SessionKeys;
 use fledge_core::telemetry::Telemetry;
+
+use crate::shadow::Shadows;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 
@@ -20,11 +22,13 @@ pub struct Worker {
     /// New session keys, on a per-worker low-discrepancy sequence seeded from this worker's seed.
     pub sessions: SessionKeys,
     pub telemetry: Telemetry,
+    /// Shadow copies waiting, in flight, and their pairs.
+    pub shadows: Shadows,
 }
 
 impl Worker {
     pub fn new(seed: u64) -> Self {
-        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default() }
+        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default(), shadows: Shadows::default() }
     }
 }
 

@@ -74,7 +74,21 @@ struct Shared {
     behaviour: RwLock<Behaviour>,
     requests: AtomicU64,
     marks: Mutex<Marks>,
+    received: Mutex<std::collections::VecDeque<Received>>,
 }
+
+/// What a request brought (the last [`RECEIVED`] are kept): for the shadow tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Carried `x-fledge-shadow: 1`.
+    pub shadow: bool,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+const RECEIVED: usize = 4_096;
 
 pub struct Agent {
     pub addr: SocketAddr,
@@ -101,12 +115,13 @@ impl Agent {
             behaviour: RwLock::new(behaviour),
             requests: AtomicU64::new(0),
             marks: Mutex::new(Marks::default()),
+            received: Mutex::new(Default::default()),
         });
         let s = shared.clone();
         let h = shared.clone();
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(move || health(h.clone())))
-            .fallback(move || handle(s.clone()));
+            .fallback(move |req: axum::extract::Request| handle(s.clone(), req));
         // TCP_NODELAY: without it, a lightly used connection (the canary's, at a small weight) waits on
         // Nagle and delayed ACKs and looks tens of milliseconds slower than a busy one.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -132,6 +147,11 @@ impl Agent {
 
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// The last requests received, oldest first.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub fn marks(&self) -> Marks {
@@ -160,7 +180,18 @@ async fn health(shared: Arc<Shared>) -> StatusCode {
     }
 }
 
-async fn handle(shared: Arc<Shared>) -> Response {
+async fn handle(shared: Arc<Shared>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 8 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let shadow = parts.headers.get("x-fledge-shadow").is_some_and(|v| v == "1");
+    if let Ok(mut r) = shared.received.lock() {
+        if r.len() == RECEIVED {
+            r.pop_front();
+        }
+        r.push_back(Received { method: parts.method.to_string(), path: parts.uri.path().to_string(), shadow, headers, body });
+    }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
     let b = shared.behaviour.read().map(|b| b.clone()).unwrap_or_default();
     if b.latency_ms > 0 {
