@@ -433,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_gets_the_shadow_counterparts_of_the_live_gates() {
+        use crate::analysis::Metric;
+        let mut s = RolloutSpec::manual(&["a"], "v1", "v2", Weight::ZERO);
+        s.weight = None;
+        s.shadow = Some(crate::shadow::ShadowSpec::new("c", 10.0));
+        let Ok(Mode::Automated(a)) = s.mode() else { panic!("automated") };
+        let metrics: Vec<Metric> = a.gates().iter().map(|g| g.metric()).collect();
+        assert_eq!(
+            metrics,
+            [Metric::ErrorRate, Metric::LatencyP99Ms, Metric::TaskSuccessRate, Metric::PolicyViolationRate,
+             Metric::ShadowErrorRate, Metric::ShadowLatencyP99Ms, Metric::ShadowTaskSuccessRate]
+        );
+        // Named shadow gates are taken as given.
+        s.gates = Some(vec![serde_json::from_str(r#"{"metric":"shadow_mismatch_rate","max":0.5}"#).unwrap()]);
+        let Ok(Mode::Automated(a)) = s.mode() else { panic!("automated") };
+        assert_eq!(a.gates().len(), 1);
+    }
+
+    #[test]
     fn validation() {
         assert_eq!(spec(&["a"], "v1", "v2").validate(), Ok(()));
         assert_eq!(spec(&[], "v1", "v2").validate(), Err(RolloutError::NoHosts));
