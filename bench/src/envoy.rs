@@ -19,6 +19,8 @@ use tokio::process::{Child, Command};
 pub const BENCH_HOST: &str = "bench-agent";
 pub const STABLE: &str = "v1";
 pub const CANARY: &str = "v2";
+/// The cluster a shadowing rollout copies to.
+pub const SHADOW_CLUSTER: &str = "bench_shadow";
 
 #[derive(Clone)]
 pub enum Filter {
@@ -26,8 +28,9 @@ pub enum Filter {
     None,
     /// A wasm module that is not fledge (the empty baseline).
     Wasm { name: &'static str, path: PathBuf },
-    /// The fledge filter, with its plugin config and the controller it polls.
-    Fledge { path: PathBuf, config: Value, controller: SocketAddr },
+    /// The fledge filter, with its plugin config and the controller it polls; `shadow_sink` is the
+    /// address behind cluster [`SHADOW_CLUSTER`], where shadow copies go.
+    Fledge { path: PathBuf, config: Value, controller: SocketAddr, shadow_sink: Option<SocketAddr> },
 }
 
 pub struct DirectEnvoy {
@@ -76,12 +79,16 @@ pub fn bootstrap(filter: &Filter) -> Value {
     let http_filters = match filter {
         Filter::None => vec![router],
         Filter::Wasm { name, path } => vec![wasm_filter(name, path, &json!({})), router],
-        Filter::Fledge { path, config, controller } => {
-            clusters.push(json!({
-                "name": "fledge_controller", "type": "STATIC", "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "fledge_controller", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-                    {"socket_address": {"address": controller.ip().to_string(), "port_value": controller.port()}}}}]}]}
-            }));
+        Filter::Fledge { path, config, controller, shadow_sink } => {
+            let cluster = |name: &str, a: &SocketAddr| json!({
+                "name": name, "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                    {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}]}]}
+            });
+            clusters.push(cluster("fledge_controller", controller));
+            if let Some(sink) = shadow_sink {
+                clusters.push(cluster(SHADOW_CLUSTER, sink));
+            }
             vec![wasm_filter("fledge", path, config), router]
         }
     };

@@ -1,5 +1,6 @@
 //! Filter cost in Envoy: the same Envoy (one worker, direct responses) with no filter, with the empty
-//! proxy-wasm filter, and with the fledge filter routing an active 50 % rollout with telemetry on.
+//! proxy-wasm filter, with the fledge filter routing an active 50 % rollout with telemetry on, and
+//! with the same rollout shadowing 10 % of stable's requests to an in-process sink.
 //!
 //! Per round and variant, in an order that rotates every round (A B C, B C A, …) so drift on a
 //! shared machine hits every variant alike:
@@ -17,13 +18,15 @@ use anyhow::Context;
 use fledge_integration::Controller;
 use serde_json::json;
 
-use crate::envoy::{DirectEnvoy, Filter, BENCH_HOST, CANARY, STABLE};
+use crate::envoy::{DirectEnvoy, Filter, BENCH_HOST, CANARY, SHADOW_CLUSTER, STABLE};
 use crate::load::{self, LoadSpec};
 use crate::procstat::CpuMeter;
 use crate::wrk::Wrk;
 
 pub const ROLLOUT: &str = "bench";
 pub const WEIGHT: f64 = 50.0;
+/// Percent of stable's requests the shadow variant copies.
+pub const SHADOW_PERCENT: f64 = 10.0;
 
 #[derive(Clone)]
 pub struct Settings {
@@ -63,6 +66,8 @@ pub struct FilterCost {
     pub fledge_wasm: WasmInfo,
     pub empty_wasm: WasmInfo,
     pub canary_share: f64,
+    /// Copies the shadow variant's sink received while measuring (proof the variant shadowed).
+    pub shadow_copies: u64,
 }
 
 pub struct WasmInfo {
@@ -194,11 +199,27 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         path: fledge_wasm.path.clone(),
         config: json!({"report_interval_ms": 1000}),
         controller: ctl.addr,
+        shadow_sink: None,
+    };
+    // The shadow variant: its own controller (the same rollout plus `shadow`), copies to an
+    // in-process agent. The sink's CPU is not Envoy's, but it shares the machine.
+    let sink = fledge_integration::Agent::start(fledge_integration::Behaviour::version(CANARY)).await?;
+    let shadow_ctl = Controller::builder().start().await?;
+    shadow_ctl
+        .put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": WEIGHT,
+                                     "shadow": {"cluster": SHADOW_CLUSTER, "percent": SHADOW_PERCENT}}))
+        .await?;
+    let shadowing = Filter::Fledge {
+        path: fledge_wasm.path.clone(),
+        config: json!({"report_interval_ms": 1000}),
+        controller: shadow_ctl.addr,
+        shadow_sink: Some(sink.addr),
     };
     let variants = [
         ("plain", "no filter".to_string(), Filter::None),
         ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
         ("fledge", format!("fledge filter, rollout at {WEIGHT} %"), fledge),
+        ("shadow", format!("fledge filter, rollout at {WEIGHT} %, shadow {SHADOW_PERCENT} % of stable's requests"), shadowing),
     ];
     // Started together: each Envoy compiles its wasm on start-up, which takes a while.
     let starting: Vec<_> = variants
@@ -214,8 +235,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     for s in starting {
         running.push(s.await??);
     }
-    let fledge_envoy = &running.last().context("no variants")?.envoy;
+    let fledge_envoy = &running.iter().find(|r| r.key == "fledge").context("no fledge variant")?.envoy;
     let canary_share = wait_for_routing(fledge_envoy).await?;
+    let shadow_envoy = &running.iter().find(|r| r.key == "shadow").context("no shadow variant")?.envoy;
+    wait_for_routing(shadow_envoy).await?;
+    let copies_before = sink.requests();
 
     let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
     let saturation_tool = match &wrk {
@@ -255,10 +279,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
             samples[i].push(s);
         }
     }
+    let shadow_copies = sink.requests().saturating_sub(copies_before);
     let variants = running
         .into_iter()
         .zip(samples)
         .map(|(r, samples)| VariantResult { key: r.key, label: r.label, samples })
         .collect();
-    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share })
+    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share, shadow_copies })
 }

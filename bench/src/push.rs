@@ -83,7 +83,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
         ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": weight}))
     };
     put(LOW).await?;
-    let filter = Filter::Fledge { path: fledge_integration::wasm_path(), config: json!({}), controller: ctl.addr };
+    let filter = Filter::Fledge { path: fledge_integration::wasm_path(), config: json!({}), controller: ctl.addr, shadow_sink: None };
     let starting: Vec<_> = (0..settings.proxies)
         .map(|_| {
             let (filter, concurrency) = (filter.clone(), settings.concurrency);

@@ -312,6 +312,13 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
         }
         let _ = writeln!(s, " {:.3} |", ratios.get(round).copied().unwrap_or(f64::NAN));
     }
+    if f.variant("shadow").is_some() {
+        let _ = writeln!(
+            s,
+            "\nThe shadow variant's sink received {} copies while measuring. With `shadow` off the filter does no shadow work at all (not one extra hostcall: section 1b); the `fledge` row is that case.",
+            thousands(f.shadow_copies as f64)
+        );
+    }
     let errors: u64 = f.variants.iter().flat_map(|v| v.samples.iter().map(|x| x.errors)).sum();
     let _ = writeln!(
         s,

@@ -57,13 +57,14 @@ fn every_benchmark_runs_and_reports() {
     let md = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("no report written: {e}"));
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), md.trim(), "the printed table is the written one");
 
-    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality"] {
+    assert!(!md.contains("sink received 0 copies"), "the shadow variant did not shadow:\n{md}");
+    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 1b. Hostcalls per request (counted)", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality"] {
         assert!(md.contains(heading), "missing {heading:?} in:\n{md}");
     }
     assert!(!md.contains("**failed**"), "a benchmark failed:\n{md}");
 
     // Filter cost: every variant served load, cost CPU, and answered the fixed-rate run.
-    for variant in ["no filter", "empty proxy-wasm filter", "fledge filter, rollout at 50 %"] {
+    for variant in ["no filter", "empty proxy-wasm filter", "fledge filter, rollout at 50 %", "fledge filter, rollout at 50 %, shadow 10 % of stable's requests"] {
         let n = row_numbers(&md, variant);
         assert_eq!(n.len(), 7, "{variant}: {n:?}");
         let (rps, cpu_us, p50, p99) = (n[0], n[3], n[5], n[6]);
