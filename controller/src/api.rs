@@ -144,7 +144,13 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
             "proxies": confirmation.proxies,
         })
     });
+    let approval = state
+        .approvals()
+        .get(&name)
+        .filter(|a| Some(a.step) == rollout.status.step && a.step_started_at_ms == rollout.status.step_started_at_ms)
+        .cloned();
     let live = json!({
+        "approval": approval,
         "shadow": shadow.map(|mut s| {
             if let Some(fields) = s.as_object_mut() {
                 fields.insert("active".into(), json!(rollout.shadow_active()));

@@ -60,6 +60,8 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
             // A canary with a readiness probe gets no traffic before it passes.
             Phase::Pending if state.probes().ready(r) => Some(Input::Start),
             phase if phase.is_judged() => judgement(state, r, now),
+            // Paused at a step: only a failing critical gate acts (a pause never shields a rollback).
+            Phase::Paused if r.status.step.is_some() => judgement(state, r, now),
             _ => None,
         };
         if let Some(input) = input {
@@ -74,7 +76,10 @@ fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
     let spec = r.analysis()?;
     let step = r.status.step.unwrap_or(0);
     let looked = state.live().take_look(&r.name, r.status.window, step, (&r.spec.stable, &r.spec.canary), r.interval_ms(), now)?;
-    let verdict = judge(spec, &machine::step_state(r), &looked.look(), now);
+    let mut step_state = machine::step_state(r);
+    // An approval step's grant releases it, like a resume does a manual one.
+    step_state.released |= state.approvals().granted(r);
+    let verdict = judge(spec, &step_state, &looked.look(), now);
     Some(Input::judged(verdict, looked.scheduled))
 }
 

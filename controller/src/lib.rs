@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod approval;
 pub mod cli;
 mod cli_apply;
 pub mod driver;

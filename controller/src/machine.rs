@@ -17,7 +17,7 @@
 //! `pending` → `shadowing` (step 0, weight 0) → `progressing`. Terminal phases take no input but a
 //! replaced spec.
 
-use fledge_core::analysis::{Action, GateStatus, StepState, Verdict};
+use fledge_core::analysis::{Action, GateStatus, StepState, Verdict, Waiting};
 use fledge_core::rollout::{RolloutError, RolloutSpec};
 use fledge_core::Weight;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,10 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
             ("paused", false, WindowEffect::Keep)
         }
         UserAction::Resume => {
+            // Resuming a step's manual pause releases it: the step advances when ready.
+            if r.status.last_verdict.as_ref().is_some_and(|v| v.waiting == Some(Waiting::Manual)) {
+                s.released = true;
+            }
             // A rollout paused before its first step starts from the beginning.
             s.phase = match s.step {
                 Some(step) => r.phase_at(step),
@@ -228,14 +232,34 @@ fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
 }
 
 fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Result<Transition, StateError> {
+    let critical = verdict.action == Action::Rollback
+        && verdict.gates.iter().any(|g| g.critical && g.status == GateStatus::Fail);
+    if r.status.phase == Phase::Paused && r.status.step.is_some() {
+        // Paused (by the user or a manual step): held at its weight, but a failing critical gate
+        // still rolls back — so the evidence keeps accumulating with every scheduled look.
+        if !critical {
+            if !scheduled {
+                return Ok(Transition::none(r));
+            }
+            let mut next = r.clone();
+            next.status.evidence = verdict.next_state.evidence.clone();
+            next.status.last_verdict = Some(verdict);
+            return Ok(Transition::new(next, None, false, WindowEffect::Keep));
+        }
+        let mut next = r.clone();
+        next.status.phase = Phase::RolledBack;
+        next.status.weight = Weight::ZERO;
+        next.status.message = format!("rolled back while paused: {}", verdict.reason);
+        next.status.evidence = verdict.next_state.evidence.clone();
+        next.status.last_verdict = Some(verdict);
+        return Ok(Transition::new(next, Some("rolled_back"), true, WindowEffect::Keep));
+    }
     if !r.status.phase.is_judged() {
         return Err(StateError::NotJudged(r.status.phase.as_str()));
     }
     let steps = r.analysis().map_or(0, |a| a.steps().len());
     // Between intervals only a failing critical gate acts, so that failure counting keeps its
     // per-interval meaning.
-    let critical = verdict.action == Action::Rollback
-        && verdict.gates.iter().any(|g| g.critical && g.status == GateStatus::Fail);
     if !scheduled && !critical {
         return Ok(Transition::none(r));
     }
@@ -248,6 +272,12 @@ fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Resul
     // reproduces it.
     s.evidence = verdict.next_state.evidence.clone();
     let (event, routing, window) = match verdict.action {
+        // A manual step ready to advance: paused until resumed or promoted.
+        Action::Hold if verdict.waiting == Some(Waiting::Manual) => {
+            s.phase = Phase::Paused;
+            s.message = verdict.reason.clone();
+            (Some("paused"), false, WindowEffect::Keep)
+        }
         Action::Hold => {
             s.message = verdict.reason.clone();
             let event = match (current.consecutive_failures, s.consecutive_failures) {
@@ -259,6 +289,7 @@ fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Resul
         }
         Action::Advance => {
             s.step = Some(verdict.next_state.step_index);
+            s.released = false;
             s.weight = weight_of(verdict.canary_weight);
             s.phase = r.phase_at(verdict.next_state.step_index);
             if s.phase == Phase::Baking {
@@ -302,6 +333,7 @@ pub fn step_state(r: &Rollout) -> StepState {
         step_started_at_ms: r.status.step_started_at_ms,
         consecutive_failures: r.status.consecutive_failures,
         evidence: r.status.evidence.clone(),
+        released: r.status.released,
     }
 }
 

@@ -127,6 +127,10 @@ pub struct RolloutStatus {
     /// with every commit, so a restart or a resume continues it and never buys a fresh α.
     #[serde(default)]
     pub evidence: EvidenceState,
+    /// The current step's hold (a manual pause, an approval) has been released: it advances when
+    /// ready. Cleared when the step changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl Rollout {
@@ -155,6 +159,7 @@ impl Rollout {
             message,
             last_verdict: None,
             evidence: EvidenceState::default(),
+            released: false,
         };
         Ok(Self { name: name.to_string(), spec, status, mode })
     }

@@ -80,6 +80,7 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     live: Mutex<Live>,
     probes: Mutex<crate::readiness::Probes>,
+    approvals: Mutex<crate::approval::Approvals>,
     segments: Mutex<SegmentCounts>,
     data_arrived: Notify,
     settings: Settings,
@@ -117,6 +118,7 @@ impl AppState {
                 shutdown,
                 live: Mutex::new(Live::default()),
                 probes: Mutex::new(crate::readiness::Probes::default()),
+                approvals: Mutex::new(crate::approval::Approvals::default()),
                 segments: Mutex::new(SegmentCounts::default()),
                 data_arrived: Notify::new(),
                 settings,
@@ -147,6 +149,14 @@ impl AppState {
     pub fn probes(&self) -> MutexGuard<'_, crate::readiness::Probes> {
         self.shared.probes.lock().unwrap_or_else(|poisoned| {
             self.shared.probes.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// External approvals of steps (bookkeeping only; poisoning cleared like `probes`).
+    pub fn approvals(&self) -> MutexGuard<'_, crate::approval::Approvals> {
+        self.shared.approvals.lock().unwrap_or_else(|poisoned| {
+            self.shared.approvals.clear_poison();
             poisoned.into_inner()
         })
     }

@@ -170,6 +170,13 @@ async fn spec_validation_for_automated_rollouts() {
         (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "gates": [{"metric": "vibes", "max": 1}]}), "vibes"),
         (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "analysis": {"interval_seconds": 0}}), "interval"),
         (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "analysis": {"intervall": 1}}), "intervall"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [10, {"weight": 50, "pause": "forever"}]}), "steps[1]: unknown variant `forever`"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [10, {"weight": 50, "hold": true}]}), "steps[1]: unknown field `hold`"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [{"weight": 50, "pause": "manual", "approval": {"url": "http://a/"}}]}), "steps[0]: give either pause or approval"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [{"weight": 50, "approval": {"url": "ftp://a/"}}]}), "steps[0].approval.url"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [{"weight": 50, "approval": {"url": "http://user:pw@a/"}}]}), "no credentials"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": [{"weight": 50, "approval": {"url": "http://a/", "timeout_seconds": 0}}]}), "steps[0].approval.timeout_seconds"),
+        (json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "steps": ["ten"]}), "steps[0]: a step is a weight or an object"),
     ];
     for (body, needle) in cases {
         let (code, resp) = call(&s, "PUT", "/v1/rollouts/x", Some(body.clone())).await;

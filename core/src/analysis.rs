@@ -30,6 +30,7 @@ mod metric;
 mod shadow_gate;
 pub mod simulation;
 mod spec;
+mod step;
 mod verdict;
 mod version_stats;
 
@@ -43,7 +44,8 @@ pub use evaluate::{
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};
 pub use spec::{default_gates, AnalysisSpec, AnalysisSpecConfig, BlueGreen, SpecError, MAX_PHASE_SECONDS};
+pub use step::{ApprovalSpec, HeldStep, PauseKind, StepConfig, StepHold, MAX_APPROVAL_TIMEOUT_SECONDS};
 pub use verdict::{
-    judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict,
+    judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict, Waiting,
 };
 pub use version_stats::{MeanSummary, VersionStats};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig};
+use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig, StepConfig, StepHold};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
@@ -97,8 +97,10 @@ pub struct RolloutSpec {
     /// Seed for the sticky hash; defaults to a hash of the rollout's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<f64>>,
+    /// Canary weights, each a number or `{"weight": w, "pause": "manual"}` /
+    /// `{"weight": w, "approval": {"url": …, "timeout_seconds": …}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_steps")]
+    pub steps: Option<Vec<StepConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +188,21 @@ impl ReadinessSpec {
         }
         Ok(())
     }
+}
+
+/// Reads `steps` entry by entry, so a malformed one is named (`steps[2]: unknown field ...`).
+fn named_steps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<StepConfig>>, D::Error> {
+    use serde::de::Error;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("steps: {e}")))?;
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.len() > 100 {
+        return Err(D::Error::custom("steps: at most 100 steps"));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value::<StepConfig>(v).map_err(|e| D::Error::custom(format!("steps[{i}]: {e}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Reads `session` with its field named in a type error (`session: invalid type ...`).
@@ -310,8 +327,17 @@ impl RolloutSpec {
         }
         let blue_green = self.blue_green()?;
         let options = self.analysis.clone().unwrap_or_default();
+        let (steps, holds) = match &self.steps {
+            Some(steps) => {
+                let holds = steps.iter().enumerate().map(|(i, s)| s.hold(i)).collect::<Result<Vec<_>, _>>().map_err(RolloutError::Analysis)?;
+                let holds = if holds.iter().all(|h| *h == StepHold::None) { Vec::new() } else { holds };
+                (steps.iter().map(StepConfig::weight).collect(), holds)
+            }
+            None => (DEFAULT_STEPS.to_vec(), Vec::new()),
+        };
         let config = AnalysisSpecConfig {
-            steps: self.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec()),
+            steps,
+            holds,
             step_seconds: self.step_seconds.unwrap_or(DEFAULT_STEP_SECONDS),
             min_requests: self.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS),
             interval_seconds: options.interval_seconds.unwrap_or(1.0),

@@ -143,13 +143,76 @@ fn data_between_intervals_only_acts_on_critical_gates() {
 }
 
 #[test]
-fn judgements_only_while_progressing() {
+fn a_pause_holds_but_never_shields_a_critical_failure() {
     let p = step(&automated(), Input::Start, 0).unwrap().rollout;
     let paused = step(&p, Input::User { action: UserAction::Pause }, 1).unwrap().rollout;
+    // Healthy or failing a non-critical gate: nothing changes while paused.
     let v = verdict(&p, &stats(10, 0, 0), &stats(10, 0, 0), 2, true);
-    assert_eq!(step(&paused, Input::judged(v, true), 2), Err(StateError::NotJudged("paused")));
+    let t = step(&paused, Input::judged(v, true), 2).unwrap();
+    assert_eq!((t.event, t.routing_changed, t.rollout.status.phase), (None, false, Phase::Paused), "the evidence moves, nothing else");
+    let v = verdict(&p, &stats(100, 0, 0), &stats(100, 90, 0), 2, true);
+    let t = step(&paused, Input::judged(v, true), 2).unwrap();
+    assert_eq!((t.event, t.rollout.status.phase), (None, Phase::Paused), "a non-critical failure does not act while paused");
+    // A critical failure rolls back.
+    let v = verdict(&p, &stats(100, 0, 0), &stats(100, 0, 1), 3, false);
+    let t = step(&paused, Input::judged(v, false), 3).unwrap();
+    assert_eq!((t.event, t.rollout.status.phase, t.rollout.status.weight), (Some("rolled_back"), Phase::RolledBack, Weight::ZERO));
+    assert!(t.rollout.status.message.starts_with("rolled back while paused"), "{}", t.rollout.status.message);
     let resumed = step(&paused, Input::User { action: UserAction::Resume }, 3).unwrap();
     assert_eq!((resumed.rollout.status.phase, resumed.window), (Phase::Progressing, WindowEffect::Reset));
+    // A pending rollout is not judged.
+    assert_eq!(step(&automated(), Input::judged(verdict(&p, &stats(1, 0, 0), &stats(1, 0, 0), 1, true), true), 1), Err(StateError::NotJudged("pending")));
+}
+
+#[test]
+fn a_manual_step_pauses_when_ready_and_a_resume_releases_it() {
+    let r = rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[{"weight":10,"pause":"manual"},100],"step_seconds":5,"min_requests":20,
+        "analysis":{"failure_limit":2},"gates":[{"metric":"error_rate","max_increase":0.02}]}"#);
+    let mut p = step(&r, Input::Start, 0).unwrap().rollout;
+    let mut now = 0;
+    let paused = loop {
+        now += 1000;
+        assert!(now < 600_000, "never became ready");
+        let v = verdict(&p, &stats(2000, 0, 0), &stats(200, 0, 0), now, true);
+        assert_ne!(v.action, Action::Advance, "a manual step never advances on its own");
+        let t = step(&p, Input::judged(v, true), now).unwrap();
+        if t.event == Some("paused") {
+            break t.rollout;
+        }
+        p = t.rollout;
+    };
+    assert_eq!((paused.status.phase, paused.status.weight.percent()), (Phase::Paused, 10.0));
+    assert!(paused.status.message.contains("manual pause: resume or promote"), "{}", paused.status.message);
+    let resumed = step(&paused, Input::User { action: UserAction::Resume }, now + 1).unwrap().rollout;
+    assert!(resumed.status.released);
+    let v = verdict(&resumed, &stats(2000, 0, 0), &stats(200, 0, 0), now + 10_000, true);
+    assert_eq!(v.action, Action::Advance, "{}", v.reason);
+    let t = step(&resumed, Input::judged(v, true), now + 10_000).unwrap();
+    assert_eq!((t.event, t.rollout.status.weight.percent(), t.rollout.status.released), (Some("advanced"), 100.0, false));
+}
+
+#[test]
+fn an_approval_step_waits_until_released() {
+    let r = rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[{"weight":10,"approval":{"url":"http://approver/ok"}},100],"step_seconds":1,"min_requests":20,
+        "analysis":{"failure_limit":2},"gates":[{"metric":"error_rate","max_increase":0.02}]}"#);
+    let p = step(&r, Input::Start, 0).unwrap().rollout;
+    let mut state = step_state(&p);
+    let (good, canary) = (stats(2000, 0, 0), stats(200, 0, 0));
+    let mut now = 0;
+    let v = loop {
+        now += 1000;
+        let v = judge(p.analysis().unwrap(), &state, &look(&good, &canary, true), now);
+        if v.waiting.is_some() {
+            break v;
+        }
+        state = v.next_state;
+    };
+    assert_eq!((v.action, v.waiting.clone()), (Action::Hold, Some(Waiting::Approval { url: "http://approver/ok".into() })));
+    let t = step(&p, Input::judged(v, true), now).unwrap();
+    assert_eq!(t.rollout.status.phase, Phase::Progressing, "an approval step holds without pausing");
+    state.released = true;
+    let v = judge(p.analysis().unwrap(), &state, &look(&good, &canary, true), now + 1000);
+    assert_eq!(v.action, Action::Advance, "{}", v.reason);
 }
 
 #[test]

@@ -96,6 +96,7 @@ pub fn spec_with(steps: Vec<f64>, step_seconds: u64, gates: Vec<Gate>) -> Option
         gates: gates.into_iter().map(GateConfig::from).collect(),
         blue_green: None,
         shadow_seconds: None,
+        holds: Vec::new(),
     })
     .ok()
 }
@@ -454,6 +455,7 @@ pub fn blue_green_spec(preview_seconds: u64, bake_seconds: u64, gates: Vec<Gate>
         gates: gates.into_iter().map(GateConfig::from).collect(),
         blue_green: Some(super::BlueGreen { preview_seconds, bake_seconds }),
         shadow_seconds: None,
+        holds: Vec::new(),
     })
     .ok()
 }

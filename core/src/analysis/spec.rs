@@ -2,6 +2,7 @@
 
 use super::gate::{Gate, GateConfig, GateError, Threshold};
 use super::metric::Metric;
+use super::step::StepHold;
 use serde::{Deserialize, Serialize};
 
 /// Why a spec was refused.
@@ -29,6 +30,8 @@ pub enum SpecError {
     PhaseTooLong { field: &'static str, value: u64 },
     #[error("bake_seconds must be at least 1: the bake is where green is judged on all traffic")]
     NoBake,
+    #[error("holds must be as long as steps")]
+    Holds,
     #[error("shadow_seconds is not available with strategy \"blue_green\" (its preview already judges green before the switch); remove one")]
     ShadowAndBlueGreen,
 }
@@ -74,6 +77,9 @@ pub struct AnalysisSpecConfig {
     /// gates only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_seconds: Option<u64>,
+    /// What holds each step once it could advance (empty: nothing); as long as `steps` otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<StepHold>,
 }
 
 fn default_interval_seconds() -> f64 {
@@ -120,6 +126,7 @@ pub struct AnalysisSpec {
     gates: Vec<Gate>,
     blue_green: Option<BlueGreen>,
     shadow_seconds: Option<u64>,
+    holds: Vec<StepHold>,
 }
 
 impl Default for AnalysisSpec {
@@ -135,6 +142,7 @@ impl Default for AnalysisSpec {
             gates: default_gates(),
             blue_green: None,
             shadow_seconds: None,
+            holds: Vec::new(),
         }
     }
 }
@@ -167,7 +175,13 @@ impl AnalysisSpec {
             // has it).
             if config.steps.first() != Some(&0.0) {
                 config.steps.insert(0, 0.0);
+                if !config.holds.is_empty() {
+                    config.holds.insert(0, StepHold::None);
+                }
             }
+        }
+        if !config.holds.is_empty() && config.holds.len() != config.steps.len() {
+            return Err(SpecError::Holds);
         }
         if config.min_requests == 0 {
             return Err(SpecError::MinRequestsZero);
@@ -196,7 +210,14 @@ impl AnalysisSpec {
             gates,
             blue_green: config.blue_green,
             shadow_seconds: config.shadow_seconds,
+            holds: config.holds,
         })
+    }
+
+    /// What holds `step_index` once it could advance.
+    pub fn hold(&self, step_index: usize) -> &StepHold {
+        static NONE: StepHold = StepHold::None;
+        self.holds.get(step_index).unwrap_or(&NONE)
     }
 
     /// The shadow phase's step (0, when `shadow_seconds` is set): weight 0, no user on the canary.
@@ -302,6 +323,7 @@ impl From<AnalysisSpec> for AnalysisSpecConfig {
             gates: spec.gates.into_iter().map(GateConfig::from).collect(),
             blue_green: spec.blue_green,
             shadow_seconds: spec.shadow_seconds,
+            holds: spec.holds,
         }
     }
 }

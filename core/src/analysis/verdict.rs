@@ -11,6 +11,7 @@ use super::evaluate::{
 use super::baseline::{self, against_baseline};
 use super::gate::Gate;
 use super::spec::AnalysisSpec;
+use super::step::StepHold;
 use super::version_stats::VersionStats;
 use crate::shadow::ShadowStats;
 use crate::stats::sequential::sr_gamma;
@@ -64,6 +65,9 @@ pub struct StepState {
     pub consecutive_failures: u32,
     #[serde(default)]
     pub evidence: EvidenceState,
+    /// The step's hold (manual pause, approval) has been released: it advances when ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl StepState {
@@ -74,8 +78,19 @@ impl StepState {
             step_started_at_ms: now_ms,
             consecutive_failures: 0,
             evidence: EvidenceState::default(),
+            released: false,
         }
     }
+}
+
+/// What a step that could advance is waiting for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Waiting {
+    /// A `pause: "manual"` step: `resume` or `promote` releases it.
+    Manual,
+    /// An `approval` step: its URL must answer 2xx.
+    Approval { url: String },
 }
 
 /// One look's data. `stable`/`canary`: the counts of the interval since the previous scheduled
@@ -105,6 +120,9 @@ pub struct Verdict {
     pub next_state: StepState,
     /// Canary weight (percent) to apply: 0 after rollback, 100 after promotion.
     pub canary_weight: f64,
+    /// Set when the step is ready to advance but held (manual pause, approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
 }
 
 /// N, the most looks a rollout can take: twice its nominal length (the steps' dwell / interval).
@@ -141,6 +159,7 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
             gates: Vec::new(),
             next_state: state.clone(),
             canary_weight: weight,
+            waiting: None,
         };
     };
     let mut evidence = state.evidence.clone();
@@ -239,11 +258,25 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         .iter()
         .filter(|g| g.status == GateStatus::Fail)
         .collect();
-    let (action, reason, mut next_state) = if failing.is_empty() {
+    let (mut action, mut reason, mut next_state) = if failing.is_empty() {
         without_failures(spec, &state, &gates, now_ms)
     } else {
         on_failures(spec, &state, &failing)
     };
+    // A held step that could advance waits for its release (the gates keep judging meanwhile).
+    let waiting = match (action, spec.hold(state.step_index), state.released) {
+        (Action::Advance | Action::Promote, StepHold::Manual, false) => Some(Waiting::Manual),
+        (Action::Advance | Action::Promote, StepHold::Approval(a), false) => Some(Waiting::Approval { url: a.url.clone() }),
+        _ => None,
+    };
+    if let Some(w) = &waiting {
+        action = Action::Hold;
+        next_state = StepState { consecutive_failures: 0, ..state.clone() };
+        reason = match w {
+            Waiting::Manual => format!("step {} ({weight}%) is a manual pause: resume or promote to continue; {reason}", state.step_index + 1),
+            Waiting::Approval { url } => format!("step {} ({weight}%) waits for approval from {url}; {reason}", state.step_index + 1),
+        };
+    }
     if action == Action::Advance && spec.is_preview(state.step_index) {
         // The switch: blue's preview counts become the bake's baseline.
         next_state.evidence.baseline = Some(look.stable_step.clone());
@@ -259,6 +292,7 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
         gates,
         next_state,
         canary_weight,
+        waiting,
     }
 }
 
@@ -349,6 +383,7 @@ fn without_failures(
                 step_started_at_ms: now_ms,
                 consecutive_failures: 0,
                 evidence: state.evidence.clone(),
+                released: false,
             };
             (
                 Action::Advance,
