@@ -22,8 +22,21 @@ pub struct ClientArgs {
 enum RolloutCommand {
     /// List rollouts: phase, step, weight.
     List,
-    /// Show one rollout with its last verdict and live metrics (JSON).
-    Get { name: String },
+    /// Show one rollout: phase, steps, weight, its gates and the proxies' confirmation (`-o json|yaml`
+    /// for the API's full answer).
+    Get {
+        name: String,
+        #[arg(short, long, value_enum, default_value = "human")]
+        output: Output,
+    },
+    /// Follow a rollout until it ends: redrawn on a terminal, one line per change otherwise. Exits 0
+    /// when it succeeds, 1 when it is rolled back or aborted.
+    Watch {
+        name: String,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Create or replace rollouts: `apply -f FILE` takes Rollout documents (YAML or JSON, several per
     /// file, or a directory of them); `apply NAME --file SPEC.json` a bare JSON spec (`-` for stdin).
     Apply { name: Option<String>, #[arg(short, long)] file: String },
@@ -43,7 +56,15 @@ enum RolloutCommand {
     Delete { name: String },
 }
 
-pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Human,
+    Json,
+    Yaml,
+}
+
+/// Runs one command; the exit code is 0 but for `watch` of a rollout that failed.
+pub async fn run(args: ClientArgs) -> anyhow::Result<std::process::ExitCode> {
     let c = Client { http: reqwest::Client::new(), base: args.server.trim_end_matches('/').to_string(), token: args.token };
     match args.command {
         RolloutCommand::List => {
@@ -63,7 +84,15 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        RolloutCommand::Get { name } => print(&c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?)?,
+        RolloutCommand::Get { name, output } => {
+            let v = c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?;
+            match output {
+                Output::Human => print!("{}", crate::cli_view::summary(&v)),
+                Output::Json => print(&v)?,
+                Output::Yaml => print!("{}", serde_yaml_ng::to_string(&v)?),
+            }
+        }
+        RolloutCommand::Watch { name, interval } => return watch(&c, &name, interval).await,
         RolloutCommand::Apply { name: None, file } => crate::cli_apply::documents(&c, &file).await?,
         RolloutCommand::Apply { name: Some(name), file } => {
             let text = if file == "-" { std::io::read_to_string(std::io::stdin())? } else { std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))? };
@@ -99,7 +128,41 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             println!("deleted {name}");
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Polls the rollout until it ends. On a terminal the summary is redrawn in place; otherwise a line
+/// is printed whenever the phase, step, weight or message changes, so CI logs stay readable.
+async fn watch(c: &Client, name: &str, interval: f64) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let every = std::time::Duration::try_from_secs_f64(interval.clamp(0.1, 60.0)).unwrap_or(std::time::Duration::from_secs(1));
+    let mut last = String::new();
+    loop {
+        let v = c.send(reqwest::Method::GET, &format!("/v1/rollouts/{name}"), None).await?;
+        let s = &v["status"];
+        let phase = s["phase"].as_str().unwrap_or("").to_string();
+        if tty {
+            // Clear the screen and home the cursor, then the summary.
+            print!("\x1b[2J\x1b[H{}", crate::cli_view::summary(&v));
+        } else {
+            let line = format!(
+                "{name}: {} step {} weight {}% — {}",
+                phase,
+                s["step"].as_u64().map_or("-".into(), |i| (i + 1).to_string()),
+                s["weight"].as_f64().unwrap_or(0.0),
+                s["message"].as_str().unwrap_or("")
+            );
+            if line != last {
+                println!("{line}");
+                last = line;
+            }
+        }
+        if let Some(code) = crate::cli_view::final_exit(&phase) {
+            return Ok(std::process::ExitCode::from(code));
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 async fn action(c: &Client, name: &str, what: &str) -> anyhow::Result<()> {

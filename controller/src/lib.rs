@@ -9,6 +9,7 @@ pub mod api;
 pub mod approval;
 pub mod cli;
 mod cli_apply;
+pub mod cli_view;
 pub mod driver;
 pub mod error;
 pub mod events;

@@ -52,7 +52,7 @@ struct ServeArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLEDGE_LOG").unwrap_or_else(|_| "info".into()),
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args).await.map(|()| std::process::ExitCode::SUCCESS),
         Command::Rollouts(args) => fledge_controller::cli::run(args).await,
     }
 }

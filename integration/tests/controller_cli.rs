@@ -100,3 +100,59 @@ async fn sigterm_answers_held_polls_and_exits_cleanly() {
     ctl.restart().await.unwrap();
     assert_eq!(ctl.get("/v1/rollouts/support").await.unwrap()["status"]["weight"], serde_json::json!(5.0));
 }
+
+/// `watch` in a pipeline: exit 0 when the rollout is promoted, 1 when it is rolled back; `get` is
+/// readable without `-o` and parses with `-o json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_exits_with_the_outcome_and_get_reads_well() {
+    use fledge_integration::traffic::{Load, Traffic};
+    use fledge_integration::{Agent, Behaviour, Envoy};
+    use serde_json::json;
+    const HOST: &str = "support-agent";
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = fledge_integration::Controller::builder().start().await.unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100})).start().await.unwrap();
+    let _load = Load::start(Traffic::new(envoy.listener, HOST), 150, 1_000);
+    let spec = |name_gates: serde_json::Value| {
+        json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 1, "min_requests": 30,
+               "analysis": {"interval_seconds": 0.25, "failure_limit": 1}, "gates": name_gates})
+    };
+    let gates = json!([{"metric": "error_rate", "max_increase": 0.05}, {"metric": "error_rate", "max": 0.2, "critical": true}]);
+    ctl.put_rollout("support", spec(gates.clone())).await.unwrap();
+    // Not a TTY here: one line per change, and the exit code says how it ended.
+    let watch = |ctl: &fledge_integration::Controller| {
+        let url = ctl.url("");
+        tokio::task::spawn_blocking(move || {
+            Command::new(fledge_bin()).args(["rollouts", "--server", &url, "watch", "support", "--interval", "0.2"]).output().unwrap()
+        })
+    };
+    let out = watch(&ctl).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.lines().last().unwrap_or_default().starts_with("support: succeeded"), "{text}");
+    assert!(text.lines().count() >= 2 && text.contains("support: progressing step 1 weight 50%"), "{text}");
+
+    let (ok, human) = cli(&ctl, &["get", "support"]);
+    assert!(ok, "{human}");
+    assert!(human.starts_with("support  succeeded  weight 0%"), "{human}");
+    assert!(human.contains("(stable) →") && human.contains("confirmed by") && human.contains("GATE"), "{human}");
+    assert!(!human.trim_start().starts_with('{'), "not JSON by default: {human}");
+    let (ok, raw) = cli(&ctl, &["get", "support", "-o", "json"]);
+    assert!(ok, "{raw}");
+    let parsed: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(parsed["status"]["phase"], "succeeded");
+    let (ok, yaml) = cli(&ctl, &["get", "support", "-o", "yaml"]);
+    assert!(ok && yaml.contains("phase: succeeded"), "{yaml}");
+
+    // The new canary (v1 after the swap) fails: watch exits 1.
+    v1.update(|b| b.error_rate = 0.5);
+    let mut again = spec(gates);
+    again["stable"] = json!("v2");
+    again["canary"] = json!("v1");
+    ctl.put_rollout("support", again).await.unwrap();
+    let out = watch(&ctl).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.lines().last().unwrap_or_default().starts_with("support: rolled_back"), "{text}");
+}
