@@ -160,7 +160,9 @@ pub fn check_rollout_spec(data: &[u8]) {
             assert!(spec.weight.is_none());
             let steps = a.steps();
             assert!(!steps.is_empty());
-            assert!(steps.iter().all(|s| s.is_finite() && *s > 0.0 && *s <= 100.0), "steps {steps:?}");
+            // Only a blue-green preview or a shadow phase is a step at 0 %.
+            let zero_ok = |i: usize| a.is_preview(i) || a.is_shadow(i);
+            assert!(steps.iter().enumerate().all(|(i, s)| s.is_finite() && (*s > 0.0 || (*s == 0.0 && zero_ok(i))) && *s <= 100.0), "steps {steps:?}");
             assert!(steps.windows(2).all(|w| w.first() < w.last()), "steps {steps:?} do not increase");
             assert!(a.interval_seconds() > 0.0 && a.interval_seconds() <= 3_600.0);
             assert!(a.failure_limit() >= 1 && a.min_requests() >= 1);
@@ -171,7 +173,7 @@ pub fn check_rollout_spec(data: &[u8]) {
             // Every step of an accepted spec is a weight the data plane can carry, above zero: the
             // controller routes a step through `Weight::try_from_percent` (controller/src/machine.rs
             // `weight_of`, which falls back to 0 % on an error).
-            for s in steps.iter().filter(|_| verdict.is_ok()) {
+            for s in steps.iter().filter(|s| verdict.is_ok() && **s > 0.0) {
                 match Weight::try_from_percent(*s) {
                     Ok(w) => assert!(w.basis_points() > 0, "step {s} % is accepted but routes 0 basis points"),
                     Err(e) => panic!("step {s} % is accepted by the analysis spec but is not a weight: {e}"),

@@ -162,7 +162,12 @@ impl AnalysisSpec {
             config.steps = if bg.preview_seconds > 0 { vec![0.0, 100.0] } else { vec![100.0] };
             config.step_seconds = bg.preview_seconds.max(bg.bake_seconds);
         } else {
-            check_steps(&config.steps)?;
+            // A stored spec with a shadow phase already carries its weight-0 step in front.
+            let user_steps = match (config.shadow_seconds, config.steps.split_first()) {
+                (Some(_), Some((first, rest))) if *first == 0.0 => rest,
+                _ => config.steps.as_slice(),
+            };
+            check_steps(user_steps)?;
         }
         if let Some(s) = config.shadow_seconds {
             if config.blue_green.is_some() {

@@ -380,3 +380,17 @@ fn blue_green_without_a_preview_skips_the_relative_comparison() {
     assert_eq!(v.gates[0].status, GateStatus::Pass);
     assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
 }
+
+#[test]
+fn shadow_and_blue_green_specs_survive_a_json_round_trip() {
+    for json in [
+        r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[10,100],"shadow":{"cluster":"c","percent":10},"shadow_seconds":60}"#,
+        r#"{"hosts":["a"],"stable":"v1","canary":"v2","strategy":"blue_green","preview_seconds":0,"bake_seconds":60}"#,
+        r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[{"weight":10,"pause":"manual"},100]}"#,
+    ] {
+        let spec: crate::rollout::RolloutSpec = serde_json::from_str(json).unwrap();
+        let crate::rollout::Mode::Automated(a) = spec.mode().unwrap() else { panic!("automated") };
+        let back: AnalysisSpec = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a, "{json}");
+    }
+}
