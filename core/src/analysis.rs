@@ -25,6 +25,7 @@
 
 mod baseline;
 mod evaluate;
+mod evaluation_gate;
 mod gate;
 mod metric;
 mod shadow_gate;
@@ -48,4 +49,4 @@ pub use step::{ApprovalSpec, HeldStep, PauseKind, StepConfig, StepHold, MAX_APPR
 pub use verdict::{
     judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict, Waiting,
 };
-pub use version_stats::{MeanSummary, VersionStats};
+pub use version_stats::{EvaluationStats, MeanSummary, VersionStats, MAX_EVALUATIONS};

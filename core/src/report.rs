@@ -199,6 +199,7 @@ pub struct WireStats {
     pub errors: u64,
     pub latency_headers: SparseHistogram,
     pub latency_total: SparseHistogram,
+    pub latency_ttft: SparseHistogram,
     pub outcome_success: u64,
     pub outcome_failure: u64,
     pub outcome_malformed: u64,
@@ -236,6 +237,7 @@ impl WireStats {
         // Indexes were checked by `parse`; an unchecked caller loses only the bad histogram.
         let _ = scalars.latency_headers.merge_sparse(&self.latency_headers);
         let _ = scalars.latency_total.merge_sparse(&self.latency_total);
+        let _ = scalars.latency_ttft.merge_sparse(&self.latency_ttft);
         into.merge(&scalars);
     }
 }
@@ -279,7 +281,7 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
                 return Err(ReportError::Identifier { field: format!("versions[{entry}].{field}") });
             }
         }
-        for (field, h) in [("latency_headers", &v.stats.latency_headers), ("latency_total", &v.stats.latency_total)] {
+        for (field, h) in [("latency_headers", &v.stats.latency_headers), ("latency_total", &v.stats.latency_total), ("latency_ttft", &v.stats.latency_ttft)] {
             h.validate().map_err(|source| ReportError::Histogram { entry, field, source })?;
         }
         let n = v.stats.cost_count as f64;
@@ -334,6 +336,7 @@ mod tests {
         };
         s.latency_headers.record(1_000);
         s.latency_total.record_n(250_000, 3);
+        s.latency_ttft.record_n(40_000, 2);
         s
     }
 

@@ -42,6 +42,8 @@ pub struct Sample {
     pub upstream_failure: bool,
     pub headers_us: Option<u64>,
     pub total_us: Option<u64>,
+    /// Time to the first response body byte (absent for an answer without a body).
+    pub ttft_us: Option<u64>,
     pub result: Option<TaskResult>,
     pub cost: Signal<f64>,
     pub violations: Signal<u32>,
@@ -66,6 +68,9 @@ pub fn record(stats: &mut VersionStats, s: &Sample) {
     }
     if let Some(us) = s.total_us {
         stats.latency_total.record(us);
+    }
+    if let Some(us) = s.ttft_us {
+        stats.latency_ttft.record(us);
     }
     match s.result {
         Some(TaskResult::Success) => stats.outcome_success += 1,

@@ -194,6 +194,10 @@ impl HttpContext for Http {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(p) = &mut self.picked {
             p.complete |= end_of_stream;
+            // Time to first token: one clock read, on the first chunk that carries bytes.
+            if body_size > 0 && p.sample.ttft_us.is_none() {
+                p.sample.ttft_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
+            }
             if let (Some(s), true) = (&mut p.shadow, body_size > 0) {
                 if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
                     s.answer.update(&chunk);

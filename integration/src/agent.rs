@@ -35,6 +35,9 @@ pub struct Behaviour {
     /// What `GET /healthz` answers: 200 when healthy, 503 otherwise. Health checks are not counted
     /// as requests.
     pub healthy: bool,
+    /// Stream the answer: headers (and status) at once, the body this many ms later — a first token
+    /// that comes late.
+    pub first_byte_ms: u64,
 }
 
 impl Default for Behaviour {
@@ -50,6 +53,7 @@ impl Default for Behaviour {
             emit_outcome: true,
             stall_after_headers: false,
             healthy: true,
+            first_byte_ms: 0,
         }
     }
 }
@@ -222,6 +226,19 @@ async fn handle(shared: Arc<Shared>, req: axum::extract::Request) -> Response {
         ))]);
         let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
         Response::new(Body::new(http_body_util::StreamBody::new(stalled)))
+    } else if b.first_byte_ms > 0 {
+        let delay = Duration::from_millis(b.first_byte_ms);
+        let late = futures_util::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(axum::body::Bytes::from(body)))
+        });
+        let mut r = Response::new(Body::new(http_body_util::StreamBody::new(late)));
+        for (k, v) in signals {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
     } else if b.outcome_in_trailers {
         with_trailers(body, signals)
     } else {

@@ -55,7 +55,7 @@ pub(crate) fn against_baseline(gate: &Gate, base: &VersionStats, min_n: u64, alp
             }
         }
         (MetricKind::Latency { quantile }, t) => {
-            let high_ms = upper_quantile_bound(&base.latency_total, quantile, alpha_b)
+            let high_ms = upper_quantile_bound(base.latency(metric), quantile, alpha_b)
                 .map(|us| us / 1000.0)
                 .ok_or_else(|| "blue's window before the switch cannot bound this quantile".to_string())?;
             let l = match t {

@@ -230,6 +230,9 @@ pub(crate) fn evaluate_gate(
     if gate.metric().is_shadow() {
         return super::shadow_gate::evaluate(ctx, gate, prior, data);
     }
+    if gate.metric().is_evaluation() {
+        return super::evaluation_gate::evaluate(ctx, gate, prior, data);
+    }
     evaluate_with(ctx, gate, prior, data, None)
 }
 
@@ -290,9 +293,9 @@ fn default_test(ctx: &Context, gate: &Gate, next: &mut GateEvidence, data: &Data
             rate_difference(ctx, metric, d, next, data)
         }
         (MetricKind::Latency { quantile }, Threshold::Max(ms)) => {
-            latency_limit(ctx, quantile, ms, next, data)
+            latency_limit(ctx, metric, quantile, ms, next, data)
         }
-        (MetricKind::Latency { quantile }, t) => latency_relative(ctx, quantile, t, data),
+        (MetricKind::Latency { quantile }, t) => latency_relative(ctx, metric, quantile, t, data),
         (MetricKind::Mean, t) => mean_gate(ctx, t, next, data),
     }
 }
@@ -366,8 +369,11 @@ fn sanitize(result: &mut GateResult, next: &mut GateEvidence) {
 pub(crate) fn unit_name(metric: Metric) -> &'static str {
     match metric {
         m if m.is_shadow() => "shadow copies",
+        Metric::EvaluationScore => "scores",
+        Metric::EvaluationPassRate => "labelled evaluations",
         Metric::ErrorRate | Metric::PolicyViolationRate => "requests",
         Metric::LatencyP50Ms | Metric::LatencyP99Ms => "requests",
+        Metric::LatencyTtftP50Ms | Metric::LatencyTtftP99Ms => "answers with a body",
         Metric::TaskSuccessRate => "task outcomes",
         Metric::CostPerTask => "cost reports",
         _ => "observations",
@@ -377,7 +383,7 @@ pub(crate) fn unit_name(metric: Metric) -> &'static str {
 /// (events, trials) that count against a rate metric: task success is judged by its failures.
 pub(crate) fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
     match metric.live_base().unwrap_or(metric) {
-        Metric::TaskSuccessRate => (s.outcome_failure.min(s.outcomes()), s.outcomes()),
+        Metric::TaskSuccessRate | Metric::EvaluationPassRate => (s.outcome_failure.min(s.outcomes()), s.outcomes()),
         Metric::PolicyViolationRate => (s.policy_violating_requests.min(s.requests), s.requests),
         _ => (s.errors.min(s.requests), s.requests),
     }
@@ -386,6 +392,7 @@ pub(crate) fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
 fn bad_name(metric: Metric) -> &'static str {
     match metric {
         Metric::TaskSuccessRate => "task failure",
+        Metric::EvaluationPassRate => "failed-evaluation",
         Metric::PolicyViolationRate => "violating-request",
         _ => "error",
     }
@@ -395,6 +402,7 @@ fn bad_name(metric: Metric) -> &'static str {
 pub(crate) fn regression_words(metric: Metric, delta: f64) -> String {
     match metric {
         Metric::TaskSuccessRate => format!("a {:.2} pp drop in task success", delta * 100.0),
+        Metric::EvaluationPassRate => format!("a {:.2} pp drop in the pass rate", delta * 100.0),
         _ => format!("an increase of {:.2} pp in {}", delta * 100.0, metric.name()),
     }
 }
@@ -724,13 +732,13 @@ fn rate_limit(ctx: &Context, metric: Metric, limit: f64, next: &mut GateEvidence
     Outcome { failed, evidence, proof, proven, missing, bounds: Some(step_rate_bounds(metric, ctx, data, false)) }
 }
 
-fn latency_limit(ctx: &Context, q: f64, limit_ms: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
-    let hist = &data.canary.latency_total;
+fn latency_limit(ctx: &Context, metric: Metric, q: f64, limit_ms: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
+    let hist = data.canary.latency(metric);
     let limit_micros = (limit_ms * 1000.0).round() as u64;
     let (x, n) = (hist.count_above(limit_micros), hist.count());
     let what = format!("share of requests above {limit_ms:.1} ms");
     let allowed = 1.0 - q;
-    let step_n = data.canary_step.latency_total.count();
+    let step_n = data.canary_step.latency(metric).count();
     let (failed, evidence, _, _, _) = bernoulli_limit(ctx, x, n, allowed, step_n, next, &what);
     // The proof looks at a share of max(2(1 − q), TAIL_COUNT / n) above the limit.
     let target = (2.0 * allowed).max(TAIL_COUNT / step_observations(ctx, step_n).max(1.0)).min(1.0);
@@ -741,7 +749,7 @@ fn latency_limit(ctx: &Context, q: f64, limit_ms: f64, next: &mut GateEvidence, 
     let value = bernoulli_mixture(b, t, target, &BELOW_GRID.map(|g| g * target));
     let threshold = 1.0 / ADVANCE_ALPHA;
     let proven = value >= threshold;
-    let step = &data.canary_step.latency_total;
+    let step = data.canary_step.latency(metric);
     let alpha = ctx.segment_alpha / 2.0;
     let bounds = Bounds {
         canary_low: lower_quantile_bound(step, q, alpha).map(|v| v / 1000.0),
@@ -829,8 +837,8 @@ pub(crate) fn upper_quantile_bound(h: &Histogram, q: f64, alpha: f64) -> Option<
     }
 }
 
-fn latency_relative(ctx: &Context, q: f64, threshold: Threshold, data: &Data) -> Outcome {
-    let (c, s) = (&data.canary_step.latency_total, &data.stable_step.latency_total);
+fn latency_relative(ctx: &Context, metric: Metric, q: f64, threshold: Threshold, data: &Data) -> Outcome {
+    let (c, s) = (data.canary_step.latency(metric), data.stable_step.latency(metric));
     let alpha = ctx.segment_alpha / 2.0;
     let (ratio, add) = match threshold {
         Threshold::MaxIncrease(d) => (1.0, d * 1000.0),
@@ -907,7 +915,7 @@ pub(crate) fn mean_and_variance(s: &VersionStats, scale: f64) -> Option<(f64, f6
     Some((mean, variance.max(floor), summary.count as f64))
 }
 
-fn mean_gate(ctx: &Context, threshold: Threshold, next: &mut GateEvidence, data: &Data) -> Outcome {
+pub(crate) fn mean_gate(ctx: &Context, threshold: Threshold, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (ratio, delta, absolute) = match threshold {
         Threshold::MaxRatio(r) => (r, 0.0, None),
         Threshold::MaxIncrease(d) => (1.0, d, None),

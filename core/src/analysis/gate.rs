@@ -78,6 +78,8 @@ pub enum GateError {
         value: f64,
         allowed: &'static str,
     },
+    #[error("gate on {metric}: {why}")]
+    Name { metric: Metric, why: &'static str },
     #[error("gate on {metric}: {field} does not apply ({hint})")]
     WrongDirection {
         metric: Metric,
@@ -105,6 +107,43 @@ pub struct GateConfig {
     /// before `min_requests`.
     #[serde(default)]
     pub critical: bool,
+    /// The evaluation an `evaluation_score` / `evaluation_pass_rate` gate judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An evaluation's name, kept inline so that a gate stays `Copy`: 1-64 letters, digits, `.`, `_`,
+/// `-` (the OpenTelemetry `gen_ai.evaluation.name`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EvalName {
+    bytes: [u8; EvalName::MAX],
+    len: u8,
+}
+
+impl EvalName {
+    pub const MAX: usize = 64;
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = (1..=Self::MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX];
+        for (slot, b) in bytes.iter_mut().zip(s.bytes()) {
+            *slot = b;
+        }
+        Some(Self { bytes, len: s.len() as u8 })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for EvalName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// A validated gate.
@@ -114,6 +153,7 @@ pub struct Gate {
     metric: Metric,
     threshold: Threshold,
     critical: bool,
+    name: Option<EvalName>,
 }
 
 impl Gate {
@@ -122,13 +162,30 @@ impl Gate {
         threshold: Threshold,
         critical: bool,
     ) -> Result<Self, GateError> {
+        if metric.is_evaluation() {
+            return Err(GateError::Name { metric, why: "name the evaluation it judges (\"name\": \"helpfulness\")" });
+        }
+        Self::checked(metric, threshold, critical, None)
+    }
+
+    /// A gate on one named evaluation (`evaluation_score`, `evaluation_pass_rate`).
+    pub fn evaluation(metric: Metric, name: &str, threshold: Threshold, critical: bool) -> Result<Self, GateError> {
+        if !metric.is_evaluation() {
+            return Err(GateError::Name { metric, why: "name applies to evaluation_score and evaluation_pass_rate only" });
+        }
+        let name = EvalName::parse(name).ok_or(GateError::Name { metric, why: "name must be 1-64 letters, digits, '.', '_' or '-'" })?;
+        Self::checked(metric, threshold, critical, Some(name))
+    }
+
+    fn checked(metric: Metric, threshold: Threshold, critical: bool, name: Option<EvalName>) -> Result<Self, GateError> {
         check_direction(metric, threshold)?;
         check_range(metric, threshold)?;
-        Ok(Self {
-            metric,
-            threshold,
-            critical,
-        })
+        Ok(Self { metric, threshold, critical, name })
+    }
+
+    /// The evaluation an evaluation gate judges.
+    pub fn evaluation_name(&self) -> Option<&str> {
+        self.name.as_ref().map(EvalName::as_str)
     }
 
     pub fn metric(&self) -> Metric {
@@ -151,6 +208,7 @@ impl Gate {
             Threshold::Min(v) => format!("canary ≥ {}", m.format_value(v)),
             Threshold::MaxIncrease(v) => format!("canary ≤ stable + {}", m.format_delta(v)),
             Threshold::MaxDecrease(v) => format!("canary ≥ stable − {}", m.format_delta(v)),
+            Threshold::MaxRatio(v) if m.higher_is_better() => format!("canary ≥ stable / {v}"),
             Threshold::MaxRatio(v) => format!("canary ≤ {v}× stable"),
         }
     }
@@ -158,6 +216,10 @@ impl Gate {
 
 fn check_direction(metric: Metric, threshold: Threshold) -> Result<(), GateError> {
     let field = threshold.field();
+    // A mean score may fall by a factor: stable / canary ≤ r.
+    if metric == Metric::EvaluationScore && matches!(threshold, Threshold::MaxRatio(_)) {
+        return Ok(());
+    }
     if metric == Metric::ShadowMismatchRate && !matches!(threshold, Threshold::Max(_)) {
         return Err(GateError::WrongDirection { metric, field, hint: "a mismatch rate has no stable counterpart: use max" });
     }
@@ -237,7 +299,10 @@ impl TryFrom<GateConfig> for Gate {
         .collect();
         match set.as_slice() {
             [] => Err(GateError::NoThreshold { metric: c.metric }),
-            [one] => Gate::try_new(c.metric, *one, c.critical),
+            [one] => match &c.name {
+                Some(name) => Gate::evaluation(c.metric, name, *one, c.critical),
+                None => Gate::try_new(c.metric, *one, c.critical),
+            },
             several => {
                 let fields = several
                     .iter()
@@ -263,6 +328,7 @@ impl From<Gate> for GateConfig {
             max_decrease: None,
             max_ratio: None,
             critical: g.critical,
+            name: g.evaluation_name().map(str::to_string),
         };
         match g.threshold {
             Threshold::Max(v) => c.max = Some(v),

@@ -19,6 +19,15 @@ pub enum Metric {
     CostPerTask,
     /// Share of requests with at least one policy violation.
     PolicyViolationRate,
+    /// Mean score of an evaluation (`name` on the gate), e.g. an LLM judge's helpfulness. Higher is
+    /// better.
+    EvaluationScore,
+    /// Share of an evaluation's labelled results that are `pass`. Higher is better.
+    EvaluationPassRate,
+    /// Median time to the first response body byte (first token), milliseconds.
+    LatencyTtftP50Ms,
+    /// 99th-percentile time to the first response body byte, milliseconds.
+    LatencyTtftP99Ms,
     /// The shadow's (canary's) error rate on copies, judged against stable's answers to the same
     /// requests.
     ShadowErrorRate,
@@ -45,13 +54,17 @@ pub enum MetricKind {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 15] = [
         Metric::ErrorRate,
         Metric::LatencyP50Ms,
         Metric::LatencyP99Ms,
         Metric::TaskSuccessRate,
         Metric::CostPerTask,
         Metric::PolicyViolationRate,
+        Metric::LatencyTtftP50Ms,
+        Metric::LatencyTtftP99Ms,
+        Metric::EvaluationScore,
+        Metric::EvaluationPassRate,
         Metric::ShadowErrorRate,
         Metric::ShadowTaskSuccessRate,
         Metric::ShadowCostPerTask,
@@ -95,6 +108,10 @@ impl Metric {
             Metric::TaskSuccessRate => "task_success_rate",
             Metric::CostPerTask => "cost_per_task",
             Metric::PolicyViolationRate => "policy_violation_rate",
+            Metric::EvaluationScore => "evaluation_score",
+            Metric::EvaluationPassRate => "evaluation_pass_rate",
+            Metric::LatencyTtftP50Ms => "latency_ttft_p50_ms",
+            Metric::LatencyTtftP99Ms => "latency_ttft_p99_ms",
             Metric::ShadowErrorRate => "shadow_error_rate",
             Metric::ShadowTaskSuccessRate => "shadow_task_success_rate",
             Metric::ShadowCostPerTask => "shadow_cost_per_task",
@@ -105,7 +122,12 @@ impl Metric {
 
     /// Only task success is "higher is better"; for every other metric an increase is a regression.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::TaskSuccessRate | Metric::ShadowTaskSuccessRate)
+        matches!(self, Metric::TaskSuccessRate | Metric::ShadowTaskSuccessRate | Metric::EvaluationScore | Metric::EvaluationPassRate)
+    }
+
+    /// Judged on one named evaluation's results (the gate names it).
+    pub fn is_evaluation(self) -> bool {
+        matches!(self, Metric::EvaluationScore | Metric::EvaluationPassRate)
     }
 
     pub fn kind(self) -> MetricKind {
@@ -114,7 +136,10 @@ impl Metric {
                 MetricKind::Rate
             }
             Metric::ShadowErrorRate | Metric::ShadowTaskSuccessRate | Metric::ShadowMismatchRate => MetricKind::Rate,
-            Metric::LatencyP50Ms => MetricKind::Latency { quantile: 0.5 },
+            Metric::EvaluationPassRate => MetricKind::Rate,
+            Metric::EvaluationScore => MetricKind::Mean,
+            Metric::LatencyP50Ms | Metric::LatencyTtftP50Ms => MetricKind::Latency { quantile: 0.5 },
+            Metric::LatencyTtftP99Ms => MetricKind::Latency { quantile: 0.99 },
             Metric::LatencyP99Ms | Metric::ShadowLatencyP99Ms => MetricKind::Latency { quantile: 0.99 },
             Metric::CostPerTask | Metric::ShadowCostPerTask => MetricKind::Mean,
         }

@@ -394,3 +394,45 @@ fn shadow_and_blue_green_specs_survive_a_json_round_trip() {
         assert_eq!(back, a, "{json}");
     }
 }
+
+fn scored(n: u64, mean: f64, sd: f64, pass: u64) -> VersionStats {
+    let mut s = VersionStats::default();
+    let e = EvaluationStats { count: n, sum: mean * n as f64, sum_sq: (sd * sd + mean * mean) * n as f64, labelled: n, pass };
+    s.evaluations.insert("helpfulness".into(), e);
+    s
+}
+
+#[test]
+fn evaluation_gates_fail_a_lower_score_and_pass_an_equal_one() {
+    let gate = |json: &str| -> Gate { serde_json::from_str(json).unwrap() };
+    let score = gate(r#"{"metric":"evaluation_score","name":"helpfulness","max_decrease":0.3}"#);
+    let pass = gate(r#"{"metric":"evaluation_pass_rate","name":"helpfulness","max_decrease":0.05}"#);
+    let min = gate(r#"{"metric":"evaluation_score","name":"helpfulness","min":3.0}"#);
+    assert_eq!(score.describe(), "canary ≥ stable − 0.3000");
+    for (g, bad) in [(score, scored(40, 3.4, 0.8, 36)), (pass, scored(40, 4.2, 0.8, 24)), (min, scored(40, 2.0, 0.8, 36))] {
+        let spec = simulation::spec_with(vec![50.0, 100.0], 10, vec![g]).unwrap();
+        // Equal scores: no failure, and the gate passes once its proof is in.
+        let mut state = StepState::start(0);
+        let mut passed = false;
+        for s in 1..=120u64 {
+            let (st, ca) = (scored(40, 4.2, 0.8, 36), scored(40, 4.2, 0.8, 36));
+            let v = judge(&spec, &state, &look(&st, &ca, true), s * 1000);
+            assert_ne!(v.gates[0].status, GateStatus::Fail, "{:?}: {}", g.metric(), v.reason);
+            passed |= v.gates[0].status == GateStatus::Pass;
+            state = v.next_state;
+        }
+        assert!(passed, "{:?} never passed on equal scores", g.metric());
+        // A lower score (or pass rate) fails within a few intervals.
+        let mut state = StepState::start(0);
+        let failed = (1..=20u64).any(|s| {
+            let st = scored(40, 4.2, 0.8, 36);
+            let v = judge(&spec, &state, &look(&st, &bad, true), s * 1000);
+            state = v.next_state.clone();
+            v.gates[0].status == GateStatus::Fail
+        });
+        assert!(failed, "{:?} missed the drop", g.metric());
+    }
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","max_decrease":0.3}"#).unwrap_err().to_string().contains("name the evaluation"));
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"error_rate","name":"x","max":0.1}"#).unwrap_err().to_string().contains("name applies to"));
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","name":"a b","min":1}"#).is_err());
+}

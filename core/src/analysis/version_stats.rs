@@ -7,6 +7,7 @@
 use super::metric::Metric;
 use crate::histogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Counters for one version (stable or canary) over a window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,8 @@ pub struct VersionStats {
     pub latency_headers: Histogram,
     /// Time to end of response, µs; the latency metrics use this one.
     pub latency_total: Histogram,
+    /// Time to the first response body byte, µs (time to first token for a streamed answer).
+    pub latency_ttft: Histogram,
     pub outcome_success: u64,
     pub outcome_failure: u64,
     /// Outcome reports that could not be parsed (not counted as success or failure).
@@ -37,6 +40,41 @@ pub struct VersionStats {
     /// Requests with at least one violation.
     pub policy_violating_requests: u64,
     pub policy_malformed: u64,
+    /// Evaluation results by evaluation name (sent by evaluators, not by the proxies).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub evaluations: BTreeMap<String, EvaluationStats>,
+}
+
+/// Evaluations one version keeps at most (more names are dropped).
+pub const MAX_EVALUATIONS: usize = 32;
+
+/// One evaluation's results for a version: scores, and labels (`pass` or anything else).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvaluationStats {
+    pub count: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    pub labelled: u64,
+    pub pass: u64,
+}
+
+impl EvaluationStats {
+    pub fn merge(&mut self, o: &EvaluationStats) {
+        self.count = self.count.saturating_add(o.count);
+        self.sum = saturating_add(self.sum, o.sum);
+        self.sum_sq = saturating_add(self.sum_sq, o.sum_sq);
+        self.labelled = self.labelled.saturating_add(o.labelled);
+        self.pass = self.pass.saturating_add(o.pass);
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    pub fn pass_rate(&self) -> Option<f64> {
+        ratio(self.pass, self.labelled)
+    }
 }
 
 impl VersionStats {
@@ -68,6 +106,22 @@ impl VersionStats {
         self.cost_sum_sq = saturating_add(self.cost_sum_sq, other.cost_sum_sq);
         self.latency_headers.merge(&other.latency_headers);
         self.latency_total.merge(&other.latency_total);
+        self.latency_ttft.merge(&other.latency_ttft);
+        for (name, e) in &other.evaluations {
+            if let Some(mine) = self.evaluations.get_mut(name) {
+                mine.merge(e);
+            } else if self.evaluations.len() < MAX_EVALUATIONS {
+                self.evaluations.insert(name.clone(), *e);
+            }
+        }
+    }
+
+    /// The histogram a latency metric reads: time to first byte for the TTFT metrics, else the total.
+    pub fn latency(&self, metric: Metric) -> &Histogram {
+        match metric {
+            Metric::LatencyTtftP50Ms | Metric::LatencyTtftP99Ms => &self.latency_ttft,
+            _ => &self.latency_total,
+        }
     }
 
     /// errors / requests.
@@ -125,11 +179,16 @@ impl VersionStats {
             Metric::ErrorRate => self.error_rate(),
             Metric::LatencyP50Ms => self.latency_p50_ms(),
             Metric::LatencyP99Ms => self.latency_p99_ms(),
+            Metric::LatencyTtftP50Ms => self.latency_ttft.quantile(0.5).map(|us| us / 1000.0),
+            Metric::LatencyTtftP99Ms => self.latency_ttft.quantile(0.99).map(|us| us / 1000.0),
             Metric::TaskSuccessRate => self.task_success_rate(),
             Metric::CostPerTask => self.cost_per_task(),
             Metric::PolicyViolationRate => self.policy_violation_rate(),
             // A mismatch view counts the differing pairs as its errors.
             Metric::ShadowMismatchRate => self.error_rate(),
+            // Evaluation views: the score's negation is the "cost", labels are the outcomes.
+            Metric::EvaluationScore => self.cost_per_task().map(|m| -m),
+            Metric::EvaluationPassRate => self.task_success_rate(),
             _ => None,
         }
     }
@@ -139,8 +198,10 @@ impl VersionStats {
         match metric.live_base().unwrap_or(metric) {
             Metric::ErrorRate | Metric::PolicyViolationRate | Metric::ShadowMismatchRate => self.requests,
             Metric::LatencyP50Ms | Metric::LatencyP99Ms => self.latency_total.count(),
+            Metric::LatencyTtftP50Ms | Metric::LatencyTtftP99Ms => self.latency_ttft.count(),
             Metric::TaskSuccessRate => self.outcomes(),
-            Metric::CostPerTask => self.cost_count,
+            Metric::CostPerTask | Metric::EvaluationScore => self.cost_count,
+            Metric::EvaluationPassRate => self.outcomes(),
             _ => 0,
         }
     }
