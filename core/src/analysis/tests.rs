@@ -380,3 +380,53 @@ fn blue_green_without_a_preview_skips_the_relative_comparison() {
     assert_eq!(v.gates[0].status, GateStatus::Pass);
     assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
 }
+
+fn pair(status: u16, failed: bool, ms: u64) -> crate::shadow::Answer {
+    crate::shadow::Answer {
+        status: Some(status),
+        result: Some(if failed { crate::outcome::TaskResult::Failure } else { crate::outcome::TaskResult::Success }),
+        total_us: ms * 1000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_shadow_answering_like_stable_passes_the_phase_at_its_dwell() {
+    // 20 copies a second whose answers match stable's on every pair but a rare one: the paired
+    // proofs get the precision of the few discordant pairs, and the phase passes when its dwell
+    // is over. (With each interval's own variance, dominated by its pseudo-pair, the error proof
+    // could not rule out 0.25 pp within the hour.)
+    let rollout: crate::rollout::RolloutSpec = serde_json::from_str(
+        r#"{"hosts":["a"],"stable":"v1","canary":"v2","shadow":{"cluster":"v2","percent":10},"shadow_seconds":300,"analysis":{"failure_limit":1}}"#,
+    )
+    .unwrap();
+    let Ok(crate::rollout::Mode::Automated(spec)) = rollout.mode() else { panic!("automated") };
+    let mut state = StepState::start(0);
+    let (mut step, mut live_step) = (crate::shadow::ShadowStats::default(), VersionStats::default());
+    for s in 1..=400u64 {
+        let mut pairs = crate::shadow::ShadowStats::default();
+        for i in 0..20u64 {
+            let ms = 80 + 7 * i + s % 13;
+            // One shared task failure per interval, a shared error every tenth interval, and a
+            // discordant task outcome (each way in turn) every twentieth.
+            let error = s % 10 == 0 && i == 0;
+            let stable_fails = i == 1 || (s % 40 == 0 && i == 2);
+            let shadow_fails = i == 1 || (s % 40 == 20 && i == 2);
+            let status = if error { 503 } else { 200 };
+            pairs.record_pair(&pair(status, stable_fails, ms), &pair(status, shadow_fails, ms));
+        }
+        step.merge(&pairs);
+        let (live, empty) = (pairs.stable_view(), VersionStats::default());
+        live_step.merge(&live);
+        let look = Look { stable: &live, canary: &empty, stable_step: &live_step, canary_step: &empty, shadow: &pairs, shadow_step: &step, scheduled: true };
+        let v = judge(&spec, &state, &look, s * 1000);
+        assert_ne!(v.action, Action::Rollback, "{}", v.reason);
+        if v.action == Action::Advance {
+            assert!(s >= 300, "not before the phase's dwell: {s}");
+            assert!(s <= 305, "the phase held to {s} s: {}", v.reason);
+            return;
+        }
+        state = v.next_state;
+    }
+    panic!("the shadow phase never passed: {:?}", state.evidence.gates);
+}
