@@ -381,6 +381,63 @@ fn blue_green_without_a_preview_skips_the_relative_comparison() {
     assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
 }
 
+/// α_gate of the shadow rows' spec: the four default gates and three shadow counterparts.
+const SHADOW_ALPHA_GATE: f64 = OVERALL_ALPHA / 7.0;
+
+#[test]
+fn the_shadow_rows_spec_is_the_controllers() {
+    let spec = simulation::shadow::shadow_spec(300).unwrap();
+    assert!(spec.is_shadow(0) && !spec.is_shadow(1));
+    assert_eq!(spec.steps(), &[0.0, 1.0, 5.0, 25.0, 50.0, 100.0]);
+    assert_eq!((spec.dwell_seconds(0), spec.failure_limit()), (300, 1));
+    let shadow: Vec<Metric> = spec.gates().iter().map(|g| g.metric()).filter(|m| m.is_shadow()).collect();
+    assert_eq!(shadow, [Metric::ShadowErrorRate, Metric::ShadowLatencyP99Ms, Metric::ShadowTaskSuccessRate]);
+    assert_eq!(spec.gates().len(), 7);
+}
+
+#[test]
+fn sim_shadow_a_a_and_a_healthy_shadow_pass_the_phase() {
+    let t = row("shadow A/A", 1_000);
+    assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+    assert!(t.median_first_step_s().unwrap() <= 310, "passes at the phase's dwell: {}", t.line());
+    let t = row("shadow: healthy canary, independent answers", 500);
+    assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_at_the_tolerance_stays_under_alpha_gate() {
+    for name in ["shadow: errors at the tolerance", "shadow: task success at the tolerance"] {
+        let t = row(name, 1_000);
+        assert!(t.rollback_rate() <= SHADOW_ALPHA_GATE, "{}", t.line());
+    }
+}
+
+#[test]
+fn sim_shadow_failures_roll_back_while_shadowing() {
+    // Shadow runs end when the phase passes: every rollback counted is one during shadowing.
+    let t = row("shadow: canary failing 30 % of tasks", 1_000);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    assert!(t.median_delay_s().unwrap() <= 10, "{}", t.line());
+    let t = row("shadow: latency 1.5×", 300);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_advance_proof_at_the_regression_it_rules_out() {
+    let t = row("shadow: errors 1 % → 1.5 %", 300);
+    assert!(t.advanced_past_first as f64 <= 0.15 * t.runs as f64, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_pairing_gain() {
+    // The same copies (the same seed) judged paired and unpaired.
+    let paired = row("shadow pairing gain: task success 95 % → 91 %", 500);
+    let unpaired = row("shadow pairing gain: the same at 91 %", 500);
+    assert!(paired.rolled_back > unpaired.rolled_back, "{}\n{}", paired.line(), unpaired.line());
+}
+
 fn pair(status: u16, failed: bool, ms: u64) -> crate::shadow::Answer {
     crate::shadow::Answer {
         status: Some(status),
