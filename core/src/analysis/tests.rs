@@ -420,8 +420,10 @@ fn sim_shadow_failures_roll_back_while_shadowing() {
     let t = row("shadow: canary failing 30 % of tasks", 1_000);
     assert!(t.rollback_rate() >= 0.95, "{}", t.line());
     assert!(t.median_delay_s().unwrap() <= 10, "{}", t.line());
+    // Latency is judged on quantile bounds of each side's copies: slower, the phase holds meanwhile.
     let t = row("shadow: latency 1.5×", 300);
     assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    assert!(t.median_delay_s().unwrap() <= 450, "{}", t.line());
 }
 
 #[test]

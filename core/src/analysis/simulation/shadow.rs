@@ -273,7 +273,7 @@ pub(super) fn rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> 
         ),
         (
             from_start(shadow("shadow: latency 1.5×", Profile { latency_factor: 1.5, ..BASELINE }, Some(Metric::ShadowLatencyP99Ms), STRONG)),
-            "rolled back ≥ 95 % during shadowing",
+            "rolled back ≥ 95 % during shadowing, median detection ≤ 450 s",
         ),
         (shadow("shadow: healthy canary, independent answers (no pairing gain)", BASELINE, None, INDEPENDENT), "past the shadow phase ≥ 95 %"),
         (edge, "past the shadow phase ≤ 15 % (the proof's level is 10 %)"),
