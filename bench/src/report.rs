@@ -519,7 +519,11 @@ fn render_judgement(s: &mut String, part: &Part<Vec<crate::judgement::Row>>) {
         "Seeded simulations of `fledge_core::analysis::simulation` (`judge` on synthetic traffic), {} rollouts per row: \
          200 requests/s, one look per second, steps 1 → 5 → 25 → 50 → 100 % at 60 s each, default gates, failure_limit 1. \
          \"Rolled back\" counts rollbacks on the row's gate (any gate for A/A, incidents and the healthy canary); \
-         detection is from the change's onset. docs/analysis-method.md explains the method and the validity argument.\n",
+         detection is from the change's onset. The shadow rows simulate only a rollout's shadowing phase (`shadow_seconds: 300`, 10 % of \
+         stable's 200 requests/s copied, the default gates with their shadow counterparts, paired answers correlated through causes in the request): \
+         \"past first step\" is past the shadow phase, \"longest step\" the longest shadowing phase, and nothing is promoted; \
+         the pairing-gain rows judge one gate (α_gate = 0.01) on 300 s of the same kind of copies, paired or as two independent samples. \
+         docs/analysis-method.md explains the method and the validity argument.\n",
         thousands(runs as f64)
     );
     let _ = writeln!(
@@ -535,7 +539,7 @@ fn render_judgement(s: &mut String, part: &Part<Vec<crate::judgement::Row>>) {
             t.name,
             pct(t.rolled_back),
             pct(t.rolled_back_other),
-            pct(t.promoted),
+            if t.shadow_phase_only { "–".to_string() } else { pct(t.promoted) },
             pct(t.advanced_past_first),
             t.median_delay_s().map_or_else(|| "–".to_string(), |d| format!("{d} s")),
             t.longest_step_s,

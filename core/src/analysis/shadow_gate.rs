@@ -1,7 +1,10 @@
 //! Gates over shadow copies. Each copy is paired with stable's answer to the same request, so the
 //! relative rate and cost gates test the per-pair difference d = shadow − r·stable (− δ): Gaussian
 //! per-interval increments of its mean with the variance of d across pairs, fed to the same
-//! Shiryaev–Roberts detector and mSPRT advance proof as the live difference gates. A shared cause (a
+//! Shiryaev–Roberts detector and mSPRT advance proof as the live difference gates. The detector
+//! takes each interval's own variance, with its pseudo-pair (on a score of copies that variance
+//! rises with the discordant pairs, which keeps a lone one from counting as strong evidence); the
+//! proof takes the phase's so far, as the live proofs take the step's. A shared cause (a
 //! hard request that fails on both) cancels inside a pair, which is where the pairing's power comes
 //! from. Latency quantiles and absolute limits use the unpaired machinery on one side's answers
 //! (a quantile bound holds marginally whatever the pairing; an absolute limit looks at the shadow
@@ -109,7 +112,11 @@ fn paired_rate(ctx: &Context, metric: Metric, threshold: Threshold, next: &mut G
         Threshold::MaxRatio(r) => (2.0 * (r - 1.0) * stable_rate).max(floor),
         _ => (2.0 * tol).max(floor),
     };
-    let increment = moments(&interval, 1.0).map(|(mean, var, n)| (mean - target, var / n as f64));
+    // Each interval's increment gets the per-pair variance of the phase so far, as the live proofs
+    // take the step's pooled variance: one interval's 20-odd copies give a variance dominated by
+    // the pseudo-pair (≈ 1/(n + 2)), which would understate the proof's precision most when the
+    // pairing helps most (few discordant pairs).
+    let increment = moments(&interval, 1.0).map(|(mean, _, n)| (mean - target, v_step / n as f64));
     let (value, mean) = gaussian_proof(next, increment, interval.n, target);
     let what = regression_words(base, target);
     proof_outcome(failed, evidence, value, mean, next, metric, &what, step_rate_bounds(base, ctx, data, true))

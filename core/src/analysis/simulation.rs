@@ -2,7 +2,7 @@
 //! issue's setting (200 requests/s, one look per second, steps 1 → 5 → 25 → 50 → 100 % at 60 s
 //! each, default gates). Deterministic (SplitMix64). The core tests run them at a few thousand
 //! rollouts (`cargo test --release -p fledge-core simulation`), `make bench` at 20,000 per row
-//! ([`table`]).
+//! ([`table`]). The shadow rows ([`shadow`]) simulate a rollout's shadowing phase on paired copies.
 
 use super::{
     default_gates, judge, Action, AnalysisSpec, AnalysisSpecConfig, Gate, GateConfig, GateStatus,
@@ -11,6 +11,10 @@ use super::{
 use crate::rng::SplitMix64;
 use crate::shadow::ShadowStats;
 use crate::stats::normal;
+
+pub mod shadow;
+
+pub use shadow::{Correlation, ShadowScenario};
 
 const LATENCY_TABLE_BITS: u32 = 12;
 
@@ -63,6 +67,8 @@ pub struct Scenario {
     /// The share of requests on the canary at a weight-0 step: a blue-green preview's
     /// `version: canary` segment (internal users, say).
     pub preview_share: f64,
+    /// A shadow row: only the shadowing phase is simulated, on paired copies (see [`shadow`]).
+    pub shadow: Option<ShadowScenario>,
 }
 
 /// How a simulated rollout ended.
@@ -71,6 +77,8 @@ pub enum Ending {
     Promoted,
     RolledBack { step: usize, at_s: u64, failing: Vec<Metric> },
     TimedOut,
+    /// A shadow row's end: the shadowing phase passed (the verdict advanced to the first step).
+    ShadowPassed { at_s: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +164,9 @@ impl Simulator {
 
     /// [`Self::run`], showing every verdict (with the simulated second) to `trace`.
     pub fn run_traced(&self, sc: &Scenario, seed: u64, mut trace: impl FnMut(u64, &super::Verdict)) -> Run {
+        if let Some(sh) = &sc.shadow {
+            return shadow::run(self, sc, sh, seed, trace);
+        }
         let mut rng = SplitMix64::new(seed);
         let spec = &sc.spec;
         let interval_s = (spec.interval_seconds().round() as u64).max(1);
@@ -231,12 +242,14 @@ impl Simulator {
     }
 
     pub fn run_many(&self, sc: &Scenario, runs: usize, seed: u64) -> Tally {
-        let mut t = Tally { name: sc.name.clone(), runs, ..Tally::default() };
+        let mut t = Tally { name: sc.name.clone(), runs, shadow_phase_only: sc.shadow.is_some(), ..Tally::default() };
         let onset = sc.change.map(|c| c.at_s);
-        let step_limit = sc.spec.step_seconds();
+        // A shadow row's only step is the shadowing phase.
+        let step_limit = if sc.shadow.is_some() { sc.spec.dwell_seconds(0) } else { sc.spec.step_seconds() };
         for i in 0..runs {
             let run = self.run(sc, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             let longest = run.step_seconds.iter().copied().max().unwrap_or(0);
+            t.first_step_s.push(run.step_seconds.first().copied().unwrap_or(0));
             t.longest_step_s = t.longest_step_s.max(longest);
             if longest > 3 * step_limit {
                 t.held_over_3x += 1;
@@ -247,6 +260,7 @@ impl Simulator {
             match run.ending {
                 Ending::Promoted => t.promoted += 1,
                 Ending::TimedOut => t.timed_out += 1,
+                Ending::ShadowPassed { .. } => {}
                 Ending::RolledBack { at_s, failing, .. } => {
                     let counts = sc.watch.is_none_or(|m| failing.contains(&m));
                     if counts {
@@ -263,6 +277,7 @@ impl Simulator {
             }
         }
         t.delays_s.sort_unstable();
+        t.first_step_s.sort_unstable();
         t
     }
 }
@@ -283,6 +298,11 @@ pub struct Tally {
     pub longest_step_s: u64,
     /// Seconds from the change's onset to the rollback, sorted.
     pub delays_s: Vec<u64>,
+    /// Seconds each run spent at the first step (the shadowing phase for a shadow row), sorted.
+    pub first_step_s: Vec<u64>,
+    /// A shadow row: runs end when the shadowing phase passes (`advanced_past_first`), so nothing
+    /// is promoted and "longest step" is the longest shadowing phase.
+    pub shadow_phase_only: bool,
 }
 
 impl Tally {
@@ -298,18 +318,36 @@ impl Tally {
         self.delays_s.get(self.delays_s.len() / 2).copied()
     }
 
+    pub fn median_first_step_s(&self) -> Option<u64> {
+        self.first_step_s.get(self.first_step_s.len() / 2).copied()
+    }
+
     pub fn line(&self) -> String {
+        let pct = |n: usize| 100.0 * n as f64 / self.runs.max(1) as f64;
+        let progress = if self.shadow_phase_only {
+            format!(
+                "past the shadow phase {:.1}%, timed out {}, shadowing phase median {} s, longest {} s",
+                pct(self.advanced_past_first),
+                self.timed_out,
+                self.median_first_step_s().unwrap_or(0),
+                self.longest_step_s
+            )
+        } else {
+            format!(
+                "promoted {:.1}%, timed out {}, past first step {:.1}%, longest step {} s",
+                pct(self.promoted),
+                self.timed_out,
+                pct(self.advanced_past_first),
+                self.longest_step_s
+            )
+        };
         format!(
-            "{}: {} runs, rolled back {:.2}% ({} on the watched gate, {} on others), promoted {:.1}%, timed out {}, past first step {:.1}%, longest step {} s, steps over 3× {}, median detection {}",
+            "{}: {} runs, rolled back {:.2}% ({} on the watched gate, {} on others), {progress}, steps over 3× {}, median detection {}",
             self.name,
             self.runs,
             100.0 * self.rollback_rate(),
             self.rolled_back,
             self.rolled_back_other,
-            100.0 * self.promoted as f64 / self.runs.max(1) as f64,
-            self.timed_out,
-            100.0 * self.advanced_past_first as f64 / self.runs.max(1) as f64,
-            self.longest_step_s,
             self.held_over_3x,
             self.median_delay_s().map_or_else(|| "n/a".to_string(), |d| format!("{d} s")),
         )
@@ -332,6 +370,7 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         change: None,
         watch,
         preview_share: 0.0,
+        shadow: None,
     };
     let mut rows = vec![
         (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),
@@ -408,6 +447,7 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         "promoted, no step held over 3 × 60 s",
     ));
     rows.extend(blue_green_rows(&base));
+    rows.extend(shadow::rows(&base));
     rows
 }
 

@@ -436,3 +436,112 @@ fn evaluation_gates_fail_a_lower_score_and_pass_an_equal_one() {
     assert!(serde_json::from_str::<Gate>(r#"{"metric":"error_rate","name":"x","max":0.1}"#).unwrap_err().to_string().contains("name applies to"));
     assert!(serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","name":"a b","min":1}"#).is_err());
 }
+
+/// α_gate of the shadow rows' spec: the four default gates and three shadow counterparts.
+const SHADOW_ALPHA_GATE: f64 = OVERALL_ALPHA / 7.0;
+
+#[test]
+fn the_shadow_rows_spec_is_the_controllers() {
+    let spec = simulation::shadow::shadow_spec(300).unwrap();
+    assert!(spec.is_shadow(0) && !spec.is_shadow(1));
+    assert_eq!(spec.steps(), &[0.0, 1.0, 5.0, 25.0, 50.0, 100.0]);
+    assert_eq!((spec.dwell_seconds(0), spec.failure_limit()), (300, 1));
+    let shadow: Vec<Metric> = spec.gates().iter().map(|g| g.metric()).filter(|m| m.is_shadow()).collect();
+    assert_eq!(shadow, [Metric::ShadowErrorRate, Metric::ShadowLatencyP99Ms, Metric::ShadowTaskSuccessRate]);
+    assert_eq!(spec.gates().len(), 7);
+}
+
+#[test]
+fn sim_shadow_a_a_and_a_healthy_shadow_pass_the_phase() {
+    let t = row("shadow A/A", 1_000);
+    assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+    assert!(t.median_first_step_s().unwrap() <= 310, "passes at the phase's dwell: {}", t.line());
+    let t = row("shadow: healthy canary, independent answers", 500);
+    assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_at_the_tolerance_stays_under_alpha_gate() {
+    for name in ["shadow: errors at the tolerance", "shadow: task success at the tolerance"] {
+        let t = row(name, 1_000);
+        assert!(t.rollback_rate() <= SHADOW_ALPHA_GATE, "{}", t.line());
+    }
+}
+
+#[test]
+fn sim_shadow_failures_roll_back_while_shadowing() {
+    // Shadow runs end when the phase passes: every rollback counted is one during shadowing.
+    let t = row("shadow: canary failing 30 % of tasks", 1_000);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    assert!(t.median_delay_s().unwrap() <= 10, "{}", t.line());
+    // Latency is judged on quantile bounds of each side's copies: slower, the phase holds meanwhile.
+    let t = row("shadow: latency 1.5×", 300);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    assert!(t.median_delay_s().unwrap() <= 450, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_advance_proof_at_the_regression_it_rules_out() {
+    let t = row("shadow: errors 1 % → 1.5 %", 300);
+    assert!(t.advanced_past_first as f64 <= 0.15 * t.runs as f64, "{}", t.line());
+}
+
+#[test]
+fn sim_shadow_pairing_gain() {
+    // The same copies (the same seed) judged paired and unpaired.
+    let paired = row("shadow pairing gain: task success 95 % → 91 %", 500);
+    let unpaired = row("shadow pairing gain: the same at 91 %", 500);
+    assert!(paired.rolled_back > unpaired.rolled_back, "{}\n{}", paired.line(), unpaired.line());
+}
+
+fn pair(status: u16, failed: bool, ms: u64) -> crate::shadow::Answer {
+    crate::shadow::Answer {
+        status: Some(status),
+        result: Some(if failed { crate::outcome::TaskResult::Failure } else { crate::outcome::TaskResult::Success }),
+        total_us: ms * 1000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_shadow_answering_like_stable_passes_the_phase_at_its_dwell() {
+    // 20 copies a second whose answers match stable's on every pair but a rare one: the paired
+    // proofs get the precision of the few discordant pairs, and the phase passes when its dwell
+    // is over. (With each interval's own variance, dominated by its pseudo-pair, the error proof
+    // could not rule out 0.25 pp within the hour.)
+    let rollout: crate::rollout::RolloutSpec = serde_json::from_str(
+        r#"{"hosts":["a"],"stable":"v1","canary":"v2","shadow":{"cluster":"v2","percent":10},"shadow_seconds":300,"analysis":{"failure_limit":1}}"#,
+    )
+    .unwrap();
+    let Ok(crate::rollout::Mode::Automated(spec)) = rollout.mode() else { panic!("automated") };
+    let mut state = StepState::start(0);
+    let (mut step, mut live_step) = (crate::shadow::ShadowStats::default(), VersionStats::default());
+    for s in 1..=400u64 {
+        let mut pairs = crate::shadow::ShadowStats::default();
+        for i in 0..20u64 {
+            let ms = 80 + 7 * i + s % 13;
+            // One shared task failure per interval, a shared error every tenth interval, and a
+            // discordant task outcome (each way in turn) every twentieth.
+            let error = s % 10 == 0 && i == 0;
+            let stable_fails = i == 1 || (s % 40 == 0 && i == 2);
+            let shadow_fails = i == 1 || (s % 40 == 20 && i == 2);
+            let status = if error { 503 } else { 200 };
+            pairs.record_pair(&pair(status, stable_fails, ms), &pair(status, shadow_fails, ms));
+        }
+        step.merge(&pairs);
+        let (live, empty) = (pairs.stable_view(), VersionStats::default());
+        live_step.merge(&live);
+        let look = Look { stable: &live, canary: &empty, stable_step: &live_step, canary_step: &empty, shadow: &pairs, shadow_step: &step, scheduled: true };
+        let v = judge(&spec, &state, &look, s * 1000);
+        assert_ne!(v.action, Action::Rollback, "{}", v.reason);
+        if v.action == Action::Advance {
+            assert!(s >= 300, "not before the phase's dwell: {s}");
+            assert!(s <= 305, "the phase held to {s} s: {}", v.reason);
+            return;
+        }
+        state = v.next_state;
+    }
+    panic!("the shadow phase never passed: {:?}", state.evidence.gates);
+}
