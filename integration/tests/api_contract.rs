@@ -22,6 +22,8 @@ async fn controller_honours_its_openapi_contract() {
 
     let start = Instant::now();
     let out = tokio::process::Command::new(&st)
+        .arg("--config-file")
+        .arg(root.join("integration/schemathesis.toml"))
         .arg("run")
         .arg(&spec)
         .args(["--url", &ctl.url("")])
