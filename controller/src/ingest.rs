@@ -69,6 +69,51 @@ struct Outcome {
     outcome: Option<String>,
     cost: Option<f64>,
     policy_violations: Option<u32>,
+    evaluation: Option<Evaluation>,
+}
+
+/// One evaluator's result (`gen_ai.evaluation.result`): a score, a label, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    pub name: String,
+    pub score: Option<f64>,
+    pub label: Option<String>,
+}
+
+/// The most an evaluation score may be in magnitude (scores are small numbers: 0-1, 1-5, 0-100).
+pub const MAX_SCORE: f64 = 1e9;
+
+impl Evaluation {
+    /// As version counts: `evaluations[name]` with one score and/or one label (`pass` counts as
+    /// passed; any other label as labelled but not passed).
+    pub fn to_stats(&self) -> Result<VersionStats, String> {
+        if fledge_core::analysis::Gate::evaluation(fledge_core::analysis::Metric::EvaluationScore, &self.name, fledge_core::analysis::Threshold::MaxDecrease(0.0), false).is_err() {
+            return Err(format!("evaluation name {:?} must be 1-64 letters, digits, '.', '_' or '-'", self.name));
+        }
+        let mut e = fledge_core::analysis::EvaluationStats::default();
+        if let Some(score) = self.score {
+            if !(score.is_finite() && score.abs() <= MAX_SCORE) {
+                return Err(format!("evaluation score must be a finite number of magnitude at most {MAX_SCORE:e}"));
+            }
+            e.count = 1;
+            e.sum = score;
+            e.sum_sq = score * score;
+        }
+        if let Some(label) = &self.label {
+            if label.is_empty() || label.len() > 64 {
+                return Err("evaluation label must be 1-64 characters".into());
+            }
+            e.labelled = 1;
+            e.pass = u64::from(label == "pass");
+        }
+        if self.score.is_none() && self.label.is_none() {
+            return Err("an evaluation needs a score or a label".into());
+        }
+        let mut s = VersionStats::default();
+        s.evaluations.insert(self.name.clone(), e);
+        Ok(s)
+    }
 }
 
 /// The body: one outcome or an array of them.
@@ -100,8 +145,11 @@ fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
         s.policy_violations = u64::from(n);
         s.policy_violating_requests = u64::from(n > 0);
     }
-    if o.outcome.is_none() && o.cost.is_none() && o.policy_violations.is_none() {
-        return Err(bad("give at least one of outcome, cost, policy_violations".into()));
+    if let Some(e) = &o.evaluation {
+        s.merge(&e.to_stats().map_err(bad)?);
+    }
+    if o.outcome.is_none() && o.cost.is_none() && o.policy_violations.is_none() && o.evaluation.is_none() {
+        return Err(bad("give at least one of outcome, cost, policy_violations, evaluation".into()));
     }
     Ok(s)
 }

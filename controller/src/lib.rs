@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod machine;
 pub mod model;
+pub mod otlp;
 pub mod module;
 pub mod poll;
 pub mod readiness;

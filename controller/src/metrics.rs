@@ -16,6 +16,10 @@ pub fn summary(version: &str, s: &VersionStats) -> Value {
         "task_success_rate": s.task_success_rate(),
         "cost_per_task": s.cost_per_task(),
         "policy_violation_rate": s.policy_violation_rate(),
+        "latency_ttft_p99_ms": s.latency_ttft.quantile(0.99).map(|us| us / 1000.0),
+        "evaluations": s.evaluations.iter().map(|(name, e)| (name.clone(), json!({
+            "count": e.count, "mean": e.mean(), "labelled": e.labelled, "pass_rate": e.pass_rate(),
+        }))).collect::<serde_json::Map<String, Value>>(),
         "malformed": {
             "outcome": s.outcome_malformed,
             "cost": s.cost_malformed,

@@ -33,3 +33,90 @@ async fn a_late_first_token_is_rolled_back_on_ttft() {
     assert!(canary >= 300.0 && stable < 100.0, "canary p99 TTFT {canary} ms vs stable {stable} ms");
     println!("late first token: canary p99 TTFT {canary:.1} ms vs stable {stable:.1} ms → {}", rolled["status"]["message"]);
 }
+
+fn otlp_evaluation(rollout: &str, version: &str, score: f64, label: &str) -> serde_json::Value {
+    let kv = |k: &str, v: serde_json::Value| json!({"key": k, "value": v});
+    json!({"eventName": "gen_ai.evaluation.result", "attributes": [
+        kv("fledge.rollout", json!({"stringValue": rollout})), kv("fledge.version", json!({"stringValue": version})),
+        kv("gen_ai.evaluation.name", json!({"stringValue": "helpfulness"})),
+        kv("gen_ai.evaluation.score.value", json!({"doubleValue": score})), kv("gen_ai.evaluation.score.label", json!({"stringValue": label}))]})
+}
+
+/// Evaluations sent by the real OpenTelemetry Python SDK and OTLP/HTTP protobuf exporter reach the
+/// status exactly: per-version count, mean and pass rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluations_from_the_opentelemetry_exporter_reach_the_status() {
+    let ctl = Controller::builder().token("t0ken").start().await.unwrap();
+    ctl.put_rollout("support", json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 10})).await.unwrap();
+    let python = fledge_integration::workspace_root().join(".venv/bin/python");
+    let script = fledge_integration::workspace_root().join("integration/scripts/otel_evaluations.py");
+    let url = ctl.url("");
+    let send = |version: &str, results: &[&str]| {
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .args([url.as_str(), "t0ken", "support", version, "helpfulness"])
+            .args(results)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    send("v2", &["4.0:pass", "3.0:fail", "5.0:pass", "4.5"]);
+    send("v1", &["2.0:fail", "4.0:pass"]);
+    let s = ctl.get("/v1/rollouts/support").await.unwrap();
+    let e = |side: &str| s["live"]["window"][side]["evaluations"]["helpfulness"].clone();
+    assert_eq!((e("canary")["count"].as_u64(), e("canary")["mean"].as_f64(), e("canary")["labelled"].as_u64()), (Some(4), Some(4.125), Some(3)));
+    assert!((e("canary")["pass_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12, "{}", e("canary"));
+    assert_eq!((e("stable")["count"].as_u64(), e("stable")["mean"].as_f64(), e("stable")["pass_rate"].as_f64()), (Some(2), Some(3.0), Some(0.5)));
+    // Without the token: refused.
+    let http = reqwest::Client::new();
+    let resp = http.post(ctl.url("/v1/logs")).header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+/// A canary whose judge scores drop (helpfulness 4.2 → 3.4) while HTTP and task success stay healthy
+/// is rolled back on `evaluation_score`; one with equal scores is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_judge_scores_drop_is_rolled_back_and_an_equal_one_promoted() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100})).start().await.unwrap();
+    let _load = Load::start(Traffic::new(envoy.listener, HOST), 100, 1_000);
+    let spec = json!({
+        "hosts": [HOST], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 2, "min_requests": 20,
+        "analysis": {"interval_seconds": 0.5, "failure_limit": 1},
+        "gates": [{"metric": "error_rate", "max_increase": 0.05}, {"metric": "task_success_rate", "max_decrease": 0.05},
+                  {"metric": "evaluation_score", "name": "helpfulness", "max_decrease": 0.3}]
+    });
+    // The judge: 20 scores a second per version, alternating mean ± 0.5, over OTLP JSON.
+    let judge = |ctl_url: String, canary_mean: f64| {
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for n in 0u64.. {
+                tick.tick().await;
+                let spread = if n % 2 == 0 { 0.5 } else { -0.5 };
+                let records = vec![otlp_evaluation("support", "v1", 4.2 + spread, "pass"), otlp_evaluation("support", "v2", canary_mean + spread, "pass")];
+                let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+                let _ = http.post(format!("{ctl_url}/v1/logs")).header("content-type", "application/json").body(body.to_string()).send().await;
+            }
+        })
+    };
+    let scores = judge(ctl.url(""), 3.4);
+    ctl.put_rollout("support", spec.clone()).await.unwrap();
+    let rolled = ctl.wait_phase("support", "rolled_back", Duration::from_secs(30)).await.unwrap();
+    let gates = rolled["status"]["last_verdict"]["gates"].as_array().unwrap();
+    let score = gates.iter().find(|g| g["metric"] == "evaluation_score").unwrap();
+    assert_eq!(score["status"], "fail", "{score}");
+    for healthy in ["error_rate", "task_success_rate"] {
+        assert_ne!(gates.iter().find(|g| g["metric"] == healthy).unwrap()["status"], "fail", "{healthy} stayed healthy");
+    }
+    println!("judge scores 4.2 → 3.4: {}", rolled["status"]["message"]);
+    scores.abort();
+
+    let scores = judge(ctl.url(""), 4.2);
+    ctl.put_rollout("support", spec).await.unwrap();
+    let done = ctl.wait_phase("support", "succeeded", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done["spec"]["stable"], "v2");
+    scores.abort();
+}
