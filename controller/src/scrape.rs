@@ -144,8 +144,12 @@ pub fn gather(state: &AppState) -> prometheus::Result<String> {
     let generation = f.int_gauge("fledge_rollout_generation", "Config generation that carried the rollout's last change of routing.", &["rollout"])?;
     let active = f.int_gauge("fledge_rollout_proxies_active", "Proxies heard from recently.", &["rollout"])?;
     let confirmed = f.int_gauge("fledge_rollout_proxies_confirmed", "Active proxies whose every worker applied the rollout's generation.", &["rollout"])?;
-    let statistic = f.gauge("fledge_gate_statistic", "A gate's statistic in the last verdict: the detector (fails at its threshold) or the advance proof (passes at its threshold).", &["rollout", "gate", "kind"])?;
-    let threshold = f.gauge("fledge_gate_threshold", "The value at which the gate's statistic counts as evidence.", &["rollout", "gate", "kind"])?;
+    let statistic = f.gauge(
+        "fledge_gate_statistic",
+        "A gate's statistic in the last verdict: its detector (kind=detector, fails at the threshold) or advance proof (kind=proof); test says which (e-values, or quantile_cs confidence bounds in ms).",
+        &["rollout", "gate", "kind", "test"],
+    )?;
+    let threshold = f.gauge("fledge_gate_threshold", "The value the gate's statistic is compared with.", &["rollout", "gate", "kind", "test"])?;
     let failing = f.int_gauge("fledge_gate_failing", "1 when the gate failed in the last verdict.", &["rollout", "gate"])?;
     let rollbacks = f.counter("fledge_rollbacks_total", "Rollbacks committed since the controller started.", &["rollout"])?;
     let promotions = f.counter("fledge_promotions_total", "Promotions committed since the controller started.", &["rollout"])?;
@@ -180,10 +184,13 @@ pub fn gather(state: &AppState) -> prometheus::Result<String> {
                 let gate = format!("{}_{i}", g.metric);
                 failing.with_label_values(&[name, &gate]).set(i64::from(g.status == GateStatus::Fail));
                 for (kind, e) in [("detector", &g.evidence), ("proof", &g.proof)] {
-                    // Non-finite values are left out rather than written as the text format's +Inf.
-                    if let Some(e) = e.as_ref().filter(|e| e.value.is_finite() && e.threshold.is_finite()) {
-                        statistic.with_label_values(&[name, &gate, kind]).set(e.value);
-                        threshold.with_label_values(&[name, &gate, kind]).set(e.threshold);
+                    // A value the verdict holds at ±f64::MAX (a bound the data does not give yet) is left
+                    // out, as are non-finite ones.
+                    let shown = |v: f64| v.is_finite() && v.abs() < f64::MAX;
+                    if let Some(e) = e.as_ref().filter(|e| shown(e.value) && shown(e.threshold)) {
+                        let labels = [name, gate.as_str(), kind, e.test.as_str()];
+                        statistic.with_label_values(&labels).set(e.value);
+                        threshold.with_label_values(&labels).set(e.threshold);
                     }
                 }
             }
