@@ -12,7 +12,8 @@
 //! [`CONCURRENCY`] receivers are sent to at once, each request bounded by the timeout. A 2xx is
 //! delivered (the row is deleted); a timeout, a connection error, a 408, 429 or 5xx is retried after
 //! `0.5 s · 2^(attempts−1)`, at most the backoff cap (plus up to 25 % jitter); any other answer is a
-//! refusal and is not retried, nor is a delivery still failing after [`MAX_AGE_MS`]. The secret is
+//! refusal and is not retried, nor is a request the client cannot build, nor a delivery still failing
+//! after [`MAX_AGE_MS`]. The secret is
 //! never logged, and a receiver is logged by its origin only (a webhook URL's path is often a
 //! credential of its own).
 
@@ -191,6 +192,8 @@ pub enum Outcome {
     Refused(u16),
     /// No answer (connection, timeout), or 408, 429, 5xx: tried again later.
     Failed(String),
+    /// The request could not even be built (a URL the HTTP client will not take): not retried.
+    Unsendable(String),
 }
 
 impl Outcome {
@@ -279,6 +282,7 @@ async fn attempt(client: reqwest::Client, secret: Option<Secret>, p: Pending) ->
     }
     let outcome = match req.send().await {
         Ok(resp) => Outcome::from_status(resp.status().as_u16()),
+        Err(e) if e.is_builder() => Outcome::Unsendable(describe(&e.without_url())),
         Err(e) => Outcome::Failed(describe(&e.without_url())),
     };
     (p, outcome)
@@ -312,6 +316,11 @@ fn settle(state: &AppState, settings: &WebhookSettings, p: Pending, outcome: Out
         Outcome::Refused(status) => {
             counters.dropped(1);
             tracing::warn!(rollout = %p.rollout, event = %p.kind, delivery = %p.delivery, receiver, status, "the receiver refused the notification; not retried");
+            state.outbox_remove(p.id)
+        }
+        Outcome::Unsendable(error) => {
+            counters.dropped(1);
+            tracing::warn!(rollout = %p.rollout, event = %p.kind, delivery = %p.delivery, receiver, %error, "the notification cannot be sent to this URL; not retried");
             state.outbox_remove(p.id)
         }
         Outcome::Failed(error) => {
