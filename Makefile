@@ -46,6 +46,12 @@ $(VENV)/.otel-$(OTEL_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check opentelemetry-sdk==$(OTEL_VERSION) opentelemetry-exporter-otlp-proto-http==$(OTEL_VERSION)
 	touch $@
 
+# promtool (Debian's prometheus package) lints the controller's GET /metrics and checks the Grafana
+# dashboard's PromQL (integration/tests/metrics.rs, manifests.rs).
+.PHONY: setup-promtool
+setup-promtool:
+	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -63,7 +69,7 @@ lint: setup
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
 # Core's tests run in release: they include the seeded rollout simulations behind the published
 # decision-quality figures (tens of thousands of simulated rollouts, about a minute optimised).
-test: build lint $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
+test: build lint setup-promtool $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	$(CARGO) test --release -p fledge-core --no-fail-fast
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \

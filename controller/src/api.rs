@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::scrape::metrics))
         .route("/v1/filter.wasm", get(crate::module::wasm))
         .route("/v1/filter.wasm.sha256", get(crate::module::wasm_sha256))
         .route("/v1/openapi.yaml", get(openapi))

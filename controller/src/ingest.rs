@@ -46,6 +46,7 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
         })
     };
     let ingested = state.live().ingest(report, now_ms(), current);
+    state.counters().report(ingested.duplicate);
     if !ingested.duplicate && !segments.is_empty() {
         let mut counts = state.segment_counts();
         for (rollout, version, entries) in &segments {
@@ -207,6 +208,7 @@ pub async fn outcomes(State(state): State<AppState>, Path(name): Path<String>, B
     let parsed = parse_outcomes(&body, &r.spec.stable, &r.spec.canary)?;
     let count = parsed.len();
     state.live().add_outcomes(&name, r.status.window, now_ms(), parsed);
+    state.counters().outcomes(count);
     state.data_arrived();
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": count }))))
 }

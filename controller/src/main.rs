@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fledge_controller::notify::{Secret, WebhookSettings};
 use fledge_controller::store::{Durability, Store};
 use fledge_controller::{app, AppState, Settings};
 use std::io::Write;
@@ -49,6 +50,17 @@ struct ServeArgs {
     /// With --rollouts-dir: delete rollouts that no file there declares.
     #[arg(long, requires = "rollouts_dir")]
     prune: bool,
+    /// Signs every webhook notification: `x-fledge-signature: sha256=<hex HMAC-SHA256 of the body>`.
+    /// Prefer the environment variable (a command line is visible to other users of the machine).
+    #[arg(long, env = "FLEDGE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// The longest wait between two attempts of a failing notification, in seconds (retries start at
+    /// 0.5 s and double up to this).
+    #[arg(long, env = "FLEDGE_WEBHOOK_BACKOFF_CAP_SECS", default_value_t = 60.0)]
+    webhook_backoff_cap_secs: f64,
+    /// Time limit of one notification attempt, in seconds.
+    #[arg(long, env = "FLEDGE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0)]
+    webhook_timeout_secs: f64,
 }
 
 #[tokio::main]
@@ -70,6 +82,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings {
         poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs).context("--poll-hold-secs must be a positive number")?,
         token: args.token.filter(|t| !t.is_empty()),
+        webhooks: WebhookSettings {
+            secret: args.webhook_secret.filter(|s| !s.is_empty()).map(|s| Secret::new(&s)),
+            backoff_cap: positive_secs(args.webhook_backoff_cap_secs).context("--webhook-backoff-cap-secs must be a positive number")?,
+            timeout: positive_secs(args.webhook_timeout_secs).context("--webhook-timeout-secs must be a positive number")?,
+        },
     };
     let state = AppState::new(store, settings)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -85,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let driver = fledge_controller::driver::spawn(state.clone());
     let prober = fledge_controller::readiness::spawn(state.clone());
     let approver = fledge_controller::approval::spawn(state.clone());
+    let notifier = fledge_controller::notify::spawn(state.clone());
     let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
@@ -103,10 +121,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     driver.abort();
     prober.abort();
     approver.abort();
+    notifier.abort();
     if let Some(g) = gitops {
         g.abort();
     }
     Ok(())
+}
+
+fn positive_secs(s: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(s).ok().filter(|d| !d.is_zero())
 }
 
 async fn shutdown() {

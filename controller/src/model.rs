@@ -41,6 +41,19 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Manual,
+        Phase::Pending,
+        Phase::Progressing,
+        Phase::Shadowing,
+        Phase::Previewing,
+        Phase::Baking,
+        Phase::Paused,
+        Phase::Succeeded,
+        Phase::RolledBack,
+        Phase::Aborted,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Aborted)
     }

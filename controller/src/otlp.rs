@@ -105,7 +105,12 @@ pub async fn logs(State(state): State<AppState>, headers: HeaderMap, Body(body):
     Ok(match encoding {
         Encoding::Protobuf => (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response(),
         Encoding::Json => {
-            let body = serde_json::to_vec(&response).map_err(|e| ApiError::Internal(e.to_string()))?;
+            // OTLP JSON leaves an absent partial success out rather than writing null.
+            let body = match &response.partial_success {
+                Some(p) => serde_json::json!({"partialSuccess": {"rejectedLogRecords": p.rejected_log_records, "errorMessage": p.error_message}}),
+                None => serde_json::json!({}),
+            };
+            let body = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     })

@@ -6,7 +6,9 @@
 //! transaction, then swaps in a new immutable view and, if routing changed, publishes a new config
 //! generation on a watch channel. Readers clone the current `Arc<View>` and never wait on a writer or
 //! on the disk; writers queue on the store's mutex, held only for the decision and the transaction.
-//! A panic anywhere leaves the last committed view in place, so no lock is ever left poisoned in a
+//! The same transaction writes the webhook deliveries the event owes to the outbox
+//! ([`crate::notify`]), so a notification is never lost to a crash after its event, nor sent for an
+//! event that was not committed. A panic anywhere leaves the last committed view in place, so no lock is ever left poisoned in a
 //! state that matters (the store's connection needs no repair, and the live windows are counters).
 
 use std::collections::BTreeMap;
@@ -22,8 +24,10 @@ use crate::events;
 use crate::live::Live;
 use crate::machine::{Input, Transition, WindowEffect};
 use crate::model::Rollout;
+use crate::notify::WebhookSettings;
+use crate::scrape::Counters;
 use crate::segments::SegmentCounts;
-use crate::store::{Store, StoreError};
+use crate::store::{Pending, Store, StoreError};
 
 /// One generation of config as the proxies receive it.
 #[derive(Debug)]
@@ -65,11 +69,13 @@ pub struct Settings {
     pub poll_hold: Duration,
     /// Bearer token required on mutating and data-plane endpoints, if set.
     pub token: Option<String>,
+    /// How notifications are signed, retried and timed out.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { poll_hold: Duration::from_secs(30), token: None }
+        Self { poll_hold: Duration::from_secs(30), token: None, webhooks: WebhookSettings::default() }
     }
 }
 
@@ -83,6 +89,9 @@ struct Shared {
     approvals: Mutex<crate::approval::Approvals>,
     segments: Mutex<SegmentCounts>,
     data_arrived: Notify,
+    /// A commit queued notifications: the delivery task looks at the outbox.
+    outbox_written: Notify,
+    counters: Counters,
     settings: Settings,
 }
 
@@ -121,6 +130,8 @@ impl AppState {
                 approvals: Mutex::new(crate::approval::Approvals::default()),
                 segments: Mutex::new(SegmentCounts::default()),
                 data_arrived: Notify::new(),
+                outbox_written: Notify::new(),
+                counters: Counters::default(),
                 settings,
             }),
         })
@@ -176,6 +187,33 @@ impl AppState {
 
     pub async fn wait_for_data(&self) {
         self.shared.data_arrived.notified().await;
+    }
+
+    /// What `GET /metrics` counts besides the view and the live state.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Waits until a commit queues notifications (a commit made before the call wakes it too).
+    pub async fn outbox_written(&self) {
+        self.shared.outbox_written.notified().await;
+    }
+
+    /// The next notification of every receiver (see [`Store::outbox_heads`]).
+    pub fn outbox_heads(&self) -> Result<Vec<Pending>, StoreError> {
+        self.store().outbox_heads()
+    }
+
+    pub fn outbox_remove(&self, id: i64) -> Result<(), StoreError> {
+        self.store().outbox_remove(id)
+    }
+
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
+        self.store().outbox_retry(id, attempts, next_attempt_ms, error)
+    }
+
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.store().outbox_len()
     }
 
     /// The database answers.
@@ -243,17 +281,18 @@ impl AppState {
                 store.delete(name, generation)?;
                 rollouts.remove(name);
                 self.live().remove_window(name);
+                self.counters().forget(name);
                 None
             }
             Change::Create(rollout, input) => {
                 let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset };
-                Some(self.write(&mut store, None, t, &input, &mut generation, now_ms)?)
+                Some(self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms)?)
             }
             Change::Apply(t, input) => {
                 if before.is_some_and(|b| t.is_noop(b)) {
                     return Ok(None);
                 }
-                Some(self.write(&mut store, before, *t, &input, &mut generation, now_ms)?)
+                Some(self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms)?)
             }
         };
         if let Some(r) = &committed {
@@ -287,10 +326,13 @@ impl AppState {
         })
     }
 
-    /// Numbers the transition (revision, window, generation), writes it and resets its window.
+    /// Numbers the transition (revision, window, generation), writes it with its event and the
+    /// notifications the event owes, and resets its window.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         store: &mut Store,
+        epoch: &str,
         before: Option<&Rollout>,
         t: Transition,
         input: &Input,
@@ -307,7 +349,21 @@ impl AppState {
             r.status.generation = *generation;
         }
         let event = t.event.map(|kind| events::body(kind, &r, input));
-        store.put(&r, *generation, event.as_ref())?;
+        let deliveries = |seq: i64| match (t.event, &event) {
+            (Some(kind), Some(body)) => crate::notify::deliveries(epoch, &r, kind, body, seq),
+            _ => Vec::new(),
+        };
+        let queued = store.put(&r, *generation, event.as_ref(), &deliveries)?;
+        if let Some(kind) = t.event {
+            self.counters().event(&r.name, kind);
+        }
+        if queued.dropped > 0 {
+            self.counters().dropped(queued.dropped);
+            tracing::warn!(dropped = queued.dropped, limit = crate::store::MAX_OUTBOX, "notification outbox full: the oldest undelivered notifications were dropped");
+        }
+        if queued.deliveries > 0 {
+            self.shared.outbox_written.notify_one();
+        }
         if t.window == WindowEffect::Reset {
             self.live().window_for(&r.name, r.status.window, now_ms);
         }

@@ -1,5 +1,5 @@
 //! Durable state in one SQLite file: rollouts (with everything their status shows), the global
-//! generation, the data's epoch and the events.
+//! generation, the data's epoch, the events, and the outbox of webhook deliveries.
 //!
 //! Every change is one transaction, so a `kill -9` leaves either the old or the new state. WAL mode
 //! with `synchronous=FULL` (the default) makes each commit durable before it is acknowledged, power
@@ -7,6 +7,11 @@
 //! journal mode is read back at start: a file system where WAL cannot be used is refused, not
 //! silently run in another mode. A file from a newer fledge, or one that is not a fledge database,
 //! is refused with a clear error.
+//!
+//! The outbox (schema version 3) holds each notification an event owes, written in the event's own
+//! transaction: a committed event's deliveries survive any crash, and no delivery exists for an event
+//! that was not committed. A row is deleted once delivered (or given up), and the table is bounded
+//! ([`MAX_OUTBOX`]).
 //!
 //! The epoch is a random id created with the data: a proxy that holds generation N of another epoch
 //! (before a data reset, or from before a restored backup) must not take this data's N for the same.
@@ -17,7 +22,9 @@ use rusqlite::{params, Connection};
 
 use crate::model::Rollout;
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+/// Undelivered notifications kept at most; past it the oldest are dropped (a receiver down for days).
+pub const MAX_OUTBOX: i64 = 10_000;
 pub const DB_FILE: &str = "fledge.db";
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,39 @@ impl std::str::FromStr for Durability {
             other => Err(format!("{other:?}: use full or normal")),
         }
     }
+}
+
+/// A delivery an event owes one receiver, rendered when the event is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// `x-fledge-delivery`: the same on every attempt.
+    pub delivery: String,
+    pub kind: String,
+    pub url: String,
+    /// The exact bytes sent (and signed) on every attempt.
+    pub body: Vec<u8>,
+}
+
+/// An undelivered notification at the head of its receiver's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub delivery: String,
+    pub rollout: String,
+    pub kind: String,
+    pub url: String,
+    pub body: Vec<u8>,
+    pub created_ms: u64,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+}
+
+/// What [`Store::put`] queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub deliveries: usize,
+    /// Undelivered notifications dropped to stay within [`MAX_OUTBOX`].
+    pub dropped: usize,
 }
 
 /// What a restarted controller resumes from.
@@ -129,24 +169,87 @@ impl Store {
         Ok(Loaded { epoch, generation: generation as u64, rollouts })
     }
 
-    /// Writes a rollout (insert or replace), the new generation and the event of the change in one
-    /// transaction: after a crash, either all of them are there or none.
-    pub fn put(&mut self, rollout: &Rollout, generation: u64, event: Option<&serde_json::Value>) -> Result<(), StoreError> {
+    /// Writes a rollout (insert or replace), the new generation, the event of the change and the
+    /// deliveries it owes in one transaction: after a crash, either all of them are there or none.
+    /// `deliveries` renders them from the event's sequence number (called only with an event).
+    pub fn put(
+        &mut self,
+        rollout: &Rollout,
+        generation: u64,
+        event: Option<&serde_json::Value>,
+        deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
+    ) -> Result<Queued, StoreError> {
         let body = serde_json::to_string(rollout)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rollouts (name, body) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
             params![rollout.name, body],
         )?;
+        let mut queued = Queued::default();
         if let Some(e) = event {
-            tx.execute(
-                "INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)",
-                params![rollout.name, rollout.status.updated_at_ms as i64, e.to_string()],
-            )?;
+            let at_ms = rollout.status.updated_at_ms as i64;
+            tx.execute("INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)", params![rollout.name, at_ms, e.to_string()])?;
+            let seq = tx.last_insert_rowid();
+            for d in deliveries(seq) {
+                tx.execute(
+                    "INSERT INTO outbox (delivery, rollout, kind, url, body, created_ms, attempts, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?6)",
+                    params![d.delivery, rollout.name, d.kind, d.url, d.body, at_ms],
+                )?;
+                queued.deliveries += 1;
+            }
+            if queued.deliveries > 0 {
+                queued.dropped = tx.execute("DELETE FROM outbox WHERE id <= (SELECT MAX(id) FROM outbox) - ?1", params![MAX_OUTBOX])?;
+            }
         }
         tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
+        Ok(queued)
+    }
+
+    /// The oldest undelivered notification of every receiver (URL): deliveries to one receiver go
+    /// out one at a time, in the order of their events.
+    pub fn outbox_heads(&self) -> Result<Vec<Pending>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.id, o.delivery, o.rollout, o.kind, o.url, o.body, o.created_ms, o.attempts, o.next_attempt_ms
+             FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY url) h ON h.id = o.id ORDER BY o.id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Pending {
+                    id: r.get(0)?,
+                    delivery: r.get(1)?,
+                    rollout: r.get(2)?,
+                    kind: r.get(3)?,
+                    url: r.get(4)?,
+                    body: r.get(5)?,
+                    created_ms: r.get::<_, i64>(6)?.max(0) as u64,
+                    attempts: r.get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    next_attempt_ms: r.get::<_, i64>(8)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Removes a delivered (or given-up) notification.
+    pub fn outbox_remove(&self, id: i64) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
         Ok(())
+    }
+
+    /// Records a failed attempt: the next one is due at `next_attempt_ms`.
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
+            params![id, i64::from(attempts), next_attempt_ms as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// Undelivered notifications.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?.max(0) as u64)
     }
 
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
@@ -191,6 +294,16 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
             // Version 2: the data's epoch.
             conn.execute_batch("ALTER TABLE meta ADD COLUMN epoch TEXT")?;
             conn.execute("UPDATE meta SET epoch = ?1", params![new_epoch()])?;
+        }
+        if version < 3 {
+            // Version 3: the outbox of webhook deliveries.
+            conn.execute_batch(
+                "CREATE TABLE outbox (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, delivery TEXT NOT NULL UNIQUE, rollout TEXT NOT NULL,
+                     kind TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL, created_ms INTEGER NOT NULL,
+                     attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, last_error TEXT);
+                 CREATE INDEX outbox_by_url ON outbox (url, id);",
+            )?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
     })();
@@ -261,5 +374,90 @@ mod tests {
         }
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!((loaded.generation, loaded.epoch.len()), (7, 16));
+    }
+
+    fn rollout(name: &str) -> Rollout {
+        let spec = fledge_core::rollout::RolloutSpec::manual(&["a"], "v1", "v2", fledge_core::Weight::ZERO);
+        Rollout::new(name, spec, 5).unwrap()
+    }
+
+    fn delivery(seq: i64, url: &str) -> NewDelivery {
+        NewDelivery { delivery: format!("e-{seq}-0"), kind: "paused".into(), url: url.into(), body: format!("{{\"seq\":{seq}}}").into_bytes() }
+    }
+
+    #[test]
+    fn a_version_2_file_is_migrated_with_its_rollouts_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = serde_json::to_string(&rollout("support")).unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (generation INTEGER NOT NULL, epoch TEXT); INSERT INTO meta VALUES (3, 'feedc0de00000000');
+                 CREATE TABLE rollouts (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+                 CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, rollout TEXT NOT NULL, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+                 CREATE INDEX events_by_rollout ON events (rollout, seq);
+                 INSERT INTO events (rollout, at_ms, body) VALUES ('support', 5, '{\"kind\":\"created\"}');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            conn.execute("INSERT INTO rollouts VALUES ('support', ?1)", params![body]).unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let loaded = store.load().unwrap();
+        assert_eq!((loaded.generation, loaded.epoch.as_str(), loaded.rollouts.len()), (3, "feedc0de00000000", 1));
+        assert_eq!(store.events("support").unwrap().len(), 1);
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        // The migrated file takes deliveries.
+        let queued = store.put(&loaded.rollouts[0], 4, Some(&serde_json::json!({"kind": "paused"})), &|seq| vec![delivery(seq, "http://r/")]).unwrap();
+        assert_eq!(queued, Queued { deliveries: 1, dropped: 0 });
+        assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-2-0", "named by the event's seq");
+    }
+
+    #[test]
+    fn deliveries_are_written_with_their_event_and_queued_per_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let r = rollout("support");
+        let event = serde_json::json!({"kind": "paused"});
+        // No event, no delivery; an event renders its deliveries from its own seq.
+        store.put(&r, 1, None, &|seq| vec![delivery(seq, "http://a/")]).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        for _ in 0..3 {
+            store.put(&r, 1, Some(&event), &|seq| vec![delivery(seq, "http://a/"), NewDelivery { delivery: format!("e-{seq}-1"), ..delivery(seq, "http://b/") }]).unwrap();
+        }
+        assert_eq!(store.outbox_len().unwrap(), 6);
+        let heads = store.outbox_heads().unwrap();
+        let named: Vec<(&str, &str)> = heads.iter().map(|h| (h.url.as_str(), h.delivery.as_str())).collect();
+        assert_eq!(named, [("http://a/", "e-1-0"), ("http://b/", "e-1-1")], "one head per receiver, oldest first");
+        assert_eq!((heads[0].attempts, heads[0].next_attempt_ms, heads[0].created_ms), (0, 5, 5), "due at once");
+        store.outbox_retry(heads[0].id, 1, 900, "HTTP 503").unwrap();
+        store.outbox_remove(heads[1].id).unwrap();
+        drop(store);
+        // Durable: a reopened store has the same queue.
+        let store = Store::open(dir.path()).unwrap();
+        let heads = store.outbox_heads().unwrap();
+        let named: Vec<(&str, u32, u64)> = heads.iter().map(|h| (h.delivery.as_str(), h.attempts, h.next_attempt_ms)).collect();
+        assert_eq!(named, [("e-1-0", 1, 900), ("e-2-1", 0, 5)]);
+        assert_eq!(store.outbox_len().unwrap(), 5);
+        // A failing transaction writes neither the event nor its deliveries.
+        let mut store = store;
+        store.conn.execute_batch("CREATE TRIGGER no_more BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'full'); END;").unwrap();
+        assert!(store.put(&r, 2, Some(&event), &|seq| vec![delivery(seq, "http://a/")]).is_err());
+        assert_eq!((store.events("support").unwrap().len(), store.outbox_len().unwrap()), (3, 5));
+    }
+
+    #[test]
+    fn the_outbox_is_bounded() {
+        let mut store = Store::in_memory().unwrap();
+        let r = rollout("support");
+        let event = serde_json::json!({"kind": "paused"});
+        let mut dropped = 0;
+        for _ in 0..(MAX_OUTBOX + 5) {
+            dropped += store.put(&r, 1, Some(&event), &|seq| vec![delivery(seq, "http://a/")]).unwrap().dropped;
+        }
+        assert_eq!((store.outbox_len().unwrap(), dropped), (MAX_OUTBOX as u64, 5));
+        assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-6-0", "the oldest went first");
     }
 }

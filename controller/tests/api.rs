@@ -67,6 +67,9 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
         ("Bad Name", SPEC, 400, "name"),
         // Found by schemathesis: an interval this long overflowed the driver's schedule and killed it.
         ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","analysis":{"interval_seconds":1e300}}"#, 422, "at most 3600"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"https://u:p@hooks.example.com/","events":["paused"]}]}"#, 422, "notifications[0].url: has credentials"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused","deleted"]}]}"#, 422, "notifications[0].events[1]: unknown event \"deleted\""),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused"],"format":"xml"}]}"#, 422, "notifications[0]: unknown variant `xml`"),
     ];
     for (name, body, code, needle) in cases {
         let uri = format!("/v1/rollouts/{}", name.replace(' ', "%20"));
@@ -115,7 +118,7 @@ async fn long_poll_answers_on_change_and_times_out_with_304() {
 
 #[tokio::test]
 async fn token_guards_mutations_and_config() {
-    let s = state_with(Settings { poll_hold: Duration::from_millis(100), token: Some("s3cret".into()) });
+    let s = state_with(Settings { poll_hold: Duration::from_millis(100), token: Some("s3cret".into()), ..Settings::default() });
     let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     let (code, _) = call(&s, "GET", "/v1/config", None).await;
@@ -193,4 +196,29 @@ async fn the_worker_table_stays_bounded_across_many_envoy_restarts() {
     assert_eq!(health["workers"].as_u64(), Some(fledge_controller::live::MAX_WORKERS as u64), "{health}");
     let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(status["live"]["window"]["stable"]["requests"].as_u64(), Some(restarts as u64), "every report still counted");
+}
+
+#[tokio::test]
+async fn metrics_are_the_prometheus_text_format_from_the_committed_view() {
+    let s = state();
+    call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
+    let req = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = String::from_utf8(http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        "# TYPE fledge_rollout_phase gauge",
+        "fledge_rollout_phase{phase=\"manual\",rollout=\"support\"} 1",
+        "fledge_rollout_phase{phase=\"progressing\",rollout=\"support\"} 0",
+        "fledge_rollout_canary_weight_ratio{rollout=\"support\"} 0.1",
+        "# TYPE fledge_rollbacks_total counter",
+        "fledge_rollbacks_total{rollout=\"support\"} 0",
+        "fledge_rollout_proxies_active{rollout=\"support\"} 0",
+        "fledge_config_generation 1",
+        "fledge_notifications_pending 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+    }
+    assert!(!text.contains("fledge_rollout_step{"), "a manual rollout has no step");
 }

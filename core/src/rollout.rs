@@ -48,6 +48,130 @@ pub enum RolloutError {
     /// `strategy`, `preview_seconds`, `bake_seconds` and what they exclude.
     #[error("{0}")]
     Strategy(String),
+    /// `notifications[i].<field>: …`.
+    #[error("{0}")]
+    Notification(String),
+}
+
+/// Every event a rollout records (the state machine's event names): what a notification may
+/// subscribe to.
+pub const EVENT_KINDS: [&str; 12] = [
+    "created",
+    "replaced",
+    "started",
+    "advanced",
+    "switched",
+    "promoted",
+    "rolled_back",
+    "paused",
+    "resumed",
+    "aborted",
+    "gate_failing",
+    "gate_recovered",
+];
+
+/// At most this many `notifications` entries per rollout.
+pub const MAX_NOTIFICATIONS: usize = 8;
+
+/// How a notification's body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFormat {
+    /// The event as stored (kind, phase, weight, message, the verdict with every gate's values).
+    #[default]
+    Json,
+    /// `{"text": …}` for a Slack incoming webhook (or anything that takes one): the rollout, what
+    /// happened, and the failing gates' canary against stable.
+    Slack,
+}
+
+impl NotificationFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Slack => "slack",
+        }
+    }
+}
+
+/// One entry of `notifications`: where the rollout's events of the listed kinds are sent (HTTP POST).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    /// `http://` or `https://` with a host; no `user:password@` (the spec is stored and shown).
+    pub url: String,
+    /// Event kinds to send, from [`EVENT_KINDS`].
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub format: NotificationFormat,
+}
+
+impl NotificationSpec {
+    /// Whether events of `kind` go to this receiver.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind)
+    }
+
+    /// Checks one entry; errors name it as `notifications[i].<field>`.
+    pub fn validate(&self, i: usize) -> Result<(), RolloutError> {
+        let bad = |field: &str, reason: String| Err(RolloutError::Notification(format!("notifications[{i}].{field}: {reason}")));
+        if let Err(reason) = check_webhook_url(&self.url) {
+            return bad("url", reason);
+        }
+        if self.events.is_empty() {
+            return bad("events", format!("list at least one of {}", EVENT_KINDS.join(", ")));
+        }
+        for (j, e) in self.events.iter().enumerate() {
+            if !EVENT_KINDS.contains(&e.as_str()) {
+                return bad(&format!("events[{j}]"), format!("unknown event {e:?}; use one of {}", EVENT_KINDS.join(", ")));
+            }
+            if self.events.iter().take(j).any(|earlier| earlier == e) {
+                return bad(&format!("events[{j}]"), format!("{e:?} is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An `http(s)://host[:port][/path]` URL without credentials, spaces or control characters.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else { return Err(format!("{url:?} is not an http:// or https:// URL")) };
+    if url.len() > 2_048 {
+        return Err("longer than 2048 characters".into());
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("contains spaces or control characters".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("has credentials (user:password@); specs are stored and shown, so keep secrets out of them: authenticate deliveries with the controller's --webhook-secret signature instead".into());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, tail)) if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') => {
+                (addr, tail.strip_prefix(':'))
+            }
+            _ => return Err(format!("{authority:?} is not a host")),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && (authority.starts_with('[') || host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+    if !host_ok {
+        return Err(format!("{authority:?} is not a host[:port]"));
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("port {p:?} is not 1-65535"));
+        }
+    }
+    Ok(())
 }
 
 /// How an automated rollout moves traffic.
@@ -135,6 +259,9 @@ pub struct RolloutSpec {
     /// Without it, `shadow` runs alongside the steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_seconds: Option<u64>,
+    /// Webhooks that receive the rollout's events (at most [`MAX_NOTIFICATIONS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_notifications")]
+    pub notifications: Option<Vec<NotificationSpec>>,
 }
 
 /// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
@@ -211,6 +338,22 @@ fn named_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Sessio
     Option::<SessionSpec>::deserialize(d).map_err(|e| D::Error::custom(format!("session: {e}")))
 }
 
+/// Reads `notifications` entry by entry, so that a malformed one (unknown field, unknown format) is
+/// reported with its index, like the checks in [`NotificationSpec::validate`].
+fn named_notifications<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<NotificationSpec>>, D::Error> {
+    use serde::de::Error;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("notifications: {e}")))?;
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.len() > MAX_NOTIFICATIONS {
+        return Err(D::Error::custom(format!("notifications: {} entries; at most {MAX_NOTIFICATIONS} are allowed", raw.len())));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value::<NotificationSpec>(v).map_err(|e| D::Error::custom(format!("notifications[{i}]: {e}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// Reads `segments` rule by rule so that a malformed rule (unknown field, wrong type) is reported
 /// with its index and name, like the checks in [`validate_segments`].
 fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
@@ -262,6 +405,7 @@ impl RolloutSpec {
             bake_seconds: None,
             shadow: None,
             shadow_seconds: None,
+            notifications: None,
         }
     }
 
@@ -281,6 +425,16 @@ impl RolloutSpec {
         }
         if let Some(s) = &self.shadow {
             s.validate().map_err(RolloutError::Shadow)?;
+        }
+        let notifications = self.notifications.as_deref().unwrap_or_default();
+        if notifications.len() > MAX_NOTIFICATIONS {
+            return Err(RolloutError::Notification(format!(
+                "notifications: {} entries; at most {MAX_NOTIFICATIONS} are allowed",
+                notifications.len()
+            )));
+        }
+        for (i, n) in notifications.iter().enumerate() {
+            n.validate(i)?;
         }
         if self.shadow_seconds.is_some() && self.shadow.is_none() {
             return Err(RolloutError::Shadow("shadow_seconds needs shadow: say which cluster the copies go to".into()));
@@ -507,6 +661,41 @@ mod tests {
         assert!(err(r#"{"url":"http://v2/","interval_seconds":0}"#).contains("readiness.interval_seconds"));
         let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"readiness":{"url":"http://v2/"}}"#);
         assert_eq!(manual.validate(), Err(RolloutError::ManualAndAutomated("readiness")));
+    }
+
+    #[test]
+    fn notifications_are_validated_naming_the_field() {
+        let with = |n: &str| -> Result<RolloutSpec, String> {
+            let spec: RolloutSpec = serde_json::from_str(&format!(r#"{{"hosts":["a"],"stable":"v1","canary":"v2","notifications":{n}}}"#))
+                .map_err(|e| e.to_string())?;
+            spec.validate().map_err(|e| e.to_string())?;
+            Ok(spec)
+        };
+        let ok = with(r#"[{"url":"https://hooks.example.com/T0/B0","events":["rolled_back","promoted"],"format":"slack"},
+                         {"url":"http://127.0.0.1:9000/hook?x=1","events":["gate_failing"]},
+                         {"url":"http://[::1]:8080/","events":["paused"]}]"#)
+            .unwrap();
+        let n = ok.notifications.unwrap();
+        assert_eq!((n[0].format, n[1].format), (NotificationFormat::Slack, NotificationFormat::Json), "json by default");
+        assert!(n[0].wants("promoted") && !n[0].wants("paused"));
+        let err = |n: &str| with(n).err().unwrap_or_default();
+        assert!(err(r#"[{"url":"ftp://x/","events":["paused"]}]"#).starts_with("notifications[0].url:"));
+        assert!(err(r#"[{"url":"http:///hook","events":["paused"]}]"#).starts_with("notifications[0].url:"));
+        assert!(err(r#"[{"url":"http://x:0/","events":["paused"]}]"#).contains("port"));
+        assert!(err(r#"[{"url":"http://x/a b","events":["paused"]}]"#).contains("spaces"));
+        let creds = err(r#"[{"url":"http://x/","events":["paused"]},{"url":"https://user:pw@hooks.example.com/","events":["paused"]}]"#);
+        assert!(creds.starts_with("notifications[1].url:") && creds.contains("credentials"), "{creds}");
+        assert!(!creds.contains("pw"), "the secret is not echoed: {creds}");
+        assert!(err(r#"[{"url":"http://x/","events":[]}]"#).starts_with("notifications[0].events:"));
+        assert!(err(r#"[{"url":"http://x/","events":["deleted"]}]"#).starts_with("notifications[0].events[0]: unknown event"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused","paused"]}]"#).contains("listed twice"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused"],"format":"xml"}]"#).starts_with("notifications[0]:"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused"],"secret":"s"}]"#).contains("unknown field `secret`"));
+        let nine = [r#"{"url":"http://x/","events":["paused"]}"#; 9].join(",");
+        assert!(err(&format!("[{nine}]")).contains("at most 8"));
+        // Manual rollouts take notifications too: they are not an automated field.
+        let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"notifications":[{"url":"http://x/","events":["promoted"]}]}"#);
+        assert_eq!(manual.validate(), Ok(()));
     }
 
     #[test]

@@ -150,6 +150,16 @@ pub fn check_rollout_spec(data: &[u8]) {
         hosts.dedup();
         assert_eq!(hosts.len(), spec.hosts.len(), "a valid spec lists a host twice");
         assert_ne!(spec.stable, spec.canary);
+        // Notifications: at most 8, each to an http(s) URL with a host and no credentials, for known
+        // events only.
+        let notifications = spec.notifications.as_deref().unwrap_or_default();
+        assert!(notifications.len() <= rollout::MAX_NOTIFICATIONS);
+        for n in notifications {
+            let rest = n.url.strip_prefix("https://").or_else(|| n.url.strip_prefix("http://"));
+            let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+            assert!(authority.is_some_and(|a| !a.is_empty() && !a.contains('@')), "notification url {:?}", n.url);
+            assert!(!n.events.is_empty() && n.events.iter().all(|e| rollout::EVENT_KINDS.contains(&e.as_str())), "events {:?}", n.events);
+        }
     }
     match mode {
         Ok(Mode::Manual(w)) => {

@@ -310,7 +310,9 @@ proptest! {
                     if let Some(why) = invariant_violation(&t.rollout) {
                         prop_assert!(false, "{why} after {input:?}");
                     }
-                    if t.event.is_some() {
+                    if let Some(kind) = t.event {
+                        // Every event is one a notification can subscribe to (and core validates against).
+                        prop_assert!(fledge_core::rollout::EVENT_KINDS.contains(&kind), "event {kind} is not in EVENT_KINDS");
                         log.push((input, now));
                     } else {
                         prop_assert_eq!(durable(&t.rollout), durable(&r), "a change without an event: {:?}", input);
