@@ -435,6 +435,7 @@ mod tests {
             gates: vec![gate(Metric::ErrorRate, GateStatus::Pass, 0.01, 0.01), gate(Metric::TaskSuccessRate, GateStatus::Fail, 0.4, 0.95)],
             next_state: StepState::default(),
             canary_weight: 0.0,
+            waiting: None,
         });
         let text = slack_text(&r, "rolled_back");
         assert!(text.contains("rolled back: task_success_rate &lt;regressed&gt;"), "{text}");
