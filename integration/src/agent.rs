@@ -169,6 +169,76 @@ impl Agent {
     }
 }
 
+/// One process serving several versions (a prompt or model canary without new pods): each request is
+/// answered as the version its `x-fledge-version` header names (the filter sets it), each version with
+/// its own behaviour and counters; a request without the header is the first version's.
+pub struct MultiAgent {
+    pub addr: SocketAddr,
+    versions: Vec<(String, Arc<Shared>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MultiAgent {
+    pub async fn start(behaviours: Vec<Behaviour>) -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse()?, behaviours).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, behaviours: Vec<Behaviour>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!behaviours.is_empty(), "a multi-version agent needs at least one version");
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let versions: Vec<(String, Arc<Shared>)> = behaviours
+            .into_iter()
+            .map(|b| {
+                let v = b.version.clone();
+                (v, Arc::new(Shared { behaviour: RwLock::new(b), requests: AtomicU64::new(0), marks: Mutex::new(Marks::default()), received: Mutex::new(Default::default()) }))
+            })
+            .collect();
+        let routes = versions.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let wanted = req.headers().get("x-fledge-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let shared = wanted
+                .and_then(|w| routes.iter().find(|(v, _)| *v == w))
+                .or_else(|| routes.first())
+                .map(|(_, s)| s.clone());
+            async move {
+                match shared {
+                    Some(s) => handle(s, req).await,
+                    None => Response::new(Body::from("no version")),
+                }
+            }
+        });
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, versions, task })
+    }
+
+    fn shared(&self, version: &str) -> Option<&Arc<Shared>> {
+        self.versions.iter().find(|(v, _)| v == version).map(|(_, s)| s)
+    }
+
+    /// Requests answered as `version`.
+    pub fn requests(&self, version: &str) -> u64 {
+        self.shared(version).map_or(0, |s| s.requests.load(Ordering::Relaxed))
+    }
+
+    pub fn update(&self, version: &str, f: impl FnOnce(&mut Behaviour)) {
+        if let Some(mut w) = self.shared(version).and_then(|s| s.behaviour.write().ok()) {
+            f(&mut w);
+        }
+    }
+}
+
+impl Drop for MultiAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.task.abort();

@@ -14,7 +14,7 @@ pub mod traffic;
 
 use std::path::PathBuf;
 
-pub use agent::{Agent, Behaviour};
+pub use agent::{Agent, Behaviour, MultiAgent};
 pub use controller::Controller;
 pub use envoy::Envoy;
 pub use eventually::eventually;

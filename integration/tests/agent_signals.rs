@@ -120,3 +120,29 @@ async fn a_canary_whose_judge_scores_drop_is_rolled_back_and_an_equal_one_promot
     assert_eq!(done["spec"]["stable"], "v2");
     scores.abort();
 }
+
+/// A prompt canary served by one agent process (the version from `x-fledge-version`) is promoted,
+/// and a failing one rolled back, exactly like two deployments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_canaries_in_one_process_are_promoted_and_rolled_back_like_deployments() {
+    use fledge_integration::MultiAgent;
+    let agent = MultiAgent::start(vec![Behaviour::version("v1"), Behaviour::version("v2")]).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    // Both versions route to the same backend.
+    let envoy = Envoy::for_versions(HOST, agent.addr, agent.addr, ctl.addr, json!({"report_interval_ms": 100})).start().await.unwrap();
+    let _load = Load::start(Traffic::new(envoy.listener, HOST), 150, 1_000);
+    let spec = |stable: &str, canary: &str| json!({
+        "hosts": [HOST], "stable": stable, "canary": canary, "steps": [50, 100], "step_seconds": 1, "min_requests": 30,
+        "analysis": {"interval_seconds": 0.25, "failure_limit": 1},
+        "gates": [{"metric": "error_rate", "max_increase": 0.05}, {"metric": "task_success_rate", "max_decrease": 0.1}]
+    });
+    ctl.put_rollout("support", spec("v1", "v2")).await.unwrap();
+    let done = ctl.wait_phase("support", "succeeded", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done["spec"]["stable"], "v2");
+    assert!(agent.requests("v1") > 50 && agent.requests("v2") > 50, "one process answered as both versions");
+    // Back to v1, now with a prompt that fails half its tasks: rolled back.
+    agent.update("v1", |b| b.success_rate = 0.5);
+    ctl.put_rollout("support", spec("v2", "v1")).await.unwrap();
+    let rolled = ctl.wait_phase("support", "rolled_back", Duration::from_secs(30)).await.unwrap();
+    assert!(rolled["status"]["message"].as_str().unwrap().contains("task_success_rate"), "{}", rolled["status"]["message"]);
+}
