@@ -22,9 +22,11 @@ pub mod module;
 pub mod poll;
 pub mod readiness;
 pub mod segments;
+pub mod series;
 pub mod shadow;
 pub mod state;
 pub mod store;
+pub mod stream;
 
 pub use api::app;
 pub use state::{AppState, Settings};

@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let driver = fledge_controller::driver::spawn(state.clone());
     let prober = fledge_controller::readiness::spawn(state.clone());
+    let sampler = fledge_controller::series::spawn(state.clone());
     let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
@@ -101,6 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     driver.abort();
     prober.abort();
+    sampler.abort();
     if let Some(g) = gitops {
         g.abort();
     }

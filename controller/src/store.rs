@@ -131,22 +131,26 @@ impl Store {
 
     /// Writes a rollout (insert or replace), the new generation and the event of the change in one
     /// transaction: after a crash, either all of them are there or none.
-    pub fn put(&mut self, rollout: &Rollout, generation: u64, event: Option<&serde_json::Value>) -> Result<(), StoreError> {
+    /// Writes the rollout, its event (if any) and the generation in one transaction; returns the
+    /// event's `seq`.
+    pub fn put(&mut self, rollout: &Rollout, generation: u64, event: Option<&serde_json::Value>) -> Result<Option<i64>, StoreError> {
         let body = serde_json::to_string(rollout)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO rollouts (name, body) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
             params![rollout.name, body],
         )?;
+        let mut seq = None;
         if let Some(e) = event {
             tx.execute(
                 "INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)",
                 params![rollout.name, rollout.status.updated_at_ms as i64, e.to_string()],
             )?;
+            seq = Some(tx.last_insert_rowid());
         }
         tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
-        Ok(())
+        Ok(seq)
     }
 
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
