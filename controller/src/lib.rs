@@ -27,6 +27,7 @@ pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod ui;
 
 pub use api::app;
 pub use state::{AppState, Settings};
