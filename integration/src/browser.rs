@@ -137,6 +137,12 @@ impl Browser {
         self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/click"), None).await.map(|_| ())
     }
 
+    /// Empties an input.
+    pub async fn clear(&self, css: &str) -> anyhow::Result<()> {
+        let e = self.element(css).await?;
+        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/clear"), None).await.map(|_| ())
+    }
+
     pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let e = self.element(css).await?;
         self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/value"), Some(json!({ "text": text }))).await.map(|_| ())

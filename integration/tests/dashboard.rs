@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, against a real controller (with a token), a real Envoy
 //! with the filter and real traffic: the list shows the rollout; the rollout's page counts requests
 //! live; Pause asks for the token and pauses it; Resume uses the kept token; a failure injected in the
-//! canary rolls it back and the rollback appears on the page's timeline — all without a reload.
+//! canary rolls it back and the rollback appears on the page's timeline — all without a reload; a
+//! manual rollout's weight is set from its page.
 //! Screenshots are kept under `target/ui-screenshots/` and their paths printed.
 
 use std::time::{Duration, Instant};
@@ -70,7 +71,12 @@ async fn the_dashboard_follows_a_rollout_live_and_steers_it_with_the_token() {
         Ok(n)
     });
     println!("canary requests on the page: {first} → {second} ({took:?} later, no reload)");
-    assert!(number(&browser, "#req-stable").await.unwrap() > second, "stable gets 80 %");
+    // (Read again on failure: the page re-renders the numbers as events arrive.)
+    assert_eventually!(Duration::from_secs(5), "stable gets 80 %", async {
+        let stable = number(&browser, "#req-stable").await?;
+        anyhow::ensure!(stable > second, "{stable} stable requests");
+        Ok(())
+    });
     // History and live points: the charts are drawn, the gates have their charts.
     assert_eventually!(Duration::from_secs(10), "the charts are drawn", async {
         for css in ["#chart-weight canvas", "#chart-requests canvas", r#"#gates .gate[data-metric="error_rate"] canvas"#] {
@@ -155,6 +161,29 @@ async fn the_dashboard_follows_a_rollout_live_and_steers_it_with_the_token() {
     let path = shots.join("dashboard-rolled-back.png");
     browser.screenshot(&path).await.unwrap();
     kept.push(path);
+
+    // A manual rollout's weight, set from its page (a PUT of its spec with the new weight; the kept
+    // token again).
+    ctl.put_manual("manual", "other-agent", 10.0).await.unwrap();
+    browser.goto(&ctl.url("/ui/rollouts/manual")).await.unwrap();
+    assert_eventually!(Duration::from_secs(5), "the manual rollout's page", async {
+        let line = browser.text("#weight-line").await?;
+        anyhow::ensure!(line == "manual weight 10%", "{line:?}");
+        Ok(())
+    });
+    browser.clear("#weight-input").await.unwrap();
+    browser.type_into("#weight-input", "35").await.unwrap();
+    browser.click("#btn-set-weight").await.unwrap();
+    assert_eventually!(Duration::from_secs(5), "the weight is set", async {
+        let v = ctl.get("/v1/rollouts/manual").await?;
+        anyhow::ensure!(v["status"]["weight"] == json!(35.0), "{}", v["status"]["weight"]);
+        Ok(())
+    });
+    assert_eventually!(Duration::from_secs(5), "the page shows it", async {
+        let line = browser.text("#weight-line").await?;
+        anyhow::ensure!(line == "manual weight 35%", "{line:?}");
+        Ok(())
+    });
 
     drop(load);
     browser.close().await.unwrap();
