@@ -95,6 +95,8 @@ async fn the_dashboard_follows_a_rollout_live_and_steers_it_with_the_token() {
         anyhow::ensure!(action == "hold", "{action:?}");
         Ok(())
     });
+    let shown = browser.execute("return getComputedStyle(document.getElementById('set-weight')).display;", json!([])).await.unwrap();
+    assert_eq!(shown, json!("none"), "set weight is for manual rollouts only");
     let path = shots.join("dashboard-rollout.png");
     browser.screenshot(&path).await.unwrap();
     kept.push(path);
