@@ -52,6 +52,14 @@ $(VENV)/.otel-$(OTEL_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 setup-promtool:
 	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
+# A real headless Chromium and its WebDriver for the dashboard test (integration/tests/dashboard.rs), from
+# Debian's packages; installed only when missing, so this is instant on a machine that has them.
+.PHONY: setup-browser
+setup-browser:
+	@command -v chromedriver >/dev/null && command -v chromium >/dev/null || { \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core; }
+	@chromedriver --version
+
 ## build: the filter (.wasm, release) and the controller, sample agent and demo (debug)
 build: setup wasm
 	$(CARGO) build --workspace --bins
@@ -69,7 +77,7 @@ lint: setup
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
 # Core's tests run in release: they include the seeded rollout simulations behind the published
 # decision-quality figures (tens of thousands of simulated rollouts, about a minute optimised).
-test: build lint setup-promtool $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
+test: build lint setup-promtool setup-browser $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	$(CARGO) test --release -p fledge-core --no-fail-fast
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \

@@ -18,7 +18,7 @@ use tower::limit::ConcurrencyLimitLayer;
 use crate::error::{parse_json, ApiError, Body};
 use crate::machine::{self, Input};
 use crate::model::Rollout;
-use crate::state::{now_ms, AppState, Change};
+use crate::state::{now_ms, AppState, Change, View};
 
 /// The largest request body any endpoint reads (a report of [`fledge_core::report::MAX_VERSION_ENTRIES`]
 /// entries with full histograms fits several times over).
@@ -40,6 +40,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rollouts/{name}", get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())))
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
         .route("/v1/rollouts/{name}/shadow", get(crate::shadow::get))
+        .route("/v1/rollouts/{name}/series", get(crate::series::get))
+        .route("/v1/rollouts/{name}/stream", get(crate::stream::one))
+        .route("/v1/stream", get(crate::stream::all))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/", get(crate::ui::page))
+        .route("/ui/rollouts/{name}", get(crate::ui::rollout_page))
+        .route("/ui/assets/{file}", get(crate::ui::asset))
         .route("/v1/rollouts/{name}/outcomes", post(crate::ingest::outcomes).route_layer(auth.clone()).layer(ingest()))
         .route("/v1/rollouts/{name}/{action}", post(crate::actions::act).route_layer(auth.clone()))
         .route("/v1/reports", post(crate::ingest::reports).route_layer(auth.clone()).layer(ingest()))
@@ -102,12 +109,17 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let view = state.view();
-    let rollout = view.rollout(&name).ok_or_else(|| not_found(&name))?;
+    Ok(Json(rollout_body(&state, &state.view(), &name)?))
+}
+
+/// The body of `GET /v1/rollouts/{name}`: the rollout as committed in `view`, with its `live` section
+/// (also what every event of the streams carries).
+pub fn rollout_body(state: &AppState, view: &View, name: &str) -> Result<serde_json::Value, ApiError> {
+    let rollout = view.rollout(name).ok_or_else(|| not_found(name))?;
     let now = now_ms();
     let (stable, canary, started, confirmation, shadow) = {
         let live = state.live();
-        let window = live.window(&name).filter(|w| w.seq() == rollout.status.window);
+        let window = live.window(name).filter(|w| w.seq() == rollout.status.window);
         let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
         let confirmation = live.confirmation(view.epoch(), rollout.status.generation, now);
         let shadow = rollout.spec.shadow.is_some().then(|| {
@@ -125,7 +137,7 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
     let mut body = serde_json::to_value(rollout.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let readiness = rollout.spec.readiness.as_ref().map(|spec| {
         let probes = state.probes();
-        let probe = probes.get(&name).filter(|p| p.url == spec.url);
+        let probe = probes.get(name).filter(|p| p.url == spec.url);
         json!({
             "state": probe.map_or(crate::readiness::Readiness::Unknown, |p| p.state),
             "summary": probe.map(|p| p.describe(spec)),
@@ -148,7 +160,7 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
     });
     let approval = state
         .approvals()
-        .get(&name)
+        .get(name)
         .filter(|a| Some(a.step) == rollout.status.step && a.step_started_at_ms == rollout.status.step_started_at_ms)
         .cloned();
     let live = json!({
@@ -174,7 +186,7 @@ async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Res
     if let Some(fields) = body.as_object_mut() {
         fields.insert("live".into(), live);
     }
-    Ok(Json(body))
+    Ok(body)
 }
 
 async fn put_rollout(State(state): State<AppState>, Path(name): Path<String>, Body(body): Body) -> Result<Response, ApiError> {

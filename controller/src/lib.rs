@@ -27,9 +27,12 @@ pub mod poll;
 pub mod readiness;
 pub mod scrape;
 pub mod segments;
+pub mod series;
 pub mod shadow;
 pub mod state;
 pub mod store;
+pub mod stream;
+pub mod ui;
 
 pub use api::app;
 pub use state::{AppState, Settings};

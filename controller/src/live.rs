@@ -143,6 +143,8 @@ pub struct ProxyConfirmation {
     /// When the last of its workers first reported the generation (ms since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmed_at_ms: Option<u64>,
+    /// When any of its workers last reported (ms since the epoch).
+    pub last_report_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -353,7 +355,8 @@ impl Live {
                 let confirmed_at_ms = confirmed
                     .then(|| workers.iter().filter_map(|w| w.first_seen.range(generation..).map(|(_, at)| *at).min()).max())
                     .flatten();
-                ProxyConfirmation { proxy: proxy.to_string(), workers: workers.len(), applied_generation: applied, confirmed, confirmed_at_ms }
+                let last_report_ms = workers.iter().map(|w| w.last_seen_ms).max().unwrap_or(0);
+                ProxyConfirmation { proxy: proxy.to_string(), workers: workers.len(), applied_generation: applied, confirmed, confirmed_at_ms, last_report_ms }
             })
             .collect();
         Confirmation {

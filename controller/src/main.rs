@@ -103,6 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let prober = fledge_controller::readiness::spawn(state.clone());
     let approver = fledge_controller::approval::spawn(state.clone());
     let notifier = fledge_controller::notify::spawn(state.clone());
+    let sampler = fledge_controller::series::spawn(state.clone());
     let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
@@ -122,6 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     prober.abort();
     approver.abort();
     notifier.abort();
+    sampler.abort();
     if let Some(g) = gitops {
         g.abort();
     }

@@ -43,7 +43,11 @@ pub async fn logs(State(state): State<AppState>, headers: HeaderMap, Body(body):
     };
     let request: ExportLogsServiceRequest = match encoding {
         Encoding::Protobuf => Message::decode(body.as_ref()).map_err(|e| ApiError::BadRequest(format!("not an OTLP ExportLogsServiceRequest: {e}")))?,
-        Encoding::Json => serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("not OTLP JSON for logs: {e}")))?,
+        Encoding::Json => {
+            let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))?;
+            check_shape(&value).map_err(|e| ApiError::BadRequest(format!("not OTLP JSON for logs: {e}")))?;
+            serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("not OTLP JSON for logs: {e}")))?
+        }
     };
     let view = state.view();
     let resolve = |rollout: &str, version: &str| {
@@ -114,6 +118,25 @@ pub async fn logs(State(state): State<AppState>, headers: HeaderMap, Body(body):
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
     })
+}
+
+/// serde reads a struct from an array too; OTLP JSON's messages are objects, so check the nesting
+/// (resourceLogs → scopeLogs → logRecords) first.
+fn check_shape(v: &serde_json::Value) -> Result<(), String> {
+    fn objects<'a>(v: Option<&'a serde_json::Value>, what: &str) -> Result<Vec<&'a serde_json::Map<String, serde_json::Value>>, String> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) => items.iter().map(|i| i.as_object().ok_or_else(|| format!("{what} must hold objects"))).collect(),
+            Some(_) => Err(format!("{what} must be an array")),
+        }
+    }
+    let top = v.as_object().ok_or("the body must be an object")?;
+    for rl in objects(top.get("resourceLogs"), "resourceLogs")? {
+        for sl in objects(rl.get("scopeLogs"), "scopeLogs")? {
+            objects(sl.get("logRecords"), "logRecords")?;
+        }
+    }
+    Ok(())
 }
 
 fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Any> {

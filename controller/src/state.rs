@@ -10,6 +10,9 @@
 //! ([`crate::notify`]), so a notification is never lost to a crash after its event, nor sent for an
 //! event that was not committed. A panic anywhere leaves the last committed view in place, so no lock is ever left poisoned in a
 //! state that matters (the store's connection needs no repair, and the live windows are counters).
+//!
+//! Every commit is also announced on a bounded broadcast channel of small [`Notice`]s, which the
+//! server-sent event streams follow (a client that falls behind skips notices; nothing queues for it).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -17,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use fledge_core::snapshot::ConfigSnapshot;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::error::ApiError;
 use crate::events;
@@ -27,7 +30,9 @@ use crate::model::Rollout;
 use crate::notify::WebhookSettings;
 use crate::scrape::Counters;
 use crate::segments::SegmentCounts;
+use crate::series::SeriesBook;
 use crate::store::{Pending, Store, StoreError};
+use crate::stream::Notice;
 
 /// One generation of config as the proxies receive it.
 #[derive(Debug)]
@@ -88,12 +93,17 @@ struct Shared {
     probes: Mutex<crate::readiness::Probes>,
     approvals: Mutex<crate::approval::Approvals>,
     segments: Mutex<SegmentCounts>,
+    series: Mutex<SeriesBook>,
+    updates: broadcast::Sender<Notice>,
     data_arrived: Notify,
     /// A commit queued notifications: the delivery task looks at the outbox.
     outbox_written: Notify,
     counters: Counters,
     settings: Settings,
 }
+
+/// Notices kept for the event streams; a stream further behind than this skips to the current state.
+pub const NOTICES: usize = 256;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -119,6 +129,7 @@ impl AppState {
         };
         let (published, _) = watch::channel(Arc::new(publish(&view)?));
         let (shutdown, _) = watch::channel(false);
+        let (updates, _) = broadcast::channel(NOTICES);
         Ok(Self {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
@@ -129,6 +140,8 @@ impl AppState {
                 probes: Mutex::new(crate::readiness::Probes::default()),
                 approvals: Mutex::new(crate::approval::Approvals::default()),
                 segments: Mutex::new(SegmentCounts::default()),
+                series: Mutex::new(SeriesBook::default()),
+                updates,
                 data_arrived: Notify::new(),
                 outbox_written: Notify::new(),
                 counters: Counters::default(),
@@ -178,6 +191,24 @@ impl AppState {
             self.shared.segments.clear_poison();
             poisoned.into_inner()
         })
+    }
+
+    /// The rollouts' time series (in memory, bounded; poisoning is cleared, as for [`live`](Self::live)).
+    pub fn series(&self) -> MutexGuard<'_, SeriesBook> {
+        self.shared.series.lock().unwrap_or_else(|poisoned| {
+            self.shared.series.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+
+    /// Follows the notices of committed changes and sampled points, from now on.
+    pub fn updates(&self) -> broadcast::Receiver<Notice> {
+        self.shared.updates.subscribe()
+    }
+
+    /// Announces a change to the event streams (nobody listening is fine).
+    pub fn notify(&self, notice: Notice) {
+        let _ = self.shared.updates.send(notice);
     }
 
     /// Wakes the analysis loop: data arrived that may fail a critical gate.
@@ -272,6 +303,7 @@ impl AppState {
         let Some(change) = decide(before)? else { return Ok(None) };
         let mut rollouts = view.rollouts.clone();
         let mut generation = view.generation;
+        let mut event = None;
         let committed = match change {
             Change::Delete => {
                 if before.is_none() {
@@ -286,13 +318,17 @@ impl AppState {
             }
             Change::Create(rollout, input) => {
                 let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset };
-                Some(self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms)?)
+                let (r, e) = self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms)?;
+                event = e;
+                Some(r)
             }
             Change::Apply(t, input) => {
                 if before.is_some_and(|b| t.is_noop(b)) {
                     return Ok(None);
                 }
-                Some(self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms)?)
+                let (r, e) = self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms)?;
+                event = e;
+                Some(r)
             }
         };
         if let Some(r) = &committed {
@@ -306,6 +342,11 @@ impl AppState {
         } else {
             *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         }
+        // After the swap, so a stream that builds the status on this notice sees the commit.
+        self.notify(match committed {
+            Some(_) => Notice::committed(name, event),
+            None => Notice::deleted(name),
+        });
         Ok(committed)
     }
 
@@ -327,7 +368,8 @@ impl AppState {
     }
 
     /// Numbers the transition (revision, window, generation), writes it with its event and the
-    /// notifications the event owes, and resets its window.
+    /// notifications the event owes, and resets its window. Returns the rollout as written and its
+    /// event record (with its `seq`), if it has one.
     #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
@@ -338,7 +380,7 @@ impl AppState {
         input: &Input,
         generation: &mut u64,
         now_ms: u64,
-    ) -> Result<Arc<Rollout>, ApiError> {
+    ) -> Result<(Arc<Rollout>, Option<serde_json::Value>), ApiError> {
         let mut r = t.rollout;
         let prior = before.map(|b| &b.status);
         r.status.revision = prior.map_or(0, |s| s.revision) + 1;
@@ -348,7 +390,7 @@ impl AppState {
             *generation += 1;
             r.status.generation = *generation;
         }
-        let event = t.event.map(|kind| events::body(kind, &r, input));
+        let mut event = t.event.map(|kind| events::body(kind, &r, input));
         let deliveries = |seq: i64| match (t.event, &event) {
             (Some(kind), Some(body)) => crate::notify::deliveries(epoch, &r, kind, body, seq),
             _ => Vec::new(),
@@ -364,13 +406,16 @@ impl AppState {
         if queued.deliveries > 0 {
             self.shared.outbox_written.notify_one();
         }
+        if let (Some(fields), Some(seq)) = (event.as_mut().and_then(|e| e.as_object_mut()), queued.seq) {
+            fields.insert("seq".into(), seq.into());
+        }
         if t.window == WindowEffect::Reset {
             self.live().window_for(&r.name, r.status.window, now_ms);
         }
         if let Some(kind) = t.event {
             tracing::info!(rollout = %r.name, event = kind, phase = r.status.phase.as_str(), weight = r.status.weight.percent(), generation = r.status.generation, message = %r.status.message, "rollout transition");
         }
-        Ok(Arc::new(r))
+        Ok((Arc::new(r), event))
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Pending {
 /// What [`Store::put`] queued.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Queued {
+    /// The event's sequence number, when there was an event.
+    pub seq: Option<i64>,
     pub deliveries: usize,
     /// Undelivered notifications dropped to stay within [`MAX_OUTBOX`].
     pub dropped: usize,
@@ -190,6 +192,7 @@ impl Store {
             let at_ms = rollout.status.updated_at_ms as i64;
             tx.execute("INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)", params![rollout.name, at_ms, e.to_string()])?;
             let seq = tx.last_insert_rowid();
+            queued.seq = Some(seq);
             for d in deliveries(seq) {
                 tx.execute(
                     "INSERT INTO outbox (delivery, rollout, kind, url, body, created_ms, attempts, next_attempt_ms)
@@ -411,7 +414,7 @@ mod tests {
         assert_eq!(store.outbox_len().unwrap(), 0);
         // The migrated file takes deliveries.
         let queued = store.put(&loaded.rollouts[0], 4, Some(&serde_json::json!({"kind": "paused"})), &|seq| vec![delivery(seq, "http://r/")]).unwrap();
-        assert_eq!(queued, Queued { deliveries: 1, dropped: 0 });
+        assert_eq!(queued, Queued { seq: Some(2), deliveries: 1, dropped: 0 });
         assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-2-0", "named by the event's seq");
     }
 

@@ -2,10 +2,13 @@
 //! real `fledge` controller and sample agent backends on loopback, plus [`eventually`] for waiting on a
 //! condition with a deadline instead of sleeping and hoping.
 //!
+//! [`Browser`] drives a real headless Chromium over WebDriver for the dashboard tests.
+//!
 //! Binaries are found in the workspace's target directory (run `make build` first) or through
 //! `FLEDGE_BIN`, `FLEDGE_WASM` and `FLEDGE_ENVOY`.
 
 pub mod agent;
+pub mod browser;
 pub mod controller;
 pub mod envoy;
 pub mod eventually;
@@ -15,6 +18,7 @@ pub mod traffic;
 use std::path::PathBuf;
 
 pub use agent::{Agent, Behaviour, MultiAgent};
+pub use browser::Browser;
 pub use controller::Controller;
 pub use envoy::Envoy;
 pub use eventually::eventually;
