@@ -125,18 +125,8 @@ async fn segments_are_published_and_counted_per_version() {
 }
 
 fn blue_green(extra: Value) -> Value {
-    let mut spec = json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "strategy": "blue_green",
-                          "preview_seconds": 30, "bake_seconds": 60, "segments": good_segments()});
-    if let (Some(fields), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-        for (k, v) in extra {
-            if v.is_null() {
-                fields.remove(&k);
-            } else {
-                fields.insert(k, v);
-            }
-        }
-    }
-    spec
+    common::with_fields(json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "strategy": "blue_green",
+                          "preview_seconds": 30, "bake_seconds": 60, "segments": good_segments()}), extra)
 }
 
 #[tokio::test]

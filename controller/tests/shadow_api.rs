@@ -13,18 +13,8 @@ async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) ->
 }
 
 fn spec(extra: Value) -> Value {
-    let mut spec = json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "steps": [10, 100], "step_seconds": 60,
-                          "shadow": {"cluster": "support_agent_v2", "percent": 10}, "shadow_seconds": 300});
-    if let (Some(fields), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-        for (k, v) in extra {
-            if v.is_null() {
-                fields.remove(&k);
-            } else {
-                fields.insert(k, v);
-            }
-        }
-    }
-    spec
+    common::with_fields(json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "steps": [10, 100], "step_seconds": 60,
+                          "shadow": {"cluster": "support_agent_v2", "percent": 10}, "shadow_seconds": 300}), extra)
 }
 
 #[tokio::test]

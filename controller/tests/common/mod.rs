@@ -29,3 +29,18 @@ pub async fn request(state: &AppState, method: &str, uri: &str, body: Option<Vec
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
+
+/// `spec` with the fields of `extra` set, a `null` in `extra` removing the field: one spec varied per
+/// test case.
+pub fn with_fields(mut spec: Value, extra: Value) -> Value {
+    if let (Some(fields), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        for (k, v) in extra {
+            if v.is_null() {
+                fields.remove(&k);
+            } else {
+                fields.insert(k, v);
+            }
+        }
+    }
+    spec
+}

@@ -213,7 +213,7 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
     let shadowing = spec.is_shadow(state.step_index);
     for (i, (g, prior)) in spec.gates().iter().zip(&evidence.gates).enumerate() {
         let relative = g.threshold().is_relative();
-        if let Some(note) = not_judged_now(spec, state.step_index, g, shadowing, ctx.split) {
+        if let Some(note) = not_judged_now(spec, g, shadowing, ctx.split) {
             let (mut result, _) = evaluate_gate(&ctx, g, &GateEvidence::default(), &data);
             result.status = GateStatus::Pass;
             (result.evidence, result.proof, result.bounds) = (None, None, None);
@@ -401,8 +401,7 @@ fn without_failures(
 
 /// Why a gate is not judged at this step, if it is not: live gates while shadowing (no user is on
 /// the canary), shadow gates once the shadow phase is over or at 100 % (no stable request to copy).
-fn not_judged_now(spec: &AnalysisSpec, step: usize, gate: &Gate, shadowing: bool, split: bool) -> Option<&'static str> {
-    let _ = step;
+fn not_judged_now(spec: &AnalysisSpec, gate: &Gate, shadowing: bool, split: bool) -> Option<&'static str> {
     match (gate.metric().is_shadow(), shadowing) {
         (false, true) => Some("shadowing: no user is on the canary; live gates start with the first step"),
         (true, false) if spec.shadow_seconds().is_some() => Some("the shadow ended with the shadowing phase"),
