@@ -360,12 +360,20 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>, RawQue
     })))
 }
 
+/// The largest `since_ms` accepted: 2^53 - 1, the largest integer a JSON client holds exactly
+/// (and the `maximum` the OpenAPI document publishes).
+const MAX_SINCE_MS: u64 = (1 << 53) - 1;
+
 fn parse_since(q: Option<&str>) -> Result<Option<u64>, ApiError> {
     let mut since = None;
     for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("since_ms", v)) => {
-                let t = v.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("since_ms must be a non-negative integer (ms since the Unix epoch), got {v:?}")))?;
+                let t = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|t| *t <= MAX_SINCE_MS)
+                    .ok_or_else(|| ApiError::BadRequest(format!("since_ms must be an integer from 0 to {MAX_SINCE_MS} (ms since the Unix epoch), got {v:?}")))?;
                 since = Some(t);
             }
             _ => return Err(ApiError::BadRequest(format!("unknown query parameter {pair:?}: only since_ms"))),
@@ -440,6 +448,8 @@ mod tests {
         assert_eq!(parse_since(Some("since_ms=5")).unwrap(), Some(5));
         assert_eq!(parse_since(None).unwrap(), None);
         assert!(parse_since(Some("since_ms=-1")).is_err());
+        assert_eq!(parse_since(Some("since_ms=9007199254740991")).unwrap(), Some(9007199254740991));
+        assert!(parse_since(Some("since_ms=9007199254740992")).is_err());
         assert!(parse_since(Some("x=1")).is_err());
     }
 }
