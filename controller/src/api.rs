@@ -41,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
         .route("/v1/rollouts/{name}/shadow", get(crate::shadow::get))
         .route("/v1/rollouts/{name}/series", get(crate::series::get))
+        .route("/v1/rollouts/{name}/export", get(crate::export::export))
         .route("/v1/rollouts/{name}/stream", get(crate::stream::one))
         .route("/v1/stream", get(crate::stream::all))
         .route("/ui", get(crate::ui::page))

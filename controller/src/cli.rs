@@ -44,6 +44,8 @@ enum RolloutCommand {
     SetWeight { name: String, weight: f64 },
     /// Show a rollout's events.
     Events { name: String },
+    /// Write a rollout's judged intervals and events as JSON Lines to stdout (`> file.jsonl`).
+    Export { name: String },
     /// Hold a progressing rollout at its weight.
     Pause { name: String },
     /// Continue a paused rollout (its analysis window restarts).
@@ -119,6 +121,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<std::process::ExitCode> {
                          e["weight"].as_f64().unwrap_or(0.0), e["message"].as_str().unwrap_or(""));
             }
         }
+        RolloutCommand::Export { name } => export(&c, &name).await?,
         RolloutCommand::Pause { name } => action(&c, &name, "pause").await?,
         RolloutCommand::Resume { name } => action(&c, &name, "resume").await?,
         RolloutCommand::Promote { name } => action(&c, &name, "promote").await?,
@@ -165,6 +168,35 @@ async fn watch(c: &Client, name: &str, interval: f64) -> anyhow::Result<std::pro
     }
 }
 
+/// Copies the export to stdout as it arrives. A stream that ends without its `end` line (the
+/// connection dropped, or the controller wrote an `error` line) is an error, so a pipeline never takes
+/// a partial file for a whole one.
+async fn export(c: &Client, name: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut resp = c.request(reqwest::Method::GET, &format!("/v1/rollouts/{name}/export")).send().await.with_context(|| format!("cannot reach the controller at {}", c.base))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let v: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or(Value::Null);
+        anyhow::bail!("{status}: {}", v["error"]["message"].as_str().unwrap_or("(no message)"));
+    }
+    let mut out = std::io::stdout().lock();
+    // The last line seen, to check the stream's end.
+    let mut tail: Vec<u8> = Vec::new();
+    while let Some(chunk) = resp.chunk().await.context("the export was cut short")? {
+        out.write_all(&chunk)?;
+        tail.extend_from_slice(&chunk);
+        let keep_from = tail[..tail.len().saturating_sub(1)].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        tail.drain(..keep_from);
+    }
+    out.flush()?;
+    let last: Value = serde_json::from_slice(&tail).unwrap_or(Value::Null);
+    match last["type"].as_str() {
+        Some("end") => Ok(()),
+        Some("error") => anyhow::bail!("{}", last["message"].as_str().unwrap_or("the export was cut short")),
+        _ => anyhow::bail!("the export was cut short (no end line)"),
+    }
+}
+
 async fn action(c: &Client, name: &str, what: &str) -> anyhow::Result<()> {
     let v = c.send(reqwest::Method::POST, &format!("/v1/rollouts/{name}/{what}"), None).await?;
     println!("{name}: {} — {}", v["status"]["phase"].as_str().unwrap_or(""), v["status"]["message"].as_str().unwrap_or(""));
@@ -183,12 +215,17 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
     /// Sends a request; a non-2xx answer becomes an error carrying the API's own message.
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = &self.token {
-            rb = rb.bearer_auth(t);
-        }
+        let mut rb = self.request(method, path);
         if let Some(b) = body {
             rb = rb.json(&b);
         }

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::machine::{self, Input};
 use crate::model::{Phase, Rollout};
 use crate::state::{now_ms, AppState};
+use crate::totals::Interval;
 
 const TICK: Duration = Duration::from_millis(25);
 /// How often silent workers are forgotten.
@@ -80,7 +81,8 @@ fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
     // An approval step's grant releases it, like a resume does a manual one.
     step_state.released |= state.approvals().granted(r);
     let verdict = judge(spec, &step_state, &looked.look(), now);
-    Some(Input::judged(verdict, looked.scheduled))
+    let interval = Interval { started_at_ms: looked.interval_started_ms, ended_at_ms: now, stable: looked.stable, canary: looked.canary };
+    Some(Input::judged_on(verdict, looked.scheduled, interval))
 }
 
 /// Commits `input` unless the rollout changed since `seen` was read.

@@ -13,6 +13,7 @@ pub mod cli_view;
 pub mod driver;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod gitops;
 pub mod ingest;
 pub mod live;
@@ -32,6 +33,7 @@ pub mod shadow;
 pub mod state;
 pub mod store;
 pub mod stream;
+pub mod totals;
 pub mod ui;
 
 pub use api::app;

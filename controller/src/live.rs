@@ -165,6 +165,8 @@ pub struct Looked {
     pub shadow: ShadowStats,
     pub shadow_step: ShadowStats,
     pub scheduled: bool,
+    /// When the interval of `stable`/`canary` began (the last scheduled look, or the window's start).
+    pub interval_started_ms: u64,
 }
 
 impl Looked {
@@ -285,7 +287,8 @@ impl Live {
         // The first scheduled look comes one interval after the window started: a window just
         // (re)started — at a step's start, or empty after a controller restart — has nothing to judge
         // yet, and the verdict restored from disk stays until there is.
-        let scheduled = now_ms >= w.last_evaluated_ms.max(w.started_at_ms).saturating_add(interval_ms);
+        let interval_started_ms = w.last_evaluated_ms.max(w.started_at_ms);
+        let scheduled = now_ms >= interval_started_ms.saturating_add(interval_ms);
         if !scheduled && !w.fresh {
             return None;
         }
@@ -300,6 +303,7 @@ impl Live {
             shadow: w.shadow_interval.clone(),
             shadow_step: w.shadow_step.clone(),
             scheduled,
+            interval_started_ms,
         };
         if scheduled {
             w.last_evaluated_ms = now_ms;

@@ -23,6 +23,7 @@ use fledge_core::Weight;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Phase, Rollout, RolloutStatus};
+use crate::totals::{self, Interval, IntervalRecord};
 
 /// A user's action on a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +66,15 @@ pub enum Input {
     /// The analysis picks up a pending rollout: its first step starts.
     Start,
     /// A judgement of a progressing rollout. `scheduled` is false for the look taken as soon as data
-    /// arrives between intervals, where only a failing critical gate acts.
-    Judged { verdict: Box<Verdict>, scheduled: bool },
+    /// arrives between intervals, where only a failing critical gate acts. `interval`: the counts the
+    /// verdict was made on, closed into `status.totals` and the export when the verdict is committed
+    /// (not part of the event: the export has it).
+    Judged {
+        verdict: Box<Verdict>,
+        scheduled: bool,
+        #[serde(skip)]
+        interval: Option<Box<Interval>>,
+    },
     /// The canary failed its readiness probe `failure_threshold` times in a row while its traffic
     /// flows: a failing critical gate.
     ReadinessFailed { detail: String },
@@ -74,7 +82,12 @@ pub enum Input {
 
 impl Input {
     pub fn judged(verdict: Verdict, scheduled: bool) -> Self {
-        Self::Judged { verdict: Box::new(verdict), scheduled }
+        Self::Judged { verdict: Box::new(verdict), scheduled, interval: None }
+    }
+
+    /// A judgement with the interval it was made on.
+    pub fn judged_on(verdict: Verdict, scheduled: bool, interval: Interval) -> Self {
+        Self::Judged { verdict: Box::new(verdict), scheduled, interval: Some(Box::new(interval)) }
     }
 }
 
@@ -94,11 +107,13 @@ pub struct Transition {
     /// Weight or versions changed: the proxies get a new config generation.
     pub routing_changed: bool,
     pub window: WindowEffect,
+    /// The judged interval this transition closed (already added to `status.totals`): stored with it.
+    pub interval: Option<IntervalRecord>,
 }
 
 impl Transition {
     fn new(rollout: Rollout, event: Option<&'static str>, routing_changed: bool, window: WindowEffect) -> Self {
-        Self { rollout, event, routing_changed, window }
+        Self { rollout, event, routing_changed, window, interval: None }
     }
 
     /// Nothing changes.
@@ -129,11 +144,25 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
             next.status.generation = r.status.generation;
             next.status.revision = r.status.revision;
             next.status.window = r.status.window;
+            next.status.totals = r.status.totals.clone();
             Ok(Transition::new(next, Some("replaced"), true, WindowEffect::Reset))
         }
         Input::User { action } => user(r, action, now_ms),
         Input::Start => start(r, now_ms),
-        Input::Judged { verdict, scheduled } => judged(r, *verdict, scheduled, now_ms),
+        Input::Judged { verdict, scheduled, interval } => {
+            let action = verdict.action;
+            let mut t = judged(r, *verdict, scheduled, now_ms)?;
+            // A judgement that committed anything closed its interval: a scheduled look, or a critical
+            // rollback between looks (the data that failed the gate belongs in the record).
+            let committed = scheduled || t.rollout.status.phase == Phase::RolledBack;
+            if let (Some(interval), true) = (interval, committed && !t.is_noop(r)) {
+                let versions = (r.spec.stable.as_str(), r.spec.canary.as_str());
+                let s = &mut t.rollout.status;
+                let record = totals::close(&mut s.totals, &interval, versions, r.status.window, r.status.phase, r.status.step, action);
+                t.interval = Some(record);
+            }
+            Ok(t)
+        }
         Input::ReadinessFailed { detail } => {
             if !(r.status.phase.is_judged() || r.status.phase == Phase::Paused) {
                 return Err(StateError::NotAllowed { action: "fail readiness of", phase: r.status.phase.as_str() });

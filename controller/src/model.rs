@@ -12,6 +12,8 @@ use fledge_core::snapshot::RouteSpec;
 use fledge_core::Weight;
 use serde::{Deserialize, Serialize};
 
+use crate::totals::Totals;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -144,6 +146,10 @@ pub struct RolloutStatus {
     /// ready. Cleared when the step changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
+    /// Everything the analysis judged, per version: the sums of the export's interval lines
+    /// ([`crate::totals`]). Kept across a replaced spec, like the events.
+    #[serde(default, skip_serializing_if = "Totals::is_empty")]
+    pub totals: Totals,
 }
 
 impl Rollout {
@@ -173,6 +179,7 @@ impl Rollout {
             last_verdict: None,
             evidence: EvidenceState::default(),
             released: false,
+            totals: Totals::default(),
         };
         Ok(Self { name: name.to_string(), spec, status, mode })
     }

@@ -265,6 +265,23 @@ impl AppState {
         Ok(self.store().events(name)?)
     }
 
+    /// Where an export of rollout `name` starts and ends: the rollout as committed, the newest event
+    /// and the oldest interval kept, read together (under the store's lock, which every commit holds
+    /// until its view is swapped in), so the export is one consistent snapshot.
+    pub fn export_start(&self, name: &str) -> Result<(Arc<Rollout>, i64, Option<u64>), ApiError> {
+        let store = self.store();
+        let rollout = self.view().rollout(name).cloned().ok_or_else(|| crate::api::not_found(name))?;
+        Ok((rollout, store.last_event_seq()?, store.first_interval(name)?))
+    }
+
+    pub fn events_page(&self, name: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        self.store().events_page(name, after_seq, upto_seq, limit)
+    }
+
+    pub fn intervals_page(&self, name: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+        self.store().intervals_page(name, after_n, upto_n, limit)
+    }
+
     /// Releases held long polls so a graceful shutdown does not wait out their hold time.
     pub fn begin_shutdown(&self) {
         self.shared.shutdown.send_replace(true);
@@ -317,7 +334,7 @@ impl AppState {
                 None
             }
             Change::Create(rollout, input) => {
-                let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset };
+                let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset, interval: None };
                 let (r, e) = self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms)?;
                 event = e;
                 Some(r)
@@ -395,7 +412,7 @@ impl AppState {
             (Some(kind), Some(body)) => crate::notify::deliveries(epoch, &r, kind, body, seq),
             _ => Vec::new(),
         };
-        let queued = store.put(&r, *generation, event.as_ref(), &deliveries)?;
+        let queued = store.put(&r, *generation, event.as_ref(), t.interval.as_ref(), &deliveries)?;
         if let Some(kind) = t.event {
             self.counters().event(&r.name, kind);
         }

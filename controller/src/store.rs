@@ -21,8 +21,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection};
 
 use crate::model::Rollout;
+use crate::totals::IntervalRecord;
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
+/// Judged intervals kept per rollout (a day and a half of 1 s intervals); past it the oldest are
+/// dropped, and the export's header says how many.
+pub const MAX_INTERVALS: u64 = 131_072;
 /// Undelivered notifications kept at most; past it the oldest are dropped (a receiver down for days).
 pub const MAX_OUTBOX: i64 = 10_000;
 pub const DB_FILE: &str = "fledge.db";
@@ -171,14 +175,16 @@ impl Store {
         Ok(Loaded { epoch, generation: generation as u64, rollouts })
     }
 
-    /// Writes a rollout (insert or replace), the new generation, the event of the change and the
-    /// deliveries it owes in one transaction: after a crash, either all of them are there or none.
-    /// `deliveries` renders them from the event's sequence number (called only with an event).
+    /// Writes a rollout (insert or replace), the new generation, the event of the change, the judged
+    /// interval it closed and the deliveries it owes in one transaction: after a crash, either all of
+    /// them are there or none. `deliveries` renders them from the event's sequence number (called
+    /// only with an event).
     pub fn put(
         &mut self,
         rollout: &Rollout,
         generation: u64,
         event: Option<&serde_json::Value>,
+        interval: Option<&IntervalRecord>,
         deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
     ) -> Result<Queued, StoreError> {
         let body = serde_json::to_string(rollout)?;
@@ -187,6 +193,11 @@ impl Store {
             "INSERT INTO rollouts (name, body) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET body = excluded.body",
             params![rollout.name, body],
         )?;
+        if let Some(i) = interval {
+            let n = i.n.min(i64::MAX as u64) as i64;
+            tx.execute("INSERT OR REPLACE INTO intervals (rollout, n, body) VALUES (?1, ?2, ?3)", params![rollout.name, n, i.body.to_string()])?;
+            tx.execute("DELETE FROM intervals WHERE rollout = ?1 AND n <= ?2", params![rollout.name, n - MAX_INTERVALS as i64])?;
+        }
         let mut queued = Queued::default();
         if let Some(e) = event {
             let at_ms = rollout.status.updated_at_ms as i64;
@@ -259,6 +270,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM rollouts WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM events WHERE rollout = ?1", params![name])?;
+        tx.execute("DELETE FROM intervals WHERE rollout = ?1", params![name])?;
         tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
         Ok(())
@@ -276,6 +288,45 @@ impl Store {
         Ok(rows)
     }
 
+    /// Up to `limit` of a rollout's events after `after_seq` and at most `upto_seq`, oldest first (the
+    /// export reads them a page at a time).
+    pub fn events_page(&self, rollout: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, body FROM events WHERE rollout = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4")?;
+        let rows = stmt
+            .query_map(params![rollout, after_seq, upto_seq, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .map(|row| {
+                let (seq, body) = row?;
+                Ok((seq, serde_json::from_str(&body)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(rows)
+    }
+
+    /// The newest event's sequence number (0 without events).
+    pub fn last_event_seq(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` of a rollout's judged intervals numbered after `after_n` and at most `upto_n`,
+    /// oldest first.
+    pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+        let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
+        let mut stmt = self.conn.prepare_cached("SELECT n, body FROM intervals WHERE rollout = ?1 AND n > ?2 AND n <= ?3 ORDER BY n LIMIT ?4")?;
+        let rows = stmt
+            .query_map(params![rollout, clamp(after_n), clamp(upto_n), limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .map(|row| {
+                let (n, body) = row?;
+                Ok((n.max(0) as u64, serde_json::from_str(&body)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(rows)
+    }
+
+    /// The number of the oldest interval kept of a rollout (None without any).
+    pub fn first_interval(&self, rollout: &str) -> Result<Option<u64>, StoreError> {
+        let n: Option<i64> = self.conn.query_row("SELECT MIN(n) FROM intervals WHERE rollout = ?1", params![rollout], |r| r.get(0))?;
+        Ok(n.map(|n| n.max(0) as u64))
+    }
 }
 
 /// Brings a file of any older schema to [`SCHEMA_VERSION`], in one transaction.
@@ -306,6 +357,12 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
                      kind TEXT NOT NULL, url TEXT NOT NULL, body BLOB NOT NULL, created_ms INTEGER NOT NULL,
                      attempts INTEGER NOT NULL, next_attempt_ms INTEGER NOT NULL, last_error TEXT);
                  CREATE INDEX outbox_by_url ON outbox (url, id);",
+            )?;
+        }
+        if version < 4 {
+            // Version 4: the judged intervals (the export's evidence), numbered per rollout.
+            conn.execute_batch(
+                "CREATE TABLE intervals (rollout TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (rollout, n));",
             )?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
@@ -413,7 +470,7 @@ mod tests {
         assert_eq!(store.events("support").unwrap().len(), 1);
         assert_eq!(store.outbox_len().unwrap(), 0);
         // The migrated file takes deliveries.
-        let queued = store.put(&loaded.rollouts[0], 4, Some(&serde_json::json!({"kind": "paused"})), &|seq| vec![delivery(seq, "http://r/")]).unwrap();
+        let queued = store.put(&loaded.rollouts[0], 4, Some(&serde_json::json!({"kind": "paused"})), None, &|seq| vec![delivery(seq, "http://r/")]).unwrap();
         assert_eq!(queued, Queued { seq: Some(2), deliveries: 1, dropped: 0 });
         assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-2-0", "named by the event's seq");
     }
@@ -425,10 +482,10 @@ mod tests {
         let r = rollout("support");
         let event = serde_json::json!({"kind": "paused"});
         // No event, no delivery; an event renders its deliveries from its own seq.
-        store.put(&r, 1, None, &|seq| vec![delivery(seq, "http://a/")]).unwrap();
+        store.put(&r, 1, None, None, &|seq| vec![delivery(seq, "http://a/")]).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 0);
         for _ in 0..3 {
-            store.put(&r, 1, Some(&event), &|seq| vec![delivery(seq, "http://a/"), NewDelivery { delivery: format!("e-{seq}-1"), ..delivery(seq, "http://b/") }]).unwrap();
+            store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/"), NewDelivery { delivery: format!("e-{seq}-1"), ..delivery(seq, "http://b/") }]).unwrap();
         }
         assert_eq!(store.outbox_len().unwrap(), 6);
         let heads = store.outbox_heads().unwrap();
@@ -447,8 +504,42 @@ mod tests {
         // A failing transaction writes neither the event nor its deliveries.
         let mut store = store;
         store.conn.execute_batch("CREATE TRIGGER no_more BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'full'); END;").unwrap();
-        assert!(store.put(&r, 2, Some(&event), &|seq| vec![delivery(seq, "http://a/")]).is_err());
+        assert!(store.put(&r, 2, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).is_err());
         assert_eq!((store.events("support").unwrap().len(), store.outbox_len().unwrap()), (3, 5));
+    }
+
+    #[test]
+    fn intervals_are_written_with_their_rollout_paged_bounded_and_deleted_with_it() {
+        let mut store = Store::in_memory().unwrap();
+        let r = rollout("support");
+        let record = |n: u64| IntervalRecord { n, body: serde_json::json!({"n": n}) };
+        for n in 1..=10 {
+            store.put(&r, 1, None, Some(&record(n)), &|_| Vec::new()).unwrap();
+        }
+        let page = store.intervals_page("support", 3, 8, 2).unwrap();
+        assert_eq!(page.iter().map(|(n, b)| (*n, b["n"].as_u64().unwrap())).collect::<Vec<_>>(), [(4, 4), (5, 5)]);
+        assert_eq!(store.intervals_page("support", 0, 3, 100).unwrap().len(), 3, "none past upto_n");
+        assert_eq!(store.first_interval("support").unwrap(), Some(1));
+        // The interval numbered MAX_INTERVALS + 5 leaves the newest MAX_INTERVALS: 1..=5 go.
+        store.put(&r, 1, None, Some(&record(MAX_INTERVALS + 5)), &|_| Vec::new()).unwrap();
+        assert_eq!(store.first_interval("support").unwrap(), Some(6));
+        store.delete("support", 2).unwrap();
+        assert_eq!(store.first_interval("support").unwrap(), None);
+    }
+
+    #[test]
+    fn a_version_3_file_gains_the_intervals_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.conn.execute_batch("DROP TABLE intervals; PRAGMA user_version = 3;").unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 4);
+        let record = IntervalRecord { n: 1, body: serde_json::json!({}) };
+        store.put(&rollout("support"), 1, None, Some(&record), &|_| Vec::new()).unwrap();
+        assert_eq!(store.first_interval("support").unwrap(), Some(1));
     }
 
     #[test]
@@ -458,7 +549,7 @@ mod tests {
         let event = serde_json::json!({"kind": "paused"});
         let mut dropped = 0;
         for _ in 0..(MAX_OUTBOX + 5) {
-            dropped += store.put(&r, 1, Some(&event), &|seq| vec![delivery(seq, "http://a/")]).unwrap().dropped;
+            dropped += store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).unwrap().dropped;
         }
         assert_eq!((store.outbox_len().unwrap(), dropped), (MAX_OUTBOX as u64, 5));
         assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-6-0", "the oldest went first");

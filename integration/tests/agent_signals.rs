@@ -146,3 +146,76 @@ async fn prompt_canaries_in_one_process_are_promoted_and_rolled_back_like_deploy
     let rolled = ctl.wait_phase("support", "rolled_back", Duration::from_secs(30)).await.unwrap();
     assert!(rolled["status"]["message"].as_str().unwrap().contains("task_success_rate"), "{}", rolled["status"]["message"]);
 }
+
+/// `fledge rollouts export` of a finished rollout: every line parses, the interval lines add up to
+/// the status's totals (requests, errors, outcomes, cost and the judge's scores per version), and
+/// every event is there with its verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_of_a_finished_rollout_adds_up_to_its_status() {
+    let v1 = Agent::start(Behaviour { cost: 0.02, success_rate: 0.9, ..Behaviour::version("v1") }).await.unwrap();
+    let v2 = Agent::start(Behaviour { cost: 0.01, success_rate: 0.9, ..Behaviour::version("v2") }).await.unwrap();
+    let ctl = Controller::builder().token("t0ken").start().await.unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100, "controller": {"token": "t0ken"}})).start().await.unwrap();
+    let load = Load::start(Traffic::new(envoy.listener, HOST), 150, 1_000);
+    // A judge scoring both versions alike, through the OTLP receiver.
+    let url = ctl.url("/v1/logs");
+    let judge = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for n in 0u64.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let score = if n % 2 == 0 { 4.5 } else { 3.5 };
+            let records = vec![otlp_evaluation("support", "v1", score, "pass"), otlp_evaluation("support", "v2", score, "pass")];
+            let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+            let _ = http.post(&url).bearer_auth("t0ken").header("content-type", "application/json").body(body.to_string()).send().await;
+        }
+    });
+    ctl.put_rollout("support", json!({
+        "hosts": [HOST], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 1, "min_requests": 30,
+        "analysis": {"interval_seconds": 0.25, "failure_limit": 1},
+        "gates": [{"metric": "error_rate", "max_increase": 0.05}, {"metric": "task_success_rate", "max_decrease": 0.1},
+                  {"metric": "evaluation_score", "name": "helpfulness", "max_decrease": 0.5}]
+    })).await.unwrap();
+    let done = ctl.wait_phase("support", "succeeded", Duration::from_secs(60)).await.unwrap();
+    judge.abort();
+    drop(load);
+
+    let out = std::process::Command::new(fledge_integration::fledge_bin())
+        .args(["rollouts", "--server", &ctl.url(""), "--token", "t0ken", "export", "support"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line does not parse ({e}): {l}"))).collect();
+    assert_eq!(lines.first().map(|l| l["type"].clone()), Some(json!("rollout")));
+    assert_eq!(lines.last().map(|l| l["type"].clone()), Some(json!("end")));
+
+    // The status, read now, is the one the export was taken of: a finished rollout judges no more.
+    let status = ctl.get("/v1/rollouts/support").await.unwrap();
+    assert_eq!(status["status"], done["status"]);
+    let totals = &status["status"]["totals"];
+    assert_eq!(&lines[0]["rollout"]["status"]["totals"], totals);
+    let intervals: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "interval").collect();
+    assert_eq!(intervals.len() as u64, 2 * totals["intervals"].as_u64().unwrap(), "a line per interval and version");
+    for version in ["v1", "v2"] {
+        let mine: Vec<&&serde_json::Value> = intervals.iter().filter(|l| l["version"] == version).collect();
+        let sum = |field: &str| mine.iter().map(|l| l["counts"][field].as_f64().unwrap()).sum::<f64>();
+        let eval_sum = |field: &str| mine.iter().filter_map(|l| l["counts"]["evaluations"]["helpfulness"][field].as_f64()).sum::<f64>();
+        let want = &totals["versions"][version];
+        for field in ["requests", "errors", "status_2xx", "outcome_success", "outcome_failure", "cost_count", "policy_violations", "latency_samples"] {
+            assert_eq!(sum(field), want[field].as_f64().unwrap(), "{version} {field}");
+        }
+        assert!((sum("cost_sum") - want["cost_sum"].as_f64().unwrap()).abs() < 1e-9, "{version} cost_sum");
+        for field in ["count", "labelled", "pass"] {
+            assert_eq!(eval_sum(field), want["evaluations"]["helpfulness"][field].as_f64().unwrap(), "{version} helpfulness {field}");
+        }
+        assert!((eval_sum("score_sum") - want["evaluations"]["helpfulness"]["score_sum"].as_f64().unwrap()).abs() < 1e-9);
+        assert!(sum("requests") > 30.0 && sum("outcome_success") > 0.0 && eval_sum("count") > 0.0, "{version} was judged on real traffic");
+    }
+    // The judged requests are among those the agents answered (traffic after the end is not judged).
+    let judged = |v: &str| totals["versions"][v]["requests"].as_u64().unwrap();
+    assert!(judged("v1") <= v1.requests() && judged("v2") <= v2.requests());
+    let events: Vec<&str> = lines.iter().filter(|l| l["type"] == "event").map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(events, ["created", "started", "advanced", "promoted"]);
+    assert!(lines.iter().filter(|l| l["type"] == "event").all(|l| l.get("verdict").is_some()));
+    println!("export: {} lines, {} intervals; judged v1 {} / v2 {} requests", lines.len(), totals["intervals"], judged("v1"), judged("v2"));
+}

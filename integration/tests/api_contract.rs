@@ -39,6 +39,6 @@ async fn controller_honours_its_openapi_contract() {
     let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     println!("schemathesis ({:?}):\n{}", start.elapsed(), report.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n"));
     assert!(out.status.success(), "schemathesis found contract violations (see above)");
-    assert!(report.contains("Tested: 26"), "every operation tested");
+    assert!(report.contains("Tested: 27"), "every operation tested");
     assert!(!ctl.log().contains("panicked"), "the controller panicked:\n{}", ctl.log());
 }

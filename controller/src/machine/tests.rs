@@ -90,6 +90,35 @@ fn blue_green_previews_switches_bakes_and_switches_back() {
 }
 
 #[test]
+fn committed_judgements_close_their_interval_into_the_totals() {
+    let p = step(&automated(), Input::Start, 0).unwrap().rollout;
+    let interval = |stable: &VersionStats, canary: &VersionStats| Interval { started_at_ms: 0, ended_at_ms: 1_000, stable: stable.clone(), canary: canary.clone() };
+    let (good, bad) = (stats(500, 0, 0), stats(50, 50, 0));
+    // Between intervals, nothing committed: nothing closed.
+    let v = verdict(&p, &good, &bad, 10, false);
+    let t = step(&p, Input::judged_on(v, false, interval(&good, &bad)), 10).unwrap();
+    assert!(t.is_noop(&p) && t.interval.is_none() && t.rollout.status.totals.is_empty());
+    // A scheduled look: interval 1, both versions counted.
+    let v = verdict(&p, &good, &good, 1_000, true);
+    let t = step(&p, Input::judged_on(v, true, interval(&good, &good)), 1_000).unwrap();
+    let record = t.interval.clone().unwrap();
+    assert_eq!((record.n, record.body["action"].as_str(), record.body["step"].as_u64()), (1, Some("hold"), Some(0)));
+    let totals = &t.rollout.status.totals;
+    assert_eq!((totals.intervals, totals.versions["v1"].requests, totals.versions["v2"].requests), (1, 500, 500));
+    // A critical failure between looks rolls back and closes the open interval with it.
+    let unsafe_call = stats(3, 0, 1);
+    let v = verdict(&t.rollout, &good, &unsafe_call, 1_500, false);
+    let t = step(&t.rollout, Input::judged_on(v, false, interval(&good, &unsafe_call)), 1_500).unwrap();
+    assert_eq!(t.rollout.status.phase, Phase::RolledBack);
+    let totals = &t.rollout.status.totals;
+    assert_eq!((t.interval.map(|i| i.n), totals.intervals, totals.versions["v2"].policy_violations), (Some(2), 2, 1));
+    // A replaced spec keeps them, as it keeps the events.
+    let spec = t.rollout.spec.clone();
+    let replaced = step(&t.rollout, Input::Replace { spec: Box::new(spec) }, 2_000).unwrap().rollout;
+    assert_eq!(replaced.status.totals, t.rollout.status.totals);
+}
+
+#[test]
 fn manual_takes_only_promote_and_abort() {
     let m = rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#);
     assert!(matches!(step(&m, Input::Start, 1), Err(StateError::NotAllowed { .. })));
