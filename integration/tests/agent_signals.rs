@@ -179,12 +179,16 @@ async fn the_export_of_a_finished_rollout_adds_up_to_its_status() {
     judge.abort();
     drop(load);
 
+    // `fledge rollouts export support > support.jsonl`
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("support.jsonl");
     let out = std::process::Command::new(fledge_integration::fledge_bin())
         .args(["rollouts", "--server", &ctl.url(""), "--token", "t0ken", "export", "support"])
+        .stdout(std::fs::File::create(&file).unwrap())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line does not parse ({e}): {l}"))).collect();
     assert_eq!(lines.first().map(|l| l["type"].clone()), Some(json!("rollout")));
     assert_eq!(lines.last().map(|l| l["type"].clone()), Some(json!("end")));
@@ -211,11 +215,27 @@ async fn the_export_of_a_finished_rollout_adds_up_to_its_status() {
         assert!((eval_sum("score_sum") - want["evaluations"]["helpfulness"]["score_sum"].as_f64().unwrap()).abs() < 1e-9);
         assert!(sum("requests") > 30.0 && sum("outcome_success") > 0.0 && eval_sum("count") > 0.0, "{version} was judged on real traffic");
     }
+    // The documented summing script agrees.
+    let script = fledge_integration::workspace_root().join("integration/scripts/export_totals.py");
+    let out = std::process::Command::new("python3").arg(&script).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summed["intervals"], totals["intervals"]);
+    for version in ["v1", "v2"] {
+        let (mine, want) = (&summed["versions"][version], &totals["versions"][version]);
+        assert_eq!(mine["requests"].as_f64(), want["requests"].as_f64(), "{version}");
+        assert_eq!(mine["evaluations.helpfulness.count"].as_f64(), want["evaluations"]["helpfulness"]["count"].as_f64(), "{version}");
+    }
     // The judged requests are among those the agents answered (traffic after the end is not judged).
     let judged = |v: &str| totals["versions"][v]["requests"].as_u64().unwrap();
     assert!(judged("v1") <= v1.requests() && judged("v2") <= v2.requests());
     let events: Vec<&str> = lines.iter().filter(|l| l["type"] == "event").map(|l| l["kind"].as_str().unwrap()).collect();
     assert_eq!(events, ["created", "started", "advanced", "promoted"]);
     assert!(lines.iter().filter(|l| l["type"] == "event").all(|l| l.get("verdict").is_some()));
+    let missing = std::process::Command::new(fledge_integration::fledge_bin())
+        .args(["rollouts", "--server", &ctl.url(""), "export", "nope"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
     println!("export: {} lines, {} intervals; judged v1 {} / v2 {} requests", lines.len(), totals["intervals"], judged("v1"), judged("v2"));
 }
