@@ -67,7 +67,7 @@ pub(crate) fn against_baseline(gate: &Gate, base: &VersionStats, min_n: u64, alp
         }
         (MetricKind::Mean, t) => {
             let (mean, variance, count) =
-                mean_and_variance(base, 0.0).ok_or_else(|| "blue has no cost before the switch".to_string())?;
+                mean_and_variance(base, &[base], 0.0).ok_or_else(|| "blue has no cost before the switch".to_string())?;
             let z = normal::quantile(1.0 - alpha_b).unwrap_or(4.0);
             let high = mean + z * (variance / count).sqrt();
             let l = match t {

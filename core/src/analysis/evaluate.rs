@@ -906,11 +906,25 @@ fn latency_relative(ctx: &Context, metric: Metric, q: f64, threshold: Threshold,
     Outcome { failed, evidence: Some(evidence), proof: Some(proof), proven, missing, bounds: Some(bounds) }
 }
 
-/// Mean and variance of one interval's cost reports (variance floored), if there are two or more.
-pub(crate) fn mean_and_variance(s: &VersionStats, scale: f64) -> Option<(f64, f64, f64)> {
-    let summary = s.cost_summary();
+/// Values a per-observation variance is estimated from at least.
+pub const MIN_VARIANCE_N: u64 = 30;
+
+/// The mean of one interval's values (cost reports, or an evaluation's scores), their
+/// per-observation variance (floored) and count. The variance is not the interval's own: estimated
+/// from the two or three values an interval at a small step holds it is often far too small, and a
+/// Gaussian increment judged with it looks like strong evidence (the evaluation simulations rolled
+/// back 45 % of identical canaries that way). It is the largest of the `variance_from` estimates —
+/// the step's counts, which include the interval's — that rest on [`MIN_VARIANCE_N`] values or more;
+/// `None` (no evidence this interval) when none does.
+pub(crate) fn mean_and_variance(interval: &VersionStats, variance_from: &[&VersionStats], scale: f64) -> Option<(f64, f64, f64)> {
+    let summary = interval.cost_summary();
     let mean = summary.mean()?;
-    let variance = summary.variance()?;
+    let variance = variance_from
+        .iter()
+        .map(|s| s.cost_summary())
+        .filter(|s| s.count >= MIN_VARIANCE_N)
+        .filter_map(|s| s.variance())
+        .reduce(f64::max)?;
     let floor = (MEAN_SD_FLOOR * scale.abs().max(mean.abs())).powi(2).max(1e-18);
     Some((mean, variance.max(floor), summary.count as f64))
 }
@@ -923,8 +937,10 @@ pub(crate) fn mean_gate(ctx: &Context, threshold: Threshold, next: &mut GateEvid
         Threshold::Min(_) | Threshold::MaxDecrease(_) => (1.0, 0.0, None),
     };
     let scale = absolute.unwrap_or(0.0);
-    let canary = mean_and_variance(data.canary, scale);
-    let stable = mean_and_variance(data.stable, scale);
+    // The canary's spread from its step's values, or stable's if larger (under no regression they
+    // are alike, and stable has the data at a small step); stable's from its own step.
+    let canary = mean_and_variance(data.canary, &[data.canary_step, data.stable_step], scale);
+    let stable = mean_and_variance(data.stable, &[data.stable_step], scale);
     // (d, σ², per-observation sd) of "canary − ratio·stable − delta" (or canary − limit).
     let increment = |ratio: f64, delta: f64| match (absolute, canary, stable) {
         (Some(m), Some((mc, vc, nc)), _) => Some((mc - m, vc / nc, vc.sqrt())),

@@ -43,7 +43,7 @@ pub(crate) fn evaluate(ctx: &Context, gate: &Gate, prior: &GateEvidence, data: &
 /// the proof rules out a mean score of m/2 or less (for the positive scores evaluators give).
 fn score_at_least(ctx: &Context, m: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
     // The view holds −score: mean_and_variance gives (−mean, variance, n).
-    let canary = mean_and_variance(data.canary, m).map(|(neg, v, n)| (-neg, v, n));
+    let canary = mean_and_variance(data.canary, &[data.canary_step, data.stable_step], m).map(|(neg, v, n)| (-neg, v, n));
     let llrs: Vec<f64> = match canary {
         Some((mean, var, n)) => MEAN_GRID
             .iter()

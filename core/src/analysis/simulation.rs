@@ -26,14 +26,27 @@ pub struct Profile {
     pub violation_rate: f64,
     /// Latency = a log-normal (median 100 ms, σ = 0.5, p99 ≈ 320 ms) times this.
     pub latency_factor: f64,
+    /// An evaluated answer's judge score: Normal(this, [`SCORE_SD`]), unclipped, so two versions'
+    /// means differ by exactly what the row says.
+    pub score_mean: f64,
+    /// An evaluated answer's chance of the label `pass`.
+    pub pass_rate: f64,
 }
 
-/// 1 % errors, 95 % task success, 0.1 % policy violations, the base latency.
+/// The spread of a judge's scores (on a 1–5 scale, about a point either way).
+pub const SCORE_SD: f64 = 0.8;
+/// The evaluation the simulated judge reports.
+pub const EVALUATION: &str = "helpfulness";
+
+/// 1 % errors, 95 % task success, 0.1 % policy violations, the base latency; judged 4.2 on average
+/// with 90 % `pass` labels where answers are evaluated.
 pub const BASELINE: Profile = Profile {
     error_rate: 0.01,
     success_rate: 0.95,
     violation_rate: 0.001,
     latency_factor: 1.0,
+    score_mean: 4.2,
+    pass_rate: 0.90,
 };
 
 /// Both versions' error rate becomes `error_rate` for `seconds`, starting `offset_s` into step
@@ -69,6 +82,11 @@ pub struct Scenario {
     pub preview_share: f64,
     /// A shadow row: only the shadowing phase is simulated, on paired copies (see [`shadow`]).
     pub shadow: Option<ShadowScenario>,
+    /// The share of answers an evaluator scores and labels (0: no evaluations).
+    pub evaluated: f64,
+    /// The judge gives whole scores 1–5 (the Normal score rounded and clipped): skewed and discrete,
+    /// as LLM judges' scores are.
+    pub integer_scores: bool,
 }
 
 /// How a simulated rollout ended.
@@ -122,6 +140,8 @@ fn latency_table() -> Vec<f64> {
 
 pub struct Simulator {
     latency: Vec<f64>,
+    /// Standard normal quantiles at the same points: a judge's score is one lookup.
+    normal: Vec<f64>,
 }
 
 impl Default for Simulator {
@@ -132,10 +152,25 @@ impl Default for Simulator {
 
 impl Simulator {
     pub fn new() -> Self {
-        Self { latency: latency_table() }
+        let size = 1usize << LATENCY_TABLE_BITS;
+        let normal = (0..size).map(|i| normal::quantile((i as f64 + 0.5) / size as f64).unwrap_or(0.0)).collect();
+        Self { latency: latency_table(), normal }
     }
 
-    fn request(&self, rng: &mut SplitMix64, p: &Profile, error_rate: f64, s: &mut VersionStats) {
+    fn request(&self, rng: &mut SplitMix64, p: &Profile, error_rate: f64, (evaluated, integer_scores): (f64, bool), s: &mut VersionStats) {
+        if evaluated > 0.0 && rng.next_f64() < evaluated {
+            let z = self.normal.get((rng.next_u64() >> (64 - LATENCY_TABLE_BITS)) as usize).copied().unwrap_or(0.0);
+            let mut score = p.score_mean + SCORE_SD * z;
+            if integer_scores {
+                score = score.round().clamp(1.0, 5.0);
+            }
+            let e = s.evaluations.entry(EVALUATION.to_string()).or_default();
+            e.count += 1;
+            e.sum += score;
+            e.sum_sq += score * score;
+            e.labelled += 1;
+            e.pass += u64::from(rng.next_f64() < p.pass_rate);
+        }
         s.requests += 1;
         if rng.next_f64() < error_rate {
             s.errors += 1;
@@ -192,10 +227,10 @@ impl Simulator {
             for _ in 0..sc.rps * interval_s {
                 if rng.next_f64() < share {
                     let e = incident_rate.unwrap_or(canary.error_rate);
-                    self.request(&mut rng, &canary, e, &mut dc);
+                    self.request(&mut rng, &canary, e, (sc.evaluated, sc.integer_scores), &mut dc);
                 } else {
                     let e = incident_rate.unwrap_or(sc.stable.error_rate);
-                    self.request(&mut rng, &sc.stable, e, &mut ds);
+                    self.request(&mut rng, &sc.stable, e, (sc.evaluated, sc.integer_scores), &mut ds);
                 }
             }
             stable_step.merge(&ds);
@@ -371,6 +406,8 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         watch,
         preview_share: 0.0,
         shadow: None,
+        evaluated: 0.0,
+        integer_scores: false,
     };
     let mut rows = vec![
         (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),
@@ -446,9 +483,65 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         base("healthy canary (1 % errors, 95 % success), promotion time", BASELINE, None),
         "promoted, no step held over 3 × 60 s",
     ));
+    rows.extend(evaluation_rows(&base));
     rows.extend(blue_green_rows(&base));
     rows.extend(shadow::rows(&base));
     rows
+}
+
+/// The default gates plus `evaluation_score` (max_decrease 0.3) and `evaluation_pass_rate`
+/// (max_decrease 0.05) on [`EVALUATION`]: six gates, α_gate = 0.01 / 6.
+pub fn evaluation_gates() -> Vec<Gate> {
+    let named = |metric, threshold| Gate::evaluation(metric, EVALUATION, threshold, false).ok();
+    default_gates()
+        .into_iter()
+        .chain(named(Metric::EvaluationScore, Threshold::MaxDecrease(0.3)))
+        .chain(named(Metric::EvaluationPassRate, Threshold::MaxDecrease(0.05)))
+        .collect()
+}
+
+/// Evaluation gates: a judge scores and labels half of the answers (the issue's setting otherwise).
+fn evaluation_rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> Vec<(Scenario, &'static str)> {
+    let eval = |name: &str, canary: Profile, watch: Option<Metric>| {
+        let mut sc = base(name, canary, watch);
+        sc.spec = issue_spec(evaluation_gates()).unwrap_or_default();
+        sc.evaluated = 0.5;
+        sc
+    };
+    let mut after_history = eval(
+        "evaluations: judge scores 4.2 → 3.4 at a 5 % step after 10 min of equal scores",
+        BASELINE,
+        Some(Metric::EvaluationScore),
+    );
+    after_history.spec = spec_with(vec![5.0, 100.0], 1_200, evaluation_gates()).unwrap_or_default();
+    after_history.change = Some(Change { at_s: 601, after: Profile { score_mean: 3.4, ..BASELINE } });
+    let from_start = |mut sc: Scenario| {
+        sc.change = Some(Change { at_s: 0, after: sc.canary });
+        sc
+    };
+    let mut whole = eval("evaluations A/A with whole scores 1–5 (skewed: mean 4.15, 81 % of answers 4 or 5)", BASELINE, None);
+    whole.integer_scores = true;
+    vec![
+        (eval("evaluations A/A: equal judge scores and labels (half the answers evaluated)", BASELINE, None), "false rollbacks ≤ 1 %, promoted ≥ 95 %"),
+        (whole, "false rollbacks ≤ 1 %, promoted ≥ 95 %"),
+        (
+            eval("evaluations: mean score at the tolerance (4.2 → 3.9, max_decrease 0.3)", Profile { score_mean: 3.9, ..BASELINE }, Some(Metric::EvaluationScore)),
+            "rollbacks on evaluation_score ≤ α_gate = 0.17 %",
+        ),
+        (
+            eval("evaluations: pass rate at the tolerance (90 % → 85 %, max_decrease 0.05)", Profile { pass_rate: 0.85, ..BASELINE }, Some(Metric::EvaluationPassRate)),
+            "rollbacks on evaluation_pass_rate ≤ α_gate = 0.17 %",
+        ),
+        (
+            from_start(eval("evaluations: judge scores 4.2 → 3.4 from the start", Profile { score_mean: 3.4, ..BASELINE }, Some(Metric::EvaluationScore))),
+            "rolled back ≥ 95 %, never past the first step",
+        ),
+        (
+            from_start(eval("evaluations: pass rate 90 % → 75 % from the start", Profile { pass_rate: 0.75, ..BASELINE }, Some(Metric::EvaluationPassRate))),
+            "rolled back ≥ 95 %",
+        ),
+        (after_history, "rolled back ≥ 95 %, median detection ≤ 60 s"),
+    ]
 }
 
 /// Blue-green: a 120 s preview with 5 % of the traffic (a `version: canary` segment) on green, the

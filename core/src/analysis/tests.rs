@@ -545,3 +545,28 @@ fn a_shadow_answering_like_stable_passes_the_phase_at_its_dwell() {
     }
     panic!("the shadow phase never passed: {:?}", state.evidence.gates);
 }
+
+/// Six gates with the two evaluation gates.
+const ALPHA_GATE_6: f64 = OVERALL_ALPHA / 6.0;
+
+#[test]
+fn sim_evaluation_gates_keep_their_level_on_equal_and_tolerated_judges() {
+    for name in ["evaluations A/A: equal", "evaluations A/A with whole scores"] {
+        let t = row(name, 500);
+        assert!(t.any_rollback_rate() <= 0.01 && t.promoted as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+    }
+    for name in ["evaluations: mean score at the tolerance", "evaluations: pass rate at the tolerance"] {
+        let t = row(name, 1_000);
+        assert!(t.rollback_rate() <= ALPHA_GATE_6, "{}", t.line());
+    }
+}
+
+#[test]
+fn sim_evaluation_gates_catch_a_worse_judge_verdict() {
+    let t = row("evaluations: judge scores 4.2 → 3.4 from", 300);
+    assert!(t.rollback_rate() >= 0.95 && t.advanced_past_first == 0, "{}", t.line());
+    let t = row("evaluations: pass rate 90 % → 75 %", 200);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    let t = row("evaluations: judge scores 4.2 → 3.4 at a 5 %", 200);
+    assert!(t.rollback_rate() >= 0.95 && t.median_delay_s().is_some_and(|d| d <= 60), "{}", t.line());
+}

@@ -180,7 +180,7 @@ pub(super) fn run(sim: &Simulator, sc: &Scenario, sh: &ShadowScenario, seed: u64
                 pairs.answered += 1;
                 pairs.record_pair(&a, &b);
             } else {
-                sim.request(&mut rng, &sc.stable, sc.stable.error_rate, &mut ds);
+                sim.request(&mut rng, &sc.stable, sc.stable.error_rate, (0.0, false), &mut ds);
             }
         }
         stable_step.merge(&ds);
