@@ -55,7 +55,7 @@ pub fn render(s: &mut String) {
     let _ = writeln!(s, "## 1b. Hostcalls per request (counted)\n");
     let _ = writeln!(
         s,
-        "The decision's reads, counted through the filter's own request layer; every request of a rollout's host adds {FIXED_AFTER_DECISION} fixed hostcalls (the route header on request and response, the response header map, three clock reads).\n"
+        "The decision's reads, counted through the filter's own request layer; every request of a rollout's host adds {FIXED_AFTER_DECISION} fixed hostcalls (the route header on request and response, the response header map, three clock reads), plus one clock read on the first body chunk of an answer that has a body (time to first token).\n"
     );
     let _ = writeln!(s, "| request | reads by the decision | hostcalls in all |\n|---|---|---|");
     let cases: Vec<Case> = vec![
