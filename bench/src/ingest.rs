@@ -85,6 +85,7 @@ pub fn report(proxy: usize, seq: u64) -> anyhow::Result<Vec<u8>> {
         epoch: None,
         versions: vec![version("v1", 114, 1), version("v2", 120, 2)],
         shadow: Vec::new(),
+        fallbacks: Vec::new(),
     };
     Ok(fledge_core::report::encode(&r)?)
 }

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use crate::api::not_found;
 use crate::error::{parse_json, ApiError, Body};
 use crate::live::{Current, Ingested};
+use crate::machine::Input;
+use crate::model::Rollout;
 use crate::state::{now_ms, AppState};
 
 /// One report entry's per-segment counts: rollout, version, (segment, requests).
@@ -36,6 +38,8 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
         .filter(|v| !v.segments.is_empty())
         .map(|v| (v.rollout.clone(), v.version.clone(), std::mem::take(&mut v.segments)))
         .collect();
+    let fallbacks = std::mem::take(&mut report.fallbacks);
+    let (proxy, epoch) = (report.proxy.clone(), report.epoch.clone());
     let view = state.view();
     let current = |name: &str| {
         view.rollout(name).map(|r| Current {
@@ -59,7 +63,25 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
     if ingested.merged > 0 {
         state.data_arrived();
     }
+    if !ingested.duplicate && epoch.as_deref().is_none_or(|e| e == view.epoch()) {
+        for f in &fallbacks {
+            controller_lost(&state, &proxy, f);
+        }
+    }
     Ok((StatusCode::ACCEPTED, Json(ingested)))
+}
+
+/// A proxy reports that it sent a rollout to stable after losing the controller: pause it at 0 %,
+/// once — unless its routing changed since the config the proxy fell back on (that newer config
+/// lifts the fallback anyway).
+fn controller_lost(state: &AppState, proxy: &str, f: &fledge_core::fallback::FellBack) {
+    let input = Input::ControllerLost { proxy: proxy.to_string(), after_seconds: f.after_seconds };
+    let still = |r: &Rollout| r.status.generation <= f.generation && !r.status.phase.is_terminal() && r.status.phase != crate::model::Phase::Manual;
+    match state.apply(&f.rollout, now_ms(), input, still) {
+        Ok(Some(r)) => tracing::warn!(rollout = %f.rollout, %proxy, after_seconds = f.after_seconds, generation = r.status.generation, "a proxy lost the controller and sent the rollout to stable: paused at 0 %"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(rollout = %f.rollout, %proxy, error = %e, "cannot pause the rollout a proxy sent to stable"),
+    }
 }
 
 /// One late outcome. At least one of `outcome`, `cost`, `policy_violations` is given.

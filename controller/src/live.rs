@@ -390,6 +390,7 @@ mod tests {
                 IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats, segments: vec![] },
             ],
             shadow: vec![],
+            fallbacks: vec![],
         }
     }
 

@@ -78,6 +78,10 @@ pub enum Input {
     /// The canary failed its readiness probe `failure_threshold` times in a row while its traffic
     /// flows: a failing critical gate.
     ReadinessFailed { detail: String },
+    /// A proxy had no answer from the controller for `after_seconds` and sent every request of the
+    /// rollout to stable (`on_controller_loss: stable`): the rollout is paused at 0 %, where the
+    /// proxies already are, until a user acts.
+    ControllerLost { proxy: String, after_seconds: u64 },
 }
 
 impl Input {
@@ -163,6 +167,22 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
             }
             Ok(t)
         }
+        Input::ControllerLost { proxy, after_seconds } => {
+            let phase = r.status.phase;
+            if phase.is_terminal() || phase == Phase::Manual {
+                return Err(StateError::NotAllowed { action: "pause", phase: phase.as_str() });
+            }
+            let mut next = r.clone();
+            let s = &mut next.status;
+            s.phase = Phase::Paused;
+            s.weight = Weight::ZERO;
+            s.message = format!(
+                "paused at 0 %: proxy {proxy} had no answer from the controller for {after_seconds} s and sent every request to {} (on_controller_loss: stable); resume to continue{}",
+                r.spec.stable,
+                r.status.step.map(|i| format!(" at step {}", i + 1)).unwrap_or_default()
+            );
+            Ok(Transition::new(next, Some("paused"), true, WindowEffect::Keep))
+        }
         Input::ReadinessFailed { detail } => {
             if !(r.status.phase.is_judged() || r.status.phase == Phase::Paused) {
                 return Err(StateError::NotAllowed { action: "fail readiness of", phase: r.status.phase.as_str() });
@@ -207,9 +227,14 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
             };
             s.step_started_at_ms = now_ms;
             s.consecutive_failures = 0;
+            // The step's weight again (a pause after a controller loss held the rollout at 0 %).
+            s.weight = match (s.step, r.analysis()) {
+                (Some(step), Some(a)) => weight_of(a.weight(step).unwrap_or(0.0)),
+                _ => s.weight,
+            };
             // The evidence stays: a resume continues the same tests and spends the same α.
             s.message = "resumed by the user; analysis window restarted, evidence kept".into();
-            ("resumed", false, WindowEffect::Reset)
+            ("resumed", s.weight != r.status.weight, WindowEffect::Reset)
         }
         UserAction::Promote => {
             s.phase = Succeeded;

@@ -258,6 +258,11 @@ impl Rollout {
             segments,
             session: self.spec.session.clone(),
             shadow: self.shadow_active().then(|| self.spec.shadow.clone()).flatten(),
+            // The safety net travels with the config while the rollout is live (`hold` needs nothing).
+            on_controller_loss: self
+                .spec
+                .on_controller_loss
+                .filter(|l| l.mode == fledge_core::fallback::LossMode::Stable && !self.status.phase.is_terminal()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod backoff;
 pub mod bucket;
 pub mod cookie;
+pub mod fallback;
 pub mod histogram;
 pub mod lease;
 pub mod murmur3;

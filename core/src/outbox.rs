@@ -126,7 +126,7 @@ mod tests {
             .then(|| VersionReport { rollout: "r".into(), version: "v2".into(), stats: VersionStats { requests, ..VersionStats::default() }, segments: Default::default() })
             .into_iter()
             .collect();
-        Report { proxy: "p".into(), worker: "w".into(), seq, generation: Some(1), epoch: None, versions, shadow: Vec::new() }
+        Report { proxy: "p".into(), worker: "w".into(), seq, generation: Some(1), epoch: None, versions, shadow: Vec::new(), fallbacks: Vec::new() }
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct Report {
     /// Shadow counts and samples per rollout (absent when none). Older controllers ignore it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowReport>,
+    /// Rollouts this worker sent to stable after losing the controller (`on_controller_loss`),
+    /// until a newer config lifts them (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<crate::fallback::FellBack>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +60,8 @@ pub struct ShadowReport {
 
 /// The shadow entries one report may carry (one per rollout the proxy shadows).
 pub const MAX_SHADOW_ENTRIES: usize = 64;
+/// Fallback entries a report may carry (one per rollout the worker sent to stable).
+pub const MAX_FALLBACK_ENTRIES: usize = 64;
 /// Samples one shadow entry may carry (`capture.samples` is at most 100).
 pub const MAX_SHADOW_SAMPLES: usize = 100;
 
@@ -95,6 +101,8 @@ pub enum ReportError {
     Cost { entry: usize, field: &'static str },
     #[error("shadow[{entry}]: {why}")]
     Shadow { entry: usize, why: String },
+    #[error("fallbacks[{entry}]: {why}")]
+    Fallback { entry: usize, why: String },
 }
 
 /// A report as the controller receives it, validated, histograms still sparse.
@@ -114,6 +122,9 @@ pub struct IncomingReport {
     /// limit bounds them meanwhile).
     #[serde(default)]
     pub shadow: Vec<IncomingShadow>,
+    /// Checked against [`MAX_FALLBACK_ENTRIES`] after parsing.
+    #[serde(default)]
+    pub fallbacks: Vec<crate::fallback::FellBack>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -307,6 +318,14 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
             sample.check().map_err(bad)?;
         }
     }
+    if report.fallbacks.len() > MAX_FALLBACK_ENTRIES {
+        return Err(ReportError::Fallback { entry: MAX_FALLBACK_ENTRIES, why: format!("more than {MAX_FALLBACK_ENTRIES} entries") });
+    }
+    for (entry, f) in report.fallbacks.iter().enumerate() {
+        if !valid_identifier(&f.rollout) {
+            return Err(ReportError::Fallback { entry, why: "rollout must be 1-253 bytes without control characters".into() });
+        }
+    }
     Ok(report)
 }
 
@@ -349,6 +368,7 @@ mod tests {
             generation: Some(2),
             epoch: Some("e1".into()),
             shadow: Vec::new(),
+            fallbacks: Vec::new(),
             versions: vec![VersionReport {
                 rollout: "r".into(),
                 version: "v2".into(),

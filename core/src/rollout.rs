@@ -51,6 +51,9 @@ pub enum RolloutError {
     /// `notifications[i].<field>: …`.
     #[error("{0}")]
     Notification(String),
+    /// `on_controller_loss.<field>: …`.
+    #[error("{0}")]
+    ControllerLoss(String),
 }
 
 /// Every event a rollout records (the state machine's event names): what a notification may
@@ -262,6 +265,9 @@ pub struct RolloutSpec {
     /// Webhooks that receive the rollout's events (at most [`MAX_NOTIFICATIONS`]).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_notifications")]
     pub notifications: Option<Vec<NotificationSpec>>,
+    /// What the proxies do when no controller answers (`hold`, the default, or `stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_controller_loss: Option<crate::fallback::ControllerLoss>,
 }
 
 /// `readiness`: an HTTP GET the controller sends the canary. 2xx within `timeout_ms` is a pass.
@@ -406,6 +412,7 @@ impl RolloutSpec {
             shadow: None,
             shadow_seconds: None,
             notifications: None,
+            on_controller_loss: None,
         }
     }
 
@@ -445,6 +452,14 @@ impl RolloutSpec {
         if self.shadow.is_none() {
             if let Some((i, g)) = self.gates.iter().flatten().enumerate().find(|(_, g)| g.metric.is_shadow()) {
                 return Err(RolloutError::Analysis(format!("gates[{i}]: {} judges shadow copies; add shadow to the spec", g.metric)));
+            }
+        }
+        if let Some(l) = &self.on_controller_loss {
+            l.validate().map_err(RolloutError::ControllerLoss)?;
+            if self.weight.is_some() && l.mode == crate::fallback::LossMode::Stable {
+                return Err(RolloutError::ControllerLoss(
+                    "on_controller_loss: stable applies to automated rollouts; a manual weight is yours to change".into(),
+                ));
             }
         }
         let mode = self.mode()?;
@@ -696,6 +711,21 @@ mod tests {
         // Manual rollouts take notifications too: they are not an automated field.
         let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"notifications":[{"url":"http://x/","events":["promoted"]}]}"#);
         assert_eq!(manual.validate(), Ok(()));
+    }
+
+    #[test]
+    fn on_controller_loss_is_validated() {
+        let with = |loss: &str, manual: bool| {
+            let weight = if manual { r#","weight":5"# } else { "" };
+            serde_json::from_str::<RolloutSpec>(&format!(r#"{{"hosts":["a"],"stable":"v1","canary":"v2"{weight},"on_controller_loss":{loss}}}"#))
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.validate().map_err(|e| e.to_string()))
+        };
+        assert_eq!(with(r#"{"mode":"stable","after_seconds":10}"#, false), Ok(()));
+        assert_eq!(with(r#"{"mode":"hold"}"#, true), Ok(()), "hold is today's behaviour for any rollout");
+        assert!(with(r#"{"mode":"stable"}"#, true).unwrap_err().contains("automated"));
+        assert!(with(r#"{"mode":"stable","after_seconds":0}"#, false).unwrap_err().starts_with("on_controller_loss.after_seconds"));
+        assert!(with(r#"{"mode":"stable","after":5}"#, false).unwrap_err().contains("unknown field"));
     }
 
     #[test]

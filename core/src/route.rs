@@ -79,6 +79,9 @@ pub struct CompiledRollout {
     pub session: Option<CompiledSession>,
     /// Copies of stable's requests to the canary's cluster, when the rollout shadows.
     pub shadow: Option<crate::shadow::ShadowSpec>,
+    /// `on_controller_loss: stable`: after this many seconds without an answer from the controller,
+    /// every request to stable ([`crate::fallback`]).
+    pub on_loss_after_seconds: Option<u64>,
 }
 
 impl CompiledRollout {
@@ -190,6 +193,10 @@ impl RouteTable {
                 segments,
                 session,
                 shadow: r.shadow.clone(),
+                on_loss_after_seconds: r
+                    .on_controller_loss
+                    .filter(|l| l.mode == crate::fallback::LossMode::Stable)
+                    .map(|l| l.after_seconds),
             });
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
@@ -230,6 +237,17 @@ impl RouteTable {
 
     pub fn rollouts(&self) -> &[CompiledRollout] {
         &self.rollouts
+    }
+
+    /// This table with the rollouts `pick` names sending every request to stable: weight 0, no
+    /// segment rules, no shadow (the session cookie stays, so clients keep their keys).
+    pub fn to_stable(mut self, pick: impl Fn(&str) -> bool) -> Self {
+        for r in self.rollouts.iter_mut().filter(|r| pick(&r.name)) {
+            r.weight = crate::Weight::ZERO;
+            r.segments.clear();
+            r.shadow = None;
+        }
+        self
     }
 
     pub fn is_empty(&self) -> bool {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::Weight;
+use crate::fallback::ControllerLoss;
 use crate::rollout::{validate_version, RolloutError};
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
 use crate::shadow::ShadowSpec;
@@ -29,6 +30,9 @@ pub struct RouteSpec {
     /// no shadow). Sent only while the rollout shadows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowSpec>,
+    /// The data plane's safety net (absent: `hold`): published only with `mode: stable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_controller_loss: Option<ControllerLoss>,
 }
 
 impl RouteSpec {
@@ -44,6 +48,7 @@ impl RouteSpec {
             segments: Vec::new(),
             session: None,
             shadow: None,
+            on_controller_loss: None,
         }
     }
 }
@@ -91,6 +96,9 @@ impl ConfigSnapshot {
             }
             if let Some(s) = &r.shadow {
                 s.validate().map_err(|e| wrap(RolloutError::Shadow(e)))?;
+            }
+            if let Some(l) = &r.on_controller_loss {
+                l.validate().map_err(|e| wrap(RolloutError::ControllerLoss(e)))?;
             }
             for h in &r.hosts {
                 if let Some(first) = owners.insert(crate::rollout::normalize_host(h), &r.name) {

@@ -185,7 +185,7 @@ impl Telemetry {
             .filter(|(_, e)| !e.stats.is_empty() || !e.samples.is_empty())
             .map(|(rollout, e)| ShadowReport { rollout, stats: e.stats, samples: e.samples })
             .collect();
-        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions, shadow };
+        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions, shadow, fallbacks: Vec::new() };
         export(&report);
         for ((rollout, version), e) in self.carried.drain() {
             match report.versions.iter_mut().find(|v| v.rollout == rollout && v.version == version) {

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use fledge_core::fallback::LossWatch;
 use fledge_core::lease::{Fetcher, Renewal};
 use fledge_core::outbox::{Delivery, Outbox};
 use fledge_core::report::Report;
@@ -51,6 +52,8 @@ pub struct Root {
     /// Shadow clusters a copy could not be sent to, each logged once.
     shadow_refused: std::collections::HashSet<String>,
     metrics: Metrics,
+    /// The controller's silence, and the rollouts sent to stable because of it (`on_controller_loss`).
+    loss: LossWatch,
 }
 
 impl Root {
@@ -71,6 +74,7 @@ impl Root {
             refused: None,
             shadow_refused: Default::default(),
             metrics: Metrics::default(),
+            loss: LossWatch::default(),
         }
     }
 
@@ -123,6 +127,7 @@ impl Root {
         let metrics = &mut self.metrics;
         let mut report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh));
         report.epoch = self.applied_epoch();
+        report.fallbacks = self.loss.fallen().to_vec();
         if let Some(lost) = self.outbox.push(report) {
             let requests: u64 = lost.versions.iter().map(|v| v.stats.requests).sum();
             self.metrics.reports_dropped(1);
@@ -173,6 +178,9 @@ impl Root {
             }
             _ => {}
         }
+        if delivery == Delivery::Acknowledged {
+            self.loss.contact(now_ms());
+        }
         true
     }
 
@@ -197,10 +205,37 @@ impl Root {
         self.worker.borrow_mut().rng.next_u32()
     }
 
-    fn install(&self, table: RouteTable) {
+    /// Installs a table from the controller's config: a newer one lifts every fallback to stable, the
+    /// same one keeps them.
+    fn install(&mut self, table: RouteTable) {
+        for f in self.loss.lift_for(&table) {
+            log(LogLevel::Info, &format!("rollout {:?}: config generation {} from the controller lifts the fallback to stable", f.rollout, table.generation));
+        }
+        let table = self.loss.apply(table);
         let mut w = self.worker.borrow_mut();
         w.sessions.retain(|name| table.rollouts().iter().any(|r| r.name == name));
         w.table = Some(Rc::new(table));
+    }
+
+    /// `on_controller_loss: stable`: rollouts whose `after_seconds` of silence have passed go to
+    /// stable now, each logged once (sending a rollout to stable twice changes nothing, so the
+    /// installed table is simply re-applied).
+    fn check_controller_loss(&mut self, now: u64) {
+        let Some(table) = self.table() else { return };
+        let newly = self.loss.check(&table, now);
+        if newly.is_empty() {
+            return;
+        }
+        for f in &newly {
+            log(LogLevel::Warn, &format!(
+                "rollout {:?}: no answer from the controller for {} s: every request to stable (on_controller_loss: stable) until a newer config",
+                f.rollout, f.after_seconds
+            ));
+        }
+        let rebuilt = self.worker.borrow().table.as_deref().cloned().map(|t| self.loss.apply(t));
+        if let Some(t) = rebuilt {
+            self.worker.borrow_mut().table = Some(Rc::new(t));
+        }
     }
 
     /// Re-reads the stored config only when its CAS moved: a tick costs one shared-data read.
@@ -258,6 +293,9 @@ impl Root {
             self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
         let body = self.get_http_call_response_body(0, body_size);
+        if matches!(status, Some(200 | 304)) {
+            self.loss.contact(now);
+        }
         let installed = self.table();
         let result = Poller::classify(status, body.as_deref(), installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         if let (PollResult::Apply { .. }, Some(bytes)) = (&result, &body) {
@@ -371,6 +409,8 @@ impl RootContext for Root {
                 let _ = hostcalls::set_tick_period(Duration::from_millis(cfg.tick_ms));
                 self.fetcher = Fetcher::new(self.owner, cfg.tick_ms);
                 self.proxy_id = self.resolve_proxy_id(&cfg);
+                // Silence counts from the start.
+                self.loss.contact(now_ms());
                 self.worker.borrow_mut().config = Rc::new(cfg);
                 self.register_shadow_queue();
                 true
@@ -385,6 +425,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.refresh_from_shared();
+        self.check_controller_loss(now);
         self.renew_lease(now);
         if self.poller.due(now) && self.fetcher.holds() {
             self.poll(now);

@@ -119,6 +119,27 @@ fn committed_judgements_close_their_interval_into_the_totals() {
 }
 
 #[test]
+fn a_proxy_that_lost_the_controller_pauses_the_rollout_at_zero_until_a_resume() {
+    let p = step(&automated(), Input::Start, 0).unwrap().rollout;
+    let v = verdict(&p, &stats(2000, 0, 0), &stats(200, 0, 0), 6_000, true);
+    let p = step(&p, Input::judged(v, true), 6_000).unwrap().rollout;
+    assert_eq!((p.status.step, p.status.weight.percent()), (Some(1), 50.0));
+    let t = step(&p, Input::ControllerLost { proxy: "envoy-1".into(), after_seconds: 30 }, 7_000).unwrap();
+    assert_eq!((t.event, t.rollout.status.phase, t.rollout.status.weight, t.routing_changed), (Some("paused"), Phase::Paused, Weight::ZERO, true));
+    assert!(t.rollout.status.message.contains("envoy-1") && t.rollout.status.message.contains("on_controller_loss"), "{}", t.rollout.status.message);
+    let body = crate::events::body("paused", &t.rollout, &Input::ControllerLost { proxy: "envoy-1".into(), after_seconds: 30 });
+    assert_eq!(body["input"]["kind"], "controller_lost", "the event says why");
+    // Nothing moves while paused; a resume goes back to the step's weight.
+    let resumed = step(&t.rollout, Input::User { action: UserAction::Resume }, 8_000).unwrap();
+    assert_eq!((resumed.rollout.status.phase, resumed.rollout.status.weight.percent(), resumed.routing_changed), (Phase::Progressing, 50.0, true));
+    // Ended and manual rollouts are not paused.
+    let done = step(&p, Input::User { action: UserAction::Abort }, 9_000).unwrap().rollout;
+    assert!(step(&done, Input::ControllerLost { proxy: "e".into(), after_seconds: 30 }, 10_000).is_err());
+    let m = rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#);
+    assert!(step(&m, Input::ControllerLost { proxy: "e".into(), after_seconds: 30 }, 10_000).is_err());
+}
+
+#[test]
 fn manual_takes_only_promote_and_abort() {
     let m = rollout(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#);
     assert!(matches!(step(&m, Input::Start, 1), Err(StateError::NotAllowed { .. })));
@@ -270,6 +291,7 @@ enum Draw {
     Replace(bool),
     Start,
     ReadinessFailed,
+    ControllerLost,
     Judge { scheduled: bool, canary_errors: u64, violations: u64, requests: u64, advance_ms: u64 },
 }
 
@@ -279,6 +301,7 @@ fn draw() -> impl Strategy<Value = Draw> {
         any::<bool>().prop_map(Draw::Replace),
         Just(Draw::Start),
         Just(Draw::ReadinessFailed),
+        Just(Draw::ControllerLost),
         (any::<bool>(), 0u64..30, 0u64..2, 0u64..200, 0u64..8_000).prop_map(|(scheduled, canary_errors, violations, requests, advance_ms)| {
             Draw::Judge { scheduled, canary_errors, violations, requests, advance_ms }
         }),
@@ -298,6 +321,7 @@ fn input_for(d: &Draw, r: &Rollout, now: u64, bg: bool) -> Input {
         }
         Draw::Start => Input::Start,
         Draw::ReadinessFailed => Input::ReadinessFailed { detail: "HTTP 503".into() },
+        Draw::ControllerLost => Input::ControllerLost { proxy: "envoy-1".into(), after_seconds: 30 },
         Draw::Judge { scheduled, canary_errors, violations, requests, .. } => {
             let canary = stats(*requests + canary_errors, *canary_errors, *violations);
             let stable = stats(10 * requests + 10, 0, 0);
