@@ -38,14 +38,23 @@ fn employees() -> Vec<SegmentSpec> {
     }]
 }
 
-/// One row: what the request is, the rollout it meets, its headers.
-type Case = (&'static str, Option<RouteTable>, Vec<(&'static str, &'static str)>);
+/// How the filter is configured for a row: bound to its rollout (`rollout`), and whether it stamps
+/// the response (`response_header`).
+#[derive(Clone, Copy)]
+struct Plugin {
+    bound: bool,
+    response_header: bool,
+}
+
+const DEFAULT: Plugin = Plugin { bound: false, response_header: true };
+
+/// One row: what the request is, the plugin, the rollout it meets, its headers.
+type Case = (&'static str, Plugin, Option<RouteTable>, Vec<(&'static str, &'static str)>);
 
 /// (reads in order, Set-Cookie writes) for one request.
-fn count(t: &RouteTable, headers: &[(&str, &str)]) -> Option<(Vec<String>, usize)> {
+fn count(t: &RouteTable, plugin: Plugin, headers: &[(&str, &str)]) -> Option<(Vec<String>, usize)> {
     let host = CountingHost::new("support-agent", headers);
-    let authority = fledge_filter::headers::HeaderSource::header(&host, ":authority")?;
-    let rollout = t.lookup(std::str::from_utf8(&authority).ok()?)?;
+    let rollout = fledge_filter::headers::rollout_of(t, plugin.bound.then_some("support"), &host)?;
     let mut req = Request::new(&host);
     let routing = rollout.route(&mut req, &PluginConfig::default().sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
     Some((host.calls(), usize::from(routing.new_session.is_some())))
@@ -55,26 +64,29 @@ pub fn render(s: &mut String) {
     let _ = writeln!(s, "## 1b. Hostcalls per request (counted)\n");
     let _ = writeln!(
         s,
-        "The decision's reads, counted through the filter's own request layer; every request of a rollout's host adds {FIXED_AFTER_DECISION} fixed hostcalls (the route header on request and response, the response header map, three clock reads), plus one clock read on the first body chunk of an answer that has a body (time to first token).\n"
+        "The decision's reads (`:authority` unless the filter is bound to its rollout), counted through the filter's own request layer; every request of a rollout's host adds {FIXED_AFTER_DECISION} fixed hostcalls (the route header on request and response — the response one only with `response_header` on, the default — the response header map, three clock reads), plus one clock read on the first body chunk of an answer that has a body (time to first token).\n"
     );
     let _ = writeln!(s, "| request | reads by the decision | hostcalls in all |\n|---|---|---|");
+    let bound = Plugin { bound: true, response_header: false };
     let cases: Vec<Case> = vec![
-        ("sticky `x-user-id`, no segments, 50 % (the path before segments)", table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
-        ("sticky `x-user-id`, 0 % or 100 %", table(100.0, Vec::new(), false), vec![("x-user-id", "u1")]),
-        ("no key, no segments (random)", table(50.0, Vec::new(), false), vec![]),
-        ("matched by one header rule (`x-employee: true` → canary)", table(50.0, employees(), false), vec![("x-employee", "true"), ("x-user-id", "u1")]),
-        ("not matched by it, sticky `x-user-id`", table(50.0, employees(), false), vec![("x-user-id", "u1")]),
-        ("session cookie present", table(50.0, Vec::new(), true), vec![("cookie", "fledge-session=0123abcd")]),
-        ("new session (answer carries `Set-Cookie`)", table(50.0, Vec::new(), true), vec![]),
+        ("sticky `x-user-id`, no segments, 50 % (the path before segments)", DEFAULT, table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
+        ("sticky `x-user-id`, 0 % or 100 %", DEFAULT, table(100.0, Vec::new(), false), vec![("x-user-id", "u1")]),
+        ("no key, no segments (random)", DEFAULT, table(50.0, Vec::new(), false), vec![]),
+        ("matched by one header rule (`x-employee: true` → canary)", DEFAULT, table(50.0, employees(), false), vec![("x-employee", "true"), ("x-user-id", "u1")]),
+        ("not matched by it, sticky `x-user-id`", DEFAULT, table(50.0, employees(), false), vec![("x-user-id", "u1")]),
+        ("session cookie present", DEFAULT, table(50.0, Vec::new(), true), vec![("cookie", "fledge-session=0123abcd")]),
+        ("new session (answer carries `Set-Cookie`)", DEFAULT, table(50.0, Vec::new(), true), vec![]),
+        ("bound to its rollout (`rollout`), `response_header: false`, sticky `x-user-id`", bound, table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
     ];
-    for (name, t, headers) in cases {
-        let Some((reads, writes)) = t.as_ref().and_then(|t| count(t, &headers)) else {
+    for (name, plugin, t, headers) in cases {
+        let fixed = FIXED_AFTER_DECISION - usize::from(!plugin.response_header);
+        let Some((reads, writes)) = t.as_ref().and_then(|t| count(t, plugin, &headers)) else {
             let _ = writeln!(s, "| {name} | (could not be counted) | |");
             continue;
         };
         let list = reads.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
         let extra = if writes > 0 { format!(" + {writes} `Set-Cookie` write") } else { String::new() };
-        let _ = writeln!(s, "| {name} | {list} ({}) | {}{extra} |", reads.len(), reads.len() + FIXED_AFTER_DECISION);
+        let _ = writeln!(s, "| {name} | {list} ({}) | {}{extra} |", reads.len(), reads.len() + fixed);
     }
     let _ = writeln!(s);
 }
@@ -89,5 +101,6 @@ mod tests {
         assert!(s.contains("| sticky `x-user-id`, no segments, 50 % (the path before segments) | `:authority`, `x-user-id` (2) | 8 |"), "{s}");
         assert!(s.contains("`:authority`, `x-employee` (2) | 8 |"), "{s}");
         assert!(s.contains("`:authority`, `x-employee`, `x-user-id` (3) | 9 |"), "{s}");
+        assert!(s.contains("`response_header: false`, sticky `x-user-id` | `x-user-id` (1) | 6 |"), "two hostcalls fewer: {s}");
     }
 }

@@ -57,6 +57,12 @@ pub struct PluginConfig {
     pub outcome: OutcomeHeaders,
     /// Overrides the proxy id sent in reports (default: Envoy's node id).
     pub proxy_id: Option<String>,
+    /// Every request this filter sees belongs to this rollout (a listener for one service, or the
+    /// inbound side of an agent serving both versions of a prompt canary): `:authority` is not read.
+    pub rollout: Option<String>,
+    /// Stamp the chosen version on the response too (`route_header`); off saves a header write per
+    /// request (Envoy's `response_headers_to_add` with `%REQ(x-fledge-version)%` does the same).
+    pub response_header: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,6 +87,8 @@ struct Raw {
     #[serde(default)]
     outcome: RawOutcome,
     proxy_id: Option<String>,
+    rollout: Option<String>,
+    response_header: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -126,6 +134,8 @@ impl Default for PluginConfig {
             report_interval_ms: 1_000,
             outcome: OutcomeHeaders::default(),
             proxy_id: None,
+            rollout: None,
+            response_header: true,
         }
     }
 }
@@ -176,6 +186,11 @@ impl PluginConfig {
             report_interval_ms: ranged("report_interval_ms", raw.report_interval_ms, 1_000, 100, 60_000)?,
             outcome,
             proxy_id: identifier("proxy_id", raw.proxy_id)?,
+            rollout: match raw.rollout {
+                Some(name) => Some(crate::rollout::validate_name(&name).map(|()| name).map_err(|e| PluginConfigError::Field { field: "rollout", reason: e.to_string() })?),
+                None => None,
+            },
+            response_header: raw.response_header.unwrap_or(true),
         })
     }
 }
@@ -233,6 +248,16 @@ fn ranged(field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_rollout_and_no_response_header() {
+        let c = PluginConfig::parse(br#"{"rollout": "support", "response_header": false}"#).unwrap();
+        assert_eq!((c.rollout.as_deref(), c.response_header), (Some("support"), false));
+        let d = PluginConfig::default();
+        assert_eq!((d.rollout, d.response_header), (None, true));
+        let e = PluginConfig::parse(br#"{"rollout": "no spaces"}"#).unwrap_err().to_string();
+        assert!(e.contains("rollout"), "{e}");
+    }
 
     #[test]
     fn defaults() {

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 pub use fledge_core::cookie::cookie_value;
+use fledge_core::route::{CompiledRollout, RouteTable};
 use fledge_core::segment::{parse_source_address, Attributes};
 
 /// Read access to the request; every call is one hostcall in the filter.
@@ -51,6 +52,18 @@ impl<H: HeaderSource> Attributes for Request<'_, H> {
     }
 }
 
+/// The rollout a request belongs to: the plugin's bound `rollout` (no read at all), else the one
+/// owning its `:authority` (one read). `None`: the request passes untouched.
+pub fn rollout_of<'t>(table: &'t RouteTable, bound: Option<&str>, host: &impl HeaderSource) -> Option<&'t CompiledRollout> {
+    match bound {
+        Some(name) => table.rollouts().iter().find(|r| r.name == name),
+        None => {
+            let authority = host.header(":authority")?;
+            std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a))
+        }
+    }
+}
+
 /// A request held in memory whose every read is logged: how the tests and `make bench` count the
 /// hostcalls the decision makes (each read here is one hostcall in the filter).
 pub struct CountingHost {
@@ -95,7 +108,7 @@ mod tests {
     use super::*;
     use fledge_core::plugin::PluginConfig;
     use fledge_core::rng::SplitMix64;
-    use fledge_core::route::{KeySource, RouteTable};
+    use fledge_core::route::KeySource;
     use fledge_core::segment::{SegmentSpec, SessionSpec};
     use fledge_core::session::SessionKeys;
     use fledge_core::{ConfigSnapshot, RouteSpec, Side, Weight};
@@ -124,8 +137,7 @@ mod tests {
     /// reads made and the routing.
     fn request(t: &RouteTable, h: &Host) -> (Vec<String>, fledge_core::route::Routing) {
         let sticky = PluginConfig::default().sticky;
-        let authority = h.header(":authority").unwrap();
-        let r = t.lookup(std::str::from_utf8(&authority).unwrap()).unwrap();
+        let r = rollout_of(t, None, h).unwrap();
         let mut req = Request::new(h);
         let routing = r.route(&mut req, &sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
         (h.calls(), routing)
@@ -210,5 +222,17 @@ mod tests {
         let mut v6 = host(&[]);
         v6.source = Some("[::ffff:10.9.9.9]:1234".into());
         assert_eq!(request(&t, &v6).1.segment, Some(0));
+    }
+
+    #[test]
+    fn a_bound_rollout_reads_no_authority() {
+        let t = table(50.0, "[]", false);
+        let h = host(&[("x-user-id", "u1")]);
+        assert_eq!(rollout_of(&t, Some("support"), &h).map(|r| r.name.as_str()), Some("support"));
+        assert!(h.calls().is_empty(), "bound to its rollout: no :authority read");
+        assert!(rollout_of(&t, Some("other"), &h).is_none(), "a rollout the config does not have: untouched");
+        let unbound = host(&[]);
+        assert!(rollout_of(&t, None, &unbound).is_some());
+        assert_eq!(unbound.calls(), [":authority"]);
     }
 }

@@ -19,7 +19,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use crate::headers::{HeaderSource, Request};
+use crate::headers::{rollout_of, HeaderSource, Request};
 use crate::shadow::{BodyTap, Outgoing};
 use crate::worker::{now_ns, Worker};
 
@@ -114,10 +114,7 @@ impl HttpContext for Http {
                 _ => return Action::Continue,
             }
         };
-        let Some(authority) = RequestHeaders.header(":authority") else { return Action::Continue };
-        let Some(rollout) = std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a)) else {
-            return Action::Continue;
-        };
+        let Some(rollout) = rollout_of(&table, config.rollout.as_deref(), &RequestHeaders) else { return Action::Continue };
         // Segments, then the sticky or session key; reads only the headers the path needs (none for
         // the key at 0 % or 100 % without a session).
         let mut request = Request::new(&RequestHeaders);
@@ -181,7 +178,7 @@ impl HttpContext for Http {
         let response = Headers::fetch(MapType::HttpResponseHeaders);
         p.sample.status = response.get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
         read_outcome(&mut p.sample, &p.config, &response);
-        if let Some(r) = p.table.rollouts().get(p.index) {
+        if let Some(r) = p.table.rollouts().get(p.index).filter(|_| p.config.response_header) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &p.config.route_header, Some(r.version(p.side)));
         }
         // Added, not set: the agent's own cookies stay.

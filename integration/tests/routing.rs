@@ -230,3 +230,21 @@ async fn invalid_plugin_config_is_refused_with_the_field_named() {
     let msg = format!("{err:#}");
     assert!(msg.contains("route_heder"), "{msg}");
 }
+
+/// A filter bound to one rollout (`rollout`, as on an Istio sidecar's inbound side) routes every
+/// request by that rollout without reading `:authority` — here the rollout lists another host, so a
+/// lookup by authority would not find it — and `response_header: false` leaves the answer unstamped.
+#[tokio::test]
+async fn a_filter_bound_to_its_rollout_routes_without_the_authority_and_can_skip_the_response_header() {
+    let env = setup_with(json!({"rollout": ROLLOUT, "response_header": false})).await;
+    env.ctl
+        .put_rollout(ROLLOUT, json!({"hosts": ["listed-elsewhere"], "stable": "v1", "canary": "v2", "weight": 50.0}))
+        .await
+        .unwrap();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
+    let probes = users("bound", 64);
+    assert_eventually!(Duration::from_secs(10), "routing follows the bound rollout", routes_at(&env, 50.0, &probes));
+    let replies = env.traffic.send_users(&probes, 8).await.unwrap();
+    assert!(replies.iter().all(|r| r.routed.is_none()), "no x-fledge-version on the response");
+    assert!(share(&replies, "v2") > 0.2 && share(&replies, "v1") > 0.2, "both versions served");
+}
