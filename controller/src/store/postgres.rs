@@ -432,7 +432,8 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
     let failed = |source: ::postgres::Error| StoreError::PgMigrate { location: location.to_string(), source };
     let mut tx = client.transaction().map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(failed)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS fledge_schema (version BIGINT NOT NULL)").map_err(failed)?;
+    // Without the notice "relation fledge_schema already exists, skipping" at every start.
+    tx.batch_execute("SET LOCAL client_min_messages TO warning; CREATE TABLE IF NOT EXISTS fledge_schema (version BIGINT NOT NULL)").map_err(failed)?;
     let rows = tx.query("SELECT version FROM fledge_schema", &[]).map_err(failed)?;
     let found: i64 = match rows.as_slice() {
         [] => 0,
