@@ -30,9 +30,9 @@ pub struct Cluster {
 }
 
 /// The PostgreSQL server binaries: `FLEDGE_PG_BIN`, else the newest `/usr/lib/postgresql/N/bin`.
-fn bin_dir() -> PathBuf {
+fn bin_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("FLEDGE_PG_BIN").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+        return Ok(PathBuf::from(dir));
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -46,11 +46,10 @@ fn bin_dir() -> PathBuf {
         .collect();
     found.sort();
     match found.pop() {
-        Some((_, bin)) => bin,
-        None => panic!(
-            "PostgreSQL tests need the server binaries: no /usr/lib/postgresql/*/bin/initdb \
-             (install Debian's `postgresql` package: `make test` does, or set FLEDGE_PG_BIN)"
-        ),
+        Some((_, bin)) => Ok(bin),
+        None => Err("the PostgreSQL tests need the server binaries: there is no /usr/lib/postgresql/*/bin/initdb \
+                     (install Debian's `postgresql` package, as `make test` does, or set FLEDGE_PG_BIN)"
+            .into()),
     }
 }
 
@@ -108,7 +107,7 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Result<Cluster, String> {
-    let bin = bin_dir();
+    let bin = bin_dir()?;
     let as_postgres = is_root();
     let dir = tempfile::Builder::new().prefix("fledge-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?.keep();
     if as_postgres {
@@ -121,21 +120,22 @@ fn start() -> Result<Cluster, String> {
             "chown of the cluster dir to postgres",
         )?;
     }
-    let data = dir.join("data");
-    let mut initdb = command(&bin, as_postgres, "initdb");
-    initdb.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
-    run(initdb, "initdb")?;
-    // The watchdog: when this process ends, its stdin closes, and it stops the server and removes the
-    // dir (ignoring the ctrl-c that may have ended the tests, so that it still cleans up).
+    // The watchdog, first, so that the dir goes whatever fails next: when this process ends, its stdin
+    // closes, and it stops the server and removes the dir (ignoring the ctrl-c that may have ended the
+    // tests, so that it still cleans up).
     let pg_ctl = if as_postgres { format!("runuser -u postgres -- {}", bin.join("pg_ctl").display()) } else { bin.join("pg_ctl").display().to_string() };
     let watchdog = Command::new("sh")
         .arg("-c")
-        .arg(format!("trap '' INT TERM HUP; cat >/dev/null; {pg_ctl} stop -D {} -m immediate >/dev/null 2>&1; rm -rf {}", data.display(), dir.display()))
+        .arg(format!("trap '' INT TERM HUP; cat >/dev/null; {pg_ctl} stop -D {} -m immediate >/dev/null 2>&1; rm -rf {}", dir.join("data").display(), dir.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the watchdog: {e}"))?;
+    let data = dir.join("data");
+    let mut initdb = command(&bin, as_postgres, "initdb");
+    initdb.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+    run(initdb, "initdb")?;
     let mut last = String::new();
     // A port found free may be taken before the server binds it: a few tries.
     for _ in 0..5 {
