@@ -61,7 +61,7 @@ pub enum StoreError {
     PgNewerSchema { location: String, found: i64, supported: i64 },
     #[error("cannot start the PostgreSQL connection thread: {0}")]
     PgThread(std::io::Error),
-    #[error("the PostgreSQL connection thread stopped")]
+    #[error("the PostgreSQL connection thread did not answer (it stopped, or the call failed in it)")]
     PgGone,
     #[error("PostgreSQL error: {}", postgres::message(.0))]
     Postgres(#[from] ::postgres::Error),

@@ -174,7 +174,11 @@ impl PgStore {
             .name("fledge-postgres".into())
             .spawn(move || {
                 while let Ok(job) = queue.recv() {
-                    job(&mut connection);
+                    // A panic in a job (a bug) fails that call only (its caller sees PgGone): the
+                    // thread goes on, on a new connection, as the state's mutex clears its poisoning.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut connection))).is_err() {
+                        connection.session = None;
+                    }
                 }
             })
             .map_err(StoreError::PgThread)?;
@@ -543,6 +547,14 @@ mod tests {
             starts.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
+    }
+
+    #[test]
+    fn a_panicking_job_fails_only_its_call() {
+        let store = PgStore::connect(&pg_cluster::database(), Durability::Full).unwrap();
+        let err = store.call(|_| -> Result<(), StoreError> { panic!("a bug in a job") }).unwrap_err();
+        assert!(matches!(err, StoreError::PgGone), "{err}");
+        store.check().unwrap();
     }
 
     #[test]
