@@ -52,6 +52,13 @@ $(VENV)/.otel-$(OTEL_VERSION): $(VENV)/.envoy-$(ENVOY_VERSION)
 setup-promtool:
 	@command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
+# PostgreSQL's server binaries (Debian's postgresql package) for the tests of the PostgreSQL store
+# (controller/src/store, controller/tests/postgres_api.rs), which start throwaway clusters on loopback
+# (controller/tests/common/pg.rs). Looked for where Debian puts them, not on PATH.
+.PHONY: setup-postgres
+setup-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }
+
 # A real headless Chromium and its WebDriver for the dashboard test (integration/tests/dashboard.rs), from
 # Debian's packages; installed only when missing, so this is instant on a machine that has them.
 .PHONY: setup-browser
@@ -77,7 +84,7 @@ lint: setup
 ## test: unit, property, simulation, API and real-Envoy acceptance tests, and a smoke run of the benchmarks
 # Core's tests run in release: they include the seeded rollout simulations behind the published
 # decision-quality figures (tens of thousands of simulated rollouts, about a minute optimised).
-test: build lint setup-promtool setup-browser $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
+test: build lint setup-promtool setup-postgres setup-browser $(VENV)/.schemathesis-$(SCHEMATHESIS_VERSION) $(VENV)/.k8s-tools-1 $(VENV)/.otel-$(OTEL_VERSION)
 	$(CARGO) build --target wasm32-wasip1 --profile wasm -p fledge-empty-filter
 	$(CARGO) test --release -p fledge-core --no-fail-fast
 	T=$${CARGO_TARGET_DIR:-target}; case $$T in /*) ;; *) T=$$PWD/$$T;; esac; \

@@ -1,7 +1,7 @@
 //! fledge-controller: the `fledge` daemon's library.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 //!
-//! Holds the rollouts (SQLite under `--data`), publishes each change as a config generation that proxies
+//! Holds the rollouts (SQLite under `--data`, or PostgreSQL with `--database`), publishes each change as a config generation that proxies
 //! pick up by long poll, and serves the REST API. `main.rs` is only the CLI edge.
 
 pub mod actions;

@@ -31,9 +31,14 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the bound address is printed on stdout).
     #[arg(long, env = "FLEDGE_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Directory for the SQLite data file.
+    /// Directory for the SQLite data file (unused with --database).
     #[arg(long, env = "FLEDGE_DATA", default_value = "./fledge-data")]
     data: PathBuf,
+    /// Keep the state in this PostgreSQL database instead of SQLite under --data:
+    /// `postgres://user[:password]@host[:port]/db` (no TLS: sslmode=disable or prefer). Prefer the
+    /// environment variable when the URL holds a password.
+    #[arg(long, env = "FLEDGE_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Bearer token required on mutating and data-plane endpoints (unset: no auth).
     #[arg(long, env = "FLEDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -41,7 +46,8 @@ struct ServeArgs {
     #[arg(long, env = "FLEDGE_POLL_HOLD_SECS", default_value_t = 30.0)]
     poll_hold_secs: f64,
     /// How hard each commit is pushed to disk: `full` (survives power loss) or `normal` (survives a
-    /// crash of the process; may lose the last commits on power loss, with fewer fsyncs).
+    /// crash of the process; may lose the last commits on power loss, with fewer fsyncs). With
+    /// --database, `normal` turns `synchronous_commit` off and `full` keeps the server's setting.
     #[arg(long, env = "FLEDGE_SYNC", default_value = "full")]
     sync: Durability,
     /// Directory of Rollout documents to apply as they change (a mounted ConfigMap; see docs/kubernetes.md).
@@ -78,7 +84,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::open_with(&args.data, args.sync)?;
+    let store = match args.database.as_deref().filter(|url| !url.is_empty()) {
+        Some(url) => Store::postgres(url, args.sync)?,
+        None => Store::open_with(&args.data, args.sync)?,
+    };
+    let store_description = store.describe();
     let settings = Settings {
         poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs).context("--poll-hold-secs must be a positive number")?,
         token: args.token.filter(|t| !t.is_empty()),
@@ -92,7 +102,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let current = state.current();
-    tracing::info!(%addr, data = %args.data.display(), epoch = %current.epoch, generation = current.generation, "fledge controller started");
+    tracing::info!(%addr, store = %store_description, epoch = %current.epoch, generation = current.generation, "fledge controller started");
     // A machine-readable line for scripts and tests that start fledge on port 0.
     {
         let mut out = std::io::stdout().lock();

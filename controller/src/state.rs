@@ -2,8 +2,8 @@
 //! live windows.
 //!
 //! Every change of a rollout goes through [`AppState::commit`]: it runs the state machine's decision
-//! against the current [`View`], writes the result (rollout, event, generation) in one SQLite
-//! transaction, then swaps in a new immutable view and, if routing changed, publishes a new config
+//! against the current [`View`], writes the result (rollout, event, generation) in one store
+//! transaction (SQLite or PostgreSQL), then swaps in a new immutable view and, if routing changed, publishes a new config
 //! generation on a watch channel. Readers clone the current `Arc<View>` and never wait on a writer or
 //! on the disk; writers queue on the store's mutex, held only for the decision and the transaction.
 //! The same transaction writes the webhook deliveries the event owes to the outbox
@@ -254,7 +254,7 @@ impl AppState {
 
     fn store(&self) -> MutexGuard<'_, Store> {
         // The connection is valid whatever a panicking holder was doing: SQLite rolls back an
-        // unfinished transaction.
+        // unfinished transaction, and so does PostgreSQL's connection thread when its caller is gone.
         self.shared.store.lock().unwrap_or_else(|poisoned| {
             self.shared.store.clear_poison();
             poisoned.into_inner()

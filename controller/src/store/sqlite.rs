@@ -1,123 +1,25 @@
-//! Durable state in one SQLite file: rollouts (with everything their status shows), the global
-//! generation, the data's epoch, the events, and the outbox of webhook deliveries.
+//! The SQLite backend: one file, `DIR/fledge.db`, in WAL mode.
 //!
 //! Every change is one transaction, so a `kill -9` leaves either the old or the new state. WAL mode
 //! with `synchronous=FULL` (the default) makes each commit durable before it is acknowledged, power
 //! loss included; `--sync normal` trades the last commits before a power cut for fewer fsyncs. The
 //! journal mode is read back at start: a file system where WAL cannot be used is refused, not
 //! silently run in another mode. A file from a newer fledge, or one that is not a fledge database,
-//! is refused with a clear error.
-//!
-//! The outbox (schema version 3) holds each notification an event owes, written in the event's own
-//! transaction: a committed event's deliveries survive any crash, and no delivery exists for an event
-//! that was not committed. A row is deleted once delivered (or given up), and the table is bounded
-//! ([`MAX_OUTBOX`]).
-//!
-//! The epoch is a random id created with the data: a proxy that holds generation N of another epoch
-//! (before a data reset, or from before a restored backup) must not take this data's N for the same.
+//! is refused with a clear error; an older one is migrated (`PRAGMA user_version` holds the version).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{params, Connection};
 
+use super::{new_epoch, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, DB_FILE, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
-pub const SCHEMA_VERSION: i64 = 4;
-/// Judged intervals kept per rollout (a day and a half of 1 s intervals); past it the oldest are
-/// dropped, and the export's header says how many.
-pub const MAX_INTERVALS: u64 = 131_072;
-/// Undelivered notifications kept at most; past it the oldest are dropped (a receiver down for days).
-pub const MAX_OUTBOX: i64 = 10_000;
-pub const DB_FILE: &str = "fledge.db";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open data file {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
-    #[error("data file {path} is corrupt or not a fledge database: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("data file {path} has schema version {found}, newer than this fledge supports ({supported}); upgrade fledge")]
-    NewerSchema { path: PathBuf, found: i64, supported: i64 },
-    #[error("data file {path}: SQLite could not enable WAL journaling (got journal_mode={mode}); use a local file system")]
-    JournalMode { path: PathBuf, mode: String },
-    #[error("cannot create data directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored record is unreadable: {0}")]
-    Record(#[from] serde_json::Error),
-}
-
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
 }
 
-/// How hard each commit is pushed to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=FULL`: a commit survives power loss.
-    #[default]
-    Full,
-    /// `synchronous=NORMAL`: survives a crash of the process, may lose the last commits on power loss.
-    Normal,
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "full" => Ok(Self::Full),
-            "normal" => Ok(Self::Normal),
-            other => Err(format!("{other:?}: use full or normal")),
-        }
-    }
-}
-
-/// A delivery an event owes one receiver, rendered when the event is committed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewDelivery {
-    /// `x-fledge-delivery`: the same on every attempt.
-    pub delivery: String,
-    pub kind: String,
-    pub url: String,
-    /// The exact bytes sent (and signed) on every attempt.
-    pub body: Vec<u8>,
-}
-
-/// An undelivered notification at the head of its receiver's queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    pub id: i64,
-    pub delivery: String,
-    pub rollout: String,
-    pub kind: String,
-    pub url: String,
-    pub body: Vec<u8>,
-    pub created_ms: u64,
-    pub attempts: u32,
-    pub next_attempt_ms: u64,
-}
-
-/// What [`Store::put`] queued.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Queued {
-    /// The event's sequence number, when there was an event.
-    pub seq: Option<i64>,
-    pub deliveries: usize,
-    /// Undelivered notifications dropped to stay within [`MAX_OUTBOX`].
-    pub dropped: usize,
-}
-
-/// What a restarted controller resumes from.
-pub struct Loaded {
-    pub epoch: String,
-    pub generation: u64,
-    pub rollouts: Vec<Rollout>,
-}
-
-impl Store {
+impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with(dir, Durability::Full)
     }
@@ -156,6 +58,14 @@ impl Store {
         let conn = Connection::open_in_memory()?;
         migrate(&conn)?;
         Ok(Self { conn })
+    }
+
+    /// The file, or `:memory:`.
+    pub fn location(&self) -> String {
+        match self.conn.path() {
+            Some(p) if !p.is_empty() => p.to_string(),
+            _ => ":memory:".to_string(),
+        }
     }
 
     /// A trivial read: the database answers (for readiness checks).
@@ -329,6 +239,14 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl SqliteStore {
+    /// Runs raw SQL (tests only: to age the schema or make a transaction fail).
+    pub(crate) fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
 /// Brings a file of any older schema to [`SCHEMA_VERSION`], in one transaction.
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -376,16 +294,6 @@ fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     }
 }
 
-/// 16 random hex digits.
-fn new_epoch() -> String {
-    let random = getrandom::u64().unwrap_or_else(|_| {
-        // No OS randomness: the clock and the process still tell two data directories apart.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        nanos ^ u64::from(std::process::id()).rotate_left(32)
-    });
-    format!("{random:016x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,28 +302,24 @@ mod tests {
     fn refuses_newer_schema_and_garbage() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = SqliteStore::open(dir.path()).unwrap();
             s.conn.execute_batch("PRAGMA user_version = 99").unwrap();
         }
-        let err = Store::open(dir.path()).err().unwrap().to_string();
+        let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("newer than this fledge supports"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DB_FILE), b"this is not sqlite, just some bytes that are long enough ......").unwrap();
-        let err = Store::open(dir.path()).err().unwrap().to_string();
+        let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("corrupt or not a fledge database"), "{err}");
     }
 
     #[test]
-    fn epoch_is_kept_and_differs_between_data_directories() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let first = Store::open(a.path()).unwrap().load().unwrap().epoch;
-        assert_eq!(first.len(), 16);
-        assert_eq!(Store::open(a.path()).unwrap().load().unwrap().epoch, first, "kept across restarts");
-        assert_ne!(Store::open(b.path()).unwrap().load().unwrap().epoch, first);
-        let sync: i64 = Store::open(a.path()).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    fn durability_sets_synchronous() {
+        let a = tempfile::tempdir().unwrap();
+        let sync: i64 = SqliteStore::open(a.path()).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL by default");
-        let sync: i64 = Store::open_with(a.path(), Durability::Normal).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let sync: i64 = SqliteStore::open_with(a.path(), Durability::Normal).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1);
     }
 
@@ -432,7 +336,7 @@ mod tests {
             )
             .unwrap();
         }
-        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        let loaded = SqliteStore::open(dir.path()).unwrap().load().unwrap();
         assert_eq!((loaded.generation, loaded.epoch.len()), (7, 16));
     }
 
@@ -462,7 +366,7 @@ mod tests {
             .unwrap();
             conn.execute("INSERT INTO rollouts VALUES ('support', ?1)", params![body]).unwrap();
         }
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
         let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let loaded = store.load().unwrap();
@@ -476,82 +380,17 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_are_written_with_their_event_and_queued_per_receiver() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let r = rollout("support");
-        let event = serde_json::json!({"kind": "paused"});
-        // No event, no delivery; an event renders its deliveries from its own seq.
-        store.put(&r, 1, None, None, &|seq| vec![delivery(seq, "http://a/")]).unwrap();
-        assert_eq!(store.outbox_len().unwrap(), 0);
-        for _ in 0..3 {
-            store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/"), NewDelivery { delivery: format!("e-{seq}-1"), ..delivery(seq, "http://b/") }]).unwrap();
-        }
-        assert_eq!(store.outbox_len().unwrap(), 6);
-        let heads = store.outbox_heads().unwrap();
-        let named: Vec<(&str, &str)> = heads.iter().map(|h| (h.url.as_str(), h.delivery.as_str())).collect();
-        assert_eq!(named, [("http://a/", "e-1-0"), ("http://b/", "e-1-1")], "one head per receiver, oldest first");
-        assert_eq!((heads[0].attempts, heads[0].next_attempt_ms, heads[0].created_ms), (0, 5, 5), "due at once");
-        store.outbox_retry(heads[0].id, 1, 900, "HTTP 503").unwrap();
-        store.outbox_remove(heads[1].id).unwrap();
-        drop(store);
-        // Durable: a reopened store has the same queue.
-        let store = Store::open(dir.path()).unwrap();
-        let heads = store.outbox_heads().unwrap();
-        let named: Vec<(&str, u32, u64)> = heads.iter().map(|h| (h.delivery.as_str(), h.attempts, h.next_attempt_ms)).collect();
-        assert_eq!(named, [("e-1-0", 1, 900), ("e-2-1", 0, 5)]);
-        assert_eq!(store.outbox_len().unwrap(), 5);
-        // A failing transaction writes neither the event nor its deliveries.
-        let mut store = store;
-        store.conn.execute_batch("CREATE TRIGGER no_more BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'full'); END;").unwrap();
-        assert!(store.put(&r, 2, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).is_err());
-        assert_eq!((store.events("support").unwrap().len(), store.outbox_len().unwrap()), (3, 5));
-    }
-
-    #[test]
-    fn intervals_are_written_with_their_rollout_paged_bounded_and_deleted_with_it() {
-        let mut store = Store::in_memory().unwrap();
-        let r = rollout("support");
-        let record = |n: u64| IntervalRecord { n, body: serde_json::json!({"n": n}) };
-        for n in 1..=10 {
-            store.put(&r, 1, None, Some(&record(n)), &|_| Vec::new()).unwrap();
-        }
-        let page = store.intervals_page("support", 3, 8, 2).unwrap();
-        assert_eq!(page.iter().map(|(n, b)| (*n, b["n"].as_u64().unwrap())).collect::<Vec<_>>(), [(4, 4), (5, 5)]);
-        assert_eq!(store.intervals_page("support", 0, 3, 100).unwrap().len(), 3, "none past upto_n");
-        assert_eq!(store.first_interval("support").unwrap(), Some(1));
-        // The interval numbered MAX_INTERVALS + 5 leaves the newest MAX_INTERVALS: 1..=5 go.
-        store.put(&r, 1, None, Some(&record(MAX_INTERVALS + 5)), &|_| Vec::new()).unwrap();
-        assert_eq!(store.first_interval("support").unwrap(), Some(6));
-        store.delete("support", 2).unwrap();
-        assert_eq!(store.first_interval("support").unwrap(), None);
-    }
-
-    #[test]
     fn a_version_3_file_gains_the_intervals_table() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = SqliteStore::open(dir.path()).unwrap();
             store.conn.execute_batch("DROP TABLE intervals; PRAGMA user_version = 3;").unwrap();
         }
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
         let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, 4);
         let record = IntervalRecord { n: 1, body: serde_json::json!({}) };
         store.put(&rollout("support"), 1, None, Some(&record), &|_| Vec::new()).unwrap();
         assert_eq!(store.first_interval("support").unwrap(), Some(1));
-    }
-
-    #[test]
-    fn the_outbox_is_bounded() {
-        let mut store = Store::in_memory().unwrap();
-        let r = rollout("support");
-        let event = serde_json::json!({"kind": "paused"});
-        let mut dropped = 0;
-        for _ in 0..(MAX_OUTBOX + 5) {
-            dropped += store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).unwrap().dropped;
-        }
-        assert_eq!((store.outbox_len().unwrap(), dropped), (MAX_OUTBOX as u64, 5));
-        assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-6-0", "the oldest went first");
     }
 }
