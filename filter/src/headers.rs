@@ -104,7 +104,8 @@ mod tests {
     //! Hostcalls per request, counted through the same [`Request`] layer the filter uses. A request
     //! of a rollout's host costs, besides the decision's reads counted here: the `:authority` read,
     //! the route header written on the request and on the response, one read of the response header
-    //! map, and three clock reads — 7 — plus one `Set-Cookie` write for a new session.
+    //! map, and two clock reads (request start, `on_log`) — 6 — plus one `Set-Cookie` write for a new
+    //! session and one clock read on the first body chunk of an answer with a body.
     use super::*;
     use fledge_core::plugin::PluginConfig;
     use fledge_core::rng::SplitMix64;

@@ -174,7 +174,8 @@ impl HttpContext for Http {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(p) = &mut self.picked else { return Action::Continue };
         p.complete = end_of_stream;
-        p.sample.headers_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
+        // No clock read here: no gate judges the time to response headers (total time and time to
+        // first token are what the latency gates read), so it is not measured.
         let response = Headers::fetch(MapType::HttpResponseHeaders);
         p.sample.status = response.get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
         read_outcome(&mut p.sample, &p.config, &response);

@@ -20,7 +20,8 @@ pub struct VersionStats {
     pub status_5xx: u64,
     /// 5xx or upstream failure (reset, timeout, no response), each request counted once.
     pub errors: u64,
-    /// Time to response headers, µs.
+    /// Time to response headers, µs. No gate judges it and the filter no longer measures it (a clock
+    /// read per request saved); kept so that reports of older filters still parse and merge.
     pub latency_headers: Histogram,
     /// Time to end of response, µs; the latency metrics use this one.
     pub latency_total: Histogram,
