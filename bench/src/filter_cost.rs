@@ -1,6 +1,7 @@
 //! Filter cost in Envoy: the same Envoy (one worker, direct responses) with no filter, with the empty
-//! proxy-wasm filter, with the fledge filter routing an active 50 % rollout with telemetry on, and
-//! with the same rollout shadowing 10 % of stable's requests to an in-process sink.
+//! proxy-wasm filter, with the fledge filter routing an active 50 % rollout with telemetry on, the
+//! same filter bound to that rollout without the response stamp (`rollout`, `response_header: false`),
+//! and with the same rollout shadowing 10 % of stable's requests to an in-process sink.
 //!
 //! Per round and variant, in an order that rotates every round (A B C, B C A, …) so drift on a
 //! shared machine hits every variant alike:
@@ -118,7 +119,10 @@ fn telemetry_state(wasm: &std::path::Path) -> String {
 
 /// Sends keyed requests until the fledge Envoy routes by the rollout, and returns the canary share
 /// of 200 distinct users (≈ the weight when the filter works).
-async fn wait_for_routing(envoy: &DirectEnvoy) -> anyhow::Result<f64> {
+/// Waits until the filter routes the bench host (the direct response names the version the route
+/// header selected, and with `stamped` the response carries the same header), then returns the canary
+/// share of 200 users.
+async fn wait_for_routing(envoy: &DirectEnvoy, stamped: bool) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
     let url = format!("http://{}/task", envoy.listener);
     let version = |user: String| {
@@ -131,15 +135,20 @@ async fn wait_for_routing(envoy: &DirectEnvoy) -> anyhow::Result<f64> {
         }
     };
     let (_, _) = fledge_integration::eventually(Duration::from_secs(20), "fledge routes the bench host", || async {
-        let (v, _) = version("probe".into()).await?;
-        v.context("no x-fledge-version yet")
+        let (_, body) = version("probe".into()).await?;
+        anyhow::ensure!(body == STABLE || body == CANARY, "not routed yet: {body:?}");
+        Ok(())
     })
     .await?;
     let mut canary = 0;
     for i in 0..200 {
         let (v, body) = version(format!("user-{i}")).await?;
         // The route the header selected answered: the direct response body is the version.
-        anyhow::ensure!(v.as_deref() == Some(body.as_str()), "header {v:?} but route answered {body:?}");
+        if stamped {
+            anyhow::ensure!(v.as_deref() == Some(body.as_str()), "header {v:?} but route answered {body:?}");
+        } else {
+            anyhow::ensure!(v.is_none(), "response_header: false, yet the answer carries {v:?}");
+        }
         anyhow::ensure!(body == STABLE || body == CANARY, "unexpected route {body:?}");
         canary += usize::from(body == CANARY);
     }
@@ -215,10 +224,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         controller: shadow_ctl.addr,
         shadow_sink: Some(sink.addr),
     };
+    // The same rollout with the filter bound to it (no `:authority` read) and no response stamp.
+    let lean = Filter::Fledge {
+        path: fledge_wasm.path.clone(),
+        config: json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false}),
+        controller: ctl.addr,
+        shadow_sink: None,
+    };
     let variants = [
         ("plain", "no filter".to_string(), Filter::None),
         ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
         ("fledge", format!("fledge filter, rollout at {WEIGHT} %"), fledge),
+        ("lean", format!("fledge filter, rollout at {WEIGHT} %, bound to it (`rollout`), `response_header: false`"), lean),
         ("shadow", format!("fledge filter, rollout at {WEIGHT} %, shadow {SHADOW_PERCENT} % of stable's requests"), shadowing),
     ];
     // Started together: each Envoy compiles its wasm on start-up, which takes a while.
@@ -236,9 +253,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         running.push(s.await??);
     }
     let fledge_envoy = &running.iter().find(|r| r.key == "fledge").context("no fledge variant")?.envoy;
-    let canary_share = wait_for_routing(fledge_envoy).await?;
+    let canary_share = wait_for_routing(fledge_envoy, true).await?;
+    let lean_envoy = &running.iter().find(|r| r.key == "lean").context("no lean variant")?.envoy;
+    wait_for_routing(lean_envoy, false).await?;
     let shadow_envoy = &running.iter().find(|r| r.key == "shadow").context("no shadow variant")?.envoy;
-    wait_for_routing(shadow_envoy).await?;
+    wait_for_routing(shadow_envoy, true).await?;
     let copies_before = sink.requests();
 
     let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
