@@ -17,6 +17,8 @@ struct HostRoute {
     host: String,
     /// (version, backend); the first is where requests without a route header go.
     versions: Vec<(String, SocketAddr)>,
+    /// The fledge filter is switched off on this host's routes (`typed_per_filter_config`).
+    filter_disabled: bool,
 }
 
 pub struct EnvoyBuilder {
@@ -46,7 +48,18 @@ impl EnvoyBuilder {
         self.hosts.push(HostRoute {
             host: host.into(),
             versions: versions.iter().map(|(v, a)| (v.to_string(), *a)).collect(),
+            filter_disabled: false,
         });
+        self
+    }
+
+    /// Like [`route`](Self::route), with the fledge filter switched off on the host's routes, as a
+    /// config does for hosts without a rollout.
+    pub fn route_without_filter(mut self, host: &str, versions: &[(&str, SocketAddr)]) -> Self {
+        self = self.route(host, versions);
+        if let Some(h) = self.hosts.last_mut() {
+            h.filter_disabled = true;
+        }
         self
     }
 
@@ -160,7 +173,11 @@ impl EnvoyBuilder {
                 routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{stem}_{v}")}}));
             }
             let domains = if h.host.contains('*') { json!([h.host]) } else { json!([h.host, format!("{}:*", h.host)]) };
-            vhosts.push(json!({"name": stem, "domains": domains, "routes": routes}));
+            let mut vhost = json!({"name": stem, "domains": domains, "routes": routes});
+            if h.filter_disabled {
+                vhost["typed_per_filter_config"] = json!({"fledge": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
+            }
+            vhosts.push(vhost);
         }
         vhosts.push(json!({"name": "other", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "untouched"}}}

@@ -248,3 +248,33 @@ async fn a_filter_bound_to_its_rollout_routes_without_the_authority_and_can_skip
     assert!(replies.iter().all(|r| r.routed.is_none()), "no x-fledge-version on the response");
     assert!(share(&replies, "v2") > 0.2 && share(&replies, "v1") > 0.2, "both versions served");
 }
+
+/// A host whose routes switch the filter off (`typed_per_filter_config` … `disabled: true`) is not
+/// touched even when a rollout lists it: Envoy does not call the filter for its requests.
+#[tokio::test]
+async fn routes_that_switch_the_filter_off_are_not_touched() {
+    let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
+    let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
+    let ctl = Controller::builder().start().await.unwrap();
+    let envoy = Envoy::builder()
+        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
+        .route_without_filter("docs-agent", &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctl.addr)
+        .plugin_config(json!({"report_interval_ms": 100}))
+        .start()
+        .await
+        .unwrap();
+    ctl.put_rollout(ROLLOUT, json!({"hosts": [HOST, "docs-agent"], "stable": "v1", "canary": "v2", "weight": 100.0})).await.unwrap();
+    ctl.wait_confirmed(ROLLOUT, envoy.contexts, Duration::from_secs(10)).await.unwrap();
+    let on = Traffic::new(envoy.listener, HOST);
+    assert_eventually!(Duration::from_secs(10), "the filtered host goes to the canary", async {
+        let r = on.send(Some("u1")).await?;
+        anyhow::ensure!(r.routed.as_deref() == Some("v2") && r.served_by.as_deref() == Some("v2"), "{r:?}");
+        Ok(())
+    });
+    let off = Traffic::new(envoy.listener, "docs-agent");
+    for u in users("docs", 20) {
+        let r = off.send(Some(&u)).await.unwrap();
+        assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (None, Some("v1")), "{u}: the filter did not run");
+    }
+}
