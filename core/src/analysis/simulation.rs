@@ -87,6 +87,31 @@ pub struct Scenario {
     /// The judge gives whole scores 1–5 (the Normal score rounded and clipped): skewed and discrete,
     /// as LLM judges' scores are.
     pub integer_scores: bool,
+    /// Stable's requests measured only in part ([`StableSample`]); `None`: every request.
+    pub stable_sample: Option<StableSample>,
+}
+
+/// A design under study for the hot path (issue 13), not what the filter does today: measure only a
+/// share of stable's requests, chosen at random at request start (so independently of the outcome),
+/// with the probability set after each interval to keep stable's sample at `multiple` × the canary's
+/// requests plus `floor` — `p = min(1, (multiple·c + floor) / s)` from the interval just ended.
+/// Unmeasured requests would skip every response-side hostcall. Rates and quantiles stay unbiased;
+/// stable's counts shrink, and with them the tests' precision on its side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StableSample {
+    pub multiple: f64,
+    pub floor: u64,
+}
+
+impl StableSample {
+    /// The chance of measuring a stable request next interval, after one with `canary` and `stable`
+    /// requests routed.
+    pub fn probability(&self, canary: u64, stable: u64) -> f64 {
+        if stable == 0 {
+            return 1.0;
+        }
+        ((self.multiple * canary as f64 + self.floor as f64) / stable as f64).clamp(0.0, 1.0)
+    }
 }
 
 /// How a simulated rollout ended.
@@ -211,6 +236,7 @@ impl Simulator {
         let mut step_seconds = vec![0u64];
         let mut step_start_s = 0;
         let mut now_s = 0;
+        let mut p_stable = 1.0;
         while now_s < horizon {
             let Some(weight) = spec.weight(state.step_index) else { break };
             let share = if weight == 0.0 { sc.preview_share } else { weight / 100.0 };
@@ -224,14 +250,23 @@ impl Simulator {
                     .then_some(i.error_rate)
             });
             let (mut ds, mut dc) = (VersionStats::default(), VersionStats::default());
+            let mut stable_routed = 0;
             for _ in 0..sc.rps * interval_s {
                 if rng.next_f64() < share {
                     let e = incident_rate.unwrap_or(canary.error_rate);
                     self.request(&mut rng, &canary, e, (sc.evaluated, sc.integer_scores), &mut dc);
                 } else {
+                    stable_routed += 1;
+                    // Chosen before the answer exists: the outcome cannot bias the sample.
+                    if sc.stable_sample.is_some() && rng.next_f64() >= p_stable {
+                        continue;
+                    }
                     let e = incident_rate.unwrap_or(sc.stable.error_rate);
                     self.request(&mut rng, &sc.stable, e, (sc.evaluated, sc.integer_scores), &mut ds);
                 }
+            }
+            if let Some(s) = &sc.stable_sample {
+                p_stable = s.probability(dc.requests, stable_routed);
             }
             stable_step.merge(&ds);
             canary_step.merge(&dc);
@@ -408,6 +443,7 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         shadow: None,
         evaluated: 0.0,
         integer_scores: false,
+        stable_sample: None,
     };
     let mut rows = vec![
         (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),

@@ -570,3 +570,32 @@ fn sim_evaluation_gates_catch_a_worse_judge_verdict() {
     let t = row("evaluations: judge scores 4.2 → 3.4 at a 5 %", 200);
     assert!(t.rollback_rate() >= 0.95 && t.median_delay_s().is_some_and(|d| d <= 60), "{}", t.line());
 }
+
+/// A row with stable's requests measured in part (the hot-path design under study, see
+/// [`simulation::StableSample`]): 4 × the canary's requests plus 50 per interval.
+fn sampled_row(name_starts: &str, runs: usize) -> Tally {
+    let (mut sc, _) = scenarios().into_iter().find(|(s, _)| s.name.starts_with(name_starts)).unwrap();
+    sc.stable_sample = Some(simulation::StableSample { multiple: 4.0, floor: 50 });
+    sc.name = format!("{} — stable sampled (4 × canary + 50)", sc.name);
+    let t = Simulator::new().run_many(&sc, runs, 11);
+    println!("{}", t.line());
+    t
+}
+
+#[test]
+fn sim_stable_sampling_keeps_level_and_power() {
+    let t = sampled_row("A/A", 1_000);
+    assert!(t.rollback_rate() <= 0.01 && t.promoted as f64 >= 0.99 * t.runs as f64, "{}", t.line());
+    for name in ["error rate at the tolerance", "task success at the tolerance", "latency, canary 1.2×"] {
+        let t = sampled_row(name, 1_000);
+        assert!(t.rollback_rate() <= ALPHA_GATE && t.any_rollback_rate() <= 0.01, "{}", t.line());
+    }
+    let t = sampled_row("power: errors 1 % → 2 %", 500);
+    assert!(t.rollback_rate() >= 0.90, "{}", t.line());
+    let t = sampled_row("latency, canary 1.5×", 300);
+    assert!(t.rollback_rate() >= 0.95, "{}", t.line());
+    let t = sampled_row("the demo's planner", 300);
+    assert_eq!(t.advanced_past_first, 0, "{}", t.line());
+    let t = sampled_row("healthy canary", 500);
+    assert!(t.promoted as f64 >= 0.99 * t.runs as f64 && t.held_over_3x == 0, "{}", t.line());
+}
