@@ -289,6 +289,17 @@ impl Store {
 }
 
 /// 16 random hex digits.
+/// A count, sequence number or time in ms as SQL's signed 64-bit integer, saturating (nothing fledge
+/// stores comes near 2^63).
+fn to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Back from SQL: a negative value (never written by fledge) reads as 0.
+fn from_sql(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 fn new_epoch() -> String {
     let random = getrandom::u64().unwrap_or_else(|_| {
         // No OS randomness: the clock and the process still tell two data directories apart.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use ::postgres::config::{Host, SslMode};
 use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
 
-use super::{new_epoch, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
+use super::{from_sql, new_epoch, to_sql, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
@@ -229,7 +229,7 @@ impl PgStore {
                 .iter()
                 .map(|row| Ok(serde_json::from_str(row.try_get::<_, &str>(0)?)?))
                 .collect::<Result<Vec<Rollout>, StoreError>>()?;
-            Ok(Loaded { epoch, generation: generation.max(0) as u64, rollouts })
+            Ok(Loaded { epoch, generation: from_sql(generation), rollouts })
         })
     }
 
@@ -248,7 +248,7 @@ impl PgStore {
     ) -> Result<Queued, StoreError> {
         let name = rollout.name.clone();
         let body = serde_json::to_string(rollout)?;
-        let interval = interval.map(|i| (i.n.min(i64::MAX as u64) as i64, i.body.to_string()));
+        let interval = interval.map(|i| (to_sql(i.n), i.body.to_string()));
         let event = event.map(|e| e.to_string());
         let at_ms = rollout.status.updated_at_ms as i64;
         let generation = generation as i64;
@@ -318,9 +318,9 @@ impl PgStore {
                         kind: r.try_get(3)?,
                         url: r.try_get(4)?,
                         body: r.try_get(5)?,
-                        created_ms: r.try_get::<_, i64>(6)?.max(0) as u64,
+                        created_ms: from_sql(r.try_get::<_, i64>(6)?),
                         attempts: r.try_get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
-                        next_attempt_ms: r.try_get::<_, i64>(8)?.max(0) as u64,
+                        next_attempt_ms: from_sql(r.try_get::<_, i64>(8)?),
                     })
                 })
                 .collect()
@@ -339,13 +339,13 @@ impl PgStore {
         let error = error.to_string();
         self.call(move |s| {
             let st = prepared(&mut s.client, &mut s.statements, "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, last_error = $4 WHERE id = $1")?;
-            s.client.execute(&st, &[&id, &i64::from(attempts), &(next_attempt_ms.min(i64::MAX as u64) as i64), &error])?;
+            s.client.execute(&st, &[&id, &i64::from(attempts), &to_sql(next_attempt_ms), &error])?;
             Ok(())
         })
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        self.call(|s| Ok(s.client.query_one("SELECT COUNT(*) FROM outbox", &[])?.try_get::<_, i64>(0)?.max(0) as u64))
+        self.call(|s| Ok(from_sql(s.client.query_one("SELECT COUNT(*) FROM outbox", &[])?.try_get::<_, i64>(0)?)))
     }
 
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
@@ -391,15 +391,14 @@ impl PgStore {
     }
 
     pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
-        let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
-        let (rollout, after_n, upto_n) = (rollout.to_string(), clamp(after_n), clamp(upto_n));
+        let (rollout, after_n, upto_n) = (rollout.to_string(), to_sql(after_n), to_sql(upto_n));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |s| {
             let st = prepared(&mut s.client, &mut s.statements, "SELECT n, body FROM intervals WHERE rollout = $1 AND n > $2 AND n <= $3 ORDER BY n LIMIT $4")?;
             s.client
                 .query(&st, &[&rollout, &after_n, &upto_n, &limit])?
                 .iter()
-                .map(|r| Ok((r.try_get::<_, i64>(0)?.max(0) as u64, serde_json::from_str(r.try_get::<_, &str>(1)?)?)))
+                .map(|r| Ok((from_sql(r.try_get::<_, i64>(0)?), serde_json::from_str(r.try_get::<_, &str>(1)?)?)))
                 .collect()
         })
     }
@@ -408,7 +407,7 @@ impl PgStore {
         let rollout = rollout.to_string();
         self.call(move |s| {
             let n: Option<i64> = s.client.query_one("SELECT MIN(n) FROM intervals WHERE rollout = $1", &[&rollout])?.try_get(0)?;
-            Ok(n.map(|n| n.max(0) as u64))
+            Ok(n.map(from_sql))
         })
     }
 

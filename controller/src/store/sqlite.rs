@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 
-use super::{new_epoch, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, DB_FILE, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
+use super::{from_sql, new_epoch, to_sql, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, DB_FILE, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
@@ -104,7 +104,7 @@ impl SqliteStore {
             params![rollout.name, body],
         )?;
         if let Some(i) = interval {
-            let n = i.n.min(i64::MAX as u64) as i64;
+            let n = to_sql(i.n);
             tx.execute("INSERT OR REPLACE INTO intervals (rollout, n, body) VALUES (?1, ?2, ?3)", params![rollout.name, n, i.body.to_string()])?;
             tx.execute("DELETE FROM intervals WHERE rollout = ?1 AND n <= ?2", params![rollout.name, n - MAX_INTERVALS as i64])?;
         }
@@ -147,9 +147,9 @@ impl SqliteStore {
                     kind: r.get(3)?,
                     url: r.get(4)?,
                     body: r.get(5)?,
-                    created_ms: r.get::<_, i64>(6)?.max(0) as u64,
+                    created_ms: from_sql(r.get::<_, i64>(6)?),
                     attempts: r.get::<_, i64>(7)?.clamp(0, i64::from(u32::MAX)) as u32,
-                    next_attempt_ms: r.get::<_, i64>(8)?.max(0) as u64,
+                    next_attempt_ms: from_sql(r.get::<_, i64>(8)?),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -173,7 +173,7 @@ impl SqliteStore {
 
     /// Undelivered notifications.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?.max(0) as u64)
+        Ok(from_sql(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
     }
 
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
@@ -220,13 +220,12 @@ impl SqliteStore {
     /// Up to `limit` of a rollout's judged intervals numbered after `after_n` and at most `upto_n`,
     /// oldest first.
     pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
-        let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
         let mut stmt = self.conn.prepare_cached("SELECT n, body FROM intervals WHERE rollout = ?1 AND n > ?2 AND n <= ?3 ORDER BY n LIMIT ?4")?;
         let rows = stmt
-            .query_map(params![rollout, clamp(after_n), clamp(upto_n), limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .query_map(params![rollout, to_sql(after_n), to_sql(upto_n), limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
             .map(|row| {
                 let (n, body) = row?;
-                Ok((n.max(0) as u64, serde_json::from_str(&body)?))
+                Ok((from_sql(n), serde_json::from_str(&body)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(rows)
@@ -235,7 +234,7 @@ impl SqliteStore {
     /// The number of the oldest interval kept of a rollout (None without any).
     pub fn first_interval(&self, rollout: &str) -> Result<Option<u64>, StoreError> {
         let n: Option<i64> = self.conn.query_row("SELECT MIN(n) FROM intervals WHERE rollout = ?1", params![rollout], |r| r.get(0))?;
-        Ok(n.map(|n| n.max(0) as u64))
+        Ok(n.map(from_sql))
     }
 }
 
