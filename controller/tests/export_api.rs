@@ -4,33 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use fledge_controller::driver::tick_once;
-use fledge_controller::{app, AppState};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 mod common;
 
-async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
-}
+use common::{call, export, SPEC};
 
-/// The export's status, content type and lines, each parsed.
-async fn export(state: &AppState, name: &str) -> (StatusCode, String, Vec<Value>) {
-    let req = Request::builder().uri(format!("/v1/rollouts/{name}/export")).body(Body::empty()).unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
-    assert!(status != StatusCode::OK || text.ends_with('\n'), "every line ends with a newline");
-    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
-    (status, ct, lines)
-}
-
+/// [`common::report`] with task outcomes (failures = errors) and a cost of 0.01 per request.
 fn report(seq: u64, version: &str, requests: u64, errors: u64) -> Value {
     json!({"proxy": "p1", "worker": "w1", "seq": seq, "generation": 1, "versions": [{
         "rollout": "support", "version": version,
@@ -38,9 +20,6 @@ fn report(seq: u64, version: &str, requests: u64, errors: u64) -> Value {
                   "latency_total": {"buckets": [[300, requests]]}, "outcome_success": requests - errors,
                   "outcome_failure": errors, "cost_count": requests, "cost_sum": 0.01 * requests as f64}}]})
 }
-
-const SPEC: &str = r#"{"hosts":["support-agent"],"stable":"v1","canary":"v2","steps":[10,100],"step_seconds":5,
-    "min_requests":50,"gates":[{"metric":"error_rate","max_increase":0.01}]}"#;
 
 /// Per version, the sum of the interval lines' counts (the fields the status keeps).
 fn summed(lines: &[Value]) -> BTreeMap<String, BTreeMap<String, f64>> {

@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use fledge_controller::driver::tick_once;
 use fledge_controller::AppState;
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod common;
 
@@ -14,19 +14,7 @@ fn state() -> AppState {
     common::state(50)
 }
 
-async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
-}
-
-fn report(seq: u64, version: &str, requests: u64, errors: u64) -> Value {
-    json!({"proxy": "p1", "worker": "w1", "seq": seq, "generation": 1, "versions": [{
-        "rollout": "support", "version": version,
-        "stats": {"requests": requests, "status_2xx": requests - errors, "status_5xx": errors, "errors": errors,
-                  "latency_total": {"buckets": [[300, requests]]}, "outcome_success": requests}}]})
-}
-
-const SPEC: &str = r#"{"hosts":["support-agent"],"stable":"v1","canary":"v2","steps":[10,100],"step_seconds":5,
-    "min_requests":50,"gates":[{"metric":"error_rate","max_increase":0.01}]}"#;
+use common::{call, report, status, SPEC};
 
 async fn create(s: &AppState) {
     let (code, body) = call(s, "PUT", "/v1/rollouts/support", Some(serde_json::from_str(SPEC).unwrap())).await;
@@ -34,39 +22,10 @@ async fn create(s: &AppState) {
     assert_eq!(body["status"]["phase"], "pending");
 }
 
-async fn status(s: &AppState) -> Value {
-    call(s, "GET", "/v1/rollouts/support", None).await.1
-}
 
 #[tokio::test]
 async fn healthy_data_advances_then_promotes() {
-    let s = state();
-    create(&s).await;
-    tick_once(&s, 1_000).unwrap();
-    let st = status(&s).await;
-    assert_eq!((st["status"]["phase"].as_str(), st["status"]["weight"].as_f64()), (Some("progressing"), Some(10.0)));
-
-    // Before min_requests: hold, whatever the dwell.
-    call(&s, "POST", "/v1/reports", Some(report(1, "v2", 10, 0))).await;
-    tick_once(&s, 60_000).unwrap();
-    let st = status(&s).await;
-    assert_eq!(st["status"]["last_verdict"]["action"], "hold");
-    assert_eq!(st["status"]["step"], json!(0));
-
-    call(&s, "POST", "/v1/reports", Some(report(2, "v2", 200, 0))).await;
-    call(&s, "POST", "/v1/reports", Some(report(3, "v1", 2000, 0))).await;
-    tick_once(&s, 61_000).unwrap();
-    let st = status(&s).await;
-    assert_eq!((st["status"]["step"].clone(), st["status"]["weight"].as_f64()), (json!(1), Some(100.0)), "{}", st["status"]["message"]);
-    tick_once(&s, 62_000).unwrap();
-    assert_eq!(status(&s).await["status"]["phase"], "progressing", "dwell at the last step first");
-    tick_once(&s, 67_000).unwrap();
-    let st = status(&s).await;
-    assert_eq!(st["status"]["phase"], "succeeded");
-    assert_eq!((st["spec"]["stable"].as_str(), st["spec"]["canary"].as_str()), (Some("v2"), Some("v1")));
-    let (_, ev) = call(&s, "GET", "/v1/rollouts/support/events", None).await;
-    let kinds: Vec<&str> = ev["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["created", "started", "advanced", "promoted"]);
+    common::promote_healthy(&state()).await;
 }
 
 #[tokio::test]

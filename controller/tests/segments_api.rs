@@ -13,9 +13,7 @@ fn state() -> AppState {
     common::state(50)
 }
 
-async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
-}
+use common::call;
 
 fn spec(segments: Value) -> Value {
     json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10, "segments": segments,

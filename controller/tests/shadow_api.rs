@@ -3,14 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use axum::http::StatusCode;
-use fledge_controller::AppState;
 use serde_json::{json, Value};
 
 mod common;
 
-async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
-}
+use common::call;
 
 fn spec(extra: Value) -> Value {
     common::with_fields(json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "steps": [10, 100], "step_seconds": 60,

@@ -15,9 +15,7 @@ use tower::ServiceExt;
 
 mod common;
 
-async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    common::request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
-}
+use common::call;
 
 async fn put_manual(state: &AppState, weight: f64) {
     let spec = json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": weight});
