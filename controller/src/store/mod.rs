@@ -25,7 +25,7 @@ pub mod sqlite;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// Judged intervals kept per rollout (a day and a half of 1 s intervals); past it the oldest are
 /// dropped, and the export's header says how many.
 pub const MAX_INTERVALS: u64 = 131_072;
@@ -67,6 +67,51 @@ pub enum StoreError {
     Postgres(#[from] ::postgres::Error),
     #[error("stored record is unreadable: {0}")]
     Record(#[from] serde_json::Error),
+    /// Another replica committed since this one looked: the decision was made on an old view.
+    #[error("the database changed since this replica looked (another replica committed); look again")]
+    Stale,
+    /// The analysis' commit of a replica that no longer holds the leader's lease with its epoch.
+    #[error("replica {replica} no longer holds the leader's lease of epoch {epoch}: its decision is not committed")]
+    Fenced { replica: String, epoch: u64 },
+    #[error("{0} needs the PostgreSQL backend (--database)")]
+    NeedsPostgres(&'static str),
+}
+
+/// What a commit was decided on, re-checked inside its transaction so that a decision made on an old
+/// view, or by a leader that lost its lease, is never written. SQLite has one writer, the process
+/// itself, and checks nothing; on PostgreSQL several replicas write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The generation and the rollout's revision (None: it did not exist) the decision saw.
+    pub seen: Option<(u64, Option<u64>)>,
+    /// The lease the deciding leader holds (the analysis' decisions; a user's change has none).
+    pub fence: Option<Fence>,
+}
+
+/// A leader's fencing token: its replica id and the lease epoch it acquired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub replica: String,
+    pub epoch: u64,
+}
+
+/// The leader's lease as one replica's renewal found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    /// This replica holds the lease with this epoch (acquired or renewed just now).
+    pub mine: Option<u64>,
+    /// The holder and epoch of the lease, if it is held and not expired.
+    pub holder: Option<(String, u64)>,
+}
+
+/// One item of the shared data log (PostgreSQL): a report (deduplicated on `key`) or a batch of late
+/// outcomes, as received by one replica and read back by every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// (proxy, worker, seq) of a report; None for outcomes, which carry no identity.
+    pub key: Option<(String, String, u64)>,
+    pub kind: String,
+    pub body: Vec<u8>,
 }
 
 /// The store of one controller: the same methods, with the same meaning, on every backend.
@@ -130,6 +175,17 @@ pub struct Queued {
     pub deliveries: usize,
     /// Undelivered notifications dropped to stay within [`MAX_OUTBOX`].
     pub dropped: usize,
+}
+
+/// What a follower of the database hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A replica committed a change of rollouts.
+    Committed,
+    /// A replica appended data to the log.
+    Data,
+    /// The listening connection was (re)established: anything may have been missed.
+    Reconnected,
 }
 
 /// What a restarted controller resumes from.
@@ -197,10 +253,74 @@ impl Store {
         interval: Option<&IntervalRecord>,
         deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
     ) -> Result<Queued, StoreError> {
+        self.put_checked(rollout, generation, event, interval, deliveries, &Expect::default())
+    }
+
+    /// As [`put`](Self::put), refused with [`StoreError::Stale`] or [`StoreError::Fenced`] (and nothing
+    /// written) when the database no longer matches `expect` (PostgreSQL; SQLite checks nothing).
+    pub fn put_checked(
+        &mut self,
+        rollout: &Rollout,
+        generation: u64,
+        event: Option<&serde_json::Value>,
+        interval: Option<&IntervalRecord>,
+        deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
+        expect: &Expect,
+    ) -> Result<Queued, StoreError> {
         match self {
             Self::Sqlite(s) => s.put(rollout, generation, event, interval, deliveries),
-            Self::Postgres(p) => p.put(rollout, generation, event, interval, deliveries),
+            Self::Postgres(p) => p.put(rollout, generation, event, interval, deliveries, expect),
         }
+    }
+
+    /// Several replicas can share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    fn pg(&self, what: &'static str) -> Result<&PgStore, StoreError> {
+        match self {
+            Self::Postgres(p) => Ok(p),
+            Self::Sqlite(_) => Err(StoreError::NeedsPostgres(what)),
+        }
+    }
+
+    /// Acquires or renews the leader's lease for `replica` (this process: `instance`) for `ttl_ms` on
+    /// the database's clock, and tells who holds it.
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
+        self.pg("a leader's lease")?.lease_tick(replica, instance, ttl_ms)
+    }
+
+    /// Gives up this process' lease, if it holds it (a graceful shutdown).
+    pub fn lease_release(&self, replica: &str, instance: &str) -> Result<(), StoreError> {
+        self.pg("a leader's lease")?.lease_release(replica, instance)
+    }
+
+    /// Appends entries to the shared data log in one transaction; for each, whether it was new (a
+    /// report's key already in the log, from a retry to any replica, is not appended again).
+    pub fn log_append(&self, entries: Vec<LogEntry>, at_ms: u64) -> Result<Vec<bool>, StoreError> {
+        self.pg("the shared data log")?.log_append(entries, at_ms)
+    }
+
+    /// Up to `limit` log entries after `after_id`, in commit order: (id, kind, body).
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        self.pg("the shared data log")?.log_after(after_id, limit)
+    }
+
+    /// The newest log entry's id (0 for an empty log).
+    pub fn log_head(&self) -> Result<i64, StoreError> {
+        self.pg("the shared data log")?.log_head()
+    }
+
+    /// Forgets log entries appended before `before_ms`; returns how many.
+    pub fn log_prune(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.pg("the shared data log")?.log_prune(before_ms)
+    }
+
+    /// Starts following commits of any replica: the receiver gets a message for each commit
+    /// (`LISTEN`), and one after every reconnect (notifications sent meanwhile are lost).
+    pub fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<Wake>, StoreError> {
+        self.pg("following other replicas")?.listen()
     }
 
     /// The oldest undelivered notification of every receiver (URL): deliveries to one receiver go
@@ -239,9 +359,14 @@ impl Store {
     /// Deletes a rollout with its events and intervals, and writes the new generation, in one
     /// transaction.
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
+        self.delete_checked(name, generation, &Expect::default())
+    }
+
+    /// As [`delete`](Self::delete), checked against `expect` as [`put_checked`](Self::put_checked) is.
+    pub fn delete_checked(&mut self, name: &str, generation: u64, expect: &Expect) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.delete(name, generation),
-            Self::Postgres(p) => p.delete(name, generation),
+            Self::Postgres(p) => p.delete(name, generation, expect),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The PostgreSQL backend (`fledge serve --database postgres://…`), for one controller replica.
+//! The PostgreSQL backend (`fledge serve --database postgres://…`), shared by any number of controller
+//! replicas (see [`crate::cluster`] and docs/ha.md).
 //!
 //! The same tables as SQLite's (rollouts, meta, events, outbox, intervals), with bodies stored as the
 //! same JSON text (not `jsonb`, which would rewrite the numbers), and the same meaning for every
@@ -25,14 +26,15 @@ use std::time::Duration;
 use ::postgres::config::{Host, SslMode};
 use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
 
-use super::{from_sql, new_epoch, to_sql, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
+use super::{from_sql, new_epoch, to_sql, Durability, Expect, LeaseState, LogEntry, Loaded, Wake, NewDelivery, Pending, Queued, StoreError, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
 /// The migrations, by the version they bring the database to. PostgreSQL support began with the
 /// data model of SQLite's version 4, so its first migration is numbered 4; a later version adds a
 /// step here and in SQLite's `migrate`, with the same number.
-const MIGRATIONS: &[(i64, &str)] = &[(
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
     4,
     "CREATE TABLE meta (
          one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), generation BIGINT NOT NULL, epoch TEXT NOT NULL);
@@ -47,15 +49,47 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          attempts BIGINT NOT NULL, next_attempt_ms BIGINT NOT NULL, last_error TEXT);
      CREATE INDEX outbox_by_url ON outbox (url, id);
      CREATE TABLE intervals (rollout TEXT NOT NULL, n BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (rollout, n));",
-)];
+    ),
+    (
+        5,
+        // Several replicas: each rollout's revision as a column (a commit checks it), the leader's
+        // lease (one row; the epoch is the fencing token) and the shared data log, deduplicated on a
+        // report's (proxy, worker, seq) across replicas.
+        "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;
+         UPDATE rollouts SET revision = COALESCE((body::json->'status'->>'revision')::BIGINT, 0);
+         CREATE TABLE lease (
+             one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one), holder TEXT NOT NULL, instance TEXT NOT NULL,
+             epoch BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL);
+         INSERT INTO lease (holder, instance, epoch, expires_at) VALUES ('', '', 0, '-infinity');
+         CREATE TABLE data_log (
+             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, proxy TEXT, worker TEXT, seq BIGINT,
+             at_ms BIGINT NOT NULL, kind TEXT NOT NULL, body BYTEA NOT NULL);
+         CREATE UNIQUE INDEX data_log_once ON data_log (proxy, worker, seq);
+         CREATE INDEX data_log_by_time ON data_log (at_ms);",
+    ),
+];
 
 /// The advisory lock held while the schema is checked and migrated ("fledge" in ASCII).
 const MIGRATION_LOCK: i64 = 0x66_6c_65_64_67_65;
+
+/// Held while appending to the data log, so that entries' ids increase in commit order and a reader
+/// that has seen id N never later finds a smaller one ("fledgd" in ASCII).
+const LOG_LOCK: i64 = 0x66_6c_65_64_67_64;
+
+/// The channel every commit notifies (`NOTIFY fledge, 'c'`; appends to the log: `'d'`).
+const CHANNEL: &str = "fledge";
+
+/// A stuck client (a paused process) must not hold the rows every other replica's commit locks:
+/// the server ends a session idle inside a transaction this long, and a commit waits at most this
+/// long for a lock.
+const SESSION_OPTIONS: &str = "-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000";
 
 /// Waited for a connection when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
+    /// To open the listening connection with (a copy of the store's).
+    config: Config,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
     location: String,
@@ -161,15 +195,16 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("fledge");
         }
+        let mut options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {SESSION_OPTIONS}"),
+            _ => SESSION_OPTIONS.to_string(),
+        };
         if durability == Durability::Normal {
-            let options = match config.get_options() {
-                Some(o) if !o.is_empty() => format!("{o} -c synchronous_commit=off"),
-                _ => "-c synchronous_commit=off".to_string(),
-            };
-            config.options(&options);
+            options.push_str(" -c synchronous_commit=off");
         }
+        config.options(&options);
         let (jobs, queue) = mpsc::channel::<Job>();
-        let mut connection = Connection { config, location: location.clone(), session: None };
+        let mut connection = Connection { config: config.clone(), location: location.clone(), session: None };
         let worker = std::thread::Builder::new()
             .name("fledge-postgres".into())
             .spawn(move || {
@@ -182,7 +217,7 @@ impl PgStore {
                 }
             })
             .map_err(StoreError::PgThread)?;
-        let store = Self { jobs: Some(jobs), worker: Some(worker), location };
+        let store = Self { config, jobs: Some(jobs), worker: Some(worker), location };
         let location = store.location.clone();
         store.call(move |s| migrate(&mut s.client, &location))?;
         Ok(store)
@@ -245,8 +280,11 @@ impl PgStore {
         event: Option<&serde_json::Value>,
         interval: Option<&IntervalRecord>,
         deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
+        expect: &Expect,
     ) -> Result<Queued, StoreError> {
         let name = rollout.name.clone();
+        let revision = to_sql(rollout.status.revision);
+        let expect = expect.clone();
         let body = serde_json::to_string(rollout)?;
         let interval = interval.map(|i| (to_sql(i.n), i.body.to_string()));
         let event = event.map(|e| e.to_string());
@@ -257,8 +295,13 @@ impl PgStore {
         let answer = self.submit(move |s| {
             let Session { client, statements } = s;
             let mut tx = client.transaction()?;
-            let upsert = prepared(&mut tx, statements, "INSERT INTO rollouts (name, body) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET body = excluded.body")?;
-            tx.execute(&upsert, &[&name, &body])?;
+            check(&mut tx, statements, &name, &expect)?;
+            let upsert = prepared(
+                &mut tx,
+                statements,
+                "INSERT INTO rollouts (name, body, revision) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET body = excluded.body, revision = excluded.revision",
+            )?;
+            tx.execute(&upsert, &[&name, &body, &revision])?;
             if let Some((n, body)) = &interval {
                 let insert = prepared(&mut tx, statements, "INSERT INTO intervals (rollout, n, body) VALUES ($1, $2, $3) ON CONFLICT (rollout, n) DO UPDATE SET body = excluded.body")?;
                 tx.execute(&insert, &[&name, n, body])?;
@@ -289,6 +332,7 @@ impl PgStore {
             }
             let meta = prepared(&mut tx, statements, "UPDATE meta SET generation = $1")?;
             tx.execute(&meta, &[&generation])?;
+            tx.execute("SELECT pg_notify($1, 'c')", &[&CHANNEL])?;
             tx.commit()?;
             Ok(queued)
         })?;
@@ -348,11 +392,15 @@ impl PgStore {
         self.call(|s| Ok(from_sql(s.client.query_one("SELECT COUNT(*) FROM outbox", &[])?.try_get::<_, i64>(0)?)))
     }
 
-    pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
+    pub fn delete(&mut self, name: &str, generation: u64, expect: &Expect) -> Result<(), StoreError> {
         let name = name.to_string();
         let generation = generation as i64;
+        let expect = expect.clone();
         self.call(move |s| {
-            let mut tx = s.client.transaction()?;
+            let Session { client, statements } = s;
+            let mut tx = client.transaction()?;
+            check(&mut tx, statements, &name, &expect)?;
+            tx.execute("SELECT pg_notify($1, 'c')", &[&CHANNEL])?;
             tx.execute("DELETE FROM rollouts WHERE name = $1", &[&name])?;
             tx.execute("DELETE FROM events WHERE rollout = $1", &[&name])?;
             tx.execute("DELETE FROM intervals WHERE rollout = $1", &[&name])?;
@@ -411,6 +459,140 @@ impl PgStore {
         })
     }
 
+    /// As [`super::Store::lease_tick`]: one statement, on the database's clock, so replicas whose
+    /// clocks disagree still agree on who holds the lease. The epoch grows whenever the holder (or
+    /// the holding process) changes, never on a renewal.
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
+        let (replica, instance, ttl) = (replica.to_string(), instance.to_string(), to_sql(ttl_ms) as f64 / 1_000.0);
+        self.call(move |s| {
+            let take = prepared(
+                &mut s.client,
+                &mut s.statements,
+                "UPDATE lease SET epoch = CASE WHEN holder = $1 AND instance = $2 THEN epoch ELSE epoch + 1 END,
+                     holder = $1, instance = $2, expires_at = clock_timestamp() + make_interval(secs => $3)
+                 WHERE one AND ((holder = $1 AND instance = $2) OR expires_at < clock_timestamp())
+                 RETURNING epoch",
+            )?;
+            let mine = s.client.query_opt(&take, &[&replica, &instance, &ttl])?.map(|r| r.try_get::<_, i64>(0)).transpose()?.map(from_sql);
+            let read = prepared(&mut s.client, &mut s.statements, "SELECT holder, epoch FROM lease WHERE expires_at >= clock_timestamp()")?;
+            let holder = s.client.query_opt(&read, &[])?.map(|r| Ok::<_, ::postgres::Error>((r.try_get(0)?, from_sql(r.try_get::<_, i64>(1)?)))).transpose()?;
+            Ok(LeaseState { mine, holder })
+        })
+    }
+
+    /// Gives the lease up (a graceful shutdown), so another replica takes it at its next renewal
+    /// rather than after the lease runs out. Only this process' own lease is touched.
+    pub fn lease_release(&self, replica: &str, instance: &str) -> Result<(), StoreError> {
+        let (replica, instance) = (replica.to_string(), instance.to_string());
+        self.call(move |s| {
+            s.client.execute("UPDATE lease SET expires_at = '-infinity' WHERE holder = $1 AND instance = $2", &[&replica, &instance])?;
+            Ok(())
+        })
+    }
+
+    pub fn log_append(&self, entries: Vec<LogEntry>, at_ms: u64) -> Result<Vec<bool>, StoreError> {
+        let at_ms = to_sql(at_ms);
+        self.call(move |s| {
+            let Session { client, statements } = s;
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+            let insert = prepared(
+                &mut tx,
+                statements,
+                "INSERT INTO data_log (proxy, worker, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (proxy, worker, seq) DO NOTHING RETURNING id",
+            )?;
+            let mut fresh = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let (proxy, worker, seq) = match &e.key {
+                    Some((p, w, n)) => (Some(p.as_str()), Some(w.as_str()), Some(to_sql(*n))),
+                    None => (None, None, None),
+                };
+                fresh.push(tx.query_opt(&insert, &[&proxy, &worker, &seq, &at_ms, &e.kind, &e.body])?.is_some());
+            }
+            if fresh.iter().any(|f| *f) {
+                tx.execute("SELECT pg_notify($1, 'd')", &[&CHANNEL])?;
+            }
+            tx.commit()?;
+            Ok(fresh)
+        })
+    }
+
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |s| {
+            let st = prepared(&mut s.client, &mut s.statements, "SELECT id, kind, body FROM data_log WHERE id > $1 ORDER BY id LIMIT $2")?;
+            s.client
+                .query(&st, &[&after_id, &limit])?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
+    }
+
+    pub fn log_head(&self) -> Result<i64, StoreError> {
+        self.call(|s| Ok(s.client.query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM data_log", &[])?.try_get(0)?))
+    }
+
+    pub fn log_prune(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let before = to_sql(before_ms);
+        self.call(move |s| Ok(s.client.execute("DELETE FROM data_log WHERE at_ms < $1", &[&before])?))
+    }
+
+    /// As [`super::Store::listen`]: a connection of its own on a thread of its own, which waits for
+    /// notifications and forwards them; on a broken connection it reconnects (every second until it
+    /// can) and says so, since what was notified meanwhile is lost.
+    pub fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<Wake>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (config, location) = (self.config.clone(), self.location.clone());
+        std::thread::Builder::new()
+            .name("fledge-listen".into())
+            .spawn(move || loop {
+                if tx.is_closed() {
+                    return;
+                }
+                match config.connect(NoTls).and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|()| c)) {
+                    Ok(mut client) => {
+                        if tx.blocking_send(Wake::Reconnected).is_err() {
+                            return;
+                        }
+                        loop {
+                            // A fresh iterator per wait: a TimeoutIter's timer is not re-armed once it
+                            // fired, so a kept one would return at once ever after (a busy loop).
+                            let next = {
+                                let mut notifications = client.notifications();
+                                let mut iter = notifications.timeout_iter(Duration::from_millis(500));
+                                ::postgres::fallible_iterator::FallibleIterator::next(&mut iter)
+                            };
+                            match next {
+                                Ok(Some(n)) => {
+                                    let wake = if n.payload() == "d" { Wake::Data } else { Wake::Committed };
+                                    // A full channel already holds a wake-up that makes the reader look.
+                                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) = tx.try_send(wake) {
+                                        return;
+                                    }
+                                }
+                                Ok(None) if tx.is_closed() => return,
+                                Ok(None) if client.is_closed() => {
+                                    tracing::warn!(database = %location, "PostgreSQL listening connection closed; reconnecting");
+                                    break;
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    tracing::warn!(database = %location, error = %message(&e), "PostgreSQL listening connection lost; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(database = %location, error = %message(&e), "cannot listen for other replicas' commits; retrying"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            })
+            .map_err(StoreError::PgThread)?;
+        Ok(rx)
+    }
+
     /// Runs raw SQL (tests only: to age the schema or make a transaction fail).
     #[cfg(test)]
     pub(crate) fn execute_batch(&mut self, sql: &str) -> Result<(), StoreError> {
@@ -428,6 +610,29 @@ impl Drop for PgStore {
             let _ = worker.join();
         }
     }
+}
+
+/// Inside a commit's transaction: the database still is as the decision saw it (else
+/// [`StoreError::Stale`]), and the deciding leader still holds its lease (else
+/// [`StoreError::Fenced`]). `meta`'s row is locked first, so commits of every replica queue one
+/// after another, and the lease's row is share-locked, so no takeover can slip in before the commit.
+fn check(tx: &mut ::postgres::Transaction<'_>, statements: &mut HashMap<&'static str, Statement>, name: &str, expect: &Expect) -> Result<(), StoreError> {
+    let lock = prepared(tx, statements, "SELECT generation FROM meta FOR UPDATE")?;
+    let generation = from_sql(tx.query_one(&lock, &[])?.try_get::<_, i64>(0)?);
+    if let Some((seen_generation, seen_revision)) = expect.seen {
+        let revision = prepared(tx, statements, "SELECT revision FROM rollouts WHERE name = $1")?;
+        let found = tx.query_opt(&revision, &[&name])?.map(|r| r.try_get::<_, i64>(0)).transpose()?.map(from_sql);
+        if generation != seen_generation || found != seen_revision {
+            return Err(StoreError::Stale);
+        }
+    }
+    if let Some(fence) = &expect.fence {
+        let held = prepared(tx, statements, "SELECT 1 FROM lease WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() FOR SHARE")?;
+        if tx.query_opt(&held, &[&fence.replica, &to_sql(fence.epoch)])?.is_none() {
+            return Err(StoreError::Fenced { replica: fence.replica.clone(), epoch: fence.epoch });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the schema version and brings the database to [`SCHEMA_VERSION`], in one transaction.
@@ -451,7 +656,7 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
     }
     if found == 0 {
         let existing: i64 = tx
-            .query_one("SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename IN ('meta', 'rollouts', 'events', 'outbox', 'intervals')", &[])
+            .query_one("SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename IN ('meta', 'rollouts', 'events', 'outbox', 'intervals', 'lease', 'data_log')", &[])
             .and_then(|r| r.try_get(0))
             .map_err(failed)?;
         if existing > 0 {
@@ -568,7 +773,7 @@ mod tests {
         let _ = store.check();
         store.check().unwrap();
         assert_ne!(pid(&store).unwrap(), before, "a new connection");
-        store.put(&rollout("support"), 1, None, None, &|_| Vec::new()).unwrap();
+        store.put(&rollout("support"), 1, None, None, &|_| Vec::new(), &Expect::default()).unwrap();
         assert_eq!(other.load().unwrap().generation, 1);
     }
 
