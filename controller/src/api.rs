@@ -66,9 +66,13 @@ async fn openapi() -> impl IntoResponse {
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let current = state.current();
     let workers = state.live().worker_count();
+    let cluster = state.cluster();
+    let leader = cluster.leader();
     Json(json!({
         "status": "ok", "epoch": current.epoch, "generation": current.generation,
         "held_polls": state.held_polls(), "workers": workers,
+        "replica": cluster.replica(), "role": cluster.role(),
+        "leader": leader.as_ref().map(|(id, _)| id), "lease_epoch": leader.as_ref().map(|(_, e)| e),
     }))
 }
 
@@ -208,9 +212,10 @@ pub fn apply_spec(state: &AppState, name: &str, spec: RolloutSpec) -> Result<(bo
             return Err(ApiError::Conflict(format!("host {host:?} is already owned by rollout {owner:?}")));
         }
         let input = Input::Replace { spec: Box::new(spec.clone()) };
+        // Decided again if another replica committed meanwhile: what counts is the last decision.
+        created = current.is_none();
         match current {
             None => {
-                created = true;
                 let r = Rollout::new(name, spec.clone(), now).map_err(|e| ApiError::Invalid(e.to_string()))?;
                 Ok(Some(Change::Create(Box::new(r), input)))
             }

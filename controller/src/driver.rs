@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use fledge_core::analysis::judge;
 
+use crate::cluster::Lead;
 use crate::error::ApiError;
+use crate::store::Fence;
 use crate::machine::{self, Input};
 use crate::model::{Phase, Rollout};
 use crate::state::{now_ms, AppState};
@@ -55,6 +57,12 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// One pass over the rollouts; public so tests can drive time themselves.
 pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
+    // Several replicas: only the leader judges, and each of its commits is fenced by its lease.
+    let fence = match state.cluster().lead() {
+        Lead::Alone => None,
+        Lead::Fenced(f) => Some(f),
+        Lead::No => return Ok(()),
+    };
     let view = state.view();
     for r in view.rollouts() {
         let input = match r.status.phase {
@@ -66,7 +74,7 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
             _ => None,
         };
         if let Some(input) = input {
-            commit_if_current(state, r, input, now)?;
+            commit_if_current(state, r, input, now, fence.clone())?;
         }
     }
     Ok(())
@@ -86,10 +94,11 @@ fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
 }
 
 /// Commits `input` unless the rollout changed since `seen` was read.
-fn commit_if_current(state: &AppState, seen: &Rollout, input: Input, now: u64) -> Result<(), ApiError> {
-    match state.apply(&seen.name, now, input, |current| current.status.revision == seen.status.revision) {
+fn commit_if_current(state: &AppState, seen: &Rollout, input: Input, now: u64, fence: Option<Fence>) -> Result<(), ApiError> {
+    match state.apply_as(&seen.name, now, fence, input, |current| current.status.revision == seen.status.revision) {
         Ok(_) => Ok(()),
-        // Another change won the race between the look and the commit; the next tick judges again.
+        // Another change won the race between the look and the commit (or this replica lost the
+        // lease meanwhile); the next tick judges again, if it still leads.
         Err(ApiError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
     }

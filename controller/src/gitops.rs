@@ -33,6 +33,13 @@ pub fn spawn(state: AppState, dir: PathBuf, prune: bool) -> tokio::task::JoinHan
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Several replicas follow the same mounted directory: the leader alone applies it, so two
+            // replicas never race to apply (or, with --prune, to delete) the same rollout. A replica
+            // that becomes the leader reads the whole directory afresh.
+            if watcher.state.cluster().role() != crate::cluster::Role::Leader {
+                watcher.contents = None;
+                continue;
+            }
             watcher.scan().await;
         }
     })

@@ -19,6 +19,7 @@ use crate::live::{Current, Ingested};
 use crate::machine::Input;
 use crate::model::Rollout;
 use crate::state::{now_ms, AppState};
+use crate::store::LogEntry;
 
 /// One report entry's per-segment counts: rollout, version, (segment, requests).
 type SegmentEntry = (String, String, Vec<(String, u64)>);
@@ -27,10 +28,117 @@ type SegmentEntry = (String, String, Vec<(String, u64)>);
 pub const MAX_OUTCOMES: usize = 10_000;
 
 pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<(StatusCode, Json<Ingested>), ApiError> {
-    let mut report = report::parse(&body).map_err(|e| match e {
+    let report = report::parse(&body).map_err(|e| match e {
         ReportError::Json(_) => ApiError::BadRequest(e.to_string()),
         other => ApiError::Invalid(other.to_string()),
     })?;
+    if !state.cluster().is_shared() {
+        return Ok((StatusCode::ACCEPTED, Json(merge_report(&state, report, now_ms()))));
+    }
+    // Several replicas: the report is acknowledged once it is in the shared log, from which every
+    // replica (this one included) merges it; a retry of it to any replica is not appended again.
+    let view = state.view();
+    let (mut merged, mut ignored) = (0, 0);
+    for v in &report.versions {
+        match view.rollout(&v.rollout) {
+            Some(r) if v.version == r.spec.stable || v.version == r.spec.canary => merged += 1,
+            _ => ignored += 1,
+        }
+    }
+    for s in &report.shadow {
+        if view.rollout(&s.rollout).is_some() {
+            merged += 1;
+        } else {
+            ignored += 1;
+        }
+    }
+    let key = Some((report.proxy.clone(), report.worker.clone(), report.seq));
+    let fresh = append(&state, LogEntry { key, kind: KIND_REPORT.into(), body: body.to_vec() }).await?;
+    state.counters().report(!fresh);
+    let ingested = if fresh { Ingested { duplicate: false, merged, ignored } } else { Ingested { duplicate: true, merged: 0, ignored: 0 } };
+    Ok((StatusCode::ACCEPTED, Json(ingested)))
+}
+
+/// Log entries: a proxy's report (its body as received), or late outcomes for one rollout.
+const KIND_REPORT: &str = "report";
+const KIND_OUTCOMES: &str = "outcomes";
+
+/// Appends `entry` to the shared log (at the next flush) and waits for it to be committed: whether it
+/// was new. A log that cannot be written is a 503, and the filter resends later.
+async fn append(state: &AppState, entry: LogEntry) -> Result<bool, ApiError> {
+    let answer = state
+        .cluster()
+        .enqueue(entry)
+        .map_err(|queued| ApiError::Unavailable(format!("{queued} reports wait to be written to the database; try again")))?;
+    match answer.await {
+        Ok(Ok(fresh)) => Ok(fresh),
+        Ok(Err(why)) => Err(ApiError::Unavailable(format!("cannot write to the database: {why}"))),
+        Err(_) => Err(ApiError::Unavailable("the controller is shutting down".into())),
+    }
+}
+
+/// Late outcomes for `rollout`'s current window: merged here, or (several replicas) through the log.
+pub async fn add_outcomes(state: &AppState, rollout: &str, items: Vec<(String, VersionStats)>) -> Result<(), ApiError> {
+    if !state.cluster().is_shared() {
+        merge_outcomes(state, rollout, items, now_ms());
+        return Ok(());
+    }
+    let body = serde_json::to_vec(&json!({ "rollout": rollout, "items": items })).map_err(|e| ApiError::Internal(e.to_string()))?;
+    append(state, LogEntry { key: None, kind: KIND_OUTCOMES.into(), body }).await?;
+    Ok(())
+}
+
+fn merge_outcomes(state: &AppState, rollout: &str, items: Vec<(String, VersionStats)>, now: u64) {
+    let Some(window) = state.view().rollout(rollout).map(|r| r.status.window) else { return };
+    state.live().add_outcomes(rollout, window, now, items);
+    state.data_arrived();
+}
+
+/// Entries read from the log at once.
+const TAIL_BATCH: usize = 5_000;
+
+/// Merges what the shared log holds past what this replica has merged, in commit order. Called by
+/// one reader at a time ([`crate::cluster::Cluster::tailing`]). Returns how many entries it merged.
+pub fn tail(state: &AppState) -> Result<usize, crate::store::StoreError> {
+    let _one_reader = state.cluster().tailing();
+    let mut total = 0;
+    loop {
+        let entries = state.log_after(state.cluster().tailed(), TAIL_BATCH)?;
+        let Some(last) = entries.last().map(|(id, _, _)| *id) else { return Ok(total) };
+        let now = now_ms();
+        let n = entries.len();
+        for (id, kind, body) in entries {
+            match kind.as_str() {
+                KIND_REPORT => match report::parse(&body) {
+                    Ok(r) => {
+                        merge_report(state, r, now);
+                    }
+                    Err(e) => tracing::warn!(id, error = %e, "unreadable report in the data log; skipped"),
+                },
+                KIND_OUTCOMES => match serde_json::from_slice::<LoggedOutcomes>(&body) {
+                    Ok(o) => merge_outcomes(state, &o.rollout, o.items, now),
+                    Err(e) => tracing::warn!(id, error = %e, "unreadable outcomes in the data log; skipped"),
+                },
+                other => tracing::warn!(id, kind = other, "unknown entry in the data log (from a newer fledge?); skipped"),
+            }
+        }
+        state.cluster().set_tailed(last);
+        total += n;
+        if n < TAIL_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LoggedOutcomes {
+    rollout: String,
+    items: Vec<(String, VersionStats)>,
+}
+
+/// Merges one report into this replica's windows, per-segment counts and worker table, and acts on
+/// the fallbacks it reports (the leader alone commits those).
+fn merge_report(state: &AppState, mut report: report::IncomingReport, now: u64) -> Ingested {
     // Per-segment counts go to their own table, once the report is known not to be a duplicate.
     let segments: Vec<SegmentEntry> = report
         .versions
@@ -49,8 +157,10 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
             samples: r.spec.shadow.as_ref().map_or(0, |s| s.capture.samples as usize),
         })
     };
-    let ingested = state.live().ingest(report, now_ms(), current);
-    state.counters().report(ingested.duplicate);
+    let ingested = state.live().ingest(report, now, current);
+    if !state.cluster().is_shared() {
+        state.counters().report(ingested.duplicate);
+    }
     if !ingested.duplicate && !segments.is_empty() {
         let mut counts = state.segment_counts();
         for (rollout, version, entries) in &segments {
@@ -64,20 +174,27 @@ pub async fn reports(State(state): State<AppState>, Body(body): Body) -> Result<
         state.data_arrived();
     }
     if !ingested.duplicate && epoch.as_deref().is_none_or(|e| e == view.epoch()) {
-        for f in &fallbacks {
-            controller_lost(&state, &proxy, f);
+        let fence = match state.cluster().lead() {
+            crate::cluster::Lead::Alone => Some(None),
+            crate::cluster::Lead::Fenced(f) => Some(Some(f)),
+            crate::cluster::Lead::No => None,
+        };
+        if let Some(fence) = fence {
+            for f in &fallbacks {
+                controller_lost(state, &proxy, f, fence.clone());
+            }
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(ingested)))
+    ingested
 }
 
 /// A proxy reports that it sent a rollout to stable after losing the controller: pause it at 0 %,
 /// once — unless its routing changed since the config the proxy fell back on (that newer config
 /// lifts the fallback anyway).
-fn controller_lost(state: &AppState, proxy: &str, f: &fledge_core::fallback::FellBack) {
+fn controller_lost(state: &AppState, proxy: &str, f: &fledge_core::fallback::FellBack, fence: Option<crate::store::Fence>) {
     let input = Input::ControllerLost { proxy: proxy.to_string(), after_seconds: f.after_seconds };
     let still = |r: &Rollout| r.status.generation <= f.generation && !r.status.phase.is_terminal() && r.status.phase != crate::model::Phase::Manual;
-    match state.apply(&f.rollout, now_ms(), input, still) {
+    match state.apply_as(&f.rollout, now_ms(), fence, input, still) {
         Ok(Some(r)) => tracing::warn!(rollout = %f.rollout, %proxy, after_seconds = f.after_seconds, generation = r.status.generation, "a proxy lost the controller and sent the rollout to stable: paused at 0 %"),
         Ok(None) => {}
         Err(e) => tracing::warn!(rollout = %f.rollout, %proxy, error = %e, "cannot pause the rollout a proxy sent to stable"),
@@ -229,8 +346,7 @@ pub async fn outcomes(State(state): State<AppState>, Path(name): Path<String>, B
     let r = view.rollout(&name).ok_or_else(|| not_found(&name))?;
     let parsed = parse_outcomes(&body, &r.spec.stable, &r.spec.canary)?;
     let count = parsed.len();
-    state.live().add_outcomes(&name, r.status.window, now_ms(), parsed);
+    add_outcomes(&state, &name, parsed).await?;
     state.counters().outcomes(count);
-    state.data_arrived();
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": count }))))
 }

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod api;
 pub mod approval;
 pub mod cli;
+pub mod cluster;
 mod cli_apply;
 pub mod cli_view;
 pub mod driver;

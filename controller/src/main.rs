@@ -39,6 +39,10 @@ struct ServeArgs {
     /// environment variable when the URL holds a password.
     #[arg(long, env = "FLEDGE_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// This replica's id among the replicas sharing a --database (shown by /healthz and in the
+    /// events it commits). Default: the host's name with a random suffix.
+    #[arg(long, env = "FLEDGE_REPLICA_ID")]
+    replica_id: Option<String>,
     /// Bearer token required on mutating and data-plane endpoints (unset: no auth).
     #[arg(long, env = "FLEDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -97,18 +101,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             backoff_cap: positive_secs(args.webhook_backoff_cap_secs).context("--webhook-backoff-cap-secs must be a positive number")?,
             timeout: positive_secs(args.webhook_timeout_secs).context("--webhook-timeout-secs must be a positive number")?,
         },
+        replica: match args.replica_id.filter(|r| !r.is_empty()) {
+            Some(r) if fledge_core::report::valid_identifier(&r) && r.len() <= 200 => r,
+            Some(r) => anyhow::bail!("--replica-id {r:?}: use 1-200 printable characters without spaces"),
+            None => String::new(),
+        },
     };
     let state = AppState::new(store, settings)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let current = state.current();
-    tracing::info!(%addr, store = %store_description, epoch = %current.epoch, generation = current.generation, "fledge controller started");
+    tracing::info!(%addr, store = %store_description, epoch = %current.epoch, generation = current.generation, replica = %state.cluster().replica(), "fledge controller started");
     // A machine-readable line for scripts and tests that start fledge on port 0.
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "fledge listening on http://{addr}")?;
         out.flush()?;
     }
+    let cluster = fledge_controller::cluster::spawn(state.clone());
     let driver = fledge_controller::driver::spawn(state.clone());
     let prober = fledge_controller::readiness::spawn(state.clone());
     let approver = fledge_controller::approval::spawn(state.clone());
@@ -130,6 +140,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     driver.abort();
+    // The cluster's tasks end on the shutdown signal (the lease is released); wait for them briefly.
+    for task in cluster {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     prober.abort();
     approver.abort();
     notifier.abort();

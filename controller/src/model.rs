@@ -150,6 +150,17 @@ pub struct RolloutStatus {
     /// ([`crate::totals`]). Kept across a replaced spec, like the events.
     #[serde(default, skip_serializing_if = "Totals::is_empty")]
     pub totals: Totals,
+    /// The replica (and its lease epoch) whose analysis made the last decision (several replicas
+    /// on PostgreSQL; absent on SQLite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
+}
+
+/// Who committed a decision of the analysis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedBy {
+    pub replica: String,
+    pub epoch: u64,
 }
 
 impl Rollout {
@@ -180,6 +191,7 @@ impl Rollout {
             evidence: EvidenceState::default(),
             released: false,
             totals: Totals::default(),
+            decided_by: None,
         };
         Ok(Self { name: name.to_string(), spec, status, mode })
     }

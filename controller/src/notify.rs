@@ -231,7 +231,13 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         loop {
             let now = now_ms();
             let mut wake = now.saturating_add(IDLE.as_millis() as u64);
-            match state.outbox_heads() {
+            // Several replicas share one outbox: the leader delivers (a follower would send each
+            // notification again), and a new leader takes over what the old one left.
+            let leads = state.cluster().role() == crate::cluster::Role::Leader;
+            if !leads {
+                wake = now.saturating_add(crate::cluster::RENEW.as_millis() as u64);
+            }
+            match if leads { state.outbox_heads() } else { Ok(Vec::new()) } {
                 Ok(heads) => {
                     let on_wire: HashSet<&String> = busy.values().collect();
                     let mut start = Vec::new();

@@ -22,7 +22,7 @@ use prost::Message;
 
 use crate::error::{ApiError, Body};
 use crate::ingest::Evaluation;
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 
 pub const EVENT: &str = "gen_ai.evaluation.result";
 
@@ -94,14 +94,8 @@ pub async fn logs(State(state): State<AppState>, headers: HeaderMap, Body(body):
             }
         }
     }
-    let now = now_ms();
-    if !accepted.is_empty() {
-        let mut live = state.live();
-        for ((rollout, window), items) in accepted {
-            live.add_outcomes(&rollout, window, now, items);
-        }
-        drop(live);
-        state.data_arrived();
+    for ((rollout, _window), items) in accepted {
+        crate::ingest::add_outcomes(&state, &rollout, items).await?;
     }
     let response = ExportLogsServiceResponse {
         partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess { rejected_log_records: rejected, error_message: reasons.join("; ") }),

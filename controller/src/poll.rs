@@ -17,6 +17,16 @@ pub async fn config(State(state): State<AppState>, RawQuery(q): RawQuery) -> Res
     let mut rx = state.subscribe();
     let mut shutdown = state.shutdown_signal();
     let deadline = tokio::time::Instant::now() + state.settings().poll_hold;
+    // Several replicas: a proxy that has seen a newer generation (from another replica) than this
+    // replica has published is never answered with the older one; this replica first re-reads the
+    // database, which is the truth either way.
+    let ahead = |p: &Published| state.cluster().is_shared() && since.is_some_and(|n| n > p.generation) && epoch.as_deref().is_none_or(|e| e == p.epoch);
+    if ahead(&state.current()) {
+        let s = state.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.refresh()).await {
+            return Err(ApiError::Unavailable(format!("cannot read the current config from the database: {e}")));
+        }
+    }
     loop {
         let current = rx.borrow_and_update().clone();
         let same_data = epoch.as_deref().is_none_or(|e| e == current.epoch);

@@ -201,7 +201,8 @@ pub fn gather(state: &AppState) -> prometheus::Result<String> {
         f.single_gauge("fledge_proxy_workers", "Proxy workers (Envoy worker threads and main threads) remembered.", int(live.worker_count()))?;
     }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let plain: [(&str, &str, u64); 6] = [
+    let plain: [(&str, &str, u64); 7] = [
+        ("fledge_leadership_changes_total", "Times this replica became or stopped being the leader (several replicas on PostgreSQL).", state.cluster().leadership_changes()),
         ("fledge_reports_received_total", "Telemetry reports received from the filters (duplicates included).", load(&counters.reports)),
         ("fledge_reports_duplicate_total", "Reports recognised as already counted (a resend).", load(&counters.duplicate_reports)),
         ("fledge_outcomes_received_total", "Late outcomes accepted (POST /v1/rollouts/{name}/outcomes items).", load(&counters.outcomes)),
@@ -212,7 +213,8 @@ pub fn gather(state: &AppState) -> prometheus::Result<String> {
     for (name, help, value) in plain {
         f.single_counter(name, help, value)?;
     }
-    let gauges: [(&str, &str, i64); 3] = [
+    let gauges: [(&str, &str, i64); 4] = [
+        ("fledge_leader", "1 while this replica is the leader that runs the analysis (always 1 on SQLite).", i64::from(state.cluster().role() == crate::cluster::Role::Leader)),
         ("fledge_config_polls_held", "Config long-polls held now (one per connected Envoy).", int(state.held_polls())),
         ("fledge_config_generation", "The current config generation.", int(view.generation())),
         ("fledge_notifications_pending", "Webhook notifications in the outbox, not yet delivered.", int(pending)),

@@ -22,6 +22,7 @@ use axum::body::Bytes;
 use fledge_core::snapshot::ConfigSnapshot;
 use tokio::sync::{broadcast, watch, Notify};
 
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::events;
 use crate::live::Live;
@@ -31,7 +32,7 @@ use crate::notify::WebhookSettings;
 use crate::scrape::Counters;
 use crate::segments::SegmentCounts;
 use crate::series::SeriesBook;
-use crate::store::{Pending, Store, StoreError};
+use crate::store::{Expect, Fence, LeaseState, LogEntry, Pending, Store, StoreError, Wake};
 use crate::stream::Notice;
 
 /// One generation of config as the proxies receive it.
@@ -76,12 +77,21 @@ pub struct Settings {
     pub token: Option<String>,
     /// How notifications are signed, retried and timed out.
     pub webhooks: WebhookSettings,
+    /// This replica's id (`--replica-id`; a random one when empty).
+    pub replica: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { poll_hold: Duration::from_secs(30), token: None, webhooks: WebhookSettings::default() }
+        Self { poll_hold: Duration::from_secs(30), token: None, webhooks: WebhookSettings::default(), replica: String::new() }
     }
+}
+
+/// A replica id for a replica given none: the host's name (a pod's name in Kubernetes) and a random
+/// suffix, so two processes on one host differ.
+pub fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| fledge_core::report::valid_identifier(h) && h.len() <= 200).unwrap_or_else(|| "fledge".into());
+    format!("{host}-{:04x}", getrandom::u32().unwrap_or_else(|_| std::process::id()) & 0xffff)
 }
 
 struct Shared {
@@ -100,6 +110,7 @@ struct Shared {
     outbox_written: Notify,
     counters: Counters,
     settings: Settings,
+    cluster: Arc<Cluster>,
 }
 
 /// Notices kept for the event streams; a stream further behind than this skips to the current state.
@@ -130,6 +141,12 @@ impl AppState {
         let (published, _) = watch::channel(Arc::new(publish(&view)?));
         let (shutdown, _) = watch::channel(false);
         let (updates, _) = broadcast::channel(NOTICES);
+        let replica = if settings.replica.is_empty() { default_replica_id() } else { settings.replica.clone() };
+        let cluster = Arc::new(Cluster::new(replica, store.is_shared()));
+        if store.is_shared() {
+            // A replica starting now merges what arrives from now on, as a restarted single one does.
+            cluster.set_tailed(store.log_head()?);
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
@@ -146,12 +163,89 @@ impl AppState {
                 outbox_written: Notify::new(),
                 counters: Counters::default(),
                 settings,
+                cluster,
             }),
         })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// This replica's place among the replicas sharing the store.
+    pub fn cluster(&self) -> &Cluster {
+        &self.shared.cluster
+    }
+
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
+        self.store().lease_tick(replica, instance, ttl_ms)
+    }
+
+    pub fn lease_release(&self, replica: &str, instance: &str) -> Result<(), StoreError> {
+        self.store().lease_release(replica, instance)
+    }
+
+    pub fn log_append(&self, entries: Vec<LogEntry>, at_ms: u64) -> Result<Vec<bool>, StoreError> {
+        self.store().log_append(entries, at_ms)
+    }
+
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        self.store().log_after(after_id, limit)
+    }
+
+    pub fn log_prune(&self, before_ms: u64) -> Result<u64, StoreError> {
+        self.store().log_prune(before_ms)
+    }
+
+    pub fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<Wake>, StoreError> {
+        self.store().listen()
+    }
+
+    /// Re-reads the committed rollouts (another replica may have committed) and makes them this
+    /// replica's view: windows restarted where the rollout's window moved, config published if the
+    /// generation did, a notice for each rollout that changed. Returns whether anything changed.
+    pub fn refresh(&self) -> Result<bool, StoreError> {
+        let store = self.store();
+        let loaded = store.load()?;
+        let view = self.view();
+        let now = now_ms();
+        let rollouts: BTreeMap<String, Arc<Rollout>> = loaded.rollouts.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect();
+        let changed: Vec<&Arc<Rollout>> = rollouts
+            .values()
+            .filter(|r| view.rollout(&r.name).is_none_or(|old| old.status.revision != r.status.revision || old.status.updated_at_ms != r.status.updated_at_ms))
+            .collect();
+        let removed: Vec<String> = view.rollouts().filter(|r| !rollouts.contains_key(&r.name)).map(|r| r.name.clone()).collect();
+        if changed.is_empty() && removed.is_empty() && loaded.generation == view.generation && loaded.epoch == view.epoch {
+            return Ok(false);
+        }
+        {
+            let mut live = self.live();
+            for r in &changed {
+                live.window_for(&r.name, r.status.window, now);
+            }
+            for name in &removed {
+                live.remove_window(name);
+            }
+        }
+        for name in &removed {
+            self.counters().forget(name);
+        }
+        let names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
+        let next = View { epoch: loaded.epoch, generation: loaded.generation, rollouts };
+        let republish = next.generation != view.generation || next.epoch != view.epoch;
+        let published = if republish { Some(publish(&next)?) } else { None };
+        *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        if let Some(p) = published {
+            self.shared.published.send_replace(Arc::new(p));
+        }
+        drop(store);
+        for name in names {
+            self.notify(Notice::committed(&name, None));
+        }
+        for name in removed {
+            self.notify(Notice::deleted(&name));
+        }
+        Ok(true)
     }
 
     /// The current rollouts, as of the last commit.
@@ -312,22 +406,62 @@ impl AppState {
         &self,
         name: &str,
         now_ms: u64,
-        decide: impl FnOnce(Option<&Rollout>) -> Result<Option<Change>, ApiError>,
+        decide: impl FnMut(Option<&Rollout>) -> Result<Option<Change>, ApiError>,
     ) -> Result<Option<Arc<Rollout>>, ApiError> {
+        self.commit_as(name, now_ms, None, decide)
+    }
+
+    /// As [`commit`](Self::commit), by the leader's analysis when `fence` is given: refused unless
+    /// this replica still holds the lease with that epoch. On a store several replicas share, a
+    /// decision made on a view another replica has since changed is not written: the view is re-read
+    /// and `decide` asked again (a few times; then 409).
+    pub fn commit_as(
+        &self,
+        name: &str,
+        now_ms: u64,
+        fence: Option<Fence>,
+        mut decide: impl FnMut(Option<&Rollout>) -> Result<Option<Change>, ApiError>,
+    ) -> Result<Option<Arc<Rollout>>, ApiError> {
+        for _ in 0..4 {
+            match self.commit_once(name, now_ms, fence.as_ref(), &mut decide) {
+                Ok(committed) => return Ok(committed),
+                Err(Failed::Stale) => {
+                    self.refresh()?;
+                }
+                Err(Failed::Fenced(replica, epoch)) => {
+                    return Err(ApiError::Conflict(format!("replica {replica} no longer leads (lease epoch {epoch}); its decision was not committed")))
+                }
+                Err(Failed::Api(e)) => return Err(e),
+            }
+        }
+        Err(ApiError::Conflict(format!("rollout {name:?} kept changing on other replicas; try again")))
+    }
+
+    fn commit_once(
+        &self,
+        name: &str,
+        now_ms: u64,
+        fence: Option<&Fence>,
+        decide: &mut impl FnMut(Option<&Rollout>) -> Result<Option<Change>, ApiError>,
+    ) -> Result<Option<Arc<Rollout>>, Failed> {
         let mut store = self.store();
         let view = self.view();
         let before = view.rollout(name).map(Arc::as_ref);
         let Some(change) = decide(before)? else { return Ok(None) };
+        let expect = Expect {
+            seen: store.is_shared().then(|| (view.generation, before.map(|b| b.status.revision))),
+            fence: fence.cloned(),
+        };
         let mut rollouts = view.rollouts.clone();
         let mut generation = view.generation;
         let mut event = None;
         let committed = match change {
             Change::Delete => {
                 if before.is_none() {
-                    return Err(crate::api::not_found(name));
+                    return Err(Failed::Api(crate::api::not_found(name)));
                 }
                 generation += 1;
-                store.delete(name, generation)?;
+                store.delete_checked(name, generation, &expect)?;
                 rollouts.remove(name);
                 self.live().remove_window(name);
                 self.counters().forget(name);
@@ -335,7 +469,7 @@ impl AppState {
             }
             Change::Create(rollout, input) => {
                 let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset, interval: None };
-                let (r, e) = self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms)?;
+                let (r, e) = self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms, &expect)?;
                 event = e;
                 Some(r)
             }
@@ -343,7 +477,7 @@ impl AppState {
                 if before.is_some_and(|b| t.is_noop(b)) {
                     return Ok(None);
                 }
-                let (r, e) = self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms)?;
+                let (r, e) = self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms, &expect)?;
                 event = e;
                 Some(r)
             }
@@ -375,12 +509,24 @@ impl AppState {
         name: &str,
         now_ms: u64,
         input: Input,
-        applies: impl FnOnce(&Rollout) -> bool,
+        applies: impl Fn(&Rollout) -> bool,
     ) -> Result<Option<Arc<Rollout>>, ApiError> {
-        self.commit(name, now_ms, |current| {
+        self.apply_as(name, now_ms, None, input, applies)
+    }
+
+    /// As [`apply`](Self::apply), fenced as [`commit_as`](Self::commit_as) is.
+    pub fn apply_as(
+        &self,
+        name: &str,
+        now_ms: u64,
+        fence: Option<Fence>,
+        input: Input,
+        applies: impl Fn(&Rollout) -> bool,
+    ) -> Result<Option<Arc<Rollout>>, ApiError> {
+        self.commit_as(name, now_ms, fence, |current| {
             let Some(r) = current.filter(|r| applies(r)) else { return Ok(None) };
             let t = crate::machine::step(r, input.clone(), now_ms)?;
-            Ok(Some(Change::Apply(Box::new(t), input)))
+            Ok(Some(Change::Apply(Box::new(t), input.clone())))
         })
     }
 
@@ -397,8 +543,12 @@ impl AppState {
         input: &Input,
         generation: &mut u64,
         now_ms: u64,
-    ) -> Result<(Arc<Rollout>, Option<serde_json::Value>), ApiError> {
+        expect: &Expect,
+    ) -> Result<(Arc<Rollout>, Option<serde_json::Value>), Failed> {
         let mut r = t.rollout;
+        if let Some(f) = &expect.fence {
+            r.status.decided_by = Some(crate::model::DecidedBy { replica: f.replica.clone(), epoch: f.epoch });
+        }
         let prior = before.map(|b| &b.status);
         r.status.revision = prior.map_or(0, |s| s.revision) + 1;
         r.status.window = prior.map_or(0, |s| s.window) + u64::from(t.window == WindowEffect::Reset);
@@ -408,11 +558,20 @@ impl AppState {
             r.status.generation = *generation;
         }
         let mut event = t.event.map(|kind| events::body(kind, &r, input));
+        if self.cluster().is_shared() {
+            // Which replica committed it, and for the analysis' decisions under which lease epoch.
+            if let Some(fields) = event.as_mut().and_then(|e| e.as_object_mut()) {
+                fields.insert("replica".into(), self.cluster().replica().into());
+                if let Some(f) = &expect.fence {
+                    fields.insert("lease_epoch".into(), f.epoch.into());
+                }
+            }
+        }
         let deliveries = |seq: i64| match (t.event, &event) {
             (Some(kind), Some(body)) => crate::notify::deliveries(epoch, &r, kind, body, seq),
             _ => Vec::new(),
         };
-        let queued = store.put(&r, *generation, event.as_ref(), t.interval.as_ref(), &deliveries)?;
+        let queued = store.put_checked(&r, *generation, event.as_ref(), t.interval.as_ref(), &deliveries, expect)?;
         if let Some(kind) = t.event {
             self.counters().event(&r.name, kind);
         }
@@ -433,6 +592,31 @@ impl AppState {
             tracing::info!(rollout = %r.name, event = kind, phase = r.status.phase.as_str(), weight = r.status.weight.percent(), generation = r.status.generation, message = %r.status.message, "rollout transition");
         }
         Ok((Arc::new(r), event))
+    }
+}
+
+/// Why one attempt of a commit wrote nothing.
+enum Failed {
+    /// Another replica committed since this view: look again.
+    Stale,
+    /// This replica's lease (replica, epoch) is gone.
+    Fenced(String, u64),
+    Api(ApiError),
+}
+
+impl From<ApiError> for Failed {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Stale => Self::Stale,
+            StoreError::Fenced { replica, epoch } => Self::Fenced(replica, epoch),
+            other => Self::Api(other.into()),
+        }
     }
 }
 
