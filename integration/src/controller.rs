@@ -82,7 +82,8 @@ impl Controller {
             .arg(self.addr.to_string())
             .arg("--data")
             .arg(&self.data)
-            .env("FLEDGE_LOG", "info")
+            // FLEDGE_TEST_LOG (e.g. "info,fledge_controller::cluster=debug") sets the controllers' log filter.
+            .env("FLEDGE_LOG", std::env::var("FLEDGE_TEST_LOG").as_deref().unwrap_or("info"))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
@@ -115,6 +116,20 @@ impl Controller {
         if let Some(mut c) = self.child.take() {
             c.kill().await?;
         }
+        Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Sends `signal` (`"STOP"`, `"CONT"`, …) to the process: `SIGSTOP` freezes it as a long GC pause
+    /// or a partition would, its sockets open and its timers not firing.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("controller not running")?;
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+        anyhow::ensure!(sent.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
 
