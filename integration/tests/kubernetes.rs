@@ -1,7 +1,10 @@
 //! Issue 9, shown offline with the real validators: every Kubernetes manifest renders with `kubectl
 //! kustomize` and passes `kubernetes-validate --strict`; every Istio resource passes its CRD's strict
 //! openAPIV3Schema (check-jsonschema) and CEL rules (cel-python); broken copies are refused, each for
-//! its own reason. The checks are `integration/scripts/check_manifests.py` (tools from `make setup-k8s`).
+//! its own reason. The replicated variant (`manifests/kubernetes/ha`) is held to its own contract on the
+//! rendered output (three replicas, no volume, the database URL from a Secret, the replica id from the pod
+//! name, a budget of one disruption), and broken overlays of it are refused by that contract. The checks are
+//! `integration/scripts/check_manifests.py` (tools from `make setup-k8s`).
 
 use fledge_integration::workspace_root;
 
