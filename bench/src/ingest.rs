@@ -110,10 +110,10 @@ pub async fn supported(ctl: &Controller) -> Result<(), String> {
 }
 
 #[derive(Default)]
-struct Tally {
-    ok: u64,
-    rejected: u64,
-    latencies_us: Vec<u32>,
+pub(crate) struct Tally {
+    pub ok: u64,
+    pub rejected: u64,
+    pub latencies_us: Vec<u32>,
 }
 
 pub async fn run(settings: &Settings, flood: &crate::flood::Settings) -> anyhow::Result<Ingest> {
@@ -171,7 +171,7 @@ async fn drive(addr: std::net::SocketAddr, pid: u32, settings: Settings) -> anyh
     })
 }
 
-async fn proxy(
+pub(crate) async fn proxy(
     addr: std::net::SocketAddr,
     p: usize,
     first: tokio::time::Instant,

@@ -5,12 +5,13 @@
 //! 3. push latency to K Envoys, `push`;
 //! 4. rollback reaction, `rollback`;
 //! 5. controller ingest of telemetry reports, `ingest`, and its memory under a hostile flood (`flood`);
-//! 6. decision quality of the judgement (seeded simulations, 20,000 rollouts per row), `judgement`.
+//! 6. decision quality of the judgement (seeded simulations, 20,000 rollouts per row), `judgement`;
+//! 7. several replicas on PostgreSQL: 1,000 proxies over 3 replicas, and the failover time, `ha`.
 //!
 //! `--smoke` runs every part with seconds-long settings (the test in tests/smoke.rs does, so the
 //! harness cannot rot); its numbers are not measurements. Budgets are reported, never asserted.
 //!
-//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest,judgement]
+//! Usage: `fledge-bench [--smoke] [--out FILE] [--only filter,decision,push,rollback,ingest,judgement,ha]
 //! [--rollback-healthy-secs S]`.
 //! Binaries come from the harness's lookup (`FLEDGE_BIN`, `FLEDGE_WASM`, `FLEDGE_ENVOY`), plus
 //! `FLEDGE_EMPTY_WASM` for the baseline filter.
@@ -19,6 +20,7 @@ mod decision;
 mod envoy;
 mod filter_cost;
 mod flood;
+mod ha;
 mod hostcalls;
 mod ingest;
 mod judgement;
@@ -39,7 +41,7 @@ use std::time::Duration;
 use anyhow::Context;
 use report::{Part, Results};
 
-const PARTS: [&str; 6] = ["filter", "decision", "push", "rollback", "ingest", "judgement"];
+const PARTS: [&str; 7] = ["filter", "decision", "push", "rollback", "ingest", "judgement", "ha"];
 
 struct Args {
     smoke: bool,
@@ -157,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let judgement_settings = judgement::Settings { runs: if smoke { 20 } else { 20_000 } };
+    let ha_settings = if smoke {
+        ha::Settings { proxies: 30, warmup: Duration::from_millis(500), duration: Duration::from_secs(1), failovers: 1 }
+    } else {
+        ha::Settings { proxies: 1_000, warmup: Duration::from_secs(2), duration: Duration::from_secs(10), failovers: 5 }
+    };
 
     let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;
     let decision = if smoke && args.only.len() == PARTS.len() {
@@ -169,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let rollback = part(&args, "rollback", || rollback::run(&rollback_settings)).await;
     let ingest = part(&args, "ingest", || ingest::run(&ingest_settings.0, &ingest_settings.1)).await;
     let judgement = part(&args, "judgement", || judgement::run(&judgement_settings)).await;
+    let ha = part(&args, "ha", || ha::run(&ha_settings)).await;
 
     let results = Results {
         machine: machine::Machine::describe(&fledge_integration::envoy_bin()),
@@ -179,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
         rollback,
         ingest,
         judgement,
+        ha,
         profile: if smoke { Vec::new() } else { profile::notes() },
     };
     let text = report::render(&results);
@@ -194,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
         matches!(results.rollback, Part::Failed(_)),
         matches!(results.ingest, Part::Failed(_)),
         matches!(results.judgement, Part::Failed(_)),
+        matches!(results.ha, Part::Failed(_)),
     ];
     anyhow::ensure!(!failed.contains(&true), "some benchmarks failed (see the table)");
     Ok(())

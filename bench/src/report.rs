@@ -2,6 +2,7 @@
 //! detail, the method, and what profiling found. The same text is printed and written.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use crate::decision::Estimate;
 use crate::filter_cost::FilterCost;
@@ -27,6 +28,7 @@ pub struct Results {
     pub rollback: Part<Rollback>,
     pub ingest: Part<Ingest>,
     pub judgement: Part<Vec<crate::judgement::Row>>,
+    pub ha: Part<crate::ha::Measured>,
     pub profile: Vec<String>,
 }
 
@@ -177,6 +179,23 @@ fn budget_rows(r: &Results) -> Vec<Row> {
             rows.push(("controller ingest".into(), budget, m, v));
         }
     }
+    let budget = format!("≤ {} s", crate::ha::FAILOVER_BUDGET.as_secs());
+    match &r.ha {
+        Part::Done(m) => {
+            let secs: Vec<f64> = m.failover.iter().map(Duration::as_secs_f64).collect();
+            let worst = secs.iter().copied().fold(0.0, f64::max);
+            rows.push((
+                format!("failover: leader killed under a failing canary at 25 %, kill → last canary request ({} trials)", secs.len()),
+                budget,
+                format!("median {:.1} s, worst {:.1} s", median(&secs), worst),
+                verdict(!secs.is_empty() && worst <= crate::ha::FAILOVER_BUDGET.as_secs_f64()).into(),
+            ));
+        }
+        other => {
+            let (m, v) = not_there(other).unwrap_or_default();
+            rows.push(("failover (several replicas)".into(), budget, m, v));
+        }
+    }
     rows
 }
 
@@ -221,6 +240,7 @@ pub fn render(r: &Results) -> String {
     render_rollback(&mut s, &r.rollback);
     render_ingest(&mut s, &r.ingest);
     render_judgement(&mut s, &r.judgement);
+    render_ha(&mut s, &r.ha);
 
     if !r.profile.is_empty() {
         let _ = writeln!(s, "## What profiling found\n");
@@ -472,6 +492,48 @@ fn render_ingest(s: &mut String, part: &Part<Ingest>) {
             let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
         }
     }
+}
+
+fn render_ha(s: &mut String, part: &Part<crate::ha::Measured>) {
+    let _ = writeln!(s, "## 7. Several replicas on PostgreSQL\n");
+    let m = match part {
+        Part::Done(m) => m,
+        other => {
+            let _ = writeln!(s, "{}\n", not_there(other).map(|x| x.1).unwrap_or_default());
+            return;
+        }
+    };
+    let _ = writeln!(
+        s,
+        "{} simulated proxies spread over 3 replicas on one PostgreSQL (Debian's package, a throwaway cluster on loopback, fsync off), one report per second each, \
+         measured for {} s after {} s of warm-up. A report is acknowledged once its flush to the shared log committed.\n",
+        thousands(m.settings.proxies as f64),
+        m.settings.duration.as_secs_f64(),
+        m.settings.warmup.as_secs_f64()
+    );
+    let cores: Vec<String> = m.replica_cores.iter().map(|c| format!("{:.1} %", c * 100.0)).collect();
+    let lag = |q: f64| quantile(&m.flush_lag_ms, q);
+    let _ = writeln!(s, "| reports/s accepted | rejected | CPU per replica | PostgreSQL CPU | report p50 | report p99 | flush lag p50 / p99 (r1 → r3) |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {:.0} | {} | {} | {:.1} % | {:.1} ms | {:.1} ms | {:.0} / {:.0} ms ({} probes) |\n",
+        m.reports_per_second,
+        m.rejected,
+        cores.join(", "),
+        m.database_cores * 100.0,
+        m.p50_ms,
+        m.p99_ms,
+        lag(0.5),
+        lag(0.99),
+        m.flush_lag_ms.len()
+    );
+    let secs: Vec<String> = m.failover.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect();
+    let _ = writeln!(
+        s,
+        "Failover: the leader killed (`kill -9`) as 200 requests/s start reaching a canary that fails half of them at 25 %; from the kill to the canary's last request \
+         (the lease of 3 s running out, a follower taking it at its next renewal, its analysis judging what the shared log gave it, the rollback reaching the Envoy): {}.\n",
+        secs.join(", ")
+    );
 }
 
 fn render_flood(s: &mut String, flood: &crate::ingest::Flood) {

@@ -58,7 +58,7 @@ fn every_benchmark_runs_and_reports() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), md.trim(), "the printed table is the written one");
 
     assert!(!md.contains("sink received 0 copies"), "the shadow variant did not shadow:\n{md}");
-    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 1b. Hostcalls per request (counted)", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality"] {
+    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 1b. Hostcalls per request (counted)", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality", "## 7. Several replicas on PostgreSQL"] {
         assert!(md.contains(heading), "missing {heading:?} in:\n{md}");
     }
     assert!(!md.contains("**failed**"), "a benchmark failed:\n{md}");
@@ -103,4 +103,15 @@ fn every_benchmark_runs_and_reports() {
         let cells: Vec<&str> = flood.split('|').map(str::trim).collect();
         assert!(cells.get(1) == cells.get(2) && cells.get(3) == Some(&"0"), "{flood}");
     }
+
+    // Several replicas: reports accepted through all three, none rejected, a failover measured.
+    let ha = md
+        .lines()
+        .skip_while(|l| !l.starts_with("| reports/s accepted | rejected | CPU per replica"))
+        .nth(2)
+        .unwrap_or_else(|| panic!("no HA row in:\n{md}"));
+    let cells: Vec<&str> = ha.split('|').map(str::trim).collect();
+    assert!(cells.get(1).and_then(|c| c.parse::<f64>().ok()).unwrap_or(0.0) > 0.0 && cells.get(2) == Some(&"0"), "{ha}");
+    assert_eq!(cells.get(3).map(|c| c.matches('%').count()), Some(3), "a CPU share per replica: {ha}");
+    assert!(md.contains("Failover: the leader killed") && md.contains("failover: leader killed under a failing canary"), "{md}");
 }

@@ -69,6 +69,18 @@ pub enum Lead {
     No,
 }
 
+impl Lead {
+    /// What a decision this replica may commit is fenced by: `None` when it may not decide at all
+    /// (a follower), `Some(None)` alone on SQLite, `Some(Some(fence))` as the leader.
+    pub fn decider(self) -> Option<Option<Fence>> {
+        match self {
+            Self::Alone => Some(None),
+            Self::Fenced(f) => Some(Some(f)),
+            Self::No => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Leadership {
     /// The epoch this replica holds and until when (its own clock) it may act on it.
@@ -181,7 +193,7 @@ impl Cluster {
 
     fn note_role(&self) {
         let now = self.role();
-        let was = std::mem::replace(&mut self.leadership().announced, Some(now.clone()));
+        let was = self.leadership().announced.replace(now.clone());
         if was.as_ref().is_some_and(|w| *w != now) || (was.is_none() && now == Role::Leader) {
             self.changes.fetch_add(1, Ordering::Relaxed);
             let epoch = self.leadership().held.map(|(e, _)| e);

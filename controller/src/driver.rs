@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use fledge_core::analysis::judge;
 
-use crate::cluster::Lead;
 use crate::error::ApiError;
 use crate::store::Fence;
 use crate::machine::{self, Input};
@@ -58,11 +57,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 /// One pass over the rollouts; public so tests can drive time themselves.
 pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
     // Several replicas: only the leader judges, and each of its commits is fenced by its lease.
-    let fence = match state.cluster().lead() {
-        Lead::Alone => None,
-        Lead::Fenced(f) => Some(f),
-        Lead::No => return Ok(()),
-    };
+    let Some(fence) = state.cluster().lead().decider() else { return Ok(()) };
     let view = state.view();
     for r in view.rollouts() {
         let input = match r.status.phase {

@@ -174,12 +174,8 @@ fn merge_report(state: &AppState, mut report: report::IncomingReport, now: u64) 
         state.data_arrived();
     }
     if !ingested.duplicate && epoch.as_deref().is_none_or(|e| e == view.epoch()) {
-        let fence = match state.cluster().lead() {
-            crate::cluster::Lead::Alone => Some(None),
-            crate::cluster::Lead::Fenced(f) => Some(Some(f)),
-            crate::cluster::Lead::No => None,
-        };
-        if let Some(fence) = fence {
+        // Every replica merges the report; the leader alone commits what it asks for.
+        if let Some(fence) = state.cluster().lead().decider() {
             for f in &fallbacks {
                 controller_lost(state, &proxy, f, fence.clone());
             }

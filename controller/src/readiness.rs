@@ -182,10 +182,12 @@ async fn probe_once(state: &AppState, http: &reqwest::Client, name: &str, spec: 
     }
 }
 
-/// A canary that stopped being ready while its traffic flows is rolled back, as by a critical gate.
+/// A canary that stopped being ready while its traffic flows is rolled back, as by a critical gate —
+/// by the leader (several replicas probe; one decides, fenced by its lease).
 fn fail(state: &AppState, name: &str, detail: String, now: u64) {
+    let Some(fence) = state.cluster().lead().decider() else { return };
     let input = Input::ReadinessFailed { detail };
-    let result = state.apply(name, now, input, |r| r.status.phase.is_judged() || r.status.phase == Phase::Paused);
+    let result = state.apply_as(name, now, fence, input, |r| r.status.phase.is_judged() || r.status.phase == Phase::Paused);
     if let Err(e) = result {
         tracing::error!(rollout = %name, error = %e, "cannot roll back after a failed readiness probe");
     }

@@ -8,7 +8,9 @@
 //! 3. `SIGSTOP` of the leader for longer than its lease, then `SIGCONT`: the old leader commits
 //!    nothing after losing the lease (one decision per transition, none from the stale epoch);
 //! 4. a healthy rollout started before a leader change is promoted after it, at the right steps;
-//! 5. a report retried to a second replica is counted once.
+//! 5. a report retried to a second replica is counted once;
+//! 6. every replica killed under `on_controller_loss: stable`: users on stable, then paused by the
+//!    new leader until a user acts.
 
 use std::time::{Duration, Instant};
 
@@ -303,4 +305,84 @@ async fn a_paused_leader_commits_nothing_after_its_lease_and_a_rollout_is_promot
     let log = ctls[0].log();
     assert!(log.contains("no longer the leader"), "{log}");
     println!("decisions (replica, lease epoch): {:?}", decisions.iter().map(|d| (d.0.as_str(), d.1)).collect::<Vec<_>>());
+}
+
+/// The share of 200 keyed users served by v2 right now.
+async fn keyed_share(t: &Traffic, prefix: &str) -> anyhow::Result<f64> {
+    let replies = t.send_users(&fledge_integration::traffic::users(prefix, 200), 16).await?;
+    anyhow::ensure!(replies.iter().all(|r| r.status == 200), "a request failed");
+    Ok(fledge_integration::traffic::share(&replies, "v2"))
+}
+
+/// 6. on PostgreSQL: every replica killed — `stable` rollouts go to stable after `after_seconds`,
+/// `hold` ones keep their weights; the replicas restarted, the leader pauses the first with an event,
+/// and nothing moves until a user resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_gone_stable_rollouts_go_to_stable_and_the_new_leader_pauses_them() {
+    let url = pg::database();
+    let mut ctls = replicas(&url, 2).await;
+    let (v1, v2) = (Agent::start(Behaviour::version("v1")).await.unwrap(), Agent::start(Behaviour::version("v2")).await.unwrap());
+    let envoy = Envoy::builder()
+        .route("support-agent", &[("v1", v1.addr), ("v2", v2.addr)])
+        .route("billing-agent", &[("v1", v1.addr), ("v2", v2.addr)])
+        .controller(ctls[1].addr)
+        .plugin_config(json!({"report_interval_ms": 200}))
+        .start()
+        .await
+        .unwrap();
+    let spec = |host: &str, loss: Value| {
+        json!({"hosts": [host], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 600, "min_requests": 10,
+               "analysis": {"interval_seconds": 0.5}, "on_controller_loss": loss})
+    };
+    ctls[0].put_rollout("support", spec("support-agent", json!({"mode": "stable", "after_seconds": 3}))).await.unwrap();
+    ctls[1].put_rollout("billing", spec("billing-agent", json!({"mode": "hold"}))).await.unwrap();
+    let (safe, held) = (Traffic::new(envoy.listener, "support-agent"), Traffic::new(envoy.listener, "billing-agent"));
+    for (name, t) in [("support", &safe), ("billing", &held)] {
+        ctls[1].wait_confirmed(name, envoy.contexts, Duration::from_secs(15)).await.unwrap();
+        assert_eventually!(Duration::from_secs(10), "the 50 % step applied", async {
+            let s = keyed_share(t, name).await?;
+            anyhow::ensure!((0.3..0.7).contains(&s), "{name}: {s:.2} on v2");
+            Ok(())
+        });
+    }
+    let before = ctls[1].events("support").await.unwrap().len();
+
+    for c in ctls.iter_mut() {
+        c.kill().await.unwrap();
+    }
+    let killed = Instant::now();
+    let ((), _) = assert_eventually!(Duration::from_secs(15), "support's users all on stable", async {
+        let s = keyed_share(&safe, "support").await?;
+        anyhow::ensure!(s == 0.0, "{s:.2} still on v2");
+        Ok(())
+    });
+    let waited = killed.elapsed();
+    assert!(waited >= Duration::from_secs(2), "not before after_seconds, counted from the last answer: {waited:?}");
+    let billing = keyed_share(&held, "billing").await.unwrap();
+    assert!((0.3..0.7).contains(&billing), "hold keeps the weight: {billing:.2} on v2");
+    println!("every replica killed: support (stable after 3 s) all on stable {:.1} s after the kill; billing (hold) {billing:.2} on v2", waited.as_secs_f64());
+
+    // Back: the first replica up leads, learns of the fallback from the proxy's reports and pauses.
+    ctls[1].restart().await.unwrap();
+    ctls[0].restart().await.unwrap();
+    let paused = ctls[0].wait_phase("support", "paused", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(paused["status"]["weight"], json!(0.0));
+    let leader = leader_of(&[&ctls[0], &ctls[1]]).await.unwrap();
+    assert_eq!(paused["status"]["decided_by"]["replica"], json!(leader));
+    let events = ctls[0].events("support").await.unwrap();
+    let why: Vec<&Value> = events.iter().skip(before).filter(|e| e["kind"] == "paused").collect();
+    assert_eq!(why.len(), 1, "paused once, by the leader: {events:?}");
+    assert_eq!(why[0]["input"]["kind"], "controller_lost", "{}", why[0]);
+    assert_eq!(ctls[1].get("/v1/rollouts/billing").await.unwrap()["status"]["phase"], "progressing");
+    ctls[1].wait_confirmed("support", envoy.contexts, Duration::from_secs(15)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ctls[1].get("/v1/rollouts/support").await.unwrap()["status"]["phase"], "paused", "nothing moves until a user acts");
+    assert_eq!(keyed_share(&safe, "support").await.unwrap(), 0.0);
+    let resumed = ctls[1].post("/v1/rollouts/support/resume", json!({})).await.unwrap();
+    assert_eq!(resumed["status"]["weight"].as_f64(), Some(50.0));
+    assert_eventually!(Duration::from_secs(10), "the 50 % split again", async {
+        let s = keyed_share(&safe, "support").await?;
+        anyhow::ensure!((0.3..0.7).contains(&s), "{s:.2} on v2");
+        Ok(())
+    });
 }

@@ -74,7 +74,7 @@ const MIGRATION_LOCK: i64 = 0x66_6c_65_64_67_65;
 
 /// Held while appending to the data log, so that entries' ids increase in commit order and a reader
 /// that has seen id N never later finds a smaller one ("fledgd" in ASCII).
-const LOG_LOCK: i64 = 0x66_6c_65_64_67_64;
+const LOG_LOCK: i64 = 0x666c_6564_6764;
 
 /// The channel every commit notifies (`NOTIFY fledge, 'c'`; appends to the log: `'d'`).
 const CHANNEL: &str = "fledge";
@@ -88,8 +88,8 @@ const SESSION_OPTIONS: &str = "-c idle_in_transaction_session_timeout=5000 -c lo
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
-    /// To open the listening connection with (a copy of the store's).
-    config: Config,
+    /// To open the listening connection with (a copy of the store's; boxed, it is large).
+    config: Box<Config>,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
     location: String,
@@ -217,7 +217,7 @@ impl PgStore {
                 }
             })
             .map_err(StoreError::PgThread)?;
-        let store = Self { config, jobs: Some(jobs), worker: Some(worker), location };
+        let store = Self { config: Box::new(config), jobs: Some(jobs), worker: Some(worker), location };
         let location = store.location.clone();
         store.call(move |s| migrate(&mut s.client, &location))?;
         Ok(store)
@@ -544,7 +544,7 @@ impl PgStore {
     /// can) and says so, since what was notified meanwhile is lost.
     pub fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<Wake>, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (config, location) = (self.config.clone(), self.location.clone());
+        let (config, location) = ((*self.config).clone(), self.location.clone());
         std::thread::Builder::new()
             .name("fledge-listen".into())
             .spawn(move || loop {
