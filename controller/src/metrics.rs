@@ -7,6 +7,7 @@ pub fn summary(version: &str, s: &VersionStats) -> Value {
     json!({
         "version": version,
         "requests": s.requests,
+        "unmeasured": s.unmeasured,
         "errors": s.errors,
         "responses": {"2xx": s.status_2xx, "3xx": s.status_3xx, "4xx": s.status_4xx, "5xx": s.status_5xx},
         "error_rate": s.error_rate(),

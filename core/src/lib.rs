@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod report;
 pub mod rng;
 pub mod rollout;
+pub mod sampling;
 pub mod route;
 pub mod segment;
 pub mod session;

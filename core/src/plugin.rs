@@ -63,6 +63,8 @@ pub struct PluginConfig {
     /// Stamp the chosen version on the response too (`route_header`); off saves a header write per
     /// request (Envoy's `response_headers_to_add` with `%REQ(x-fledge-version)%` does the same).
     pub response_header: bool,
+    /// Measure only a sample of stable's requests ([`crate::sampling`]); None: every request.
+    pub stable_sampling: Option<crate::sampling::StableSampling>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -89,6 +91,14 @@ struct Raw {
     proxy_id: Option<String>,
     rollout: Option<String>,
     response_header: Option<bool>,
+    stable_sampling: Option<RawStableSampling>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStableSampling {
+    multiple: f64,
+    floor: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +146,7 @@ impl Default for PluginConfig {
             proxy_id: None,
             rollout: None,
             response_header: true,
+            stable_sampling: None,
         }
     }
 }
@@ -191,6 +202,13 @@ impl PluginConfig {
                 None => None,
             },
             response_header: raw.response_header.unwrap_or(true),
+            stable_sampling: match raw.stable_sampling {
+                Some(r) => Some(
+                    crate::sampling::StableSampling::new(r.multiple, r.floor)
+                        .map_err(|reason| PluginConfigError::Field { field: "stable_sampling", reason })?,
+                ),
+                None => None,
+            },
         })
     }
 }
@@ -248,6 +266,18 @@ fn ranged(field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_sampling_is_off_by_default_and_validated() {
+        assert_eq!(PluginConfig::parse(b"").unwrap().stable_sampling, None);
+        let c = PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4, "floor": 50}}"#).unwrap();
+        let rule = c.stable_sampling.unwrap();
+        assert_eq!((rule.multiple(), rule.floor()), (4.0, 50));
+        let bad = PluginConfig::parse(br#"{"stable_sampling": {"multiple": 0.5, "floor": 50}}"#).unwrap_err().to_string();
+        assert!(bad.contains("stable_sampling") && bad.contains("from 1 to 1000"), "{bad}");
+        assert!(PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4}}"#).is_err(), "floor is required");
+        assert!(PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4, "floor": 50, "every": 2}}"#).is_err());
+    }
 
     #[test]
     fn a_bound_rollout_and_no_response_header() {

@@ -203,6 +203,7 @@ fn bounded_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(Strin
 #[serde(default)]
 pub struct WireStats {
     pub requests: u64,
+    pub unmeasured: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,
     pub status_4xx: u64,
@@ -228,6 +229,7 @@ impl WireStats {
     pub fn merge_into(&self, into: &mut VersionStats) {
         let mut scalars = VersionStats {
             requests: self.requests,
+            unmeasured: self.unmeasured,
             status_2xx: self.status_2xx,
             status_3xx: self.status_3xx,
             status_4xx: self.status_4xx,

@@ -138,15 +138,34 @@ impl Telemetry {
     /// Allocates only the first time a rollout/version pair (or segment) is seen in an interval.
     /// `segment` names the segment that decided the request, if any.
     pub fn record(&mut self, rollout: &str, version: &str, segment: Option<&str>, sample: &Sample) {
-        let versions = match self.by_rollout.get_mut(rollout) {
-            Some(v) => v,
-            None => self.by_rollout.entry(rollout.to_string()).or_default(),
-        };
-        let entry = match versions.get_mut(version) {
-            Some(s) => s,
-            None => versions.entry(version.to_string()).or_default(),
-        };
-        record(&mut entry.stats, sample);
+        if let Some(entry) = self.entry(rollout, version) {
+            record(&mut entry.stats, sample);
+            Self::count_segment(entry, segment);
+        }
+    }
+
+    /// A request routed to `version` but not measured (stable's sampling): counted, nothing else.
+    pub fn unmeasured(&mut self, rollout: &str, version: &str, segment: Option<&str>) {
+        if let Some(entry) = self.entry(rollout, version) {
+            entry.stats.unmeasured = entry.stats.unmeasured.saturating_add(1);
+            Self::count_segment(entry, segment);
+        }
+    }
+
+    /// The pair's entry (the keys are allocated only the first time a pair is seen in an
+    /// interval: a lookup first, then an insert, as the entry API would allocate every time).
+    fn entry(&mut self, rollout: &str, version: &str) -> Option<&mut Entry> {
+        if !self.by_rollout.contains_key(rollout) {
+            self.by_rollout.insert(rollout.to_string(), HashMap::new());
+        }
+        let versions = self.by_rollout.get_mut(rollout)?;
+        if !versions.contains_key(version) {
+            versions.insert(version.to_string(), Entry::default());
+        }
+        versions.get_mut(version)
+    }
+
+    fn count_segment(entry: &mut Entry, segment: Option<&str>) {
         if let Some(name) = segment {
             match entry.segments.get_mut(name) {
                 Some(n) => *n += 1,

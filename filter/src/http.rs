@@ -23,6 +23,15 @@ use crate::headers::{rollout_of, HeaderSource, Request};
 use crate::shadow::{BodyTap, Outgoing};
 use crate::worker::{now_ns, Worker};
 
+/// The clock, read only when the request is measured.
+fn now_ns_if(measured: bool) -> u64 {
+    if measured {
+        now_ns()
+    } else {
+        0
+    }
+}
+
 /// Envoy's legacy response-flag bits that mean the upstream failed: no healthy upstream, upstream
 /// request timeout, remote reset, connection failure, connection termination, overflow.
 const UPSTREAM_FAILURE_FLAGS: u64 = 0x2 | 0x4 | 0x10 | 0x20 | 0x40 | 0x80;
@@ -41,6 +50,9 @@ struct Picked {
     /// The response reached end of stream; if not, the upstream may have reset mid-answer.
     complete: bool,
     shadow: Option<Shadowed>,
+    /// Measured (every canary request; stable's as `stable_sampling` draws): an unmeasured request
+    /// is only counted, and skips every response-side read (the header map, the clock).
+    measured: bool,
 }
 
 /// A request being shadowed: its copy until the request has passed, and the user's answer's body.
@@ -126,11 +138,20 @@ impl HttpContext for Http {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(routing.side)));
         let set_cookie = routing.new_session.and_then(|key| rollout.session.as_ref().map(|s| s.set_cookie(&key)));
         let index = rollout.index;
-        let start_ns = now_ns();
+        // Drawn now, before anything about the answer is known (a shadowed request is always
+        // measured: its pair compares the two answers).
+        let sampled = {
+            let mut w = self.worker.borrow_mut();
+            let w = &mut *w;
+            let draw = if w.sampler.is_active() { w.rng.next_u32() } else { 0 };
+            w.sampler.measure(index, routing.side, draw)
+        };
+        let start_ns = now_ns_if(sampled || rollout.shadow.is_some());
         let shadow = match (routing.side, &rollout.shadow) {
             (Side::Stable, Some(spec)) => self.shadow(rollout, spec, &config.route_header, start_ns, end_of_stream),
             _ => None,
         };
+        let measured = sampled || shadow.is_some();
         self.picked = Some(Picked {
             table,
             config,
@@ -142,6 +163,7 @@ impl HttpContext for Http {
             sample: Sample::default(),
             complete: false,
             shadow,
+            measured,
         });
         Action::Continue
     }
@@ -176,9 +198,11 @@ impl HttpContext for Http {
         p.complete = end_of_stream;
         // No clock read here: no gate judges the time to response headers (total time and time to
         // first token are what the latency gates read), so it is not measured.
-        let response = Headers::fetch(MapType::HttpResponseHeaders);
-        p.sample.status = response.get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
-        read_outcome(&mut p.sample, &p.config, &response);
+        if p.measured {
+            let response = Headers::fetch(MapType::HttpResponseHeaders);
+            p.sample.status = response.get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+            read_outcome(&mut p.sample, &p.config, &response);
+        }
         if let Some(r) = p.table.rollouts().get(p.index).filter(|_| p.config.response_header) {
             let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &p.config.route_header, Some(r.version(p.side)));
         }
@@ -193,7 +217,7 @@ impl HttpContext for Http {
         if let Some(p) = &mut self.picked {
             p.complete |= end_of_stream;
             // Time to first token: one clock read, on the first chunk that carries bytes.
-            if body_size > 0 && p.sample.ttft_us.is_none() {
+            if p.measured && body_size > 0 && p.sample.ttft_us.is_none() {
                 p.sample.ttft_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
             }
             if let (Some(s), true) = (&mut p.shadow, body_size > 0) {
@@ -206,7 +230,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(p) = &mut self.picked {
+        if let Some(p) = self.picked.as_mut().filter(|p| p.measured) {
             p.complete = true;
             read_outcome(&mut p.sample, &p.config, &Headers::fetch(MapType::HttpResponseTrailers));
         }
@@ -215,6 +239,13 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         let Some(mut p) = self.picked.take() else { return };
+        if !p.measured {
+            if let Some(r) = p.table.rollouts().get(p.index) {
+                let segment = p.segment.and_then(|i| r.segments.get(i)).map(|s| s.name.as_str());
+                self.worker.borrow_mut().telemetry.unmeasured(&r.name, r.version(p.side), segment);
+            }
+            return;
+        }
         p.sample.total_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
         // Only failed-looking requests pay for the flags lookup: a 5xx, no response, or a response cut
         // off before its end (an upstream reset after the headers).

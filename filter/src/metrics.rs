@@ -15,17 +15,23 @@ use proxy_wasm::types::MetricType;
 /// because the controller acknowledged none for a long time.
 const UNACKNOWLEDGED: &str = "fledge.reports_unacknowledged";
 const DROPPED: &str = "fledge.reports_dropped_total";
+/// Process-wide: the linear memory of fledge's VMs (each worker adds its change), to see it stay flat.
+const VM_MEMORY: &str = "fledge.vm_memory_bytes";
 
 #[derive(Default)]
 pub struct Metrics {
     ids: HashMap<String, u32>,
     /// This worker's share of the unacknowledged gauge.
     unacknowledged: usize,
+    /// This worker's share of the memory gauge.
+    memory: u64,
 }
 
-fn counters(s: &VersionStats) -> [(&'static str, u64); 13] {
+fn counters(s: &VersionStats) -> [(&'static str, u64); 14] {
     [
         ("requests_total", s.requests),
+        // Routed but not measured (stable's sampling): requests_total + unmeasured_total is the traffic.
+        ("unmeasured_total", s.unmeasured),
         ("responses_2xx_total", s.status_2xx),
         ("responses_3xx_total", s.status_3xx),
         ("responses_4xx_total", s.status_4xx),
@@ -67,6 +73,18 @@ impl Metrics {
             if let Some(id) = self.id(MetricType::Gauge, UNACKNOWLEDGED.to_string()) {
                 if hostcalls::increment_metric(id, delta).is_ok() {
                     self.unacknowledged = now;
+                }
+            }
+        }
+    }
+
+    /// This VM's linear memory now, added to the process-wide gauge as a change.
+    pub fn vm_memory(&mut self, bytes: u64) {
+        let delta = i64::try_from(bytes).unwrap_or(i64::MAX) - i64::try_from(self.memory).unwrap_or(i64::MAX);
+        if delta != 0 {
+            if let Some(id) = self.id(MetricType::Gauge, VM_MEMORY.to_string()) {
+                if hostcalls::increment_metric(id, delta).is_ok() {
+                    self.memory = bytes;
                 }
             }
         }

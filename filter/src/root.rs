@@ -125,8 +125,14 @@ impl Root {
         let generation = self.applied_generation();
         let proxy = self.current_proxy_id().to_string();
         let metrics = &mut self.metrics;
-        let mut report = self.worker.borrow_mut().telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh));
+        let mut report = {
+            let mut w = self.worker.borrow_mut();
+            // The report interval is the sampler's: the next one's share of stable from this one's counts.
+            w.sampler.end_interval();
+            w.telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh))
+        };
         report.epoch = self.applied_epoch();
+        self.metrics.vm_memory(crate::worker::vm_memory_bytes());
         report.fallbacks = self.loss.fallen().to_vec();
         if let Some(lost) = self.outbox.push(report) {
             let requests: u64 = lost.versions.iter().map(|v| v.stats.requests).sum();
@@ -214,6 +220,8 @@ impl Root {
         let table = self.loss.apply(table);
         let mut w = self.worker.borrow_mut();
         w.sessions.retain(|name| table.rollouts().iter().any(|r| r.name == name));
+        // A new table, a new sampler: its first interval measures every request.
+        w.sampler = fledge_core::sampling::Sampler::new(w.config.stable_sampling, table.rollouts().len());
         w.table = Some(Rc::new(table));
     }
 

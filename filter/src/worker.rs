@@ -8,6 +8,7 @@ use std::time::UNIX_EPOCH;
 use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
+use fledge_core::sampling::Sampler;
 use fledge_core::session::SessionKeys;
 use fledge_core::telemetry::Telemetry;
 
@@ -24,11 +25,14 @@ pub struct Worker {
     pub telemetry: Telemetry,
     /// Shadow copies waiting, in flight, and their pairs.
     pub shadows: Shadows,
+    /// Which of stable's requests are measured (all, without `stable_sampling`); one slot per rollout
+    /// of `table`, renewed with it.
+    pub sampler: Sampler,
 }
 
 impl Worker {
     pub fn new(seed: u64) -> Self {
-        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default(), shadows: Shadows::default() }
+        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default(), shadows: Shadows::default(), sampler: Sampler::default() }
     }
 }
 
@@ -44,6 +48,18 @@ pub fn now_ns() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// This VM's linear memory in bytes (wasm pages of 64 KiB; it only grows). 0 natively.
+pub fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
 }
 
 pub fn log(level: LogLevel, msg: &str) {

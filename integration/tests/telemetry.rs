@@ -246,3 +246,48 @@ fn metric(prom: &str, name: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// Issue 13, stable's telemetry sampled (`stable_sampling`): every canary request is measured, of
+/// stable's only about `multiple` × the canary's plus `floor` per worker and report interval; the rest
+/// are counted as `unmeasured`, so measured + unmeasured is exactly the traffic each version carried.
+#[tokio::test]
+async fn stable_sampling_measures_every_canary_request_and_counts_the_rest_of_stable() {
+    let (v1, v2) = (Agent::start(Behaviour::version("v1")).await.unwrap(), Agent::start(Behaviour::version("v2")).await.unwrap());
+    let ctl = Controller::builder().start().await.unwrap();
+    let plugin = json!({"report_interval_ms": 200, "stable_sampling": {"multiple": 1, "floor": 2}});
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, plugin).start().await.unwrap();
+    manual_rollout(&ctl, 10.0).await;
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
+    let t = Traffic::new(envoy.listener, HOST);
+    // Several report intervals of traffic: the first of each worker's tables measures everything,
+    // the following ones sample stable.
+    for round in 0..6 {
+        t.send_users(&users(&format!("sample-{round}"), 300), 8).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = assert_eventually!(Duration::from_secs(10), "all requests reported", async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        let w = &s["live"]["window"];
+        let count = |v: &str, f: &str| w[v][f].as_u64().unwrap_or(0);
+        let (stable, canary) = (count("stable", "requests") + count("stable", "unmeasured"), count("canary", "requests") + count("canary", "unmeasured"));
+        anyhow::ensure!(stable == v1.requests() && canary == v2.requests(), "reported {stable}/{canary}, agents saw {}/{}", v1.requests(), v2.requests());
+        Ok(s)
+    });
+    let w = &status["live"]["window"];
+    let (measured, unmeasured) = (w["stable"]["requests"].as_u64().unwrap(), w["stable"]["unmeasured"].as_u64().unwrap());
+    assert_eq!(w["canary"]["unmeasured"], json!(0), "every canary request measured: {w}");
+    assert_eq!(w["canary"]["requests"].as_u64(), Some(v2.requests()));
+    assert!(unmeasured > measured, "most of stable's requests unmeasured at 1 × + 2: {measured} measured, {unmeasured} not");
+    assert!(measured >= v2.requests(), "stable's sample at least the canary's: {measured} < {}", v2.requests());
+    // A measured request is measured whole: its answers are all counted as 2xx.
+    assert_eq!(w["stable"]["responses"]["2xx"].as_u64(), Some(measured));
+    // Envoy's counters split them the same way.
+    let (prom, _) = assert_eventually!(Duration::from_secs(5), "the unmeasured counter", async {
+        let p = envoy.prometheus().await?;
+        anyhow::ensure!(p.lines().any(|l| l.starts_with("fledge_unmeasured_total{") && l.contains("fledge_version=\"v1\"")), "not yet");
+        Ok(p)
+    });
+    let line = prom.lines().find(|l| l.starts_with("fledge_unmeasured_total{") && l.contains("fledge_version=\"v1\"")).unwrap();
+    assert_eq!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap(), unmeasured, "{line}");
+    println!("stable_sampling 1 × + 2 at 10 %: stable {measured} measured, {unmeasured} unmeasured; canary {} measured", v2.requests());
+}

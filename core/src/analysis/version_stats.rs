@@ -13,7 +13,12 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VersionStats {
+    /// Requests measured: every count below is of these.
     pub requests: u64,
+    /// Requests routed to this version but not measured (stable's sampling, `stable_sampling` in the
+    /// plugin config): counted only, so the traffic each version carried stays visible. Never judged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unmeasured: u64,
     pub status_2xx: u64,
     pub status_3xx: u64,
     pub status_4xx: u64,
@@ -44,6 +49,10 @@ pub struct VersionStats {
     /// Evaluation results by evaluation name (sent by evaluators, not by the proxies).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub evaluations: BTreeMap<String, EvaluationStats>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Evaluations one version keeps at most (more names are dropped).
@@ -83,6 +92,7 @@ impl VersionStats {
     pub fn merge(&mut self, other: &VersionStats) {
         let counters = [
             (&mut self.requests, other.requests),
+            (&mut self.unmeasured, other.unmeasured),
             (&mut self.status_2xx, other.status_2xx),
             (&mut self.status_3xx, other.status_3xx),
             (&mut self.status_4xx, other.status_4xx),
