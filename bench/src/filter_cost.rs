@@ -26,6 +26,11 @@ use crate::wrk::Wrk;
 
 pub const ROLLOUT: &str = "bench";
 pub const WEIGHT: f64 = 50.0;
+/// The weight issue 13's budget is set at: a canary's first steps.
+pub const LOW_WEIGHT: f64 = 5.0;
+/// `stable_sampling` of the sampled variant: the rule the judgement's simulations check.
+pub const SAMPLE_MULTIPLE: f64 = 4.0;
+pub const SAMPLE_FLOOR: u64 = 50;
 /// Percent of stable's requests the shadow variant copies.
 pub const SHADOW_PERCENT: f64 = 10.0;
 
@@ -39,6 +44,12 @@ pub struct Settings {
     pub warmup: Duration,
     /// Use wrk for saturation (else the in-process generator, e.g. in the smoke test without wrk).
     pub use_wrk: bool,
+    /// The memory run: distinct users, and the request counts at which the VM memory is read.
+    pub memory_users: usize,
+    pub memory_early: u64,
+    pub memory_late: u64,
+    /// Envoy start-ups per module in the wasm-opt comparison.
+    pub startup_trials: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +80,21 @@ pub struct FilterCost {
     pub canary_share: f64,
     /// Copies the shadow variant's sink received while measuring (proof the variant shadowed).
     pub shadow_copies: u64,
+    /// The filter's VM memory over a long run across many users (or why it could not be measured).
+    pub memory: Result<Memory, String>,
+    /// The module after `wasm-opt`: size and Envoy's start-up (or why it could not be measured).
+    pub wasm_opt: Result<crate::wasm_opt::WasmOpt, String>,
+}
+
+/// The filter's wasm memory (the VMs of the one worker and of the main thread) after `early_requests`
+/// and after `late_requests` of a run across `users` distinct users.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    pub users: usize,
+    pub early_requests: u64,
+    pub early_bytes: u64,
+    pub late_requests: u64,
+    pub late_bytes: u64,
 }
 
 pub struct WasmInfo {
@@ -85,6 +111,11 @@ impl FilterCost {
     /// so a ratio within a round cancels the machine's slow drift.
     pub fn rps_ratio(&self, a: &str, b: &str) -> f64 {
         crate::stats::median(&self.round_ratios(a, b))
+    }
+
+    /// Median Envoy CPU µs per request of variant `key` (NaN if absent).
+    pub fn cpu_us(&self, key: &str) -> f64 {
+        self.variant(key).map_or(f64::NAN, |v| crate::stats::median(&v.samples.iter().map(|s| s.cpu_us_per_request).collect::<Vec<_>>()))
     }
 
     /// `a`'s throughput over `b`'s, round by round.
@@ -196,6 +227,51 @@ fn spec(envoy: &DirectEnvoy, connections: usize, rate: Option<f64>, duration: Du
     }
 }
 
+/// The gauge the filter keeps of its VMs' linear memory (`fledge_vm_memory_bytes`), from Envoy's admin.
+async fn vm_memory(envoy: &DirectEnvoy) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://{}/stats?filter=fledge.vm_memory_bytes", envoy.admin)).await?.text().await?;
+    text.lines()
+        // Envoy prefixes the stats a wasm module defines with `wasmcustom.`.
+        .find_map(|l| l.trim().trim_start_matches("wasmcustom.").strip_prefix("fledge.vm_memory_bytes:").and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("no fledge.vm_memory_bytes in {text:?}"))
+}
+
+/// Sends requests across `memory_users` distinct users until `memory_early` have been sent, reads the
+/// VM memory, goes on to `memory_late`, and reads it again (each after a report interval, when the
+/// gauge is next set).
+async fn memory_run(settings: &Settings, envoy: &DirectEnvoy) -> anyhow::Result<Memory> {
+    let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
+    let mut sent = 0u64;
+    let read_after = |target: u64| {
+        let wrk = wrk.as_ref();
+        async move {
+            let mut n = 0u64;
+            while n < target {
+                // Runs sized by what is left at about the expected rate; at least one second each.
+                let run = Duration::from_secs(((target - n) / 40_000).clamp(1, 30));
+                let requests = match wrk {
+                    Some(w) => w.run_users(envoy.listener, BENCH_HOST, settings.connections, run, settings.memory_users).await?.requests,
+                    None => {
+                        let r = load::run(LoadSpec { users: settings.memory_users, ..spec(envoy, settings.connections, None, run) }).await?;
+                        r.ok + r.bad_status
+                    }
+                };
+                anyhow::ensure!(requests > 0, "no requests sent");
+                n += requests;
+            }
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            anyhow::Ok((n, vm_memory(envoy).await?))
+        }
+    };
+    let (n, early_bytes) = read_after(settings.memory_early).await?;
+    sent += n;
+    let early_requests = sent;
+    let (n, late_bytes) = read_after(settings.memory_late.saturating_sub(sent)).await?;
+    sent += n;
+    eprintln!("  memory: {early_bytes} bytes after {early_requests} requests, {late_bytes} after {sent} ({} users)", settings.memory_users);
+    Ok(Memory { users: settings.memory_users, early_requests, early_bytes, late_requests: sent, late_bytes })
+}
+
 pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     let fledge_wasm = wasm_info(fledge_integration::wasm_path())?;
     let empty_wasm = wasm_info(empty_wasm_path())?;
@@ -231,12 +307,28 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         controller: ctl.addr,
         shadow_sink: None,
     };
+    // Issue 13's budget: a rollout at 5 %, default, then with each change of the lean path added.
+    let low_ctl = Controller::builder().start().await?;
+    low_ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": LOW_WEIGHT})).await?;
+    let at = |config: serde_json::Value| Filter::Fledge { path: fledge_wasm.path.clone(), config, controller: low_ctl.addr, shadow_sink: None };
+    let low = at(json!({"report_interval_ms": 1000}));
+    let low_lean = at(json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false}));
+    let low_sampled = at(json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false,
+                               "stable_sampling": {"multiple": SAMPLE_MULTIPLE, "floor": SAMPLE_FLOOR}}));
+    // A host without a rollout: the filter on its route, the controller's only rollout elsewhere.
+    let other_ctl = Controller::builder().start().await?;
+    other_ctl.put_rollout("other", json!({"hosts": ["other-agent"], "stable": STABLE, "canary": CANARY, "weight": WEIGHT})).await?;
+    let no_rollout = Filter::Fledge { path: fledge_wasm.path.clone(), config: json!({"report_interval_ms": 1000}), controller: other_ctl.addr, shadow_sink: None };
     let variants = [
         ("plain", "no filter".to_string(), Filter::None),
         ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
         ("fledge", format!("fledge filter, rollout at {WEIGHT} %"), fledge),
         ("lean", format!("fledge filter, rollout at {WEIGHT} %, bound to it (`rollout`), `response_header: false`"), lean),
         ("shadow", format!("fledge filter, rollout at {WEIGHT} %, shadow {SHADOW_PERCENT} % of stable's requests"), shadowing),
+        ("low", format!("fledge filter, rollout at {LOW_WEIGHT} %"), low),
+        ("low_lean", format!("fledge filter, rollout at {LOW_WEIGHT} %, bound, `response_header: false`"), low_lean),
+        ("low_sampled", format!("fledge filter, rollout at {LOW_WEIGHT} %, bound, `response_header: false`, `stable_sampling` {SAMPLE_MULTIPLE} × + {SAMPLE_FLOOR}"), low_sampled),
+        ("no_rollout", "fledge filter, a host without a rollout".to_string(), no_rollout),
     ];
     // Started together: each Envoy compiles its wasm on start-up, which takes a while.
     let starting: Vec<_> = variants
@@ -258,6 +350,12 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     wait_for_routing(lean_envoy, false).await?;
     let shadow_envoy = &running.iter().find(|r| r.key == "shadow").context("no shadow variant")?.envoy;
     wait_for_routing(shadow_envoy, true).await?;
+    for (key, stamped) in [("low", true), ("low_lean", false), ("low_sampled", false)] {
+        let envoy = &running.iter().find(|r| r.key == key).with_context(|| format!("no {key} variant"))?.envoy;
+        wait_for_routing(envoy, stamped).await?;
+    }
+    // The host without a rollout passes untouched once the filter has the config that says so.
+    other_ctl.wait_confirmed("other", 1, Duration::from_secs(20)).await?;
     let copies_before = sink.requests();
 
     let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
@@ -299,10 +397,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         }
     }
     let shadow_copies = sink.requests().saturating_sub(copies_before);
+    let budget_envoy = &running.iter().find(|r| r.key == "low_sampled").context("no low_sampled variant")?.envoy;
+    let memory = memory_run(settings, budget_envoy).await.map_err(|e| format!("{e:#}"));
+    let wasm_opt = crate::wasm_opt::run(&fledge_wasm.path, ctl.addr, settings.startup_trials).await.map_err(|e| format!("{e:#}"));
     let variants = running
         .into_iter()
         .zip(samples)
         .map(|(r, samples)| VariantResult { key: r.key, label: r.label, samples })
         .collect();
-    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share, shadow_copies })
+    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share, shadow_copies, memory, wasm_opt })
 }

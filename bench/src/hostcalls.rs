@@ -48,16 +48,43 @@ struct Plugin {
 
 const DEFAULT: Plugin = Plugin { bound: false, response_header: true };
 
-/// One row: what the request is, the plugin, the rollout it meets, its headers.
-type Case = (&'static str, Plugin, Option<RouteTable>, Vec<(&'static str, &'static str)>);
+/// What the request costs after the decision.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    /// Measured: the fixed part.
+    Measured,
+    /// A stable request `stable_sampling` did not draw: the route header (and the response stamp,
+    /// when on), no response header map, no clock.
+    Unmeasured,
+    /// A stable request copied to the canary (`shadow`): measured, plus the request's header map,
+    /// one queue write to wake the sender and the body chunks read both ways.
+    Shadowed,
+}
 
-/// (reads in order, Set-Cookie writes) for one request.
-fn count(t: &RouteTable, plugin: Plugin, headers: &[(&str, &str)]) -> Option<(Vec<String>, usize)> {
-    let host = CountingHost::new("support-agent", headers);
-    let rollout = fledge_filter::headers::rollout_of(t, plugin.bound.then_some("support"), &host)?;
+impl After {
+    fn hostcalls(self, plugin: Plugin) -> usize {
+        let stamp = usize::from(plugin.response_header);
+        match self {
+            Self::Measured => FIXED_AFTER_DECISION - 1 + stamp,
+            Self::Unmeasured => 1 + stamp,
+            Self::Shadowed => FIXED_AFTER_DECISION - 1 + stamp + 2,
+        }
+    }
+}
+
+/// One row: what the request is, the plugin, the rollout it meets, its headers, the part after the
+/// decision, and the host it is for.
+type Case = (&'static str, Plugin, Option<RouteTable>, Vec<(&'static str, &'static str)>, After, &'static str);
+
+/// (reads in order, Set-Cookie writes, whether a rollout took the request) for one request.
+fn count(t: &RouteTable, plugin: Plugin, host_name: &str, headers: &[(&str, &str)]) -> (Vec<String>, usize, bool) {
+    let host = CountingHost::new(host_name, headers);
+    let Some(rollout) = fledge_filter::headers::rollout_of(t, plugin.bound.then_some("support"), &host) else {
+        return (host.calls(), 0, false);
+    };
     let mut req = Request::new(&host);
     let routing = rollout.route(&mut req, &PluginConfig::default().sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
-    Some((host.calls(), usize::from(routing.new_session.is_some())))
+    (host.calls(), usize::from(routing.new_session.is_some()), true)
 }
 
 pub fn render(s: &mut String) {
@@ -68,26 +95,37 @@ pub fn render(s: &mut String) {
     );
     let _ = writeln!(s, "| request | reads by the decision | hostcalls in all |\n|---|---|---|");
     let bound = Plugin { bound: true, response_header: false };
+    let user = || vec![("x-user-id", "u1")];
+    let m = After::Measured;
     let cases: Vec<Case> = vec![
-        ("sticky `x-user-id`, no segments, 50 % (the path before segments)", DEFAULT, table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
-        ("sticky `x-user-id`, 0 % or 100 %", DEFAULT, table(100.0, Vec::new(), false), vec![("x-user-id", "u1")]),
-        ("no key, no segments (random)", DEFAULT, table(50.0, Vec::new(), false), vec![]),
-        ("matched by one header rule (`x-employee: true` → canary)", DEFAULT, table(50.0, employees(), false), vec![("x-employee", "true"), ("x-user-id", "u1")]),
-        ("not matched by it, sticky `x-user-id`", DEFAULT, table(50.0, employees(), false), vec![("x-user-id", "u1")]),
-        ("session cookie present", DEFAULT, table(50.0, Vec::new(), true), vec![("cookie", "fledge-session=0123abcd")]),
-        ("new session (answer carries `Set-Cookie`)", DEFAULT, table(50.0, Vec::new(), true), vec![]),
-        ("bound to its rollout (`rollout`), `response_header: false`, sticky `x-user-id`", bound, table(50.0, Vec::new(), false), vec![("x-user-id", "u1")]),
+        ("sticky `x-user-id`, no segments, 50 % (the path before segments)", DEFAULT, table(50.0, Vec::new(), false), user(), m, "support-agent"),
+        ("sticky `x-user-id`, 0 % or 100 %", DEFAULT, table(100.0, Vec::new(), false), user(), m, "support-agent"),
+        ("no key, no segments (random)", DEFAULT, table(50.0, Vec::new(), false), vec![], m, "support-agent"),
+        ("matched by one header rule (`x-employee: true` → canary)", DEFAULT, table(50.0, employees(), false), vec![("x-employee", "true"), ("x-user-id", "u1")], m, "support-agent"),
+        ("not matched by it, sticky `x-user-id`", DEFAULT, table(50.0, employees(), false), user(), m, "support-agent"),
+        ("session cookie present", DEFAULT, table(50.0, Vec::new(), true), vec![("cookie", "fledge-session=0123abcd")], m, "support-agent"),
+        ("new session (answer carries `Set-Cookie`)", DEFAULT, table(50.0, Vec::new(), true), vec![], m, "support-agent"),
+        ("bound to its rollout (`rollout`), `response_header: false`, sticky `x-user-id`", bound, table(50.0, Vec::new(), false), user(), m, "support-agent"),
+        ("a stable request `stable_sampling` did not draw (unmeasured), sticky `x-user-id`", DEFAULT, table(5.0, Vec::new(), false), user(), After::Unmeasured, "support-agent"),
+        ("the same, bound, `response_header: false`", bound, table(5.0, Vec::new(), false), user(), After::Unmeasured, "support-agent"),
+        ("a stable request shadowed to the canary (+ one read per body chunk, each way)", DEFAULT, table(50.0, Vec::new(), false), user(), After::Shadowed, "support-agent"),
+        ("a host without a rollout (filter on its route)", DEFAULT, table(50.0, Vec::new(), false), user(), m, "billing-agent"),
     ];
-    for (name, plugin, t, headers) in cases {
-        let fixed = FIXED_AFTER_DECISION - usize::from(!plugin.response_header);
-        let Some((reads, writes)) = t.as_ref().and_then(|t| count(t, plugin, &headers)) else {
+    for (name, plugin, t, headers, after, host) in cases {
+        let Some(t) = t else {
             let _ = writeln!(s, "| {name} | (could not be counted) | |");
             continue;
         };
+        let (reads, writes, routed) = count(&t, plugin, host, &headers);
         let list = reads.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
         let extra = if writes > 0 { format!(" + {writes} `Set-Cookie` write") } else { String::new() };
-        let _ = writeln!(s, "| {name} | {list} ({}) | {}{extra} |", reads.len(), reads.len() + fixed);
+        let total = reads.len() + if routed { after.hostcalls(plugin) } else { 0 };
+        let _ = writeln!(s, "| {name} | {list} ({}) | {total}{extra} |", reads.len());
     }
+    let _ = writeln!(
+        s,
+        "| a route with the filter disabled (`typed_per_filter_config`, `disabled: true`) | none (0) | 0 |"
+    );
     let _ = writeln!(s);
 }
 
@@ -102,5 +140,8 @@ mod tests {
         assert!(s.contains("`:authority`, `x-employee` (2) | 7 |"), "{s}");
         assert!(s.contains("`:authority`, `x-employee`, `x-user-id` (3) | 8 |"), "{s}");
         assert!(s.contains("`response_header: false`, sticky `x-user-id` | `x-user-id` (1) | 5 |"), "two hostcalls fewer: {s}");
+        assert!(s.contains("did not draw (unmeasured), sticky `x-user-id` | `:authority`, `x-user-id` (2) | 4 |"), "{s}");
+        assert!(s.contains("| the same, bound, `response_header: false` | `x-user-id` (1) | 2 |"), "{s}");
+        assert!(s.contains("| a host without a rollout (filter on its route) | `:authority` (1) | 1 |"), "{s}");
     }
 }

@@ -32,6 +32,7 @@ mod push;
 mod report;
 mod rollback;
 mod stats;
+mod wasm_opt;
 mod wrk;
 
 use std::future::Future;
@@ -123,6 +124,10 @@ async fn main() -> anyhow::Result<()> {
             connections: 16,
             warmup: Duration::ZERO,
             use_wrk: have_wrk,
+            memory_users: 1_000,
+            memory_early: 2_000,
+            memory_late: 10_000,
+            startup_trials: 1,
         }
     } else {
         // Many short rounds rather than a few long ones: on a shared machine a neighbour's burst then
@@ -135,6 +140,10 @@ async fn main() -> anyhow::Result<()> {
             connections: 16,
             warmup: Duration::from_secs(2),
             use_wrk: true,
+            memory_users: 100_000,
+            memory_early: 200_000,
+            memory_late: 1_000_000,
+            startup_trials: 5,
         }
     };
     let push_settings = if smoke {

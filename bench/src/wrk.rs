@@ -54,12 +54,17 @@ impl Wrk {
 
     /// Runs wrk against `target` for `duration` and parses its summary.
     pub async fn run(&self, target: SocketAddr, host: &str, connections: usize, duration: Duration) -> anyhow::Result<WrkResult> {
+        self.run_users(target, host, connections, duration, 1000).await
+    }
+
+    /// As [`run`](Self::run), rotating through `users` distinct `x-user-id` values.
+    pub async fn run_users(&self, target: SocketAddr, host: &str, connections: usize, duration: Duration, users: usize) -> anyhow::Result<WrkResult> {
         let secs = duration.as_secs().max(1);
         let out = tokio::process::Command::new("wrk")
             .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s"), "--timeout", "5s", "-s"])
             .arg(&self.script)
             .arg(format!("http://{target}/task"))
-            .args(["--", "1000", host])
+            .args(["--", &users.to_string(), host])
             .kill_on_drop(true)
             .output()
             .await
