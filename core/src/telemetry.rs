@@ -134,35 +134,36 @@ impl ShadowEntry {
     }
 }
 
+/// The rollout/version pair's entry: one hash lookup per map when it exists, and the keys allocated
+/// only the first time a pair is seen in an interval (the entry API would allocate every time). A
+/// macro, not a method: a method returning the borrow from either arm does not pass the borrow checker.
+macro_rules! entry {
+    ($t:expr, $rollout:expr, $version:expr) => {{
+        let versions = match $t.by_rollout.get_mut($rollout) {
+            Some(v) => v,
+            None => $t.by_rollout.entry($rollout.to_string()).or_default(),
+        };
+        match versions.get_mut($version) {
+            Some(s) => s,
+            None => versions.entry($version.to_string()).or_default(),
+        }
+    }};
+}
+
 impl Telemetry {
     /// Allocates only the first time a rollout/version pair (or segment) is seen in an interval.
     /// `segment` names the segment that decided the request, if any.
     pub fn record(&mut self, rollout: &str, version: &str, segment: Option<&str>, sample: &Sample) {
-        if let Some(entry) = self.entry(rollout, version) {
-            record(&mut entry.stats, sample);
-            Self::count_segment(entry, segment);
-        }
+        let entry = entry!(self, rollout, version);
+        record(&mut entry.stats, sample);
+        Self::count_segment(entry, segment);
     }
 
     /// A request routed to `version` but not measured (stable's sampling): counted, nothing else.
     pub fn unmeasured(&mut self, rollout: &str, version: &str, segment: Option<&str>) {
-        if let Some(entry) = self.entry(rollout, version) {
-            entry.stats.unmeasured = entry.stats.unmeasured.saturating_add(1);
-            Self::count_segment(entry, segment);
-        }
-    }
-
-    /// The pair's entry (the keys are allocated only the first time a pair is seen in an
-    /// interval: a lookup first, then an insert, as the entry API would allocate every time).
-    fn entry(&mut self, rollout: &str, version: &str) -> Option<&mut Entry> {
-        if !self.by_rollout.contains_key(rollout) {
-            self.by_rollout.insert(rollout.to_string(), HashMap::new());
-        }
-        let versions = self.by_rollout.get_mut(rollout)?;
-        if !versions.contains_key(version) {
-            versions.insert(version.to_string(), Entry::default());
-        }
-        versions.get_mut(version)
+        let entry = entry!(self, rollout, version);
+        entry.stats.unmeasured = entry.stats.unmeasured.saturating_add(1);
+        Self::count_segment(entry, segment);
     }
 
     fn count_segment(entry: &mut Entry, segment: Option<&str>) {
