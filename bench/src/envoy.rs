@@ -31,6 +31,9 @@ pub enum Filter {
     /// The fledge filter, with its plugin config and the controller it polls; `shadow_sink` is the
     /// address behind cluster [`SHADOW_CLUSTER`], where shadow copies go.
     Fledge { path: PathBuf, config: Value, controller: SocketAddr, shadow_sink: Option<SocketAddr> },
+    /// The fledge filter in the chain, disabled on the bench host's routes (`typed_per_filter_config`,
+    /// `disabled: true`), as manifests/envoy/envoy.yaml does for a host without a rollout.
+    FledgeDisabledHere { path: PathBuf, controller: SocketAddr },
 }
 
 pub struct DirectEnvoy {
@@ -69,8 +72,12 @@ pub fn bootstrap(filter: &Filter) -> Value {
         })
         .collect();
     routes.push(json!({"match": {"prefix": "/"}, "direct_response": direct("default")}));
+    let mut bench_vhost = json!({"name": BENCH_HOST, "domains": [BENCH_HOST, format!("{BENCH_HOST}:*")], "routes": routes});
+    if matches!(filter, Filter::FledgeDisabledHere { .. }) {
+        bench_vhost["typed_per_filter_config"] = json!({"fledge": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
+    }
     let vhosts = json!([
-        {"name": BENCH_HOST, "domains": [BENCH_HOST, format!("{BENCH_HOST}:*")], "routes": routes},
+        bench_vhost,
         {"name": "other", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": direct("other")}]}
     ]);
     let router = json!({"name": "envoy.filters.http.router", "typed_config": {
@@ -79,6 +86,14 @@ pub fn bootstrap(filter: &Filter) -> Value {
     let http_filters = match filter {
         Filter::None => vec![router],
         Filter::Wasm { name, path } => vec![wasm_filter(name, path, &json!({})), router],
+        Filter::FledgeDisabledHere { path, controller } => {
+            clusters.push(json!({
+                "name": "fledge_controller", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "fledge_controller", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                    {"socket_address": {"address": controller.ip().to_string(), "port_value": controller.port()}}}}]}]}
+            }));
+            vec![wasm_filter("fledge", path, &json!({"report_interval_ms": 1000})), router]
+        }
         Filter::Fledge { path, config, controller, shadow_sink } => {
             let cluster = |name: &str, a: &SocketAddr| json!({
                 "name": name, "type": "STATIC", "connect_timeout": "1s",

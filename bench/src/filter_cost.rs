@@ -329,6 +329,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         ("low_lean", format!("fledge filter, rollout at {LOW_WEIGHT} %, bound, `response_header: false`"), low_lean),
         ("low_sampled", format!("fledge filter, rollout at {LOW_WEIGHT} %, bound, `response_header: false`, `stable_sampling` {SAMPLE_MULTIPLE} × + {SAMPLE_FLOOR}"), low_sampled),
         ("no_rollout", "fledge filter, a host without a rollout".to_string(), no_rollout),
+        ("no_rollout_off", "fledge filter, a host without a rollout, the filter disabled on its route".to_string(),
+            Filter::FledgeDisabledHere { path: fledge_wasm.path.clone(), controller: other_ctl.addr }),
     ];
     // Started together: each Envoy compiles its wasm on start-up, which takes a while.
     let starting: Vec<_> = variants

@@ -97,7 +97,9 @@ fn budget_rows(r: &Results) -> Vec<Row> {
             let above = f.cpu_us("low_sampled") - f.cpu_us("empty");
             rows.push((cpu, format!("≤ {CPU_ABOVE_EMPTY_BUDGET_US:.0} µs"), format!("{above:.1} µs ({:.1} vs {:.1} µs)", f.cpu_us("low_sampled"), f.cpu_us("empty")), verdict(above <= CPU_ABOVE_EMPTY_BUDGET_US).into()));
             let (b, m, v) = ratio_row("no_rollout", NO_ROLLOUT_RATIO_BUDGET);
-            rows.push((host, b, m, v));
+            rows.push((format!("{host}, the filter on its route (one `:authority` read)"), b, m, v));
+            let (b, m, v) = ratio_row("no_rollout_off", NO_ROLLOUT_RATIO_BUDGET);
+            rows.push((format!("{host}, the filter disabled on its route (`typed_per_filter_config`, as manifests/envoy/envoy.yaml)"), b, m, v));
             match &f.memory {
                 Ok(mem) => rows.push((
                     format!("the filter's VM memory after {} and {} requests across {} users", thousands(mem.early_requests as f64), thousands(mem.late_requests as f64), thousands(mem.users as f64)),
@@ -366,6 +368,7 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
         ("low", "low_lean", "bound to its rollout (`rollout`: no `:authority` read), no response stamp (`response_header: false`)"),
         ("low_lean", "low_sampled", "stable's telemetry sampled (`stable_sampling` 4 × + 50): unmeasured requests skip the response header map and both clock reads"),
         ("empty", "no_rollout", "a host without a rollout (one `:authority` read)"),
+        ("empty", "no_rollout_off", "a host without a rollout, the filter disabled on its route (no hostcall)"),
         ("fledge", "lean", "at 50 %: bound, no response stamp"),
     ];
     if steps.iter().all(|(a, b, _)| f.variant(a).is_some() && f.variant(b).is_some()) {
