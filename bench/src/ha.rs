@@ -188,7 +188,8 @@ async fn failover_trial() -> anyhow::Result<Duration> {
         .put_rollout("support", json!({"hosts": [host], "stable": "v1", "canary": "v2", "steps": [25, 50, 100], "step_seconds": 600,
             "min_requests": 20, "analysis": {"interval_seconds": 0.5}, "gates": [{"metric": "error_rate", "max_increase": 0.05, "critical": true}]}))
         .await?;
-    ctls[1].wait_phase("support", "progressing", Duration::from_secs(15)).await?;
+    // On r1, which committed it (r2 learns of it a notification later; wait_confirmed retries).
+    ctls[0].wait_phase("support", "progressing", Duration::from_secs(15)).await?;
     ctls[1].wait_confirmed("support", envoy.contexts, Duration::from_secs(15)).await?;
     ctls[0].kill().await?;
     let killed = Instant::now();

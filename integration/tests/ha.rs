@@ -209,7 +209,8 @@ async fn the_leader_killed_under_a_failing_canary_another_replica_rolls_back() {
             "min_requests": 20, "analysis": {"interval_seconds": 0.5}, "gates": [{"metric": "error_rate", "max_increase": 0.05, "critical": true}]}))
         .await
         .unwrap();
-    ctls[1].wait_phase("support", "progressing", Duration::from_secs(15)).await.unwrap();
+    // On r1, which committed it: r2 learns of it a notification later.
+    ctls[0].wait_phase("support", "progressing", Duration::from_secs(15)).await.unwrap();
     let st = ctls[1].wait_confirmed("support", envoy.contexts, Duration::from_secs(15)).await.unwrap();
     assert_eq!((&st["status"]["phase"], &st["status"]["weight"]), (&json!("progressing"), &json!(25.0)), "{st}");
     assert_eq!(st["status"]["decided_by"]["replica"], "r1");
