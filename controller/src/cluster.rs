@@ -118,7 +118,10 @@ impl Cluster {
     pub fn new(replica: String, shared: bool) -> Self {
         Self {
             replica,
-            instance: format!("{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))),
+            instance: format!(
+                "{:016x}",
+                getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))
+            ),
             shared,
             leadership: Mutex::new(Leadership::default()),
             changes: AtomicU64::new(0),
@@ -142,7 +145,9 @@ impl Cluster {
     }
 
     fn leadership(&self) -> std::sync::MutexGuard<'_, Leadership> {
-        self.leadership.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.leadership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether and how the analysis may decide now.
@@ -151,7 +156,10 @@ impl Cluster {
             return Lead::Alone;
         }
         match self.leadership().held {
-            Some((epoch, until)) if Instant::now() < until => Lead::Fenced(Fence { replica: self.replica.clone(), epoch }),
+            Some((epoch, until)) if Instant::now() < until => Lead::Fenced(Fence {
+                replica: self.replica.clone(),
+                epoch,
+            }),
             _ => Lead::No,
         }
     }
@@ -198,16 +206,26 @@ impl Cluster {
             self.changes.fetch_add(1, Ordering::Relaxed);
             let epoch = self.leadership().held.map(|(e, _)| e);
             match now {
-                Role::Leader => tracing::info!(replica = %self.replica, epoch, "this replica is now the leader"),
-                Role::Follower => tracing::warn!(replica = %self.replica, "this replica is no longer the leader"),
+                Role::Leader => {
+                    tracing::info!(replica = %self.replica, epoch, "this replica is now the leader")
+                }
+                Role::Follower => {
+                    tracing::warn!(replica = %self.replica, "this replica is no longer the leader")
+                }
             }
         }
     }
 
     /// Queues `entry` for the next flush; the answer says whether it was new to the log.
-    pub fn enqueue(&self, entry: LogEntry) -> Result<oneshot::Receiver<Result<bool, String>>, usize> {
+    pub fn enqueue(
+        &self,
+        entry: LogEntry,
+    ) -> Result<oneshot::Receiver<Result<bool, String>>, usize> {
         let (done, answer) = oneshot::channel();
-        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if q.len() >= MAX_QUEUED {
             return Err(q.len());
         }
@@ -221,14 +239,19 @@ impl Cluster {
     }
 
     fn take_batch(&self) -> Vec<Waiting> {
-        let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = q.len().min(FLUSH_BATCH);
         q.drain(..n).collect()
     }
 
     /// The right to read and merge the log (one reader at a time).
     pub fn tailing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.tailing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tailing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn tailed(&self) -> i64 {
@@ -246,7 +269,11 @@ pub fn spawn(state: crate::AppState) -> Vec<tokio::task::JoinHandle<()>> {
     if !state.cluster().is_shared() {
         return Vec::new();
     }
-    vec![tokio::spawn(lease(state.clone())), tokio::spawn(follow(state.clone())), tokio::spawn(flush(state))]
+    vec![
+        tokio::spawn(lease(state.clone())),
+        tokio::spawn(follow(state.clone())),
+        tokio::spawn(flush(state)),
+    ]
 }
 
 async fn lease(state: crate::AppState) {
@@ -273,7 +300,8 @@ async fn lease(state: crate::AppState) {
             Err(_) => state.cluster().renewal_failed(),
         }
         // The leader forgets old log entries (any replica could; one is enough).
-        if state.cluster().role() == Role::Leader && last_prune.elapsed() >= Duration::from_secs(10) {
+        if state.cluster().role() == Role::Leader && last_prune.elapsed() >= Duration::from_secs(10)
+        {
             last_prune = Instant::now();
             let s = state.clone();
             let before = crate::state::now_ms().saturating_sub(LOG_KEEP_MS);
@@ -285,10 +313,15 @@ async fn lease(state: crate::AppState) {
     // Going away: stop deciding, and hand the lease over at once rather than in LEASE_TTL.
     state.cluster().leadership().held = None;
     let s = state.clone();
-    let (replica, instance) = (state.cluster().replica().to_string(), state.cluster().instance().to_string());
+    let (replica, instance) = (
+        state.cluster().replica().to_string(),
+        state.cluster().instance().to_string(),
+    );
     match tokio::task::spawn_blocking(move || s.lease_release(&replica, &instance)).await {
         Ok(Ok(())) => tracing::info!("leader's lease released"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader's lease; it runs out on its own"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot release the leader's lease; it runs out on its own")
+        }
         Err(_) => {}
     }
 }
@@ -356,18 +389,26 @@ async fn flush(state: crate::AppState) {
             if batch.is_empty() {
                 break;
             }
-            let (entries, waiting): (Vec<LogEntry>, Vec<_>) = batch.into_iter().map(|w| (w.entry, w.done)).unzip();
+            let (entries, waiting): (Vec<LogEntry>, Vec<_>) =
+                batch.into_iter().map(|w| (w.entry, w.done)).unzip();
             let s = state.clone();
-            let result: Result<Vec<bool>, StoreError> = match tokio::task::spawn_blocking(move || s.log_append(entries, crate::state::now_ms())).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::PgGone),
-            };
+            let result: Result<Vec<bool>, StoreError> =
+                match tokio::task::spawn_blocking(move || {
+                    s.log_append(entries, crate::state::now_ms())
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::PgGone),
+                };
             match result {
                 Ok(fresh) => {
                     // Merged here before the answers go out: a report acknowledged by this replica is
                     // already in its own windows (the others merge it at their next read of the log).
                     let s = state.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::ingest::tail(&s)).await {
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || crate::ingest::tail(&s)).await
+                    {
                         tracing::warn!(error = %e, "cannot read the data log");
                     }
                     for (done, new) in waiting.into_iter().zip(fresh) {
