@@ -20,7 +20,8 @@
 //! (`sslmode=require`) is refused at start with an error saying so, never silently downgraded.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use ::postgres::config::{Host, SslMode};
@@ -96,6 +97,8 @@ pub struct PgStore {
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
     location: String,
+    /// The server process of the store's own connection: notifications it sent are not news here.
+    own_pid: Arc<AtomicI32>,
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -106,6 +109,7 @@ struct Connection {
     config: Config,
     location: String,
     session: Option<Session>,
+    own_pid: Arc<AtomicI32>,
 }
 
 struct Session {
@@ -130,6 +134,13 @@ impl Connection {
                             location: self.location.clone(),
                             source,
                         })?;
+                let mut client = client;
+                // 0 (no server process has it) if unknown: then every notification is news.
+                let pid = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .and_then(|r| r.try_get::<_, i32>(0))
+                    .unwrap_or(0);
+                self.own_pid.store(pid, Ordering::Relaxed);
                 Ok(slot.insert(Session {
                     client,
                     statements: HashMap::new(),
@@ -232,10 +243,12 @@ impl PgStore {
         }
         config.options(&options);
         let (jobs, queue) = mpsc::channel::<Job>();
+        let own_pid = Arc::new(AtomicI32::new(0));
         let mut connection = Connection {
             config: config.clone(),
             location: location.clone(),
             session: None,
+            own_pid: own_pid.clone(),
         };
         let worker = std::thread::Builder::new()
             .name("fledge-postgres".into())
@@ -258,6 +271,7 @@ impl PgStore {
             jobs: Some(jobs),
             worker: Some(worker),
             location,
+            own_pid,
         };
         let location = store.location.clone();
         store.call(move |s| migrate(&mut s.client, &location))?;
@@ -676,7 +690,11 @@ impl PgStore {
     /// can) and says so, since what was notified meanwhile is lost.
     pub fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<Wake>, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (config, location) = ((*self.config).clone(), self.location.clone());
+        let (config, location, own_pid) = (
+            (*self.config).clone(),
+            self.location.clone(),
+            self.own_pid.clone(),
+        );
         std::thread::Builder::new()
             .name("fledge-listen".into())
             .spawn(move || loop {
@@ -697,6 +715,8 @@ impl PgStore {
                                 ::postgres::fallible_iterator::FallibleIterator::next(&mut iter)
                             };
                             match next {
+                                // This replica's own commits and appends: it has already applied them.
+                                Ok(Some(n)) if n.process_id() == own_pid.load(Ordering::Relaxed) => {}
                                 Ok(Some(n)) => {
                                     let wake = if n.payload() == "d" { Wake::Data } else { Wake::Committed };
                                     // A full channel already holds a wake-up that makes the reader look.
