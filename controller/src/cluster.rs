@@ -45,10 +45,14 @@ pub const TAIL: Duration = Duration::from_millis(250);
 pub const BACKSTOP: Duration = Duration::from_secs(1);
 /// Log entries kept: a report's dedup holds for this long (filters give up resending after a minute).
 pub const LOG_KEEP_MS: u64 = 10 * 60_000;
-/// Entries flushed in one transaction at most; more wait for the next flush.
+/// Entries flushed in one transaction at most, and their bytes; more wait for the next round.
 pub const FLUSH_BATCH: usize = 2_000;
-/// Entries waiting for a flush at most; past it a report is answered 503 and resent later.
+pub const FLUSH_BATCH_BYTES: usize = 16 << 20;
+/// Entries, and bytes of them, waiting for a flush at most; past either a report is answered 503
+/// and resent later. Report bodies are not held by the ingest slots while they wait (only while they
+/// are read and parsed), so this is what bounds the memory of reports waiting to be acknowledged.
 pub const MAX_QUEUED: usize = 20_000;
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// This replica's view of who leads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -97,6 +101,13 @@ struct Waiting {
     done: oneshot::Sender<Result<bool, String>>,
 }
 
+/// Entries waiting for the next flush, and the bytes of their bodies.
+#[derive(Default)]
+struct Queue {
+    waiting: std::collections::VecDeque<Waiting>,
+    bytes: usize,
+}
+
 /// One replica's membership of the cluster.
 pub struct Cluster {
     replica: String,
@@ -105,7 +116,7 @@ pub struct Cluster {
     shared: bool,
     leadership: Mutex<Leadership>,
     changes: AtomicU64,
-    queue: Mutex<Vec<Waiting>>,
+    queue: Mutex<Queue>,
     queued: Notify,
     /// The last log entry merged here.
     tailed: AtomicI64,
@@ -125,7 +136,7 @@ impl Cluster {
             shared,
             leadership: Mutex::new(Leadership::default()),
             changes: AtomicU64::new(0),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             queued: Notify::new(),
             tailed: AtomicI64::new(0),
             tailing: Mutex::new(()),
@@ -216,21 +227,28 @@ impl Cluster {
         }
     }
 
-    /// Queues `entry` for the next flush; the answer says whether it was new to the log.
+    /// Queues `entry` for the next flush; the answer says whether it was new to the log. Refused
+    /// (with the reason) when the queue is full by count or by bytes.
     pub fn enqueue(
         &self,
         entry: LogEntry,
-    ) -> Result<oneshot::Receiver<Result<bool, String>>, usize> {
+    ) -> Result<oneshot::Receiver<Result<bool, String>>, String> {
         let (done, answer) = oneshot::channel();
         let mut q = self
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if q.len() >= MAX_QUEUED {
-            return Err(q.len());
+        let len = entry.body.len();
+        if q.waiting.len() >= MAX_QUEUED || q.bytes.saturating_add(len) > MAX_QUEUED_BYTES {
+            return Err(format!(
+                "{} reports ({} bytes) wait to be written to the database",
+                q.waiting.len(),
+                q.bytes
+            ));
         }
-        q.push(Waiting { entry, done });
-        let full = q.len() >= FLUSH_BATCH;
+        q.bytes += len;
+        q.waiting.push_back(Waiting { entry, done });
+        let full = q.waiting.len() >= FLUSH_BATCH || q.bytes >= FLUSH_BATCH_BYTES;
         drop(q);
         if full {
             self.queued.notify_one();
@@ -238,13 +256,31 @@ impl Cluster {
         Ok(answer)
     }
 
+    /// The next transaction's worth: up to [`FLUSH_BATCH`] entries and [`FLUSH_BATCH_BYTES`] (at least one).
     fn take_batch(&self) -> Vec<Waiting> {
         let mut q = self
             .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = q.len().min(FLUSH_BATCH);
-        q.drain(..n).collect()
+        let (mut batch, mut bytes) = (Vec::new(), 0usize);
+        while batch.len() < FLUSH_BATCH && (batch.is_empty() || bytes < FLUSH_BATCH_BYTES) {
+            let Some(w) = q.waiting.pop_front() else {
+                break;
+            };
+            bytes += w.entry.body.len();
+            batch.push(w);
+        }
+        q.bytes = q.bytes.saturating_sub(bytes);
+        batch
+    }
+
+    /// Entries waiting for a flush, and their bytes.
+    pub fn queued(&self) -> (usize, usize) {
+        let q = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (q.waiting.len(), q.bytes)
     }
 
     /// The right to read and merge the log (one reader at a time).
@@ -276,6 +312,26 @@ pub fn spawn(state: crate::AppState) -> Vec<tokio::task::JoinHandle<()>> {
     ]
 }
 
+/// Runs store work off the runtime. A failure is logged as `failed` and is `None`; so is a panic.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    state: &crate::AppState,
+    failed: &'static str,
+    work: impl FnOnce(&crate::AppState) -> Result<T, E> + Send + 'static,
+) -> Option<T> {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || work(&s)).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "{failed}");
+            None
+        }
+        Err(_) => {
+            tracing::error!("{failed}: the task panicked");
+            None
+        }
+    }
+}
+
 async fn lease(state: crate::AppState) {
     let mut tick = tokio::time::interval(RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,41 +344,41 @@ async fn lease(state: crate::AppState) {
         }
         let started = Instant::now();
         let c = state.cluster();
-        let s = state.clone();
         let (replica, instance) = (c.replica().to_string(), c.instance().to_string());
         let ttl = LEASE_TTL.as_millis() as u64;
-        match tokio::task::spawn_blocking(move || s.lease_tick(&replica, &instance, ttl)).await {
-            Ok(Ok(found)) => state.cluster().renewed(started, &found),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot renew the leader's lease");
-                state.cluster().renewal_failed();
-            }
-            Err(_) => state.cluster().renewal_failed(),
+        match blocking(&state, "cannot renew the leader's lease", move |s| {
+            s.lease_tick(&replica, &instance, ttl)
+        })
+        .await
+        {
+            Some(found) => state.cluster().renewed(started, &found),
+            None => state.cluster().renewal_failed(),
         }
         // The leader forgets old log entries (any replica could; one is enough).
         if state.cluster().role() == Role::Leader && last_prune.elapsed() >= Duration::from_secs(10)
         {
             last_prune = Instant::now();
-            let s = state.clone();
             let before = crate::state::now_ms().saturating_sub(LOG_KEEP_MS);
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.log_prune(before)).await {
-                tracing::warn!(error = %e, "cannot prune the data log");
-            }
+            blocking(&state, "cannot prune the data log", move |s| {
+                s.log_prune(before)
+            })
+            .await;
         }
     }
     // Going away: stop deciding, and hand the lease over at once rather than in LEASE_TTL.
     state.cluster().leadership().held = None;
-    let s = state.clone();
     let (replica, instance) = (
         state.cluster().replica().to_string(),
         state.cluster().instance().to_string(),
     );
-    match tokio::task::spawn_blocking(move || s.lease_release(&replica, &instance)).await {
-        Ok(Ok(())) => tracing::info!("leader's lease released"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot release the leader's lease; it runs out on its own")
-        }
-        Err(_) => {}
+    let failed = "cannot release the leader's lease; it runs out on its own";
+    if blocking(&state, failed, move |s| {
+        s.lease_release(&replica, &instance)
+    })
+    .await
+    .is_some()
+    {
+        tracing::info!("leader's lease released");
     }
 }
 
@@ -354,20 +410,16 @@ async fn follow(state: crate::AppState) {
         }
         if refresh {
             last_refresh = Instant::now();
-            let s = state.clone();
-            match tokio::task::spawn_blocking(move || s.refresh()).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-read the committed rollouts"),
-                Err(_) => tracing::error!("re-reading the committed rollouts panicked"),
-                Ok(Ok(_)) => {}
-            }
+            blocking(&state, "cannot re-read the committed rollouts", |s| {
+                s.refresh()
+            })
+            .await;
         }
         if read_log {
             let t0 = Instant::now();
-            let s = state.clone();
-            match tokio::task::spawn_blocking(move || crate::ingest::tail(&s)).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the data log"),
-                Err(_) => tracing::error!("reading the data log panicked"),
-                Ok(Ok(n)) => tracing::debug!(n, took = ?t0.elapsed(), "tail"),
+            if let Some(n) = blocking(&state, "cannot read the data log", crate::ingest::tail).await
+            {
+                tracing::debug!(n, took = ?t0.elapsed(), "tail");
             }
         }
     }
@@ -405,12 +457,7 @@ async fn flush(state: crate::AppState) {
                 Ok(fresh) => {
                     // Merged here before the answers go out: a report acknowledged by this replica is
                     // already in its own windows (the others merge it at their next read of the log).
-                    let s = state.clone();
-                    if let Ok(Err(e)) =
-                        tokio::task::spawn_blocking(move || crate::ingest::tail(&s)).await
-                    {
-                        tracing::warn!(error = %e, "cannot read the data log");
-                    }
+                    blocking(&state, "cannot read the data log", crate::ingest::tail).await;
                     for (done, new) in waiting.into_iter().zip(fresh) {
                         let _ = done.send(Ok(new));
                     }
@@ -424,5 +471,50 @@ async fn flush(state: crate::AppState) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn entry(seq: u64, bytes: usize) -> LogEntry {
+        LogEntry {
+            key: Some(("p".into(), "w".into(), seq)),
+            kind: "report".into(),
+            body: vec![b' '; bytes],
+        }
+    }
+
+    /// Reports no longer wait holding an ingest slot, so the queue's bytes are what bounds their memory.
+    #[test]
+    fn the_flush_queue_is_bounded_in_bytes_and_batches_are_too() {
+        let c = Cluster::new("r1".into(), true);
+        let mib = 1 << 20;
+        let mut answers = Vec::new();
+        for seq in 0..(MAX_QUEUED_BYTES / mib) as u64 {
+            answers.push(c.enqueue(entry(seq, mib)).unwrap());
+        }
+        assert_eq!(c.queued(), (64, MAX_QUEUED_BYTES));
+        let refused = c.enqueue(entry(1_000, 1)).err().unwrap();
+        assert!(refused.contains("64 reports (67108864 bytes)"), "{refused}");
+        let batch = c.take_batch();
+        assert_eq!(
+            batch.len(),
+            FLUSH_BATCH_BYTES / mib,
+            "a transaction takes at most FLUSH_BATCH_BYTES"
+        );
+        assert_eq!(c.queued(), (48, 48 * mib));
+        assert!(
+            c.enqueue(entry(1_001, mib)).is_ok(),
+            "room again once a batch is taken"
+        );
+        // One entry larger than a batch still goes, alone.
+        let c = Cluster::new("r1".into(), true);
+        let _big = c.enqueue(entry(0, FLUSH_BATCH_BYTES + 1)).unwrap();
+        let _small = c.enqueue(entry(1, 1)).unwrap();
+        assert_eq!(c.take_batch().len(), 1);
+        assert_eq!(c.queued(), (1, 1));
     }
 }

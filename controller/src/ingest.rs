@@ -13,8 +13,8 @@ use fledge_core::report::{self, ReportError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::not_found;
-use crate::error::{parse_json, ApiError, Body};
+use crate::api::{not_found, IngestBody};
+use crate::error::{parse_json, ApiError};
 use crate::live::{Current, Ingested};
 use crate::machine::Input;
 use crate::model::Rollout;
@@ -29,12 +29,13 @@ pub const MAX_OUTCOMES: usize = 10_000;
 
 pub async fn reports(
     State(state): State<AppState>,
-    Body(body): Body,
+    IngestBody { bytes: body, slot }: IngestBody,
 ) -> Result<(StatusCode, Json<Ingested>), ApiError> {
     let report = report::parse(&body).map_err(|e| match e {
         ReportError::Json(_) => ApiError::BadRequest(e.to_string()),
         other => ApiError::Invalid(other.to_string()),
     })?;
+    drop(slot);
     if !state.cluster().is_shared() {
         return Ok((
             StatusCode::ACCEPTED,
@@ -59,6 +60,8 @@ pub async fn reports(
         }
     }
     let key = Some((report.proxy.clone(), report.worker.clone(), report.seq));
+    // Only the body waits for the flush, and the queue bounds its bytes.
+    drop(report);
     let fresh = append(
         &state,
         LogEntry {
@@ -92,11 +95,10 @@ const KIND_OUTCOMES: &str = "outcomes";
 /// Appends `entry` to the shared log (at the next flush) and waits for it to be committed: whether it
 /// was new. A log that cannot be written is a 503, and the filter resends later.
 async fn append(state: &AppState, entry: LogEntry) -> Result<bool, ApiError> {
-    let answer = state.cluster().enqueue(entry).map_err(|queued| {
-        ApiError::Unavailable(format!(
-            "{queued} reports wait to be written to the database; try again"
-        ))
-    })?;
+    let answer = state
+        .cluster()
+        .enqueue(entry)
+        .map_err(|why| ApiError::Unavailable(format!("{why}; try again")))?;
     match answer.await {
         Ok(Ok(fresh)) => Ok(fresh),
         Ok(Err(why)) => Err(ApiError::Unavailable(format!(
@@ -457,11 +459,12 @@ fn describe_bad_batch(body: &[u8]) -> String {
 pub async fn outcomes(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Body(body): Body,
+    IngestBody { bytes: body, slot }: IngestBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let view = state.view();
     let r = view.rollout(&name).ok_or_else(|| not_found(&name))?;
     let parsed = parse_outcomes(&body, &r.spec.stable, &r.spec.canary)?;
+    drop((slot, body));
     let count = parsed.len();
     add_outcomes(&state, &name, parsed).await?;
     state.counters().outcomes(count);

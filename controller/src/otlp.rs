@@ -22,7 +22,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 
-use crate::error::{ApiError, Body};
+use crate::api::IngestBody;
+use crate::error::ApiError;
 use crate::ingest::Evaluation;
 use crate::state::AppState;
 
@@ -37,7 +38,7 @@ enum Encoding {
 pub async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Body(body): Body,
+    IngestBody { bytes: body, slot }: IngestBody,
 ) -> Result<Response, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -130,6 +131,7 @@ pub async fn logs(
             }
         }
     }
+    drop((slot, body, request));
     for ((rollout, _window), items) in accepted {
         crate::ingest::add_outcomes(&state, &rollout, items).await?;
     }

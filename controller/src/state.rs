@@ -121,6 +121,7 @@ struct Shared {
     outbox_written: Notify,
     counters: Counters,
     pollers: crate::pollers::Pollers,
+    ingest_slots: Arc<tokio::sync::Semaphore>,
     settings: Settings,
     cluster: Arc<Cluster>,
 }
@@ -183,6 +184,7 @@ impl AppState {
                 outbox_written: Notify::new(),
                 counters: Counters::default(),
                 pollers: Default::default(),
+                ingest_slots: Arc::new(tokio::sync::Semaphore::new(crate::api::INGEST_CONCURRENCY)),
                 settings,
                 cluster,
             }),
@@ -378,6 +380,11 @@ impl AppState {
     }
 
     /// What `GET /metrics` counts besides the view and the live state.
+    /// The slots of [`crate::api::IngestBody`].
+    pub fn ingest_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.shared.ingest_slots.clone()
+    }
+
     pub fn pollers(&self) -> &crate::pollers::Pollers {
         &self.shared.pollers
     }

@@ -315,3 +315,64 @@ async fn the_data_log_counts_a_report_once_whichever_replica_it_reaches() {
     a.begin_shutdown();
     b.begin_shutdown();
 }
+
+/// A report waiting for its flush holds no ingest slot: three times as many reports as there are
+/// slots all wait in the flush queue at once, every slot free, and are acknowledged by one flush.
+/// (Holding a slot across the wait made 1,000 proxies on 3 replicas queue behind eight flushes.)
+#[tokio::test]
+async fn reports_waiting_for_the_shared_log_hold_no_ingest_slot() {
+    let url = pg::database();
+    let s = replica(&url, "a");
+    common::call(
+        &s,
+        "PUT",
+        "/v1/rollouts/support",
+        Some(json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 50})),
+    )
+    .await;
+    let slots = fledge_controller::api::INGEST_CONCURRENCY;
+    let n = 3 * slots;
+    let posts: Vec<_> = (1..=n as u64)
+        .map(|seq| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                common::call(
+                    &s,
+                    "POST",
+                    "/v1/reports",
+                    Some(common::report(seq, "v2", 10, 1)),
+                )
+                .await
+            })
+        })
+        .collect();
+    // No flush task runs yet: every report parsed so far waits in the queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.cluster().queued().0 < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} queued of {n}",
+            s.cluster().queued()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        s.ingest_slots().available_permits(),
+        slots,
+        "no slot is held while waiting"
+    );
+    fledge_controller::cluster::spawn(s.clone());
+    for p in posts {
+        let (code, body) = p.await.unwrap();
+        assert_eq!(
+            (code, body["duplicate"].clone()),
+            (StatusCode::ACCEPTED, json!(false)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        status(&s).await["live"]["window"]["canary"]["requests"],
+        json!(10 * n)
+    );
+    s.begin_shutdown();
+}
