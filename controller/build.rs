@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-env-changed=FLEDGE_FILTER_WASM");
-    let out =
-        PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?).join("filter.wasm");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?).join("filter.wasm");
     let mut module = Vec::new();
     if let Some(path) = std::env::var_os("FLEDGE_FILTER_WASM").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
@@ -17,14 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", path.display());
         match std::fs::read(&path) {
             Ok(bytes) if bytes.starts_with(b"\0asm") => module = bytes,
-            Ok(_) => println!(
-                "cargo:warning=FLEDGE_FILTER_WASM={} is not a wasm module; not embedded",
-                path.display()
-            ),
-            Err(e) => println!(
-                "cargo:warning=FLEDGE_FILTER_WASM={}: {e}; not embedded",
-                path.display()
-            ),
+            Ok(_) => println!("cargo:warning=FLEDGE_FILTER_WASM={} is not a wasm module; not embedded", path.display()),
+            Err(e) => println!("cargo:warning=FLEDGE_FILTER_WASM={}: {e}; not embedded", path.display()),
         }
     }
     std::fs::write(out, module)?;

@@ -8,19 +8,10 @@ use serde_json::Value;
 
 /// The criterion benchmarks of core/benches/decision.rs, with what each one measures.
 pub const BENCHES: [(&str, &str); 5] = [
-    (
-        "sticky_key",
-        "lookup + decide with an `x-user-id` (one murmur3)",
-    ),
+    ("sticky_key", "lookup + decide with an `x-user-id` (one murmur3)"),
     ("random", "lookup + decide without a key (SplitMix64 draw)"),
-    (
-        "route_segments",
-        "lookup + route: three segment rules that do not match, then the `x-user-id` split",
-    ),
-    (
-        "new_session",
-        "a new session key (rejection sampling, ~196 murmur3; a session's first request only)",
-    ),
+    ("route_segments", "lookup + route: three segment rules that do not match, then the `x-user-id` split"),
+    ("new_session", "a new session key (rejection sampling, ~196 murmur3; a session's first request only)"),
     ("no_rollout", "lookup of a host without a rollout"),
 ];
 
@@ -42,23 +33,12 @@ pub async fn run() -> anyhow::Result<Vec<Estimate>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = tokio::process::Command::new(cargo)
         .current_dir(fledge_integration::workspace_root())
-        .args([
-            "bench",
-            "-p",
-            "fledge-core",
-            "--bench",
-            "decision",
-            "--",
-            "--noplot",
-        ])
+        .args(["bench", "-p", "fledge-core", "--bench", "decision", "--", "--noplot"])
         .stdout(std::process::Stdio::from(std::io::stderr()))
         .status()
         .await
         .context("cannot run cargo bench")?;
-    anyhow::ensure!(
-        status.success(),
-        "cargo bench -p fledge-core --bench decision failed: {status}"
-    );
+    anyhow::ensure!(status.success(), "cargo bench -p fledge-core --bench decision failed: {status}");
     read(&target_dir().join("criterion"))
 }
 
@@ -67,24 +47,10 @@ pub fn read(criterion_dir: &Path) -> anyhow::Result<Vec<Estimate>> {
     BENCHES
         .iter()
         .map(|(name, what)| {
-            let path = criterion_dir
-                .join("decision")
-                .join(name)
-                .join("new/estimates.json");
-            let v: Value = serde_json::from_slice(
-                &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-            )?;
-            let point = |k: &str| {
-                v[k]["point_estimate"]
-                    .as_f64()
-                    .with_context(|| format!("{k} in {}", path.display()))
-            };
-            Ok(Estimate {
-                name,
-                what,
-                median_ns: point("median")?,
-                mean_ns: point("mean")?,
-            })
+            let path = criterion_dir.join("decision").join(name).join("new/estimates.json");
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+            let point = |k: &str| v[k]["point_estimate"].as_f64().with_context(|| format!("{k} in {}", path.display()));
+            Ok(Estimate { name, what, median_ns: point("median")?, mean_ns: point("mean")? })
         })
         .collect()
 }

@@ -30,18 +30,10 @@ pub enum Filter {
     Wasm { name: &'static str, path: PathBuf },
     /// The fledge filter, with its plugin config and the controller it polls; `shadow_sink` is the
     /// address behind cluster [`SHADOW_CLUSTER`], where shadow copies go.
-    Fledge {
-        path: PathBuf,
-        config: Value,
-        controller: SocketAddr,
-        shadow_sink: Option<SocketAddr>,
-    },
+    Fledge { path: PathBuf, config: Value, controller: SocketAddr, shadow_sink: Option<SocketAddr> },
     /// The fledge filter in the chain, disabled on the bench host's routes (`typed_per_filter_config`,
     /// `disabled: true`), as manifests/envoy/envoy.yaml does for a host without a rollout.
-    FledgeDisabledHere {
-        path: PathBuf,
-        controller: SocketAddr,
-    },
+    FledgeDisabledHere { path: PathBuf, controller: SocketAddr },
 }
 
 pub struct DirectEnvoy {
@@ -100,24 +92,14 @@ pub fn bootstrap(filter: &Filter) -> Value {
                 "load_assignment": {"cluster_name": "fledge_controller", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
                     {"socket_address": {"address": controller.ip().to_string(), "port_value": controller.port()}}}}]}]}
             }));
-            vec![
-                wasm_filter("fledge", path, &json!({"report_interval_ms": 1000})),
-                router,
-            ]
+            vec![wasm_filter("fledge", path, &json!({"report_interval_ms": 1000})), router]
         }
-        Filter::Fledge {
-            path,
-            config,
-            controller,
-            shadow_sink,
-        } => {
-            let cluster = |name: &str, a: &SocketAddr| {
-                json!({
-                    "name": name, "type": "STATIC", "connect_timeout": "1s",
-                    "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-                        {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}]}]}
-                })
-            };
+        Filter::Fledge { path, config, controller, shadow_sink } => {
+            let cluster = |name: &str, a: &SocketAddr| json!({
+                "name": name, "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                    {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}]}]}
+            });
             clusters.push(cluster("fledge_controller", controller));
             if let Some(sink) = shadow_sink {
                 clusters.push(cluster(SHADOW_CLUSTER, sink));
@@ -148,9 +130,7 @@ pub fn bootstrap(filter: &Filter) -> Value {
 
 impl DirectEnvoy {
     pub async fn start(filter: &Filter, concurrency: u32) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("fledge-bench-envoy-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("fledge-bench-envoy-").tempdir()?;
         let config = dir.path().join("envoy.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap(filter))?)?;
         let admin_path = dir.path().join("admin.addr");
@@ -169,17 +149,8 @@ impl DirectEnvoy {
             .kill_on_drop(true)
             .spawn()
             .context("cannot start envoy (run `make setup`)")?;
-        let mut envoy = Self {
-            listener: "0.0.0.0:0".parse()?,
-            admin: "0.0.0.0:0".parse()?,
-            child,
-            log_path,
-            _dir: dir,
-        };
-        envoy
-            .wait_ready(&admin_path)
-            .await
-            .with_context(|| format!("envoy log:\n{}", envoy.log_tail(30)))?;
+        let mut envoy = Self { listener: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, child, log_path, _dir: dir };
+        envoy.wait_ready(&admin_path).await.with_context(|| format!("envoy log:\n{}", envoy.log_tail(30)))?;
         Ok(envoy)
     }
 
@@ -191,27 +162,18 @@ impl DirectEnvoy {
                 anyhow::bail!("envoy exited: {status}");
             }
             // The file exists before Envoy has written the address into it: unparsable means not yet.
-            if let Some(admin) = std::fs::read_to_string(admin_path)
-                .ok()
-                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
-            {
+            if let Some(admin) = std::fs::read_to_string(admin_path).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok()) {
                 let url = format!("http://{admin}/listeners?format=json");
                 if let Ok(resp) = http.get(&url).send().await {
                     let v: Value = resp.json().await.unwrap_or_default();
-                    if let Some(port) = v["listener_statuses"][0]["local_address"]["socket_address"]
-                        ["port_value"]
-                        .as_u64()
-                    {
+                    if let Some(port) = v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64() {
                         self.admin = admin;
                         self.listener = SocketAddr::from(([127, 0, 0, 1], port as u16));
                         return Ok(());
                     }
                 }
             }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "envoy not ready within 30 s"
-            );
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "envoy not ready within 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -115,36 +115,20 @@ impl FilterCost {
 
     /// Median Envoy CPU µs per request of variant `key` (NaN if absent).
     pub fn cpu_us(&self, key: &str) -> f64 {
-        self.variant(key).map_or(f64::NAN, |v| {
-            crate::stats::median(
-                &v.samples
-                    .iter()
-                    .map(|s| s.cpu_us_per_request)
-                    .collect::<Vec<_>>(),
-            )
-        })
+        self.variant(key).map_or(f64::NAN, |v| crate::stats::median(&v.samples.iter().map(|s| s.cpu_us_per_request).collect::<Vec<_>>()))
     }
 
     /// `a`'s throughput over `b`'s, round by round.
     pub fn round_ratios(&self, a: &str, b: &str) -> Vec<f64> {
-        let (Some(a), Some(b)) = (self.variant(a), self.variant(b)) else {
-            return Vec::new();
-        };
-        a.samples
-            .iter()
-            .zip(&b.samples)
-            .map(|(x, y)| x.rps / y.rps)
-            .collect()
+        let (Some(a), Some(b)) = (self.variant(a), self.variant(b)) else { return Vec::new() };
+        a.samples.iter().zip(&b.samples).map(|(x, y)| x.rps / y.rps).collect()
     }
 }
 
 pub fn empty_wasm_path() -> PathBuf {
-    std::env::var_os("FLEDGE_EMPTY_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            fledge_integration::workspace_root()
-                .join("target/wasm32-wasip1/wasm/fledge_empty_filter.wasm")
-        })
+    std::env::var_os("FLEDGE_EMPTY_WASM").map(PathBuf::from).unwrap_or_else(|| {
+        fledge_integration::workspace_root().join("target/wasm32-wasip1/wasm/fledge_empty_filter.wasm")
+    })
 }
 
 fn wasm_info(path: PathBuf) -> anyhow::Result<WasmInfo> {
@@ -157,10 +141,7 @@ fn wasm_info(path: PathBuf) -> anyhow::Result<WasmInfo> {
 /// Whether this build of the filter sends telemetry reports (issue 3); older builds only route.
 fn telemetry_state(wasm: &std::path::Path) -> String {
     let bytes = std::fs::read(wasm).unwrap_or_default();
-    if bytes
-        .windows(b"/v1/reports".len())
-        .any(|w| w == b"/v1/reports")
-    {
+    if bytes.windows(b"/v1/reports".len()).any(|w| w == b"/v1/reports") {
         "on (per-request telemetry, reports every 1 s)".into()
     } else {
         "not in this filter build (routing only)".into()
@@ -176,50 +157,30 @@ async fn wait_for_routing(envoy: &DirectEnvoy, stamped: bool) -> anyhow::Result<
     let http = reqwest::Client::new();
     let url = format!("http://{}/task", envoy.listener);
     let version = |user: String| {
-        let rb = http
-            .get(&url)
-            .header("host", BENCH_HOST)
-            .header("x-user-id", user);
+        let rb = http.get(&url).header("host", BENCH_HOST).header("x-user-id", user);
         async move {
             let resp = rb.send().await?;
-            let v = resp
-                .headers()
-                .get("x-fledge-version")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let v = resp.headers().get("x-fledge-version").and_then(|v| v.to_str().ok()).map(str::to_string);
             let body = resp.text().await?;
             anyhow::Ok((v, body))
         }
     };
-    let (_, _) = fledge_integration::eventually(
-        Duration::from_secs(20),
-        "fledge routes the bench host",
-        || async {
-            let (_, body) = version("probe".into()).await?;
-            anyhow::ensure!(body == STABLE || body == CANARY, "not routed yet: {body:?}");
-            Ok(())
-        },
-    )
+    let (_, _) = fledge_integration::eventually(Duration::from_secs(20), "fledge routes the bench host", || async {
+        let (_, body) = version("probe".into()).await?;
+        anyhow::ensure!(body == STABLE || body == CANARY, "not routed yet: {body:?}");
+        Ok(())
+    })
     .await?;
     let mut canary = 0;
     for i in 0..200 {
         let (v, body) = version(format!("user-{i}")).await?;
         // The route the header selected answered: the direct response body is the version.
         if stamped {
-            anyhow::ensure!(
-                v.as_deref() == Some(body.as_str()),
-                "header {v:?} but route answered {body:?}"
-            );
+            anyhow::ensure!(v.as_deref() == Some(body.as_str()), "header {v:?} but route answered {body:?}");
         } else {
-            anyhow::ensure!(
-                v.is_none(),
-                "response_header: false, yet the answer carries {v:?}"
-            );
+            anyhow::ensure!(v.is_none(), "response_header: false, yet the answer carries {v:?}");
         }
-        anyhow::ensure!(
-            body == STABLE || body == CANARY,
-            "unexpected route {body:?}"
-        );
+        anyhow::ensure!(body == STABLE || body == CANARY, "unexpected route {body:?}");
         canary += usize::from(body == CANARY);
     }
     Ok(canary as f64 / 200.0)
@@ -231,27 +192,16 @@ struct Running {
     envoy: DirectEnvoy,
 }
 
-async fn saturate(
-    settings: &Settings,
-    wrk: Option<&Wrk>,
-    envoy: &DirectEnvoy,
-    duration: Duration,
-) -> anyhow::Result<Sample> {
+async fn saturate(settings: &Settings, wrk: Option<&Wrk>, envoy: &DirectEnvoy, duration: Duration) -> anyhow::Result<Sample> {
     let meter = CpuMeter::start(envoy.pid()?)?;
     let (requests, seconds, errors) = match wrk {
         Some(w) => {
-            let r = w
-                .run(envoy.listener, BENCH_HOST, settings.connections, duration)
-                .await?;
+            let r = w.run(envoy.listener, BENCH_HOST, settings.connections, duration).await?;
             (r.requests, r.seconds, r.errors)
         }
         None => {
             let r = load::run(spec(envoy, settings.connections, None, duration)).await?;
-            (
-                r.ok + r.bad_status,
-                r.elapsed.as_secs_f64(),
-                r.bad_status + r.errors,
-            )
+            (r.ok + r.bad_status, r.elapsed.as_secs_f64(), r.bad_status + r.errors)
         }
     };
     let cpu = meter.stop()?;
@@ -264,12 +214,7 @@ async fn saturate(
     })
 }
 
-fn spec(
-    envoy: &DirectEnvoy,
-    connections: usize,
-    rate: Option<f64>,
-    duration: Duration,
-) -> LoadSpec {
+fn spec(envoy: &DirectEnvoy, connections: usize, rate: Option<f64>, duration: Duration) -> LoadSpec {
     LoadSpec {
         target: envoy.listener,
         host: BENCH_HOST.into(),
@@ -284,21 +229,10 @@ fn spec(
 
 /// The gauge the filter keeps of its VMs' linear memory (`fledge_vm_memory_bytes`), from Envoy's admin.
 async fn vm_memory(envoy: &DirectEnvoy) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!(
-        "http://{}/stats?filter=fledge.vm_memory_bytes",
-        envoy.admin
-    ))
-    .await?
-    .text()
-    .await?;
+    let text = reqwest::get(format!("http://{}/stats?filter=fledge.vm_memory_bytes", envoy.admin)).await?.text().await?;
     text.lines()
         // Envoy prefixes the stats a wasm module defines with `wasmcustom.`.
-        .find_map(|l| {
-            l.trim()
-                .trim_start_matches("wasmcustom.")
-                .strip_prefix("fledge.vm_memory_bytes:")
-                .and_then(|v| v.trim().parse().ok())
-        })
+        .find_map(|l| l.trim().trim_start_matches("wasmcustom.").strip_prefix("fledge.vm_memory_bytes:").and_then(|v| v.trim().parse().ok()))
         .with_context(|| format!("no fledge.vm_memory_bytes in {text:?}"))
 }
 
@@ -306,11 +240,7 @@ async fn vm_memory(envoy: &DirectEnvoy) -> anyhow::Result<u64> {
 /// VM memory, goes on to `memory_late`, and reads it again (each after a report interval, when the
 /// gauge is next set).
 async fn memory_run(settings: &Settings, envoy: &DirectEnvoy) -> anyhow::Result<Memory> {
-    let wrk = if settings.use_wrk {
-        Some(Wrk::new()?)
-    } else {
-        None
-    };
+    let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
     let mut sent = 0u64;
     let read_after = |target: u64| {
         let wrk = wrk.as_ref();
@@ -320,23 +250,9 @@ async fn memory_run(settings: &Settings, envoy: &DirectEnvoy) -> anyhow::Result<
                 // Runs sized by what is left at about the expected rate; at least one second each.
                 let run = Duration::from_secs(((target - n) / 40_000).clamp(1, 30));
                 let requests = match wrk {
-                    Some(w) => {
-                        w.run_users(
-                            envoy.listener,
-                            BENCH_HOST,
-                            settings.connections,
-                            run,
-                            settings.memory_users,
-                        )
-                        .await?
-                        .requests
-                    }
+                    Some(w) => w.run_users(envoy.listener, BENCH_HOST, settings.connections, run, settings.memory_users).await?.requests,
                     None => {
-                        let r = load::run(LoadSpec {
-                            users: settings.memory_users,
-                            ..spec(envoy, settings.connections, None, run)
-                        })
-                        .await?;
+                        let r = load::run(LoadSpec { users: settings.memory_users, ..spec(envoy, settings.connections, None, run) }).await?;
                         r.ok + r.bad_status
                     }
                 };
@@ -353,13 +269,7 @@ async fn memory_run(settings: &Settings, envoy: &DirectEnvoy) -> anyhow::Result<
     let (n, late_bytes) = read_after(settings.memory_late.saturating_sub(sent)).await?;
     sent += n;
     eprintln!("  memory: {early_bytes} bytes after {early_requests} requests, {late_bytes} after {sent} ({} users)", settings.memory_users);
-    Ok(Memory {
-        users: settings.memory_users,
-        early_requests,
-        early_bytes,
-        late_requests: sent,
-        late_bytes,
-    })
+    Ok(Memory { users: settings.memory_users, early_requests, early_bytes, late_requests: sent, late_bytes })
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
@@ -368,11 +278,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     let telemetry = telemetry_state(&fledge_wasm.path);
 
     let ctl = Controller::builder().start().await?;
-    ctl.put_rollout(
-        ROLLOUT,
-        json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": WEIGHT}),
-    )
-    .await?;
+    ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": WEIGHT}))
+        .await?;
     let fledge = Filter::Fledge {
         path: fledge_wasm.path.clone(),
         config: json!({"report_interval_ms": 1000}),
@@ -381,8 +288,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     };
     // The shadow variant: its own controller (the same rollout plus `shadow`), copies to an
     // in-process agent. The sink's CPU is not Envoy's, but it shares the machine.
-    let sink =
-        fledge_integration::Agent::start(fledge_integration::Behaviour::version(CANARY)).await?;
+    let sink = fledge_integration::Agent::start(fledge_integration::Behaviour::version(CANARY)).await?;
     let shadow_ctl = Controller::builder().start().await?;
     shadow_ctl
         .put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": WEIGHT,
@@ -404,33 +310,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     // Issue 13's budget: a rollout at 5 %, default, then with each change of the lean path added.
     let low_ctl = Controller::builder().start().await?;
     low_ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": LOW_WEIGHT})).await?;
-    let at = |config: serde_json::Value| Filter::Fledge {
-        path: fledge_wasm.path.clone(),
-        config,
-        controller: low_ctl.addr,
-        shadow_sink: None,
-    };
+    let at = |config: serde_json::Value| Filter::Fledge { path: fledge_wasm.path.clone(), config, controller: low_ctl.addr, shadow_sink: None };
     let low = at(json!({"report_interval_ms": 1000}));
-    let low_lean =
-        at(json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false}));
-    let low_sampled = at(
-        json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false,
-                               "stable_sampling": {"multiple": SAMPLE_MULTIPLE, "floor": SAMPLE_FLOOR}}),
-    );
+    let low_lean = at(json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false}));
+    let low_sampled = at(json!({"report_interval_ms": 1000, "rollout": ROLLOUT, "response_header": false,
+                               "stable_sampling": {"multiple": SAMPLE_MULTIPLE, "floor": SAMPLE_FLOOR}}));
     // A host without a rollout: the filter on its route, the controller's only rollout elsewhere.
     let other_ctl = Controller::builder().start().await?;
-    other_ctl
-        .put_rollout(
-            "other",
-            json!({"hosts": ["other-agent"], "stable": STABLE, "canary": CANARY, "weight": WEIGHT}),
-        )
-        .await?;
-    let no_rollout = Filter::Fledge {
-        path: fledge_wasm.path.clone(),
-        config: json!({"report_interval_ms": 1000}),
-        controller: other_ctl.addr,
-        shadow_sink: None,
-    };
+    other_ctl.put_rollout("other", json!({"hosts": ["other-agent"], "stable": STABLE, "canary": CANARY, "weight": WEIGHT})).await?;
+    let no_rollout = Filter::Fledge { path: fledge_wasm.path.clone(), config: json!({"report_interval_ms": 1000}), controller: other_ctl.addr, shadow_sink: None };
     let variants = [
         ("plain", "no filter".to_string(), Filter::None),
         ("empty", "empty proxy-wasm filter".to_string(), Filter::Wasm { name: "empty", path: empty_wasm.path.clone() }),
@@ -449,9 +337,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         .into_iter()
         .map(|(key, label, filter)| {
             tokio::spawn(async move {
-                let envoy = DirectEnvoy::start(&filter, 1)
-                    .await
-                    .with_context(|| format!("starting envoy ({label})"))?;
+                let envoy = DirectEnvoy::start(&filter, 1).await.with_context(|| format!("starting envoy ({label})"))?;
                 anyhow::Ok(Running { key, label, envoy })
             })
         })
@@ -460,52 +346,24 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
     for s in starting {
         running.push(s.await??);
     }
-    let fledge_envoy = &running
-        .iter()
-        .find(|r| r.key == "fledge")
-        .context("no fledge variant")?
-        .envoy;
+    let fledge_envoy = &running.iter().find(|r| r.key == "fledge").context("no fledge variant")?.envoy;
     let canary_share = wait_for_routing(fledge_envoy, true).await?;
-    let lean_envoy = &running
-        .iter()
-        .find(|r| r.key == "lean")
-        .context("no lean variant")?
-        .envoy;
+    let lean_envoy = &running.iter().find(|r| r.key == "lean").context("no lean variant")?.envoy;
     wait_for_routing(lean_envoy, false).await?;
-    let shadow_envoy = &running
-        .iter()
-        .find(|r| r.key == "shadow")
-        .context("no shadow variant")?
-        .envoy;
+    let shadow_envoy = &running.iter().find(|r| r.key == "shadow").context("no shadow variant")?.envoy;
     wait_for_routing(shadow_envoy, true).await?;
     for (key, stamped) in [("low", true), ("low_lean", false), ("low_sampled", false)] {
-        let envoy = &running
-            .iter()
-            .find(|r| r.key == key)
-            .with_context(|| format!("no {key} variant"))?
-            .envoy;
+        let envoy = &running.iter().find(|r| r.key == key).with_context(|| format!("no {key} variant"))?.envoy;
         wait_for_routing(envoy, stamped).await?;
     }
     // The host without a rollout passes untouched once the filter has the config that says so.
-    other_ctl
-        .wait_confirmed("other", 1, Duration::from_secs(20))
-        .await?;
+    other_ctl.wait_confirmed("other", 1, Duration::from_secs(20)).await?;
     let copies_before = sink.requests();
 
-    let wrk = if settings.use_wrk {
-        Some(Wrk::new()?)
-    } else {
-        None
-    };
+    let wrk = if settings.use_wrk { Some(Wrk::new()?) } else { None };
     let saturation_tool = match &wrk {
-        Some(_) => format!(
-            "wrk -t1 -c{} (Lua: {} rotating x-user-id values)",
-            settings.connections, 1000
-        ),
-        None => format!(
-            "in-process generator, {} connections, closed loop (wrk not installed)",
-            settings.connections
-        ),
+        Some(_) => format!("wrk -t1 -c{} (Lua: {} rotating x-user-id values)", settings.connections, 1000),
+        None => format!("in-process generator, {} connections, closed loop (wrk not installed)", settings.connections),
     };
     // Warm-up: V8 compiles wasm lazily and tiers up hot functions; the first seconds are not steady state.
     if !settings.warmup.is_zero() {
@@ -520,13 +378,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
             let i = (round + j) % running.len();
             let r = &running[i];
             let mut s = saturate(settings, wrk.as_ref(), &r.envoy, settings.saturate).await?;
-            let lat = load::run(spec(
-                &r.envoy,
-                settings.connections,
-                Some(settings.latency_rate),
-                settings.latency,
-            ))
-            .await?;
+            let lat = load::run(spec(&r.envoy, settings.connections, Some(settings.latency_rate), settings.latency)).await?;
             s.p50_us = lat.percentile_us(0.50);
             s.p99_us = lat.percentile_us(0.99);
             s.latency_rps = lat.achieved_rps();
@@ -547,36 +399,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<FilterCost> {
         }
     }
     let shadow_copies = sink.requests().saturating_sub(copies_before);
-    let budget_envoy = &running
-        .iter()
-        .find(|r| r.key == "low_sampled")
-        .context("no low_sampled variant")?
-        .envoy;
-    let memory = memory_run(settings, budget_envoy)
-        .await
-        .map_err(|e| format!("{e:#}"));
-    let wasm_opt = crate::wasm_opt::run(&fledge_wasm.path, ctl.addr, settings.startup_trials)
-        .await
-        .map_err(|e| format!("{e:#}"));
+    let budget_envoy = &running.iter().find(|r| r.key == "low_sampled").context("no low_sampled variant")?.envoy;
+    let memory = memory_run(settings, budget_envoy).await.map_err(|e| format!("{e:#}"));
+    let wasm_opt = crate::wasm_opt::run(&fledge_wasm.path, ctl.addr, settings.startup_trials).await.map_err(|e| format!("{e:#}"));
     let variants = running
         .into_iter()
         .zip(samples)
-        .map(|(r, samples)| VariantResult {
-            key: r.key,
-            label: r.label,
-            samples,
-        })
+        .map(|(r, samples)| VariantResult { key: r.key, label: r.label, samples })
         .collect();
-    Ok(FilterCost {
-        variants,
-        settings: settings.clone(),
-        saturation_tool,
-        telemetry,
-        fledge_wasm,
-        empty_wasm,
-        canary_share,
-        shadow_copies,
-        memory,
-        wasm_opt,
-    })
+    Ok(FilterCost { variants, settings: settings.clone(), saturation_tool, telemetry, fledge_wasm, empty_wasm, canary_share, shadow_copies, memory, wasm_opt })
 }

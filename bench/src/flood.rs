@@ -31,14 +31,7 @@ fn status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))?;
     Ok(kb / 1024.0)
 }
@@ -57,11 +50,7 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
 
 pub async fn run(settings: &Settings) -> anyhow::Result<Measured> {
     let ctl = Controller::builder().start().await?;
-    ctl.put_rollout(
-        "support",
-        json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10}),
-    )
-    .await?;
+    ctl.put_rollout("support", json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10})).await?;
     let pid = pid_with_arg(ctl.data_dir())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_mb = status_mb(pid, "VmRSS:")?;
@@ -79,13 +68,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Measured> {
                     let body = bodies.get(k % bodies.len()).cloned().unwrap_or_default();
                     k += 1;
                     n += 1;
-                    match http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                    {
+                    match http.post(&url).header("content-type", "application/json").body(body).send().await {
                         Ok(r) if r.status().is_client_error() => four += 1,
                         _ => other += 1,
                     }
@@ -102,12 +85,5 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Measured> {
         other += o;
     }
     let peak_rss_mb = status_mb(pid, "VmHWM:")?;
-    Ok(Measured {
-        settings: settings.clone(),
-        idle_rss_mb,
-        peak_rss_mb,
-        requests,
-        four_xx,
-        other,
-    })
+    Ok(Measured { settings: settings.clone(), idle_rss_mb, peak_rss_mb, requests, four_xx, other })
 }

@@ -54,13 +54,7 @@ pub struct Measured {
 /// Counters of one version over one report interval, shaped like a busy worker's: a spread of
 /// latencies (so the sparse histograms carry ~20 buckets each), a few errors, outcomes and costs.
 fn stats(requests: u64, errors: u64) -> VersionStats {
-    let mut s = VersionStats {
-        requests,
-        status_2xx: requests - errors,
-        status_5xx: errors,
-        errors,
-        ..VersionStats::default()
-    };
+    let mut s = VersionStats { requests, status_2xx: requests - errors, status_5xx: errors, errors, ..VersionStats::default() };
     let per = requests / 20;
     for i in 0..20 {
         let n = if i == 19 { requests - per * 19 } else { per };
@@ -111,10 +105,7 @@ pub async fn supported(ctl: &Controller) -> Result<(), String> {
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!(
-            "POST /v1/reports answers {status}: {}",
-            body["error"]["message"]
-        ))
+        Err(format!("POST /v1/reports answers {status}: {}", body["error"]["message"]))
     }
 }
 
@@ -127,11 +118,8 @@ pub(crate) struct Tally {
 
 pub async fn run(settings: &Settings, flood: &crate::flood::Settings) -> anyhow::Result<Ingest> {
     let ctl = Controller::builder().start().await?;
-    ctl.put_rollout(
-        "support",
-        json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10}),
-    )
-    .await?;
+    ctl.put_rollout("support", json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": 10}))
+        .await?;
     if let Err(why) = supported(&ctl).await {
         return Ok(Ingest::Pending(why));
     }
@@ -139,27 +127,21 @@ pub async fn run(settings: &Settings, flood: &crate::flood::Settings) -> anyhow:
     let addr = ctl.addr;
     let s = settings.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fledge-bench-ingest".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(drive(addr, pid, s)));
-            let _ = tx.send(result);
-        })?;
+    std::thread::Builder::new().name("fledge-bench-ingest".into()).spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(drive(addr, pid, s)));
+        let _ = tx.send(result);
+    })?;
     let m = rx.await.context("ingest thread died")??;
     drop(ctl);
     let flood = crate::flood::run(flood).await.map_err(|e| format!("{e:#}"));
     Ok(Ingest::Measured(m, flood))
 }
 
-async fn drive(
-    addr: std::net::SocketAddr,
-    pid: u32,
-    settings: Settings,
-) -> anyhow::Result<Measured> {
+async fn drive(addr: std::net::SocketAddr, pid: u32, settings: Settings) -> anyhow::Result<Measured> {
     let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
     let measure_from = t0 + settings.warmup;
     let end = measure_from + settings.duration;
@@ -167,14 +149,7 @@ async fn drive(
     let mut tasks = Vec::new();
     for p in 0..settings.proxies {
         let phase = Duration::from_secs(1).mul_f64(p as f64 / settings.proxies as f64);
-        tasks.push(tokio::spawn(proxy(
-            addr,
-            p,
-            t0 + phase,
-            measure_from,
-            end,
-            tally.clone(),
-        )));
+        tasks.push(tokio::spawn(proxy(addr, p, t0 + phase, measure_from, end, tally.clone())));
     }
     tokio::time::sleep_until(measure_from).await;
     let meter = CpuMeter::start(pid)?;
@@ -206,8 +181,7 @@ pub(crate) async fn proxy(
 ) -> anyhow::Result<()> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut at = first;
     let mut seq = 1;

@@ -22,9 +22,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Row>> {
 
 fn table(runs: usize) -> Vec<Row> {
     let rows = scenarios();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -33,9 +31,7 @@ fn table(runs: usize) -> Vec<Row> {
                 let sim = Simulator::new();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((sc, check)) = rows.get(i) else {
-                        break;
-                    };
+                    let Some((sc, check)) = rows.get(i) else { break };
                     let tally = sim.run_many(sc, runs, 20_000 + i as u64);
                     eprintln!("{}", tally.line());
                     if let Ok(mut r) = results.lock() {

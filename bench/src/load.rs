@@ -61,24 +61,20 @@ impl LoadResult {
 /// Runs the load on a dedicated thread; resolves when it is done.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fledge-bench-load".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(drive(spec)));
-            let _ = tx.send(result);
-        })?;
+    std::thread::Builder::new().name("fledge-bench-load".into()).spawn(move || {
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(drive(spec)));
+        let _ = tx.send(result);
+    })?;
     rx.await.context("load thread died")?
 }
 
 async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let start = tokio::time::Instant::now();
-    let tasks: Vec<_> = (0..spec.connections)
-        .map(|k| tokio::spawn(connection(spec.clone(), k, start)))
-        .collect();
+    let tasks: Vec<_> = (0..spec.connections).map(|k| tokio::spawn(connection(spec.clone(), k, start))).collect();
     let mut total = LoadResult::default();
     for t in tasks {
         let r = t.await??;
@@ -89,11 +85,7 @@ async fn drive(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     }
     total.elapsed = start.elapsed();
     total.latencies_us.sort_unstable();
-    anyhow::ensure!(
-        total.ok + total.bad_status > 0,
-        "no request was answered ({} errors)",
-        total.errors
-    );
+    anyhow::ensure!(total.ok + total.bad_status > 0, "no request was answered ({} errors)", total.errors);
     Ok(total)
 }
 
@@ -107,20 +99,11 @@ async fn connect(target: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-async fn connection(
-    spec: LoadSpec,
-    k: usize,
-    start: tokio::time::Instant,
-) -> anyhow::Result<LoadResult> {
+async fn connection(spec: LoadSpec, k: usize, start: tokio::time::Instant) -> anyhow::Result<LoadResult> {
     let mut r = LoadResult::default();
     let end = start + spec.duration;
-    let interval = spec
-        .rate
-        .map(|rate| Duration::from_secs_f64(spec.connections as f64 / rate.max(1e-3)));
-    let mut next = start
-        + interval.map_or(Duration::ZERO, |iv| {
-            iv.mul_f64(k as f64 / spec.connections as f64)
-        });
+    let interval = spec.rate.map(|rate| Duration::from_secs_f64(spec.connections as f64 / rate.max(1e-3)));
+    let mut next = start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(k as f64 / spec.connections as f64));
     let mut sender = connect(spec.target).await?;
     let mut i: usize = 0;
     loop {
@@ -131,12 +114,7 @@ async fn connection(
             tokio::time::sleep_until(next).await;
             next += iv;
         }
-        if tokio::time::Instant::now() >= end
-            || spec
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(Ordering::Relaxed))
-        {
+        if tokio::time::Instant::now() >= end || spec.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
         let mut req = hyper::Request::get("/task").header(hyper::header::HOST, &spec.host);
@@ -160,8 +138,7 @@ async fn connection(
                     r.errors += 1;
                     continue;
                 }
-                r.latencies_us
-                    .push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                r.latencies_us.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 if status.is_success() {
                     r.ok += 1;
                 } else {

@@ -19,8 +19,7 @@ pub struct Machine {
 
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     Some(text.trim().to_string()).filter(|s| !s.is_empty())
 }
 
@@ -33,21 +32,11 @@ impl Machine {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let memory_gib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .map(str::to_string)
-            })
-            .and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
+            .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_string))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
             .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
         let kernel = run("uname", &["-sr"]).unwrap_or_else(|| "unknown".into());
         // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL": keep the version part.
@@ -58,24 +47,10 @@ impl Machine {
         let rustc = run("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
         // `wrk -v` prints its version and exits non-zero; the first line is what we want.
         let wrk = run("wrk", &["-v"])
-            .and_then(|v| {
-                v.lines()
-                    .next()
-                    .map(|l| l.split(" Copyright").next().unwrap_or(l).to_string())
-            })
+            .and_then(|v| v.lines().next().map(|l| l.split(" Copyright").next().unwrap_or(l).to_string()))
             .unwrap_or_else(|| "not installed".into());
         let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-        Self {
-            cpu,
-            cores,
-            memory_gib,
-            kernel,
-            envoy,
-            rustc,
-            wrk,
-            date,
-            commit: commit(),
-        }
+        Self { cpu, cores, memory_gib, kernel, envoy, rustc, wrk, date, commit: commit() }
     }
 }
 
@@ -83,18 +58,9 @@ impl Machine {
 fn commit() -> String {
     let root = fledge_integration::workspace_root();
     let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        Command::new("git").arg("-C").arg(&root).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
     };
-    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
-        return "unknown (not a git checkout)".into();
-    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "unknown (not a git checkout)".into() };
     let dirty: Vec<String> = git(&["status", "--porcelain", "--untracked-files=no"])
         .unwrap_or_default()
         .lines()
@@ -104,10 +70,6 @@ fn commit() -> String {
     if dirty.is_empty() {
         head.trim().to_string()
     } else {
-        format!(
-            "{} with uncommitted changes to {}",
-            head.trim(),
-            dirty.join(", ")
-        )
+        format!("{} with uncommitted changes to {}", head.trim(), dirty.join(", "))
     }
 }

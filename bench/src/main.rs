@@ -42,15 +42,7 @@ use std::time::Duration;
 use anyhow::Context;
 use report::{Part, Results};
 
-const PARTS: [&str; 7] = [
-    "filter",
-    "decision",
-    "push",
-    "rollback",
-    "ingest",
-    "judgement",
-    "ha",
-];
+const PARTS: [&str; 7] = ["filter", "decision", "push", "rollback", "ingest", "judgement", "ha"];
 
 struct Args {
     smoke: bool,
@@ -61,12 +53,8 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args {
-        smoke: false,
-        out: None,
-        only: PARTS.iter().map(|s| s.to_string()).collect(),
-        rollback_healthy: None,
-    };
+    let mut args =
+        Args { smoke: false, out: None, only: PARTS.iter().map(|s| s.to_string()).collect(), rollback_healthy: None };
     let mut it = std::env::args().skip(1);
     let mut out_given = false;
     while let Some(a) = it.next() {
@@ -80,25 +68,15 @@ fn parse_args() -> anyhow::Result<Args> {
                 let list = it.next().context("--only needs a list")?;
                 args.only = list.split(',').map(str::trim).map(str::to_string).collect();
                 for p in &args.only {
-                    anyhow::ensure!(
-                        PARTS.contains(&p.as_str()),
-                        "unknown part {p:?}; parts: {}",
-                        PARTS.join(",")
-                    );
+                    anyhow::ensure!(PARTS.contains(&p.as_str()), "unknown part {p:?}; parts: {}", PARTS.join(","));
                 }
             }
             "--rollback-healthy-secs" => {
-                let secs: f64 = it
-                    .next()
-                    .context("--rollback-healthy-secs needs a number")?
-                    .parse()?;
+                let secs: f64 = it.next().context("--rollback-healthy-secs needs a number")?.parse()?;
                 args.rollback_healthy = Some(Duration::from_secs_f64(secs));
             }
             "-h" | "--help" => {
-                println!(
-                    "fledge-bench [--smoke] [--out FILE] [--only {}] [--rollback-healthy-secs S]",
-                    PARTS.join(",")
-                );
+                println!("fledge-bench [--smoke] [--out FILE] [--only {}] [--rollback-healthy-secs S]", PARTS.join(","));
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -112,11 +90,7 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 /// Runs one part if selected; its failure is reported in the table rather than ending the run.
-async fn part<T, F: Future<Output = anyhow::Result<T>>>(
-    args: &Args,
-    name: &str,
-    f: impl FnOnce() -> F,
-) -> Part<T> {
+async fn part<T, F: Future<Output = anyhow::Result<T>>>(args: &Args, name: &str, f: impl FnOnce() -> F) -> Part<T> {
     if !args.only.iter().any(|p| p == name) {
         return Part::NotRun("not selected (--only)".into());
     }
@@ -129,13 +103,7 @@ async fn part<T, F: Future<Output = anyhow::Result<T>>>(
         Err(e) => {
             eprintln!("{name} failed: {e:#}");
             // The whole chain, on one line: it goes in a table cell.
-            Part::Failed(
-                format!("{e:#}")
-                    .lines()
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
+            Part::Failed(format!("{e:#}").lines().map(str::trim).collect::<Vec<_>>().join(" "))
         }
     }
 }
@@ -145,10 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let smoke = args.smoke;
     let have_wrk = wrk::available();
-    anyhow::ensure!(
-        smoke || have_wrk,
-        "wrk is not installed (apt-get install -y wrk, or run `make bench`)"
-    );
+    anyhow::ensure!(smoke || have_wrk, "wrk is not installed (apt-get install -y wrk, or run `make bench`)");
 
     let filter_settings = if smoke {
         filter_cost::Settings {
@@ -182,77 +147,31 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let push_settings = if smoke {
-        push::Settings {
-            proxies: 2,
-            concurrency: 1,
-            changes: 3,
-        }
+        push::Settings { proxies: 2, concurrency: 1, changes: 3 }
     } else {
-        push::Settings {
-            proxies: 4,
-            concurrency: 1,
-            changes: 50,
-        }
+        push::Settings { proxies: 4, concurrency: 1, changes: 50 }
     };
     let mut rollback_settings = if smoke {
-        rollback::Settings {
-            trials: 1,
-            healthy: Duration::from_millis(500),
-            tail: Duration::from_millis(300),
-        }
+        rollback::Settings { trials: 1, healthy: Duration::from_millis(500), tail: Duration::from_millis(300) }
     } else {
-        rollback::Settings {
-            trials: 5,
-            healthy: Duration::from_millis(1_500),
-            tail: Duration::from_secs(1),
-        }
+        rollback::Settings { trials: 5, healthy: Duration::from_millis(1_500), tail: Duration::from_secs(1) }
     };
     if let Some(h) = args.rollback_healthy {
         rollback_settings.healthy = h;
     }
     let ingest_settings = if smoke {
-        (
-            ingest::Settings {
-                proxies: 20,
-                warmup: Duration::from_millis(300),
-                duration: Duration::from_secs(1),
-            },
-            flood::Settings {
-                connections: 4,
-                duration: Duration::from_secs(1),
-            },
-        )
+        (ingest::Settings { proxies: 20, warmup: Duration::from_millis(300), duration: Duration::from_secs(1) },
+         flood::Settings { connections: 4, duration: Duration::from_secs(1) })
     } else {
-        (
-            ingest::Settings {
-                proxies: 1_000,
-                warmup: Duration::from_secs(1),
-                duration: Duration::from_secs(10),
-            },
-            flood::Settings {
-                connections: 64,
-                duration: Duration::from_secs(15),
-            },
-        )
+        (ingest::Settings { proxies: 1_000, warmup: Duration::from_secs(1), duration: Duration::from_secs(10) },
+         flood::Settings { connections: 64, duration: Duration::from_secs(15) })
     };
 
-    let judgement_settings = judgement::Settings {
-        runs: if smoke { 20 } else { 20_000 },
-    };
+    let judgement_settings = judgement::Settings { runs: if smoke { 20 } else { 20_000 } };
     let ha_settings = if smoke {
-        ha::Settings {
-            proxies: 30,
-            warmup: Duration::from_millis(500),
-            duration: Duration::from_secs(1),
-            failovers: 1,
-        }
+        ha::Settings { proxies: 30, warmup: Duration::from_millis(500), duration: Duration::from_secs(1), failovers: 1 }
     } else {
-        ha::Settings {
-            proxies: 1_000,
-            warmup: Duration::from_secs(2),
-            duration: Duration::from_secs(10),
-            failovers: 5,
-        }
+        ha::Settings { proxies: 1_000, warmup: Duration::from_secs(2), duration: Duration::from_secs(10), failovers: 5 }
     };
 
     let filter = part(&args, "filter", || filter_cost::run(&filter_settings)).await;
@@ -264,10 +183,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let push = part(&args, "push", || push::run(&push_settings)).await;
     let rollback = part(&args, "rollback", || rollback::run(&rollback_settings)).await;
-    let ingest = part(&args, "ingest", || {
-        ingest::run(&ingest_settings.0, &ingest_settings.1)
-    })
-    .await;
+    let ingest = part(&args, "ingest", || ingest::run(&ingest_settings.0, &ingest_settings.1)).await;
     let judgement = part(&args, "judgement", || judgement::run(&judgement_settings)).await;
     let ha = part(&args, "ha", || ha::run(&ha_settings)).await;
 
@@ -298,9 +214,6 @@ async fn main() -> anyhow::Result<()> {
         matches!(results.judgement, Part::Failed(_)),
         matches!(results.ha, Part::Failed(_)),
     ];
-    anyhow::ensure!(
-        !failed.contains(&true),
-        "some benchmarks failed (see the table)"
-    );
+    anyhow::ensure!(!failed.contains(&true), "some benchmarks failed (see the table)");
     Ok(())
 }

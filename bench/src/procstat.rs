@@ -12,25 +12,21 @@ fn ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|t| *t > 0.0)
-            .unwrap_or(100.0)
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
     })
 }
 
 /// CPU seconds (user + system) used so far by `pid`.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid} is gone"))?;
     // The command name (field 2) may contain spaces; fields are counted after its closing parenthesis.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state is field 3, so utime (14) and stime (15) are at indexes 11 and 12.
     let utime: f64 = fields.get(11).context("no utime")?.parse()?;
@@ -54,20 +50,13 @@ pub struct CpuUse {
 
 impl CpuMeter {
     pub fn start(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self {
-            pid,
-            cpu0: cpu_seconds(pid)?,
-            t0: Instant::now(),
-        })
+        Ok(Self { pid, cpu0: cpu_seconds(pid)?, t0: Instant::now() })
     }
 
     pub fn stop(&self) -> anyhow::Result<CpuUse> {
         let seconds = cpu_seconds(self.pid)? - self.cpu0;
         let wall = self.t0.elapsed().as_secs_f64();
-        Ok(CpuUse {
-            seconds,
-            cores: seconds / wall.max(1e-9),
-        })
+        Ok(CpuUse { seconds, cores: seconds / wall.max(1e-9) })
     }
 }
 
@@ -77,23 +66,12 @@ pub fn pid_with_arg(arg: &Path) -> anyhow::Result<u32> {
     let me = std::process::id();
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         if pid == me {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if cmdline
-            .split(|b| *b == 0)
-            .any(|a| String::from_utf8_lossy(a) == needle)
-        {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if cmdline.split(|b| *b == 0).any(|a| String::from_utf8_lossy(a) == needle) {
             return Ok(pid);
         }
     }

@@ -8,17 +8,8 @@ use std::process::Command;
 fn wasm_opt_size(wasm: &Path) -> Option<u64> {
     let dir = tempfile::tempdir().ok()?;
     let out = dir.path().join("opt.wasm");
-    let status = Command::new("wasm-opt")
-        .arg("-O3")
-        .arg(wasm)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .ok()?;
-    status
-        .status
-        .success()
-        .then(|| std::fs::metadata(&out).ok().map(|m| m.len()))?
+    let status = Command::new("wasm-opt").arg("-O3").arg(wasm).arg("-o").arg(&out).output().ok()?;
+    status.status.success().then(|| std::fs::metadata(&out).ok().map(|m| m.len()))?
 }
 
 pub fn notes() -> Vec<String> {
@@ -27,16 +18,9 @@ pub fn notes() -> Vec<String> {
         ("fledge filter", fledge_integration::wasm_path()),
         ("empty filter", crate::filter_cost::empty_wasm_path()),
     ] {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
         let opt = wasm_opt_size(&path)
-            .map(|b| {
-                format!(
-                    "; `wasm-opt -O3` takes it to {} bytes",
-                    crate::report::thousands(b as f64)
-                )
-            })
+            .map(|b| format!("; `wasm-opt -O3` takes it to {} bytes", crate::report::thousands(b as f64)))
             .unwrap_or_default();
         notes.push(format!(
             "{what}: {} bytes as built (profile `wasm`: LTO, opt-level 3){opt}.",

@@ -52,10 +52,7 @@ fn expected(weight: f64) -> &'static str {
 
 /// A user whose version differs between LOW and HIGH.
 fn probe_user() -> anyhow::Result<String> {
-    let (lo, hi) = (
-        Weight::try_from_percent(LOW)?,
-        Weight::try_from_percent(HIGH)?,
-    );
+    let (lo, hi) = (Weight::try_from_percent(LOW)?, Weight::try_from_percent(HIGH)?);
     (0..100_000)
         .map(|i| format!("probe-{i}"))
         .find(|u| {
@@ -66,33 +63,16 @@ fn probe_user() -> anyhow::Result<String> {
 }
 
 /// Probes one Envoy until it answers `want`; returns when that happened.
-async fn until_routed(
-    http: reqwest::Client,
-    url: String,
-    user: String,
-    want: &'static str,
-) -> anyhow::Result<Instant> {
+async fn until_routed(http: reqwest::Client, url: String, user: String, want: &'static str) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = http
-            .get(&url)
-            .header("host", BENCH_HOST)
-            .header("x-user-id", &user)
-            .send()
-            .await?;
-        let got = resp
-            .headers()
-            .get("x-fledge-version")
-            .map(|v| v.as_bytes() == want.as_bytes())
-            .unwrap_or(false);
+        let resp = http.get(&url).header("host", BENCH_HOST).header("x-user-id", &user).send().await?;
+        let got = resp.headers().get("x-fledge-version").map(|v| v.as_bytes() == want.as_bytes()).unwrap_or(false);
         let _ = resp.bytes().await?;
         if got {
             return Ok(Instant::now());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "not routed to {want} within 10 s"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "not routed to {want} within 10 s");
         tokio::time::sleep(PROBE_EVERY).await;
     }
 }
@@ -100,18 +80,10 @@ async fn until_routed(
 pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
     let ctl = Controller::builder().start().await?;
     let put = |weight: f64| {
-        ctl.put_rollout(
-            ROLLOUT,
-            json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": weight}),
-        )
+        ctl.put_rollout(ROLLOUT, json!({"hosts": [BENCH_HOST], "stable": STABLE, "canary": CANARY, "weight": weight}))
     };
     put(LOW).await?;
-    let filter = Filter::Fledge {
-        path: fledge_integration::wasm_path(),
-        config: json!({}),
-        controller: ctl.addr,
-        shadow_sink: None,
-    };
+    let filter = Filter::Fledge { path: fledge_integration::wasm_path(), config: json!({}), controller: ctl.addr, shadow_sink: None };
     let starting: Vec<_> = (0..settings.proxies)
         .map(|_| {
             let (filter, concurrency) = (filter.clone(), settings.concurrency);
@@ -123,21 +95,12 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
         envoys.push(s.await??);
     }
     let user = probe_user()?;
-    let clients: Vec<(reqwest::Client, String)> = envoys
-        .iter()
-        .map(|e| {
-            (
-                reqwest::Client::new(),
-                format!("http://{}/task", e.listener),
-            )
-        })
-        .collect();
+    let clients: Vec<(reqwest::Client, String)> =
+        envoys.iter().map(|e| (reqwest::Client::new(), format!("http://{}/task", e.listener))).collect();
 
     // Every Envoy has its first config before the clock starts.
     for (http, url) in &clients {
-        until_routed(http.clone(), url.clone(), user.clone(), expected(LOW))
-            .await
-            .context("initial config")?;
+        until_routed(http.clone(), url.clone(), user.clone(), expected(LOW)).await.context("initial config")?;
     }
 
     let mut rng = SplitMix64::new(0xbe9c);
@@ -148,9 +111,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
         let want = expected(weight);
         let probes: Vec<_> = clients
             .iter()
-            .map(|(http, url)| {
-                tokio::spawn(until_routed(http.clone(), url.clone(), user.clone(), want))
-            })
+            .map(|(http, url)| tokio::spawn(until_routed(http.clone(), url.clone(), user.clone(), want)))
             .collect();
         let t0 = Instant::now();
         put(weight).await?;
@@ -164,14 +125,6 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Push> {
         }
         all_ms.push(slowest);
     }
-    let tick_ms = fledge_core::plugin::PluginConfig::parse(b"{}")
-        .map(|c| c.tick_ms)
-        .unwrap_or(50);
-    Ok(Push {
-        settings: settings.clone(),
-        tick_ms,
-        all_ms,
-        each_ms,
-        put_ms,
-    })
+    let tick_ms = fledge_core::plugin::PluginConfig::parse(b"{}").map(|c| c.tick_ms).unwrap_or(50);
+    Ok(Push { settings: settings.clone(), tick_ms, all_ms, each_ms, put_ms })
 }

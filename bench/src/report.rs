@@ -90,56 +90,24 @@ fn budget_rows(r: &Results) -> Vec<Row> {
                 let ratio = f.rps_ratio(key, "empty");
                 let rounds = f.round_ratios(key, "empty");
                 let (lo, hi) = (quantile(&rounds, 0.0), quantile(&rounds, 1.0));
-                (
-                    format!("≥ {budget:.2}×"),
-                    format!("{ratio:.3}× (rounds {lo:.2}–{hi:.2})"),
-                    verdict(ratio >= budget).to_string(),
-                )
+                (format!("≥ {budget:.2}×"), format!("{ratio:.3}× (rounds {lo:.2}–{hi:.2})"), verdict(ratio >= budget).to_string())
             };
             let (b, m, v) = ratio_row("low_sampled", LOW_RATIO_BUDGET);
             rows.push((low, b, m, v));
             let above = f.cpu_us("low_sampled") - f.cpu_us("empty");
-            rows.push((
-                cpu,
-                format!("≤ {CPU_ABOVE_EMPTY_BUDGET_US:.0} µs"),
-                format!(
-                    "{above:.1} µs ({:.1} vs {:.1} µs)",
-                    f.cpu_us("low_sampled"),
-                    f.cpu_us("empty")
-                ),
-                verdict(above <= CPU_ABOVE_EMPTY_BUDGET_US).into(),
-            ));
+            rows.push((cpu, format!("≤ {CPU_ABOVE_EMPTY_BUDGET_US:.0} µs"), format!("{above:.1} µs ({:.1} vs {:.1} µs)", f.cpu_us("low_sampled"), f.cpu_us("empty")), verdict(above <= CPU_ABOVE_EMPTY_BUDGET_US).into()));
             let (b, m, v) = ratio_row("no_rollout", NO_ROLLOUT_RATIO_BUDGET);
-            rows.push((
-                format!("{host}, the filter on its route (one `:authority` read)"),
-                b,
-                m,
-                v,
-            ));
+            rows.push((format!("{host}, the filter on its route (one `:authority` read)"), b, m, v));
             let (b, m, v) = ratio_row("no_rollout_off", NO_ROLLOUT_RATIO_BUDGET);
             rows.push((format!("{host}, the filter disabled on its route (`typed_per_filter_config`, as manifests/envoy/envoy.yaml)"), b, m, v));
             match &f.memory {
                 Ok(mem) => rows.push((
-                    format!(
-                        "the filter's VM memory after {} and {} requests across {} users",
-                        thousands(mem.early_requests as f64),
-                        thousands(mem.late_requests as f64),
-                        thousands(mem.users as f64)
-                    ),
+                    format!("the filter's VM memory after {} and {} requests across {} users", thousands(mem.early_requests as f64), thousands(mem.late_requests as f64), thousands(mem.users as f64)),
                     "reported; flat (no growth between the two)".into(),
-                    format!(
-                        "{} → {} KiB",
-                        thousands(mem.early_bytes as f64 / 1024.0),
-                        thousands(mem.late_bytes as f64 / 1024.0)
-                    ),
+                    format!("{} → {} KiB", thousands(mem.early_bytes as f64 / 1024.0), thousands(mem.late_bytes as f64 / 1024.0)),
                     verdict(mem.late_bytes <= mem.early_bytes).into(),
                 )),
-                Err(why) => rows.push((
-                    "the filter's VM memory".into(),
-                    "reported; flat".into(),
-                    "failed".into(),
-                    why.clone(),
-                )),
+                Err(why) => rows.push(("the filter's VM memory".into(), "reported; flat".into(), "failed".into(), why.clone())),
             }
         }
         other => {
@@ -152,10 +120,7 @@ fn budget_rows(r: &Results) -> Vec<Row> {
     match &r.decision {
         Part::Done(est) => {
             // The budget is per request; a new session's key search runs once per session.
-            for e in est
-                .iter()
-                .filter(|e| e.name != "no_rollout" && e.name != "new_session")
-            {
+            for e in est.iter().filter(|e| e.name != "no_rollout" && e.name != "new_session") {
                 rows.push((
                     format!("core decision, `{}` (native, criterion median)", e.name),
                     format!("≤ {DECISION_NS_BUDGET:.0} ns"),
@@ -166,12 +131,7 @@ fn budget_rows(r: &Results) -> Vec<Row> {
         }
         other => {
             let (m, v) = not_there(other).unwrap_or_default();
-            rows.push((
-                "core decision (native)".into(),
-                format!("≤ {DECISION_NS_BUDGET:.0} ns"),
-                m,
-                v,
-            ));
+            rows.push(("core decision (native)".into(), format!("≤ {DECISION_NS_BUDGET:.0} ns"), m, v));
         }
     }
     let budget = format!("p99 ≤ {PUSH_P99_MS_BUDGET:.0} ms");
@@ -179,11 +139,7 @@ fn budget_rows(r: &Results) -> Vec<Row> {
         Part::Done(p) => {
             let p99 = quantile(&p.all_ms, 0.99);
             rows.push((
-                format!(
-                    "push: weight change → all {} Envoys routing by it ({} changes)",
-                    p.settings.proxies,
-                    p.all_ms.len()
-                ),
+                format!("push: weight change → all {} Envoys routing by it ({} changes)", p.settings.proxies, p.all_ms.len()),
                 budget,
                 format!("p99 {p99:.1} ms (p50 {:.1})", quantile(&p.all_ms, 0.5)),
                 verdict(p99 <= PUSH_P99_MS_BUDGET && p.settings.proxies >= 4).into(),
@@ -203,20 +159,11 @@ fn budget_rows(r: &Results) -> Vec<Row> {
             rows.push((
                 what,
                 budget,
-                format!(
-                    "median {:.0} ms, worst {worst:.0} ms ({} trials)",
-                    median(&v),
-                    v.len()
-                ),
+                format!("median {:.0} ms, worst {worst:.0} ms ({} trials)", median(&v), v.len()),
                 verdict(worst <= ROLLBACK_MS_BUDGET).into(),
             ));
         }
-        Part::Done(Rollback::Pending(why)) => rows.push((
-            what,
-            budget,
-            "pending".into(),
-            format!("pending (issue 3): {why}"),
-        )),
+        Part::Done(Rollback::Pending(why)) => rows.push((what, budget, "pending".into(), format!("pending (issue 3): {why}"))),
         other => {
             let (m, v) = not_there(other).unwrap_or_default();
             rows.push((what, budget, m, v));
@@ -227,44 +174,20 @@ fn budget_rows(r: &Results) -> Vec<Row> {
         Part::Done(Ingest::Measured(m, flood)) => {
             let full = m.settings.proxies >= 1000;
             rows.push((
-                format!(
-                    "ingest: {} proxies × 1 report/s, controller CPU",
-                    thousands(m.settings.proxies as f64)
-                ),
+                format!("ingest: {} proxies × 1 report/s, controller CPU", thousands(m.settings.proxies as f64)),
                 budget,
-                format!(
-                    "{:.1} % ({:.0} reports/s, p99 {:.1} ms)",
-                    m.controller_cores * 100.0,
-                    m.reports_per_second,
-                    m.p99_ms
-                ),
+                format!("{:.1} % ({:.0} reports/s, p99 {:.1} ms)", m.controller_cores * 100.0, m.reports_per_second, m.p99_ms),
                 verdict(full && m.controller_cores < INGEST_CORE_BUDGET && m.rejected == 0).into(),
             ));
             let budget = format!("≤ {FLOOD_RSS_BUDGET_MB:.0} MB above idle, every request a 4xx");
             match flood {
                 Ok(f) => rows.push((
-                    format!(
-                        "hostile flood ({} connections), controller peak RSS",
-                        f.settings.connections
-                    ),
+                    format!("hostile flood ({} connections), controller peak RSS", f.settings.connections),
                     budget,
-                    format!(
-                        "+{:.1} MB ({:.1} → {:.1} MB); {} of {} requests 4xx",
-                        f.peak_rss_mb - f.idle_rss_mb,
-                        f.idle_rss_mb,
-                        f.peak_rss_mb,
-                        f.four_xx,
-                        f.requests
-                    ),
-                    verdict(f.peak_rss_mb - f.idle_rss_mb <= FLOOD_RSS_BUDGET_MB && f.other == 0)
-                        .into(),
+                    format!("+{:.1} MB ({:.1} → {:.1} MB); {} of {} requests 4xx", f.peak_rss_mb - f.idle_rss_mb, f.idle_rss_mb, f.peak_rss_mb, f.four_xx, f.requests),
+                    verdict(f.peak_rss_mb - f.idle_rss_mb <= FLOOD_RSS_BUDGET_MB && f.other == 0).into(),
                 )),
-                Err(why) => rows.push((
-                    "hostile flood, controller peak RSS".into(),
-                    budget,
-                    "failed".into(),
-                    why.clone(),
-                )),
+                Err(why) => rows.push(("hostile flood, controller peak RSS".into(), budget, "failed".into(), why.clone())),
             }
         }
         Part::Done(Ingest::Pending(why)) => rows.push((
@@ -322,10 +245,7 @@ pub fn render(r: &Results) -> String {
 
     let _ = writeln!(s, "## Budgets\n");
     let _ = writeln!(s, "Goals from the issues (4: the first budgets; 13: the filter's, which replace issue 4's 0.92×; 14: failover), measured here and never asserted in tests.\n");
-    let _ = writeln!(
-        s,
-        "| what | budget | measured | result |\n|---|---|---|---|"
-    );
+    let _ = writeln!(s, "| what | budget | measured | result |\n|---|---|---|---|");
     for (what, budget, measured, mut result) in budget_rows(r) {
         // Smoke settings (K = 2, 20 proxies, 1 s runs) cannot meet or miss a budget.
         if r.smoke && (result == "pass" || result == verdict(false)) {
@@ -399,9 +319,7 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for v in &f.variants {
-        let col = |g: fn(&crate::filter_cost::Sample) -> f64| {
-            median(&v.samples.iter().map(g).collect::<Vec<_>>())
-        };
+        let col = |g: fn(&crate::filter_cost::Sample) -> f64| median(&v.samples.iter().map(g).collect::<Vec<_>>());
         let _ = writeln!(
             s,
             "| {} | {} | {:.3} | {:.3} | {:.1} | {:.0} % | {:.0} µs | {:.0} µs |",
@@ -420,35 +338,21 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
     for v in &f.variants {
         let _ = write!(s, " {} |", v.key);
     }
-    let _ = writeln!(
-        s,
-        " fledge ÷ empty |\n|---|{}---|",
-        "---|".repeat(f.variants.len())
-    );
+    let _ = writeln!(s, " fledge ÷ empty |\n|---|{}---|", "---|".repeat(f.variants.len()));
     let ratios = f.round_ratios("fledge", "empty");
     for round in 0..st.rounds {
         let _ = write!(s, "| {} |", round + 1);
         for v in &f.variants {
             match v.samples.get(round) {
                 Some(x) => {
-                    let _ = write!(
-                        s,
-                        " {}; {:.1}; {:.0} |",
-                        thousands(x.rps),
-                        x.cpu_us_per_request,
-                        x.p99_us
-                    );
+                    let _ = write!(s, " {}; {:.1}; {:.0} |", thousands(x.rps), x.cpu_us_per_request, x.p99_us);
                 }
                 None => {
                     let _ = write!(s, " – |");
                 }
             }
         }
-        let _ = writeln!(
-            s,
-            " {:.3} |",
-            ratios.get(round).copied().unwrap_or(f64::NAN)
-        );
+        let _ = writeln!(s, " {:.3} |", ratios.get(round).copied().unwrap_or(f64::NAN));
     }
     if f.variant("shadow").is_some() {
         let _ = writeln!(
@@ -467,24 +371,11 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
         ("empty", "no_rollout_off", "a host without a rollout, the filter disabled on its route (no hostcall)"),
         ("fledge", "lean", "at 50 %: bound, no response stamp"),
     ];
-    if steps
-        .iter()
-        .all(|(a, b, _)| f.variant(a).is_some() && f.variant(b).is_some())
-    {
+    if steps.iter().all(|(a, b, _)| f.variant(a).is_some() && f.variant(b).is_some()) {
         let _ = writeln!(s, "\nWhat each change saved (Envoy CPU per request, medians; throughput ratio of the two, median of rounds):\n");
-        let _ = writeln!(
-            s,
-            "| from → to | change | CPU µs / request | throughput ratio |\n|---|---|---|---|"
-        );
+        let _ = writeln!(s, "| from → to | change | CPU µs / request | throughput ratio |\n|---|---|---|---|");
         for (a, b, what) in steps {
-            let _ = writeln!(
-                s,
-                "| {a} → {b} | {what} | {:.1} → {:.1} ({:+.1}) | {:.3} |",
-                f.cpu_us(a),
-                f.cpu_us(b),
-                f.cpu_us(b) - f.cpu_us(a),
-                f.rps_ratio(b, a)
-            );
+            let _ = writeln!(s, "| {a} → {b} | {what} | {:.1} → {:.1} ({:+.1}) | {:.3} |", f.cpu_us(a), f.cpu_us(b), f.cpu_us(b) - f.cpu_us(a), f.rps_ratio(b, a));
         }
     }
     match &f.memory {
@@ -509,24 +400,14 @@ fn render_filter(s: &mut String, part: &Part<FilterCost>) {
             let _ = writeln!(s, "| module | bytes | start-up (median) |\n|---|---|---|");
             for v in &w.variants {
                 let ms: Vec<f64> = v.startup.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {:.0} ms |",
-                    v.label,
-                    thousands(v.bytes as f64),
-                    median(&ms)
-                );
+                let _ = writeln!(s, "| {} | {} | {:.0} ms |", v.label, thousands(v.bytes as f64), median(&ms));
             }
         }
         Err(why) => {
             let _ = writeln!(s, "\n`wasm-opt` not measured: {why}.");
         }
     }
-    let errors: u64 = f
-        .variants
-        .iter()
-        .flat_map(|v| v.samples.iter().map(|x| x.errors))
-        .sum();
+    let errors: u64 = f.variants.iter().flat_map(|v| v.samples.iter().map(|x| x.errors)).sum();
     let _ = writeln!(
         s,
         "\nErrors (non-2xx, socket errors) over all runs: {errors}. Wasm modules: fledge {} ({} bytes), empty {} ({} bytes).\n",
@@ -546,20 +427,10 @@ fn render_decision(s: &mut String, part: &Part<Vec<Estimate>>) {
             return;
         }
     };
-    let _ = writeln!(
-        s,
-        "`cargo bench -p fledge-core --bench decision` (criterion, core/benches/decision.rs).\n"
-    );
-    let _ = writeln!(
-        s,
-        "| benchmark | what one iteration does | median | mean |\n|---|---|---|---|"
-    );
+    let _ = writeln!(s, "`cargo bench -p fledge-core --bench decision` (criterion, core/benches/decision.rs).\n");
+    let _ = writeln!(s, "| benchmark | what one iteration does | median | mean |\n|---|---|---|---|");
     for e in est {
-        let _ = writeln!(
-            s,
-            "| `decision/{}` | {} | {:.1} ns | {:.1} ns |",
-            e.name, e.what, e.median_ns, e.mean_ns
-        );
+        let _ = writeln!(s, "| `decision/{}` | {} | {:.1} ns | {:.1} ns |", e.name, e.what, e.median_ns, e.mean_ns);
     }
     let _ = writeln!(s);
 }
@@ -581,10 +452,7 @@ fn render_push(s: &mut String, part: &Part<Push>) {
         p.settings.concurrency,
         p.tick_ms
     );
-    let _ = writeln!(
-        s,
-        "| from `PUT` sent until … | p50 | p90 | p99 | max |\n|---|---|---|---|---|"
-    );
+    let _ = writeln!(s, "| from `PUT` sent until … | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
     let row = |s: &mut String, what: &str, v: &[f64]| {
         let _ = writeln!(
             s,
@@ -595,11 +463,7 @@ fn render_push(s: &mut String, part: &Part<Push>) {
             quantile(v, 1.0)
         );
     };
-    row(
-        s,
-        &format!("all {} Envoys route by it", p.settings.proxies),
-        &p.all_ms,
-    );
+    row(s, &format!("all {} Envoys route by it", p.settings.proxies), &p.all_ms);
     row(s, "one Envoy routes by it", &p.each_ms);
     row(s, "the `PUT` has returned", &p.put_ms);
     let _ = writeln!(s);
@@ -715,11 +579,7 @@ fn render_ha(s: &mut String, part: &Part<crate::ha::Measured>) {
         m.settings.duration.as_secs_f64(),
         m.settings.warmup.as_secs_f64()
     );
-    let cores: Vec<String> = m
-        .replica_cores
-        .iter()
-        .map(|c| format!("{:.1} %", c * 100.0))
-        .collect();
+    let cores: Vec<String> = m.replica_cores.iter().map(|c| format!("{:.1} %", c * 100.0)).collect();
     let lag = |q: f64| quantile(&m.flush_lag_ms, q);
     let _ = writeln!(s, "| reports/s accepted | rejected | CPU per replica | PostgreSQL CPU | report p50 | report p99 | flush lag p50 / p99 (r1 → r3) |\n|---|---|---|---|---|---|---|");
     let _ = writeln!(
@@ -735,11 +595,7 @@ fn render_ha(s: &mut String, part: &Part<crate::ha::Measured>) {
         lag(0.99),
         m.flush_lag_ms.len()
     );
-    let secs: Vec<String> = m
-        .failover
-        .iter()
-        .map(|d| format!("{:.2} s", d.as_secs_f64()))
-        .collect();
+    let secs: Vec<String> = m.failover.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect();
     let _ = writeln!(
         s,
         "Failover: the leader killed (`kill -9`) as 200 requests/s start reaching a canary that fails half of them at 25 %; from the kill to the canary's last request \
@@ -813,14 +669,9 @@ fn render_judgement(s: &mut String, part: &Part<Vec<crate::judgement::Row>>) {
             t.name,
             pct(t.rolled_back),
             pct(t.rolled_back_other),
-            if t.shadow_phase_only {
-                "–".to_string()
-            } else {
-                pct(t.promoted)
-            },
+            if t.shadow_phase_only { "–".to_string() } else { pct(t.promoted) },
             pct(t.advanced_past_first),
-            t.median_delay_s()
-                .map_or_else(|| "–".to_string(), |d| format!("{d} s")),
+            t.median_delay_s().map_or_else(|| "–".to_string(), |d| format!("{d} s")),
             t.longest_step_s,
             pct(t.held_over_3x),
             r.check

@@ -49,10 +49,7 @@ pub struct Trial {
 }
 
 pub enum Rollback {
-    Measured {
-        settings: Settings,
-        trials: Vec<Trial>,
-    },
+    Measured { settings: Settings, trials: Vec<Trial> },
     Pending(String),
 }
 
@@ -68,31 +65,13 @@ fn spec(hosts: &[&str]) -> Value {
 /// Whether the controller takes a rollout with analysis and gates, and shows its phase.
 pub async fn supported(ctl: &Controller) -> Result<(), String> {
     let name = "bench-probe";
-    let (status, body) = ctl
-        .call(
-            reqwest::Method::PUT,
-            &format!("/v1/rollouts/{name}"),
-            Some(spec(&["bench-probe-host"])),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let (status, body) =
+        ctl.call(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec(&["bench-probe-host"]))).await.map_err(|e| e.to_string())?;
     if !(200..300).contains(&status) {
-        return Err(format!(
-            "PUT /v1/rollouts with steps/analysis/gates answers {status}: {}",
-            body["error"]["message"]
-        ));
+        return Err(format!("PUT /v1/rollouts with steps/analysis/gates answers {status}: {}", body["error"]["message"]));
     }
-    let got = ctl
-        .get(&format!("/v1/rollouts/{name}"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = ctl
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/rollouts/{name}"),
-            None,
-        )
-        .await;
+    let got = ctl.get(&format!("/v1/rollouts/{name}")).await.map_err(|e| e.to_string())?;
+    let _ = ctl.call(reqwest::Method::DELETE, &format!("/v1/rollouts/{name}"), None).await;
     if got["status"]["phase"].is_string() {
         Ok(())
     } else {
@@ -102,10 +81,7 @@ pub async fn supported(ctl: &Controller) -> Result<(), String> {
 
 async fn phase(ctl: &Controller, name: &str) -> anyhow::Result<String> {
     let v = ctl.get(&format!("/v1/rollouts/{name}")).await?;
-    Ok(v["status"]["phase"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string())
+    Ok(v["status"]["phase"].as_str().unwrap_or_default().to_string())
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
@@ -126,8 +102,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
     let mut previous: Option<String> = None;
     for trial in 0..settings.trials {
         if let Some(p) = previous.take() {
-            ctl.call(reqwest::Method::DELETE, &format!("/v1/rollouts/{p}"), None)
-                .await?;
+            ctl.call(reqwest::Method::DELETE, &format!("/v1/rollouts/{p}"), None).await?;
         }
         let name = format!("rollback-{trial}");
         canary.update(|b| b.error_rate = 0.0);
@@ -165,18 +140,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Rollback> {
         );
         trials.push(t);
     }
-    Ok(Rollback::Measured {
-        settings: settings.clone(),
-        trials,
-    })
+    Ok(Rollback::Measured { settings: settings.clone(), trials })
 }
 
-async fn measure(
-    ctl: &Controller,
-    canary: &Agent,
-    name: &str,
-    settings: &Settings,
-) -> anyhow::Result<Trial> {
+async fn measure(ctl: &Controller, canary: &Agent, name: &str, settings: &Settings) -> anyhow::Result<Trial> {
     // Healthy canary traffic first: the routing is applied and the analysis has seen a clean baseline.
     let start = Instant::now();
     let before = canary.requests();
@@ -185,10 +152,7 @@ async fn measure(
         if start.elapsed() >= settings.healthy && canary.requests() >= before + 20 {
             break;
         }
-        anyhow::ensure!(
-            start.elapsed() < settings.healthy + Duration::from_secs(20),
-            "the canary got no traffic"
-        );
+        anyhow::ensure!(start.elapsed() < settings.healthy + Duration::from_secs(20), "the canary got no traffic");
     }
     let p = phase(ctl, name).await?;
     anyhow::ensure!(p != "rolled_back", "rolled back while healthy");
@@ -213,10 +177,7 @@ async fn measure(
     let last = marks.last_request.unwrap_or(first);
 
     let events = ctl.events(name).await?;
-    let event = events
-        .iter()
-        .find(|e| e["kind"] == "rolled_back")
-        .context("no rolled_back event")?;
+    let event = events.iter().find(|e| e["kind"] == "rolled_back").context("no rolled_back event")?;
     let at_ms = event["at_ms"].as_u64().context("event without at_ms")?;
     let flipped_ms = flipped_wall.duration_since(UNIX_EPOCH)?.as_secs_f64() * 1e3;
     let first_ms = flipped_ms + first.saturating_duration_since(flipped).as_secs_f64() * 1e3;

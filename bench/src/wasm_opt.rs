@@ -23,65 +23,31 @@ pub struct WasmOpt {
     pub variants: Vec<Variant>,
 }
 
-const FEATURES: [&str; 4] = [
-    "--enable-bulk-memory",
-    "--enable-sign-ext",
-    "--enable-mutable-globals",
-    "--enable-nontrapping-float-to-int",
-];
+const FEATURES: [&str; 4] = ["--enable-bulk-memory", "--enable-sign-ext", "--enable-mutable-globals", "--enable-nontrapping-float-to-int"];
 
 fn optimize(input: &Path, level: &str, out: &Path) -> anyhow::Result<()> {
-    let status = std::process::Command::new("wasm-opt")
-        .arg(level)
-        .args(FEATURES)
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .status()
-        .context("cannot run wasm-opt (apt-get install -y binaryen)")?;
+    let status = std::process::Command::new("wasm-opt").arg(level).args(FEATURES).arg(input).arg("-o").arg(out).status().context("cannot run wasm-opt (apt-get install -y binaryen)")?;
     anyhow::ensure!(status.success(), "wasm-opt {level} failed");
     Ok(())
 }
 
-pub async fn run(
-    module: &Path,
-    controller: std::net::SocketAddr,
-    trials: usize,
-) -> anyhow::Result<WasmOpt> {
-    let out = std::process::Command::new("wasm-opt")
-        .arg("--version")
-        .output()
-        .context("wasm-opt is not installed (apt-get install -y binaryen)")?;
+pub async fn run(module: &Path, controller: std::net::SocketAddr, trials: usize) -> anyhow::Result<WasmOpt> {
+    let out = std::process::Command::new("wasm-opt").arg("--version").output().context("wasm-opt is not installed (apt-get install -y binaryen)")?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dir = tempfile::Builder::new()
-        .prefix("fledge-bench-wasm-opt-")
-        .tempdir()?;
+    let dir = tempfile::Builder::new().prefix("fledge-bench-wasm-opt-").tempdir()?;
     let (o3, oz) = (dir.path().join("o3.wasm"), dir.path().join("oz.wasm"));
     optimize(module, "-O3", &o3)?;
     optimize(module, "-Oz", &oz)?;
-    let modules: [(&'static str, PathBuf); 3] = [
-        ("as cargo builds it", module.to_path_buf()),
-        ("wasm-opt -O3", o3),
-        ("wasm-opt -Oz", oz),
-    ];
+    let modules: [(&'static str, PathBuf); 3] = [("as cargo builds it", module.to_path_buf()), ("wasm-opt -O3", o3), ("wasm-opt -Oz", oz)];
     let mut variants = Vec::new();
     for (label, path) in &modules {
-        variants.push(Variant {
-            label,
-            bytes: std::fs::metadata(path)?.len(),
-            startup: Vec::new(),
-        });
+        variants.push(Variant { label, bytes: std::fs::metadata(path)?.len(), startup: Vec::new() });
     }
     let paths: Vec<PathBuf> = modules.into_iter().map(|(_, p)| p).collect();
     // Interleaved trials, so drift hits every module alike.
     for _ in 0..trials {
         for (v, path) in variants.iter_mut().zip(&paths) {
-            let filter = Filter::Fledge {
-                path: path.clone(),
-                config: json!({"report_interval_ms": 1000}),
-                controller,
-                shadow_sink: None,
-            };
+            let filter = Filter::Fledge { path: path.clone(), config: json!({"report_interval_ms": 1000}), controller, shadow_sink: None };
             let t = Instant::now();
             let envoy = DirectEnvoy::start(&filter, 1).await?;
             v.startup.push(t.elapsed());

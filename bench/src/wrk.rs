@@ -46,45 +46,22 @@ pub fn available() -> bool {
 
 impl Wrk {
     pub fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("fledge-bench-wrk-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("fledge-bench-wrk-").tempdir()?;
         let script = dir.path().join("users.lua");
         std::fs::write(&script, SCRIPT)?;
         Ok(Self { script, _dir: dir })
     }
 
     /// Runs wrk against `target` for `duration` and parses its summary.
-    pub async fn run(
-        &self,
-        target: SocketAddr,
-        host: &str,
-        connections: usize,
-        duration: Duration,
-    ) -> anyhow::Result<WrkResult> {
-        self.run_users(target, host, connections, duration, 1000)
-            .await
+    pub async fn run(&self, target: SocketAddr, host: &str, connections: usize, duration: Duration) -> anyhow::Result<WrkResult> {
+        self.run_users(target, host, connections, duration, 1000).await
     }
 
     /// As [`run`](Self::run), rotating through `users` distinct `x-user-id` values.
-    pub async fn run_users(
-        &self,
-        target: SocketAddr,
-        host: &str,
-        connections: usize,
-        duration: Duration,
-        users: usize,
-    ) -> anyhow::Result<WrkResult> {
+    pub async fn run_users(&self, target: SocketAddr, host: &str, connections: usize, duration: Duration, users: usize) -> anyhow::Result<WrkResult> {
         let secs = duration.as_secs().max(1);
         let out = tokio::process::Command::new("wrk")
-            .args([
-                "-t1",
-                &format!("-c{connections}"),
-                &format!("-d{secs}s"),
-                "--timeout",
-                "5s",
-                "-s",
-            ])
+            .args(["-t1", &format!("-c{connections}"), &format!("-d{secs}s"), "--timeout", "5s", "-s"])
             .arg(&self.script)
             .arg(format!("http://{target}/task"))
             .args(["--", &users.to_string(), host])
@@ -93,22 +70,14 @@ impl Wrk {
             .await
             .context("cannot run wrk (apt-get install -y wrk)")?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        anyhow::ensure!(
-            out.status.success(),
-            "wrk failed: {}{}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        anyhow::ensure!(out.status.success(), "wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
         parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
     }
 }
 
 /// Reads "N requests in 3.00s, ..." and the error lines of wrk's summary.
 pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
-    let line = text
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .context("no request count")?;
+    let line = text.lines().find(|l| l.contains(" requests in ")).context("no request count")?;
     let mut words = line.split_whitespace();
     let requests: u64 = words.next().context("count")?.parse()?;
     let secs_word = words.nth(2).context("duration")?.trim_end_matches(',');
@@ -121,17 +90,10 @@ pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
         }
         if let Some(rest) = l.strip_prefix("Socket errors:") {
             // "connect 0, read 0, write 0, timeout 0"
-            errors += rest
-                .split(',')
-                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
+            errors += rest.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>();
         }
     }
-    Ok(WrkResult {
-        requests,
-        seconds,
-        errors,
-    })
+    Ok(WrkResult { requests, seconds, errors })
 }
 
 /// wrk durations: "3.00s", "1.00m", "250.00ms".

@@ -21,16 +21,7 @@ fn empty_filter_wasm() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
-            "-p",
-            "fledge-empty-filter",
-        ])
+        .args(["build", "--quiet", "--target", "wasm32-wasip1", "--profile", "wasm", "-p", "fledge-empty-filter"])
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
     assert!(status.success(), "building the empty filter failed");
@@ -62,42 +53,18 @@ fn every_benchmark_runs_and_reports() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run fledge-bench: {e}"));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "fledge-bench --smoke failed:\n{stderr}"
-    );
+    assert!(output.status.success(), "fledge-bench --smoke failed:\n{stderr}");
     let md = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("no report written: {e}"));
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        md.trim(),
-        "the printed table is the written one"
-    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), md.trim(), "the printed table is the written one");
 
-    assert!(
-        !md.contains("sink received 0 copies"),
-        "the shadow variant did not shadow:\n{md}"
-    );
-    for heading in [
-        "## Budgets",
-        "## 1. Filter cost in Envoy",
-        "## 1b. Hostcalls per request (counted)",
-        "## 3. Push latency",
-        "## 4. Rollback reaction",
-        "## 5. Controller ingest",
-        "## 6. Judgement: decision quality",
-        "## 7. Several replicas on PostgreSQL",
-    ] {
+    assert!(!md.contains("sink received 0 copies"), "the shadow variant did not shadow:\n{md}");
+    for heading in ["## Budgets", "## 1. Filter cost in Envoy", "## 1b. Hostcalls per request (counted)", "## 3. Push latency", "## 4. Rollback reaction", "## 5. Controller ingest", "## 6. Judgement: decision quality", "## 7. Several replicas on PostgreSQL"] {
         assert!(md.contains(heading), "missing {heading:?} in:\n{md}");
     }
     assert!(!md.contains("**failed**"), "a benchmark failed:\n{md}");
 
     // Filter cost: every variant served load, cost CPU, and answered the fixed-rate run.
-    for variant in [
-        "no filter",
-        "empty proxy-wasm filter",
-        "fledge filter, rollout at 50 %",
-        "fledge filter, rollout at 50 %, shadow 10 % of stable's requests",
-    ] {
+    for variant in ["no filter", "empty proxy-wasm filter", "fledge filter, rollout at 50 %", "fledge filter, rollout at 50 %, shadow 10 % of stable's requests"] {
         let n = row_numbers(&md, variant);
         assert_eq!(n.len(), 7, "{variant}: {n:?}");
         let (rps, cpu_us, p50, p99) = (n[0], n[3], n[5], n[6]);
@@ -116,11 +83,7 @@ fn every_benchmark_runs_and_reports() {
     assert!(md.contains("| healthy canary"), "{md}");
 
     // Rollback: measured, or clearly pending.
-    assert!(
-        md.contains("healthy canary requests before t0")
-            || md.contains("**Pending** on automated analysis"),
-        "{md}"
-    );
+    assert!(md.contains("healthy canary requests before t0") || md.contains("**Pending** on automated analysis"), "{md}");
 
     // Ingest: reports were accepted (the endpoint exists), or clearly pending.
     if !md.contains("**Pending** on `POST /v1/reports`") {
@@ -129,11 +92,7 @@ fn every_benchmark_runs_and_reports() {
             .skip_while(|l| !l.starts_with("| reports/s accepted"))
             .nth(2)
             .unwrap_or_else(|| panic!("no ingest row in:\n{md}"));
-        let reports: f64 = ingest
-            .split('|')
-            .nth(1)
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(0.0);
+        let reports: f64 = ingest.split('|').nth(1).and_then(|c| c.trim().parse().ok()).unwrap_or(0.0);
         assert!(reports > 0.0, "{ingest}");
         // The hostile flood ran, and every one of its requests got a 4xx.
         let flood = md
@@ -142,10 +101,7 @@ fn every_benchmark_runs_and_reports() {
             .nth(2)
             .unwrap_or_else(|| panic!("no flood row in:\n{md}"));
         let cells: Vec<&str> = flood.split('|').map(str::trim).collect();
-        assert!(
-            cells.get(1) == cells.get(2) && cells.get(3) == Some(&"0"),
-            "{flood}"
-        );
+        assert!(cells.get(1) == cells.get(2) && cells.get(3) == Some(&"0"), "{flood}");
     }
 
     // Several replicas: reports accepted through all three, none rejected, a failover measured.
@@ -155,23 +111,7 @@ fn every_benchmark_runs_and_reports() {
         .nth(2)
         .unwrap_or_else(|| panic!("no HA row in:\n{md}"));
     let cells: Vec<&str> = ha.split('|').map(str::trim).collect();
-    assert!(
-        cells
-            .get(1)
-            .and_then(|c| c.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            > 0.0
-            && cells.get(2) == Some(&"0"),
-        "{ha}"
-    );
-    assert_eq!(
-        cells.get(3).map(|c| c.matches('%').count()),
-        Some(3),
-        "a CPU share per replica: {ha}"
-    );
-    assert!(
-        md.contains("Failover: the leader killed")
-            && md.contains("failover: leader killed under a failing canary"),
-        "{md}"
-    );
+    assert!(cells.get(1).and_then(|c| c.parse::<f64>().ok()).unwrap_or(0.0) > 0.0 && cells.get(2) == Some(&"0"), "{ha}");
+    assert_eq!(cells.get(3).map(|c| c.matches('%').count()), Some(3), "a CPU share per replica: {ha}");
+    assert!(md.contains("Failover: the leader killed") && md.contains("failover: leader killed under a failing canary"), "{md}");
 }

@@ -11,29 +11,18 @@ use crate::machine::{Input, UserAction};
 use crate::model::Rollout;
 use crate::state::{now_ms, AppState};
 
-pub async fn act(
-    State(state): State<AppState>,
-    Path((name, action)): Path<(String, String)>,
-) -> Result<Json<Rollout>, ApiError> {
-    let action = UserAction::parse(&action).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "unknown action {action:?}: use pause, resume, promote or abort"
-        ))
-    })?;
+pub async fn act(State(state): State<AppState>, Path((name, action)): Path<(String, String)>) -> Result<Json<Rollout>, ApiError> {
+    let action = UserAction::parse(&action)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown action {action:?}: use pause, resume, promote or abort")))?;
     let now = now_ms();
     let input = Input::User { action };
     // Every user action records an event, so nothing committed means no such rollout.
-    let rollout = state
-        .apply(&name, now, input, |_| true)?
-        .ok_or_else(|| not_found(&name))?;
+    let rollout = state.apply(&name, now, input, |_| true)?.ok_or_else(|| not_found(&name))?;
     tracing::info!(rollout = %name, action = action.as_str(), phase = rollout.status.phase.as_str(), "user action");
     Ok(Json(Rollout::clone(&rollout)))
 }
 
-pub async fn events(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn events(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     if state.view().rollout(&name).is_none() {
         return Err(not_found(&name));
     }

@@ -59,10 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/filter.wasm.sha256", get(crate::module::wasm_sha256))
         .route("/v1/openapi.yaml", get(openapi))
         .route("/v1/rollouts", get(list))
-        .route(
-            "/v1/rollouts/{name}",
-            get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())),
-        )
+        .route("/v1/rollouts/{name}", get(get_one).merge(put(put_rollout).delete(delete).route_layer(auth.clone())))
         .route("/v1/rollouts/{name}/events", get(crate::actions::events))
         .route("/v1/rollouts/{name}/shadow", get(crate::shadow::get))
         .route("/v1/rollouts/{name}/series", get(crate::series::get))
@@ -97,10 +94,7 @@ pub fn app(state: AppState) -> Router {
 
 /// The API's OpenAPI description (the contract the schemathesis test checks this server against).
 async fn openapi() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
-        include_str!("../openapi.yaml"),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "application/yaml")], include_str!("../openapi.yaml"))
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -118,9 +112,7 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// Ready when the database answers.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .check_store()
-        .map_err(|e| ApiError::Unavailable(format!("database not usable: {e}")))?;
+    state.check_store().map_err(|e| ApiError::Unavailable(format!("database not usable: {e}")))?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
@@ -133,20 +125,14 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.settings().token else {
-        return Ok(());
-    };
+    let Some(token) = &state.settings().token else { return Ok(()) };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Compare without an early exit so response timing does not reveal a matching prefix.
     let ok = presented.is_some_and(|p| {
-        p.len() == token.len()
-            && p.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        p.len() == token.len() && p.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     });
     if ok {
         Ok(())
@@ -161,40 +147,25 @@ async fn list(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "generation": view.generation(), "rollouts": rollouts }))
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(rollout_body(&state, &state.view(), &name)?))
 }
 
 /// The body of `GET /v1/rollouts/{name}`: the rollout as committed in `view`, with its `live` section
 /// (also what every event of the streams carries).
-pub fn rollout_body(
-    state: &AppState,
-    view: &View,
-    name: &str,
-) -> Result<serde_json::Value, ApiError> {
+pub fn rollout_body(state: &AppState, view: &View, name: &str) -> Result<serde_json::Value, ApiError> {
     let rollout = view.rollout(name).ok_or_else(|| not_found(name))?;
     let now = now_ms();
     let (stable, canary, started, confirmation, shadow) = {
         let live = state.live();
-        let window = live
-            .window(name)
-            .filter(|w| w.seq() == rollout.status.window);
+        let window = live.window(name).filter(|w| w.seq() == rollout.status.window);
         let stats = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
         let confirmation = live.confirmation(view.epoch(), rollout.status.generation, now);
         let shadow = rollout.spec.shadow.is_some().then(|| {
             let s = window.map(|w| w.shadow().clone()).unwrap_or_default();
             crate::shadow::summary(&rollout.spec.stable, &rollout.spec.canary, &s)
         });
-        (
-            stats(&rollout.spec.stable),
-            stats(&rollout.spec.canary),
-            window.map(|w| w.started_at_ms()),
-            confirmation,
-            shadow,
-        )
+        (stats(&rollout.spec.stable), stats(&rollout.spec.canary), window.map(|w| w.started_at_ms()), confirmation, shadow)
     };
     let summary = format!(
         "{}; confirmed by {}/{} proxies",
@@ -202,8 +173,7 @@ pub fn rollout_body(
         confirmation.confirmed,
         confirmation.proxies
     );
-    let mut body =
-        serde_json::to_value(rollout.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(rollout.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let readiness = rollout.spec.readiness.as_ref().map(|spec| {
         let probes = state.probes();
         let probe = probes.get(name).filter(|p| p.url == spec.url);
@@ -217,15 +187,7 @@ pub fn rollout_body(
     // last proxy confirmed it.
     let switch = rollout.switched().then(|| {
         let all = confirmation.proxies > 0 && confirmation.confirmed == confirmation.proxies;
-        let confirmed_at_ms = all
-            .then(|| {
-                confirmation
-                    .details
-                    .iter()
-                    .filter_map(|d| d.confirmed_at_ms)
-                    .max()
-            })
-            .flatten();
+        let confirmed_at_ms = all.then(|| confirmation.details.iter().filter_map(|d| d.confirmed_at_ms).max()).flatten();
         json!({
             "generation": rollout.status.generation,
             "bake_started_at_ms": rollout.status.step_started_at_ms,
@@ -238,10 +200,7 @@ pub fn rollout_body(
     let approval = state
         .approvals()
         .get(name)
-        .filter(|a| {
-            Some(a.step) == rollout.status.step
-                && a.step_started_at_ms == rollout.status.step_started_at_ms
-        })
+        .filter(|a| Some(a.step) == rollout.status.step && a.step_started_at_ms == rollout.status.step_started_at_ms)
         .cloned();
     let live = json!({
         "approval": approval,
@@ -269,52 +228,32 @@ pub fn rollout_body(
     Ok(body)
 }
 
-async fn put_rollout(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
+async fn put_rollout(State(state): State<AppState>, Path(name): Path<String>, Body(body): Body) -> Result<Response, ApiError> {
     validate_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let spec: RolloutSpec = parse_json(&body)?;
     let (created, rollout) = apply_spec(&state, &name, spec)?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((code, Json(rollout)).into_response())
 }
 
 /// Creates or replaces rollout `name` (shared by `PUT` and the directory watcher). Returns whether it
 /// was created.
-pub fn apply_spec(
-    state: &AppState,
-    name: &str,
-    spec: RolloutSpec,
-) -> Result<(bool, Rollout), ApiError> {
+pub fn apply_spec(state: &AppState, name: &str, spec: RolloutSpec) -> Result<(bool, Rollout), ApiError> {
     let now = now_ms();
     let mut created = false;
     let committed = state.commit(name, now, |current| {
         if let Some((host, owner)) = host_conflict(state, name, &spec) {
-            return Err(ApiError::Conflict(format!(
-                "host {host:?} is already owned by rollout {owner:?}"
-            )));
+            return Err(ApiError::Conflict(format!("host {host:?} is already owned by rollout {owner:?}")));
         }
-        let input = Input::Replace {
-            spec: Box::new(spec.clone()),
-        };
+        let input = Input::Replace { spec: Box::new(spec.clone()) };
         // Decided again if another replica committed meanwhile: what counts is the last decision.
         created = current.is_none();
         match current {
             None => {
-                let r = Rollout::new(name, spec.clone(), now)
-                    .map_err(|e| ApiError::Invalid(e.to_string()))?;
+                let r = Rollout::new(name, spec.clone(), now).map_err(|e| ApiError::Invalid(e.to_string()))?;
                 Ok(Some(Change::Create(Box::new(r), input)))
             }
-            Some(r) => Ok(Some(Change::Apply(
-                Box::new(machine::step(r, input.clone(), now)?),
-                input,
-            ))),
+            Some(r) => Ok(Some(Change::Apply(Box::new(machine::step(r, input.clone(), now)?), input))),
         }
     })?;
     let rollout = committed.ok_or_else(|| ApiError::Internal("write committed nothing".into()))?;
@@ -322,10 +261,7 @@ pub fn apply_spec(
     Ok((created, Rollout::clone(&rollout)))
 }
 
-async fn delete(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     state.commit(&name, now_ms(), |_| Ok(Some(Change::Delete)))?;
     tracing::info!(rollout = %name, "rollout deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -339,15 +275,7 @@ pub fn not_found(name: &str) -> ApiError {
 /// patterns — `*.example.com` and `chat.example.com` — are fine: the most specific one wins.)
 fn host_conflict(state: &AppState, name: &str, spec: &RolloutSpec) -> Option<(String, String)> {
     let wanted: Vec<String> = spec.hosts.iter().map(|h| normalize_host(h)).collect();
-    state
-        .view()
-        .rollouts()
-        .filter(|r| r.name != name)
-        .find_map(|r| {
-            r.spec
-                .hosts
-                .iter()
-                .find(|h| wanted.contains(&normalize_host(h)))
-                .map(|h| (h.clone(), r.name.clone()))
-        })
+    state.view().rollouts().filter(|r| r.name != name).find_map(|r| {
+        r.spec.hosts.iter().find(|h| wanted.contains(&normalize_host(h))).map(|h| (h.clone(), r.name.clone()))
+    })
 }

@@ -43,37 +43,22 @@ impl Approvals {
 
     /// Whether `r`'s current step has been granted.
     pub fn granted(&self, r: &Rollout) -> bool {
-        self.by_rollout.get(&r.name).is_some_and(|a| {
-            a.granted
-                && Some(a.step) == r.status.step
-                && a.step_started_at_ms == r.status.step_started_at_ms
-        })
+        self.by_rollout.get(&r.name).is_some_and(|a| a.granted && Some(a.step) == r.status.step && a.step_started_at_ms == r.status.step_started_at_ms)
     }
 
     fn record(&mut self, r: &Rollout, url: &str, outcome: Result<u16, String>, now: u64) {
         let step = r.status.step.unwrap_or(0);
-        let a = self
-            .by_rollout
-            .entry(r.name.clone())
-            .or_insert_with(|| Approval {
-                url: url.to_string(),
-                step,
-                step_started_at_ms: r.status.step_started_at_ms,
-                granted: false,
-                last: String::new(),
-                asked: 0,
-                last_asked_ms: 0,
-            });
+        let a = self.by_rollout.entry(r.name.clone()).or_insert_with(|| Approval {
+            url: url.to_string(),
+            step,
+            step_started_at_ms: r.status.step_started_at_ms,
+            granted: false,
+            last: String::new(),
+            asked: 0,
+            last_asked_ms: 0,
+        });
         if a.step != step || a.step_started_at_ms != r.status.step_started_at_ms || a.url != url {
-            *a = Approval {
-                url: url.to_string(),
-                step,
-                step_started_at_ms: r.status.step_started_at_ms,
-                granted: false,
-                last: String::new(),
-                asked: 0,
-                last_asked_ms: 0,
-            };
+            *a = Approval { url: url.to_string(), step, step_started_at_ms: r.status.step_started_at_ms, granted: false, last: String::new(), asked: 0, last_asked_ms: 0 };
         }
         a.asked = a.asked.saturating_add(1);
         a.last_asked_ms = now;
@@ -85,10 +70,7 @@ impl Approvals {
 
     fn due(&self, r: &Rollout, now: u64) -> bool {
         match self.by_rollout.get(&r.name) {
-            Some(a)
-                if Some(a.step) == r.status.step
-                    && a.step_started_at_ms == r.status.step_started_at_ms =>
-            {
+            Some(a) if Some(a.step) == r.status.step && a.step_started_at_ms == r.status.step_started_at_ms => {
                 !a.granted && now >= a.last_asked_ms.saturating_add(r.interval_ms())
             }
             _ => true,
@@ -114,10 +96,7 @@ fn waiting_for(r: &Rollout) -> Option<(String, f64)> {
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,17 +106,12 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             let view = state.view();
             let now = now_ms();
             for r in view.rollouts() {
-                let Some((url, timeout)) = waiting_for(r) else {
-                    continue;
-                };
+                let Some((url, timeout)) = waiting_for(r) else { continue };
                 if in_flight.contains_key(&r.name) || !state.approvals().due(r, now) {
                     continue;
                 }
                 let (state, http, r) = (state.clone(), http.clone(), r.as_ref().clone());
-                in_flight.insert(
-                    r.name.clone(),
-                    tokio::spawn(async move { ask(&state, &http, &r, &url, timeout).await }),
-                );
+                in_flight.insert(r.name.clone(), tokio::spawn(async move { ask(&state, &http, &r, &url, timeout).await }));
             }
         }
     })
@@ -148,19 +122,10 @@ async fn ask(state: &AppState, http: &reqwest::Client, r: &Rollout, url: &str, t
         "rollout": r.name, "phase": r.status.phase, "step": r.status.step, "weight": r.status.weight,
         "stable": r.spec.stable, "canary": r.spec.canary, "message": r.status.message,
     });
-    let outcome = match http
-        .post(url)
-        .json(&body)
-        .timeout(Duration::from_secs_f64(timeout_s))
-        .send()
-        .await
-    {
+    let outcome = match http.post(url).json(&body).timeout(Duration::from_secs_f64(timeout_s)).send().await {
         Ok(resp) => Ok(resp.status().as_u16()),
         Err(e) if e.is_timeout() => Err(format!("no answer within {timeout_s} s")),
-        Err(e) => Err(format!(
-            "cannot reach {url}: {}",
-            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
-        )),
+        Err(e) => Err(format!("cannot reach {url}: {}", std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()))),
     };
     let granted = outcome.as_ref().is_ok_and(|c| (200..300).contains(c));
     state.approvals().record(r, url, outcome, now_ms());

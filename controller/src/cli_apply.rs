@@ -14,9 +14,7 @@ use crate::model::Rollout;
 pub(crate) async fn documents(c: &Client, file: &str) -> anyhow::Result<()> {
     let docs = read(file)?;
     for doc in &docs {
-        let what = apply(c, doc)
-            .await
-            .with_context(|| format!("rollout {} (document {})", doc.name, doc.index))?;
+        let what = apply(c, doc).await.with_context(|| format!("rollout {} (document {})", doc.name, doc.index))?;
         println!("rollout/{} {what}", doc.name);
     }
     Ok(())
@@ -25,10 +23,7 @@ pub(crate) async fn documents(c: &Client, file: &str) -> anyhow::Result<()> {
 /// `-` (stdin), a file, or every rollout file of a directory; all parsed before anything is sent.
 fn read(file: &str) -> anyhow::Result<Vec<RolloutDoc>> {
     if file == "-" {
-        return Ok(manifest::parse(
-            "<stdin>",
-            &std::io::read_to_string(std::io::stdin())?,
-        )?);
+        return Ok(manifest::parse("<stdin>", &std::io::read_to_string(std::io::stdin())?)?);
     }
     let path = Path::new(file);
     if !path.is_dir() {
@@ -37,12 +32,7 @@ fn read(file: &str) -> anyhow::Result<Vec<RolloutDoc>> {
     let mut all: Vec<RolloutDoc> = Vec::new();
     for f in manifest::files_in(path).with_context(|| format!("cannot read directory {file}"))? {
         for d in manifest::read(&f)? {
-            anyhow::ensure!(
-                !all.iter().any(|a| a.name == d.name),
-                "{}: rollout {:?} is declared twice in {file}",
-                f.display(),
-                d.name
-            );
+            anyhow::ensure!(!all.iter().any(|a| a.name == d.name), "{}: rollout {:?} is declared twice in {file}", f.display(), d.name);
             all.push(d);
         }
     }
@@ -53,8 +43,7 @@ async fn apply(c: &Client, doc: &RolloutDoc) -> anyhow::Result<&'static str> {
     let url = format!("{}/v1/rollouts/{}", c.base, doc.name);
     let current = send(c, c.http.get(&url)).await?;
     if let (200, Some(body)) = &current {
-        let stored: Rollout = serde_json::from_value(body.clone())
-            .context("unexpected rollout from the controller")?;
+        let stored: Rollout = serde_json::from_value(body.clone()).context("unexpected rollout from the controller")?;
         if manifest::unchanged(&doc.spec, &stored) {
             return Ok("unchanged");
         }
@@ -67,18 +56,12 @@ async fn apply(c: &Client, doc: &RolloutDoc) -> anyhow::Result<&'static str> {
     }
 }
 
-async fn send(
-    c: &Client,
-    rb: reqwest::RequestBuilder,
-) -> anyhow::Result<(u16, Option<serde_json::Value>)> {
+async fn send(c: &Client, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Option<serde_json::Value>)> {
     let rb = match &c.token {
         Some(t) => rb.bearer_auth(t),
         None => rb,
     };
-    let resp = rb
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the controller at {}", c.base))?;
+    let resp = rb.send().await.with_context(|| format!("cannot reach the controller at {}", c.base))?;
     let status = resp.status().as_u16();
     let body = resp.json::<serde_json::Value>().await.ok();
     if status != 404 && !(200..300).contains(&status) {
@@ -88,7 +71,5 @@ async fn send(
 }
 
 fn message(body: Option<&serde_json::Value>) -> &str {
-    body.and_then(|b| b.pointer("/error/message"))
-        .and_then(|m| m.as_str())
-        .unwrap_or("(no message)")
+    body.and_then(|b| b.pointer("/error/message")).and_then(|m| m.as_str()).unwrap_or("(no message)")
 }

@@ -25,13 +25,7 @@ pub fn summary(v: &Value) -> String {
     let spec = &v["spec"];
     let mut out = String::new();
     let phase = s["phase"].as_str().unwrap_or("?");
-    let _ = writeln!(
-        out,
-        "{}  {}  weight {}%",
-        v["name"].as_str().unwrap_or("?"),
-        phase.replace('_', " "),
-        number(s["weight"].as_f64().unwrap_or(0.0))
-    );
+    let _ = writeln!(out, "{}  {}  weight {}%", v["name"].as_str().unwrap_or("?"), phase.replace('_', " "), number(s["weight"].as_f64().unwrap_or(0.0)));
     let _ = writeln!(
         out,
         "{} (stable) → {} (canary)   {}",
@@ -45,17 +39,10 @@ pub fn summary(v: &Value) -> String {
     if let Some(m) = s["message"].as_str().filter(|m| !m.is_empty()) {
         let _ = writeln!(out, "why    {m}");
     }
-    let gates = s["last_verdict"]["gates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let gates = s["last_verdict"]["gates"].as_array().cloned().unwrap_or_default();
     if !gates.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<26} {:>11} {:>11} {:<17} {:<22} {:<22}",
-            "GATE", "CANARY", "STABLE", "STATUS", "DETECTOR (≥ fails)", "PROOF (≥ passes)"
-        );
+        let _ = writeln!(out, "{:<26} {:>11} {:>11} {:<17} {:<22} {:<22}", "GATE", "CANARY", "STABLE", "STATUS", "DETECTOR (≥ fails)", "PROOF (≥ passes)");
         for g in &gates {
             let metric: Option<Metric> = serde_json::from_value(g["metric"].clone()).ok();
             let value = |x: &Value| match (x.as_f64(), metric) {
@@ -67,11 +54,7 @@ pub fn summary(v: &Value) -> String {
                 (Some(a), Some(b)) => format!("{} / {}", short(a), short(b)),
                 _ => "–".into(),
             };
-            let critical = if g["critical"] == Value::Bool(true) {
-                " (critical)"
-            } else {
-                ""
-            };
+            let critical = if g["critical"] == Value::Bool(true) { " (critical)" } else { "" };
             let _ = writeln!(
                 out,
                 "{:<26} {:>11} {:>11} {:<17} {:<22} {:<22}",
@@ -83,33 +66,21 @@ pub fn summary(v: &Value) -> String {
                 evidence(&g["proof"]),
             );
             if let Some(note) = g["note"].as_str().filter(|n| !n.is_empty()) {
-                let _ = writeln!(
-                    out,
-                    "    {} — {note}",
-                    g["threshold"].as_str().unwrap_or("")
-                );
+                let _ = writeln!(out, "    {} — {note}", g["threshold"].as_str().unwrap_or(""));
             }
         }
     }
     let window = &v["live"]["window"];
     let requests = |side: &str| window[side]["requests"].as_u64().unwrap_or(0);
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "window {} stable · {} canary requests",
-        requests("stable"),
-        requests("canary")
-    );
+    let _ = writeln!(out, "window {} stable · {} canary requests", requests("stable"), requests("canary"));
     out
 }
 
 /// `[1 ■] [5 ●] [25 □]`: done, current, to come.
 fn step_bar(spec: &Value, s: &Value) -> Option<String> {
     let steps: Vec<f64> = match spec["steps"].as_array() {
-        Some(a) => a
-            .iter()
-            .filter_map(|x| x.as_f64().or_else(|| x["weight"].as_f64()))
-            .collect(),
+        Some(a) => a.iter().filter_map(|x| x.as_f64().or_else(|| x["weight"].as_f64())).collect(),
         None if spec["strategy"] == "blue_green" => return Some(blue_green_bar(s)),
         None if spec["weight"].is_number() => return None,
         None => fledge_core::rollout::DEFAULT_STEPS.to_vec(),
@@ -123,16 +94,9 @@ fn step_bar(spec: &Value, s: &Value) -> Option<String> {
     }
     for (i, w) in steps.iter().enumerate() {
         let index = i + usize::from(shadow);
-        cells.push(cell(
-            &format!("{}%", number(*w)),
-            current.map(|c| c.cmp(&index)),
-            ended,
-        ));
+        cells.push(cell(&format!("{}%", number(*w)), current.map(|c| c.cmp(&index)), ended));
     }
-    let at = current.map_or_else(
-        || "not started".to_string(),
-        |c| format!("step {} of {}", c + 1, steps.len() + usize::from(shadow)),
-    );
+    let at = current.map_or_else(|| "not started".to_string(), |c| format!("step {} of {}", c + 1, steps.len() + usize::from(shadow)));
     Some(format!("{}   {at}", cells.join(" ")))
 }
 
@@ -159,10 +123,7 @@ fn blue_green_bar(s: &Value) -> String {
 
 fn confirmation(c: &Value) -> String {
     match (c["confirmed"].as_u64(), c["proxies"].as_u64()) {
-        (Some(n), Some(m)) => format!(
-            "confirmed by {n}/{m} proxies (generation {})",
-            c["generation"]
-        ),
+        (Some(n), Some(m)) => format!("confirmed by {n}/{m} proxies (generation {})", c["generation"]),
         _ => "no proxy has reported".into(),
     }
 }
@@ -207,39 +168,15 @@ mod tests {
     #[test]
     fn the_summary_reads_like_a_status_page() {
         let text = summary(&rollout());
-        assert!(
-            text.starts_with("support  progressing  weight 25%\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("v1 (stable) → v2 (canary)   confirmed by 2/2 proxies (generation 7)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("steps  [1% ■] [25% ●] [100% □]   step 2 of 3"),
-            "{text}"
-        );
+        assert!(text.starts_with("support  progressing  weight 25%\n"), "{text}");
+        assert!(text.contains("v1 (stable) → v2 (canary)   confirmed by 2/2 proxies (generation 7)"), "{text}");
+        assert!(text.contains("steps  [1% ■] [25% ●] [100% □]   step 2 of 3"), "{text}");
         assert!(text.contains("error_rate"), "{text}");
-        assert!(
-            text.contains("1.10%") && text.contains("1.00%") && text.contains("insufficient data"),
-            "{text}"
-        );
-        assert!(
-            text.contains("0.50 / 400") && text.contains("3.20 / 10.00"),
-            "{text}"
-        );
-        assert!(
-            text.contains("latency_p99_ms (critical)") && text.contains("312.3 ms"),
-            "{text}"
-        );
-        assert!(
-            text.contains("needs about 120 more canary requests"),
-            "{text}"
-        );
-        assert!(
-            text.contains("window 900 stable · 300 canary requests"),
-            "{text}"
-        );
+        assert!(text.contains("1.10%") && text.contains("1.00%") && text.contains("insufficient data"), "{text}");
+        assert!(text.contains("0.50 / 400") && text.contains("3.20 / 10.00"), "{text}");
+        assert!(text.contains("latency_p99_ms (critical)") && text.contains("312.3 ms"), "{text}");
+        assert!(text.contains("needs about 120 more canary requests"), "{text}");
+        assert!(text.contains("window 900 stable · 300 canary requests"), "{text}");
     }
 
     #[test]
@@ -250,14 +187,6 @@ mod tests {
         assert!(summary(&r).contains("[shadow ●] [1% □]"), "{}", summary(&r));
         let bg = json!({"name": "b", "spec": {"stable": "v1", "canary": "v2", "strategy": "blue_green"}, "status": {"phase": "baking", "weight": 100.0}});
         assert!(summary(&bg).contains("[preview ■] [switch → bake ●]"));
-        assert_eq!(
-            (
-                final_exit("succeeded"),
-                final_exit("rolled_back"),
-                final_exit("aborted"),
-                final_exit("paused")
-            ),
-            (Some(0), Some(1), Some(1), None)
-        );
+        assert_eq!((final_exit("succeeded"), final_exit("rolled_back"), final_exit("aborted"), final_exit("paused")), (Some(0), Some(1), Some(1), None));
     }
 }

@@ -129,10 +129,7 @@ impl Cluster {
     pub fn new(replica: String, shared: bool) -> Self {
         Self {
             replica,
-            instance: format!(
-                "{:016x}",
-                getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))
-            ),
+            instance: format!("{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id()))),
             shared,
             leadership: Mutex::new(Leadership::default()),
             changes: AtomicU64::new(0),
@@ -156,9 +153,7 @@ impl Cluster {
     }
 
     fn leadership(&self) -> std::sync::MutexGuard<'_, Leadership> {
-        self.leadership
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.leadership.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether and how the analysis may decide now.
@@ -167,10 +162,7 @@ impl Cluster {
             return Lead::Alone;
         }
         match self.leadership().held {
-            Some((epoch, until)) if Instant::now() < until => Lead::Fenced(Fence {
-                replica: self.replica.clone(),
-                epoch,
-            }),
+            Some((epoch, until)) if Instant::now() < until => Lead::Fenced(Fence { replica: self.replica.clone(), epoch }),
             _ => Lead::No,
         }
     }
@@ -217,12 +209,8 @@ impl Cluster {
             self.changes.fetch_add(1, Ordering::Relaxed);
             let epoch = self.leadership().held.map(|(e, _)| e);
             match now {
-                Role::Leader => {
-                    tracing::info!(replica = %self.replica, epoch, "this replica is now the leader")
-                }
-                Role::Follower => {
-                    tracing::warn!(replica = %self.replica, "this replica is no longer the leader")
-                }
+                Role::Leader => tracing::info!(replica = %self.replica, epoch, "this replica is now the leader"),
+                Role::Follower => tracing::warn!(replica = %self.replica, "this replica is no longer the leader"),
             }
         }
     }
@@ -285,9 +273,7 @@ impl Cluster {
 
     /// The right to read and merge the log (one reader at a time).
     pub fn tailing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.tailing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tailing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn tailed(&self) -> i64 {
@@ -305,11 +291,7 @@ pub fn spawn(state: crate::AppState) -> Vec<tokio::task::JoinHandle<()>> {
     if !state.cluster().is_shared() {
         return Vec::new();
     }
-    vec![
-        tokio::spawn(lease(state.clone())),
-        tokio::spawn(follow(state.clone())),
-        tokio::spawn(flush(state)),
-    ]
+    vec![tokio::spawn(lease(state.clone())), tokio::spawn(follow(state.clone())), tokio::spawn(flush(state))]
 }
 
 /// Runs store work off the runtime. A failure is logged as `failed` and is `None`; so is a panic.
@@ -355,8 +337,7 @@ async fn lease(state: crate::AppState) {
             None => state.cluster().renewal_failed(),
         }
         // The leader forgets old log entries (any replica could; one is enough).
-        if state.cluster().role() == Role::Leader && last_prune.elapsed() >= Duration::from_secs(10)
-        {
+        if state.cluster().role() == Role::Leader && last_prune.elapsed() >= Duration::from_secs(10) {
             last_prune = Instant::now();
             let before = crate::state::now_ms().saturating_sub(LOG_KEEP_MS);
             blocking(&state, "cannot prune the data log", move |s| {
@@ -441,18 +422,12 @@ async fn flush(state: crate::AppState) {
             if batch.is_empty() {
                 break;
             }
-            let (entries, waiting): (Vec<LogEntry>, Vec<_>) =
-                batch.into_iter().map(|w| (w.entry, w.done)).unzip();
+            let (entries, waiting): (Vec<LogEntry>, Vec<_>) = batch.into_iter().map(|w| (w.entry, w.done)).unzip();
             let s = state.clone();
-            let result: Result<Vec<bool>, StoreError> =
-                match tokio::task::spawn_blocking(move || {
-                    s.log_append(entries, crate::state::now_ms())
-                })
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(StoreError::PgGone),
-                };
+            let result: Result<Vec<bool>, StoreError> = match tokio::task::spawn_blocking(move || s.log_append(entries, crate::state::now_ms())).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::PgGone),
+            };
             match result {
                 Ok(fresh) => {
                     // Merged here before the answers go out: a report acknowledged by this replica is

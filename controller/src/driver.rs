@@ -14,10 +14,10 @@ use std::time::Duration;
 use fledge_core::analysis::judge;
 
 use crate::error::ApiError;
+use crate::store::Fence;
 use crate::machine::{self, Input};
 use crate::model::{Phase, Rollout};
 use crate::state::{now_ms, AppState};
-use crate::store::Fence;
 use crate::totals::Interval;
 
 const TICK: Duration = Duration::from_millis(25);
@@ -38,8 +38,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             let now = now_ms();
             // A bug in one tick must not end the analysis of every rollout for the life of the process.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick_once(&state, now)))
-            {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick_once(&state, now))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "analysis tick failed"),
                 Err(_) => tracing::error!("analysis tick panicked; continuing with the next tick"),
@@ -58,9 +57,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 /// One pass over the rollouts; public so tests can drive time themselves.
 pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
     // Several replicas: only the leader judges, and each of its commits is fenced by its lease.
-    let Some(fence) = state.cluster().lead().decider() else {
-        return Ok(());
-    };
+    let Some(fence) = state.cluster().lead().decider() else { return Ok(()) };
     let view = state.view();
     for r in view.rollouts() {
         let input = match r.status.phase {
@@ -82,38 +79,18 @@ pub fn tick_once(state: &AppState, now: u64) -> Result<(), ApiError> {
 fn judgement(state: &AppState, r: &Rollout, now: u64) -> Option<Input> {
     let spec = r.analysis()?;
     let step = r.status.step.unwrap_or(0);
-    let looked = state.live().take_look(
-        &r.name,
-        r.status.window,
-        step,
-        (&r.spec.stable, &r.spec.canary),
-        r.interval_ms(),
-        now,
-    )?;
+    let looked = state.live().take_look(&r.name, r.status.window, step, (&r.spec.stable, &r.spec.canary), r.interval_ms(), now)?;
     let mut step_state = machine::step_state(r);
     // An approval step's grant releases it, like a resume does a manual one.
     step_state.released |= state.approvals().granted(r);
     let verdict = judge(spec, &step_state, &looked.look(), now);
-    let interval = Interval {
-        started_at_ms: looked.interval_started_ms,
-        ended_at_ms: now,
-        stable: looked.stable,
-        canary: looked.canary,
-    };
+    let interval = Interval { started_at_ms: looked.interval_started_ms, ended_at_ms: now, stable: looked.stable, canary: looked.canary };
     Some(Input::judged_on(verdict, looked.scheduled, interval))
 }
 
 /// Commits `input` unless the rollout changed since `seen` was read.
-fn commit_if_current(
-    state: &AppState,
-    seen: &Rollout,
-    input: Input,
-    now: u64,
-    fence: Option<Fence>,
-) -> Result<(), ApiError> {
-    match state.apply_as(&seen.name, now, fence, input, |current| {
-        current.status.revision == seen.status.revision
-    }) {
+fn commit_if_current(state: &AppState, seen: &Rollout, input: Input, now: u64, fence: Option<Fence>) -> Result<(), ApiError> {
+    match state.apply_as(&seen.name, now, fence, input, |current| current.status.revision == seen.status.revision) {
         Ok(_) => Ok(()),
         // Another change won the race between the look and the commit (or this replica lost the
         // lease meanwhile); the next tick judges again, if it still leads.

@@ -51,18 +51,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let mut resp = (
-            status,
-            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
-        )
-            .into_response();
+        let mut resp = (status, Json(json!({ "error": { "code": code, "message": self.to_string() } }))).into_response();
         if matches!(self, ApiError::TooLarge { .. }) {
             // The body may have been cut off unread (past the drain limit): this connection carries
             // no further request.
-            resp.headers_mut().insert(
-                axum::http::header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
         }
         resp
     }
@@ -88,9 +81,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::BadRequest(format!("malformed JSON: {e}"))
-            }
+            Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest(format!("malformed JSON: {e}")),
             Category::Data => ApiError::Invalid(e.to_string()),
         }
     })
@@ -116,11 +107,8 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         let mut kept: Vec<u8> = Vec::new();
         let mut seen: usize = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame
-                .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
+            let frame = frame.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
             seen = seen.saturating_add(data.len());
             if seen <= limit {
                 kept.extend_from_slice(&data);

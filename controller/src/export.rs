@@ -28,10 +28,7 @@ use crate::state::{now_ms, AppState};
 /// Rows read from the store per page.
 const PAGE: usize = 512;
 
-pub async fn export(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn export(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let (rollout, last_seq, first_interval) = state.export_start(&name)?;
     let upto_n = rollout.status.totals.intervals;
     let kept_from = first_interval.unwrap_or(upto_n.saturating_add(1));
@@ -41,25 +38,14 @@ pub async fn export(
         "rollout": rollout.as_ref(),
         "intervals_dropped": kept_from.saturating_sub(1).min(upto_n),
     });
-    let cursor = Cursor {
-        state,
-        rollout,
-        part: Part::Header(header),
-        last_seq,
-        upto_n,
-        intervals: 0,
-        events: 0,
-    };
+    let cursor = Cursor { state, rollout, part: Part::Header(header), last_seq, upto_n, intervals: 0, events: 0 };
     let body = Body::from_stream(futures_util::stream::unfold(cursor, |mut c| async move {
         let chunk = c.next_chunk()?;
         Some((Ok::<_, std::convert::Infallible>(chunk), c))
     }));
     let mut resp = body.into_response();
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/jsonl"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.jsonl\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -100,47 +86,39 @@ impl Cursor {
                 out.extend(line(&h));
                 self.part = Part::Intervals(0);
             }
-            Part::Intervals(after) => {
-                match self.state.intervals_page(&name, after, self.upto_n, PAGE) {
-                    Ok(rows) if rows.is_empty() => self.part = Part::Events(0),
-                    Ok(rows) => {
-                        let mut last = after;
-                        for (n, body) in rows {
-                            last = n;
-                            for l in interval_lines(&name, &body) {
-                                out.extend(line(&l));
-                                self.intervals += 1;
-                            }
+            Part::Intervals(after) => match self.state.intervals_page(&name, after, self.upto_n, PAGE) {
+                Ok(rows) if rows.is_empty() => self.part = Part::Events(0),
+                Ok(rows) => {
+                    let mut last = after;
+                    for (n, body) in rows {
+                        last = n;
+                        for l in interval_lines(&name, &body) {
+                            out.extend(line(&l));
+                            self.intervals += 1;
                         }
-                        self.part = Part::Intervals(last);
                     }
-                    Err(e) => out.extend(failed(&e)),
+                    self.part = Part::Intervals(last);
                 }
-            }
-            Part::Events(after) => {
-                match self.state.events_page(&name, after, self.last_seq, PAGE) {
-                    Ok(rows) if rows.is_empty() => self.part = Part::End,
-                    Ok(rows) => {
-                        let mut last = after;
-                        for (seq, body) in rows {
-                            last = seq;
-                            let mut event = json!({"type": "event", "rollout": name, "seq": seq});
-                            if let (Some(fields), Value::Object(body)) =
-                                (event.as_object_mut(), body)
-                            {
-                                fields.extend(body);
-                            }
-                            out.extend(line(&event));
-                            self.events += 1;
+                Err(e) => out.extend(failed(&e)),
+            },
+            Part::Events(after) => match self.state.events_page(&name, after, self.last_seq, PAGE) {
+                Ok(rows) if rows.is_empty() => self.part = Part::End,
+                Ok(rows) => {
+                    let mut last = after;
+                    for (seq, body) in rows {
+                        last = seq;
+                        let mut event = json!({"type": "event", "rollout": name, "seq": seq});
+                        if let (Some(fields), Value::Object(body)) = (event.as_object_mut(), body) {
+                            fields.extend(body);
                         }
-                        self.part = Part::Events(last);
+                        out.extend(line(&event));
+                        self.events += 1;
                     }
-                    Err(e) => out.extend(failed(&e)),
+                    self.part = Part::Events(last);
                 }
-            }
-            Part::End => out.extend(line(
-                &json!({"type": "end", "intervals": self.intervals, "events": self.events}),
-            )),
+                Err(e) => out.extend(failed(&e)),
+            },
+            Part::End => out.extend(line(&json!({"type": "end", "intervals": self.intervals, "events": self.events}))),
             Part::Done => return None,
         }
         Some(Bytes::from(out))
@@ -149,11 +127,7 @@ impl Cursor {
 
 /// A stored interval's lines: one per version, each carrying the interval's fields.
 fn interval_lines(rollout: &str, body: &Value) -> Vec<Value> {
-    let versions = body
-        .get("versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let versions = body.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
     versions
         .into_iter()
         .map(|v| {

@@ -59,14 +59,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(state: AppState, dir: PathBuf, prune: bool) -> Self {
         let router = crate::app(state.clone());
-        Self {
-            state,
-            router,
-            dir,
-            prune,
-            contents: None,
-            unreadable: false,
-        }
+        Self { state, router, dir, prune, contents: None, unreadable: false }
     }
 
     /// One pass: read the directory; if anything changed, apply what the changed files declare.
@@ -100,10 +93,7 @@ impl Watcher {
         for (path, bytes) in &contents {
             let file = path.display().to_string();
             let parsed = std::str::from_utf8(bytes)
-                .map_err(|_| manifest::DocError::File {
-                    file: file.clone(),
-                    reason: "not UTF-8 text".into(),
-                })
+                .map_err(|_| manifest::DocError::File { file: file.clone(), reason: "not UTF-8 text".into() })
                 .and_then(|text| manifest::parse(&file, text));
             let docs = match parsed {
                 Ok(docs) => docs,
@@ -115,10 +105,7 @@ impl Watcher {
                     continue;
                 }
             };
-            if let Some((other, d)) = docs
-                .iter()
-                .find_map(|d| declared.get(&d.name).map(|(p, _)| (p.clone(), d)))
-            {
+            if let Some((other, d)) = docs.iter().find_map(|d| declared.get(&d.name).map(|(p, _)| (p.clone(), d))) {
                 refused = true;
                 if changed(path) {
                     tracing::error!(file = %file, "refused rollout file {file}: rollout {:?} is already declared in {}; nothing from it was applied", d.name, other.display());
@@ -141,12 +128,7 @@ impl Watcher {
         // Prune only from a directory read completely: a refused file's rollouts are unknown, and must
         // not be deleted because of a typo.
         if self.prune && !refused {
-            let stored: Vec<String> = self
-                .state
-                .view()
-                .rollouts()
-                .map(|r| r.name.clone())
-                .collect();
+            let stored: Vec<String> = self.state.view().rollouts().map(|r| r.name.clone()).collect();
             let wanted: BTreeSet<&String> = declared.keys().collect();
             for name in stored.iter().filter(|n| !wanted.contains(n)) {
                 match self.call(Method::DELETE, name, None).await {
@@ -165,12 +147,7 @@ impl Watcher {
     /// Applies one document unless the stored rollout already matches it; true when it was PUT.
     async fn apply(&self, path: &Path, name: &str, doc: &RolloutDoc) -> bool {
         let file = path.display();
-        if self
-            .state
-            .view()
-            .rollout(name)
-            .is_some_and(|r| manifest::unchanged(&doc.spec, r))
-        {
+        if self.state.view().rollout(name).is_some_and(|r| manifest::unchanged(&doc.spec, r)) {
             tracing::debug!(rollout = %name, file = %file, "rollout unchanged");
             return false;
         }
@@ -188,15 +165,8 @@ impl Watcher {
     }
 
     /// One request through the API router, authorized like a client with the configured token.
-    async fn call(
-        &self,
-        method: Method,
-        name: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<u16, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("/v1/rollouts/{name}"));
+    async fn call(&self, method: Method, name: &str, body: Option<&serde_json::Value>) -> Result<u16, String> {
+        let mut req = Request::builder().method(method).uri(format!("/v1/rollouts/{name}"));
         if let Some(token) = &self.state.settings().token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -204,33 +174,16 @@ impl Watcher {
             Some(v) => Body::from(serde_json::to_vec(v).map_err(|e| e.to_string())?),
             None => Body::empty(),
         };
-        let req = req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .map_err(|e| e.to_string())?;
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let req = req.header(header::CONTENT_TYPE, "application/json").body(body).map_err(|e| e.to_string())?;
+        let resp = self.router.clone().oneshot(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         if status.is_success() {
             return Ok(status.as_u16());
         }
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
+            .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
         Err(format!("{status}: {message}"))
     }

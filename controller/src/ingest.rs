@@ -37,10 +37,7 @@ pub async fn reports(
     })?;
     drop(slot);
     if !state.cluster().is_shared() {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(merge_report(&state, report, now_ms())),
-        ));
+        return Ok((StatusCode::ACCEPTED, Json(merge_report(&state, report, now_ms()))));
     }
     // Several replicas: the report is acknowledged once it is in the shared log, from which every
     // replica (this one included) merges it; a retry of it to any replica is not appended again.
@@ -72,19 +69,7 @@ pub async fn reports(
     )
     .await?;
     state.counters().report(!fresh);
-    let ingested = if fresh {
-        Ingested {
-            duplicate: false,
-            merged,
-            ignored,
-        }
-    } else {
-        Ingested {
-            duplicate: true,
-            merged: 0,
-            ignored: 0,
-        }
-    };
+    let ingested = if fresh { Ingested { duplicate: false, merged, ignored } } else { Ingested { duplicate: true, merged: 0, ignored: 0 } };
     Ok((StatusCode::ACCEPTED, Json(ingested)))
 }
 
@@ -101,43 +86,24 @@ async fn append(state: &AppState, entry: LogEntry) -> Result<bool, ApiError> {
         .map_err(|why| ApiError::Unavailable(format!("{why}; try again")))?;
     match answer.await {
         Ok(Ok(fresh)) => Ok(fresh),
-        Ok(Err(why)) => Err(ApiError::Unavailable(format!(
-            "cannot write to the database: {why}"
-        ))),
-        Err(_) => Err(ApiError::Unavailable(
-            "the controller is shutting down".into(),
-        )),
+        Ok(Err(why)) => Err(ApiError::Unavailable(format!("cannot write to the database: {why}"))),
+        Err(_) => Err(ApiError::Unavailable("the controller is shutting down".into())),
     }
 }
 
 /// Late outcomes for `rollout`'s current window: merged here, or (several replicas) through the log.
-pub async fn add_outcomes(
-    state: &AppState,
-    rollout: &str,
-    items: Vec<(String, VersionStats)>,
-) -> Result<(), ApiError> {
+pub async fn add_outcomes(state: &AppState, rollout: &str, items: Vec<(String, VersionStats)>) -> Result<(), ApiError> {
     if !state.cluster().is_shared() {
         merge_outcomes(state, rollout, items, now_ms());
         return Ok(());
     }
-    let body = serde_json::to_vec(&json!({ "rollout": rollout, "items": items }))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    append(
-        state,
-        LogEntry {
-            key: None,
-            kind: KIND_OUTCOMES.into(),
-            body,
-        },
-    )
-    .await?;
+    let body = serde_json::to_vec(&json!({ "rollout": rollout, "items": items })).map_err(|e| ApiError::Internal(e.to_string()))?;
+    append(state, LogEntry { key: None, kind: KIND_OUTCOMES.into(), body }).await?;
     Ok(())
 }
 
 fn merge_outcomes(state: &AppState, rollout: &str, items: Vec<(String, VersionStats)>, now: u64) {
-    let Some(window) = state.view().rollout(rollout).map(|r| r.status.window) else {
-        return;
-    };
+    let Some(window) = state.view().rollout(rollout).map(|r| r.status.window) else { return };
     state.live().add_outcomes(rollout, window, now, items);
     state.data_arrived();
 }
@@ -152,9 +118,7 @@ pub fn tail(state: &AppState) -> Result<usize, crate::store::StoreError> {
     let mut total = 0;
     loop {
         let entries = state.log_after(state.cluster().tailed(), TAIL_BATCH)?;
-        let Some(last) = entries.last().map(|(id, _, _)| *id) else {
-            return Ok(total);
-        };
+        let Some(last) = entries.last().map(|(id, _, _)| *id) else { return Ok(total) };
         let now = now_ms();
         let n = entries.len();
         for (id, kind, body) in entries {
@@ -163,21 +127,13 @@ pub fn tail(state: &AppState) -> Result<usize, crate::store::StoreError> {
                     Ok(r) => {
                         merge_report(state, r, now);
                     }
-                    Err(e) => {
-                        tracing::warn!(id, error = %e, "unreadable report in the data log; skipped")
-                    }
+                    Err(e) => tracing::warn!(id, error = %e, "unreadable report in the data log; skipped"),
                 },
                 KIND_OUTCOMES => match serde_json::from_slice::<LoggedOutcomes>(&body) {
                     Ok(o) => merge_outcomes(state, &o.rollout, o.items, now),
-                    Err(e) => {
-                        tracing::warn!(id, error = %e, "unreadable outcomes in the data log; skipped")
-                    }
+                    Err(e) => tracing::warn!(id, error = %e, "unreadable outcomes in the data log; skipped"),
                 },
-                other => tracing::warn!(
-                    id,
-                    kind = other,
-                    "unknown entry in the data log (from a newer fledge?); skipped"
-                ),
+                other => tracing::warn!(id, kind = other, "unknown entry in the data log (from a newer fledge?); skipped"),
             }
         }
         state.cluster().set_tailed(last);
@@ -202,13 +158,7 @@ fn merge_report(state: &AppState, mut report: report::IncomingReport, now: u64) 
         .versions
         .iter_mut()
         .filter(|v| !v.segments.is_empty())
-        .map(|v| {
-            (
-                v.rollout.clone(),
-                v.version.clone(),
-                std::mem::take(&mut v.segments),
-            )
-        })
+        .map(|v| (v.rollout.clone(), v.version.clone(), std::mem::take(&mut v.segments)))
         .collect();
     let fallbacks = std::mem::take(&mut report.fallbacks);
     let (proxy, epoch) = (report.proxy.clone(), report.epoch.clone());
@@ -218,11 +168,7 @@ fn merge_report(state: &AppState, mut report: report::IncomingReport, now: u64) 
             stable: r.spec.stable.as_str(),
             canary: r.spec.canary.as_str(),
             window: r.status.window,
-            samples: r
-                .spec
-                .shadow
-                .as_ref()
-                .map_or(0, |s| s.capture.samples as usize),
+            samples: r.spec.shadow.as_ref().map_or(0, |s| s.capture.samples as usize),
         })
     };
     let ingested = state.live().ingest(report, now, current);
@@ -255,29 +201,13 @@ fn merge_report(state: &AppState, mut report: report::IncomingReport, now: u64) 
 /// A proxy reports that it sent a rollout to stable after losing the controller: pause it at 0 %,
 /// once — unless its routing changed since the config the proxy fell back on (that newer config
 /// lifts the fallback anyway).
-fn controller_lost(
-    state: &AppState,
-    proxy: &str,
-    f: &fledge_core::fallback::FellBack,
-    fence: Option<crate::store::Fence>,
-) {
-    let input = Input::ControllerLost {
-        proxy: proxy.to_string(),
-        after_seconds: f.after_seconds,
-    };
-    let still = |r: &Rollout| {
-        r.status.generation <= f.generation
-            && !r.status.phase.is_terminal()
-            && r.status.phase != crate::model::Phase::Manual
-    };
+fn controller_lost(state: &AppState, proxy: &str, f: &fledge_core::fallback::FellBack, fence: Option<crate::store::Fence>) {
+    let input = Input::ControllerLost { proxy: proxy.to_string(), after_seconds: f.after_seconds };
+    let still = |r: &Rollout| r.status.generation <= f.generation && !r.status.phase.is_terminal() && r.status.phase != crate::model::Phase::Manual;
     match state.apply_as(&f.rollout, now_ms(), fence, input, still) {
-        Ok(Some(r)) => {
-            tracing::warn!(rollout = %f.rollout, %proxy, after_seconds = f.after_seconds, generation = r.status.generation, "a proxy lost the controller and sent the rollout to stable: paused at 0 %")
-        }
+        Ok(Some(r)) => tracing::warn!(rollout = %f.rollout, %proxy, after_seconds = f.after_seconds, generation = r.status.generation, "a proxy lost the controller and sent the rollout to stable: paused at 0 %"),
         Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(rollout = %f.rollout, %proxy, error = %e, "cannot pause the rollout a proxy sent to stable")
-        }
+        Err(e) => tracing::warn!(rollout = %f.rollout, %proxy, error = %e, "cannot pause the rollout a proxy sent to stable"),
     }
 }
 
@@ -308,25 +238,13 @@ impl Evaluation {
     /// As version counts: `evaluations[name]` with one score and/or one label (`pass` counts as
     /// passed; any other label as labelled but not passed).
     pub fn to_stats(&self) -> Result<VersionStats, String> {
-        if fledge_core::analysis::Gate::evaluation(
-            fledge_core::analysis::Metric::EvaluationScore,
-            &self.name,
-            fledge_core::analysis::Threshold::MaxDecrease(0.0),
-            false,
-        )
-        .is_err()
-        {
-            return Err(format!(
-                "evaluation name {:?} must be 1-64 letters, digits, '.', '_' or '-'",
-                self.name
-            ));
+        if fledge_core::analysis::Gate::evaluation(fledge_core::analysis::Metric::EvaluationScore, &self.name, fledge_core::analysis::Threshold::MaxDecrease(0.0), false).is_err() {
+            return Err(format!("evaluation name {:?} must be 1-64 letters, digits, '.', '_' or '-'", self.name));
         }
         let mut e = fledge_core::analysis::EvaluationStats::default();
         if let Some(score) = self.score {
             if !(score.is_finite() && score.abs() <= MAX_SCORE) {
-                return Err(format!(
-                    "evaluation score must be a finite number of magnitude at most {MAX_SCORE:e}"
-                ));
+                return Err(format!("evaluation score must be a finite number of magnitude at most {MAX_SCORE:e}"));
             }
             e.count = 1;
             e.sum = score;
@@ -362,19 +280,12 @@ fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
     match o.outcome.as_deref() {
         Some("success") => s.outcome_success = 1,
         Some("failure") => s.outcome_failure = 1,
-        Some(other) => {
-            return Err(bad(format!(
-                "outcome must be \"success\" or \"failure\", got {other:?}"
-            )))
-        }
+        Some(other) => return Err(bad(format!("outcome must be \"success\" or \"failure\", got {other:?}"))),
         None => {}
     }
     if let Some(c) = o.cost {
         if !fledge_core::outcome::valid_cost(c) {
-            return Err(bad(format!(
-                "cost must be a number from 0 to {:e}, got {c}",
-                fledge_core::outcome::MAX_COST
-            )));
+            return Err(bad(format!("cost must be a number from 0 to {:e}, got {c}", fledge_core::outcome::MAX_COST)));
         }
         s.cost_count = 1;
         s.cost_sum = c;
@@ -387,38 +298,22 @@ fn to_stats(o: &Outcome, i: usize) -> Result<VersionStats, ApiError> {
     if let Some(e) = &o.evaluation {
         s.merge(&e.to_stats().map_err(bad)?);
     }
-    if o.outcome.is_none()
-        && o.cost.is_none()
-        && o.policy_violations.is_none()
-        && o.evaluation.is_none()
-    {
-        return Err(bad(
-            "give at least one of outcome, cost, policy_violations, evaluation".into(),
-        ));
+    if o.outcome.is_none() && o.cost.is_none() && o.policy_violations.is_none() && o.evaluation.is_none() {
+        return Err(bad("give at least one of outcome, cost, policy_violations, evaluation".into()));
     }
     Ok(s)
 }
 
 /// Parses and validates an outcomes body against the rollout's versions: all or nothing.
-pub fn parse_outcomes(
-    body: &[u8],
-    stable: &str,
-    canary: &str,
-) -> Result<Vec<(String, VersionStats)>, ApiError> {
+pub fn parse_outcomes(body: &[u8], stable: &str, canary: &str) -> Result<Vec<(String, VersionStats)>, ApiError> {
     let items = match parse_json::<Value>(body)? {
         Value::Array(items) if items.len() > MAX_OUTCOMES => {
-            return Err(ApiError::Invalid(format!(
-                "{} outcomes in one request; at most {MAX_OUTCOMES} are accepted",
-                items.len()
-            )))
+            return Err(ApiError::Invalid(format!("{} outcomes in one request; at most {MAX_OUTCOMES} are accepted", items.len())))
         }
-        v @ (Value::Array(_) | Value::Object(_)) => serde_json::from_value::<Batch>(v)
-            .map_err(|_| ApiError::Invalid(describe_bad_batch(body)))?,
-        _ => {
-            return Err(ApiError::Invalid(
-                "body must be an outcome object or an array of them".into(),
-            ))
+        v @ (Value::Array(_) | Value::Object(_)) => {
+            serde_json::from_value::<Batch>(v).map_err(|_| ApiError::Invalid(describe_bad_batch(body)))?
         }
+        _ => return Err(ApiError::Invalid("body must be an outcome object or an array of them".into())),
     };
     let items = match items {
         Batch::Many(v) => v,

@@ -1,13 +1,5 @@
 //! fledge-controller: the `fledge` daemon's library.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 //!
 //! Holds the rollouts (SQLite under `--data`, or PostgreSQL with `--database`), publishes each change as a config generation that proxies
 //! pick up by long poll, and serves the REST API. `main.rs` is only the CLI edge.
@@ -16,9 +8,9 @@ pub mod actions;
 pub mod api;
 pub mod approval;
 pub mod cli;
+pub mod cluster;
 mod cli_apply;
 pub mod cli_view;
-pub mod cluster;
 pub mod driver;
 pub mod error;
 pub mod events;
@@ -26,13 +18,13 @@ pub mod export;
 pub mod gitops;
 pub mod ingest;
 pub mod live;
-pub mod machine;
 pub mod manifest;
 pub mod metrics;
+pub mod machine;
 pub mod model;
+pub mod otlp;
 pub mod module;
 pub mod notify;
-pub mod otlp;
 pub mod poll;
 pub mod pollers;
 pub mod readiness;

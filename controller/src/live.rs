@@ -48,11 +48,7 @@ pub struct Window {
 
 impl Window {
     fn new(seq: u64, now_ms: u64) -> Self {
-        Self {
-            seq,
-            started_at_ms: now_ms,
-            ..Self::default()
-        }
+        Self { seq, started_at_ms: now_ms, ..Self::default() }
     }
 
     pub fn stats(&self, version: &str) -> VersionStats {
@@ -69,11 +65,7 @@ impl Window {
     }
 
     fn add_shadow(&mut self, wire: &WireShadowStats) {
-        for s in [
-            &mut self.shadow,
-            &mut self.shadow_interval,
-            &mut self.shadow_step,
-        ] {
+        for s in [&mut self.shadow, &mut self.shadow_interval, &mut self.shadow_step] {
             wire.merge_into(s);
         }
         self.fresh = true;
@@ -203,23 +195,14 @@ pub struct Current<'a> {
 impl Live {
     /// Merges a report's deltas into the windows of rollouts it names whose version is current.
     /// `current` looks a rollout up; entries for anything else are dropped without allocating.
-    pub fn ingest<'a>(
-        &mut self,
-        report: IncomingReport,
-        now_ms: u64,
-        current: impl Fn(&str) -> Option<Current<'a>>,
-    ) -> Ingested {
+    pub fn ingest<'a>(&mut self, report: IncomingReport, now_ms: u64, current: impl Fn(&str) -> Option<Current<'a>>) -> Ingested {
         let key = (report.proxy, report.worker);
         if !self.workers.contains_key(&key) && self.workers.len() >= MAX_WORKERS {
             self.evict_oldest();
         }
         let worker = self.workers.entry(key).or_default();
         if !worker.accept(report.seq) {
-            return Ingested {
-                duplicate: true,
-                merged: 0,
-                ignored: 0,
-            };
+            return Ingested { duplicate: true, merged: 0, ignored: 0 };
         }
         if worker.last_seen_ms > 0 {
             worker.gap_ms = now_ms.saturating_sub(worker.last_seen_ms);
@@ -252,8 +235,7 @@ impl Live {
         for s in report.shadow {
             match current(&s.rollout) {
                 Some(c) => {
-                    self.window_for(&s.rollout, c.window, now_ms)
-                        .add_shadow(&s.stats);
+                    self.window_for(&s.rollout, c.window, now_ms).add_shadow(&s.stats);
                     if c.samples > 0 && !s.samples.is_empty() {
                         let kept = self.samples.entry(s.rollout).or_default();
                         kept.extend(s.samples);
@@ -266,21 +248,11 @@ impl Live {
                 None => ignored += 1,
             }
         }
-        Ingested {
-            duplicate: false,
-            merged,
-            ignored,
-        }
+        Ingested { duplicate: false, merged, ignored }
     }
 
     /// Outcomes reported later (not by a proxy) for a rollout's current window.
-    pub fn add_outcomes(
-        &mut self,
-        rollout: &str,
-        window: u64,
-        now_ms: u64,
-        items: Vec<(String, VersionStats)>,
-    ) {
+    pub fn add_outcomes(&mut self, rollout: &str, window: u64, now_ms: u64, items: Vec<(String, VersionStats)>) {
         let w = self.window_for(rollout, window, now_ms);
         for (version, stats) in items {
             w.add(&version, |s| s.merge(&stats));
@@ -290,10 +262,7 @@ impl Live {
     /// The rollout's window numbered `seq`; a window of another number (from before a restart of the
     /// analysis) is replaced by an empty one.
     pub fn window_for(&mut self, rollout: &str, seq: u64, now_ms: u64) -> &mut Window {
-        let w = self
-            .windows
-            .entry(rollout.to_string())
-            .or_insert_with(|| Window::new(seq, now_ms));
+        let w = self.windows.entry(rollout.to_string()).or_insert_with(|| Window::new(seq, now_ms));
         if w.seq != seq {
             *w = Window::new(seq, now_ms);
         }
@@ -308,15 +277,7 @@ impl Live {
     /// of the current step (`step`: the rollout's step index; a new one restarts the step counts),
     /// and whether this look is a scheduled one; `None` when there is nothing to look at (not due,
     /// and no new data). A scheduled look closes the interval: the next one starts empty.
-    pub fn take_look(
-        &mut self,
-        rollout: &str,
-        seq: u64,
-        step: usize,
-        versions: (&str, &str),
-        interval_ms: u64,
-        now_ms: u64,
-    ) -> Option<Looked> {
+    pub fn take_look(&mut self, rollout: &str, seq: u64, step: usize, versions: (&str, &str), interval_ms: u64, now_ms: u64) -> Option<Looked> {
         let w = self.window_for(rollout, seq, now_ms);
         if w.step_index != Some(step) {
             w.step_index = Some(step);
@@ -359,26 +320,18 @@ impl Live {
 
     /// The last mismatching shadow pairs of a rollout, oldest first.
     pub fn shadow_samples(&self, rollout: &str) -> Vec<ShadowSample> {
-        self.samples
-            .get(rollout)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.samples.get(rollout).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Forgets workers silent for long. Called periodically by the driver.
     pub fn evict(&mut self, now_ms: u64) -> usize {
         let before = self.workers.len();
-        self.workers
-            .retain(|_, w| w.silent_for(now_ms) <= EVICT_MS.max(w.gap_ms.saturating_mul(10)));
+        self.workers.retain(|_, w| w.silent_for(now_ms) <= EVICT_MS.max(w.gap_ms.saturating_mul(10)));
         before - self.workers.len()
     }
 
     fn evict_oldest(&mut self) {
-        let oldest = self
-            .workers
-            .iter()
-            .min_by_key(|(_, w)| w.last_seen_ms)
-            .map(|(k, _)| k.clone());
+        let oldest = self.workers.iter().min_by_key(|(_, w)| w.last_seen_ms).map(|(k, _)| k.clone());
         if let Some(k) = oldest {
             self.workers.remove(&k);
         }
@@ -401,31 +354,13 @@ impl Live {
             .map(|(proxy, workers)| {
                 // A worker without an epoch is a filter older than epochs: take its word for the generation.
                 let of_this_epoch = |w: &&WorkerSeen| w.epoch.as_deref().is_none_or(|e| e == epoch);
-                let applied = workers
-                    .iter()
-                    .map(|w| if of_this_epoch(w) { w.generation } else { None })
-                    .min()
-                    .flatten();
+                let applied = workers.iter().map(|w| if of_this_epoch(w) { w.generation } else { None }).min().flatten();
                 let confirmed = applied.is_some_and(|g| g >= generation);
                 let confirmed_at_ms = confirmed
-                    .then(|| {
-                        workers
-                            .iter()
-                            .filter_map(|w| {
-                                w.first_seen.range(generation..).map(|(_, at)| *at).min()
-                            })
-                            .max()
-                    })
+                    .then(|| workers.iter().filter_map(|w| w.first_seen.range(generation..).map(|(_, at)| *at).min()).max())
                     .flatten();
                 let last_report_ms = workers.iter().map(|w| w.last_seen_ms).max().unwrap_or(0);
-                ProxyConfirmation {
-                    proxy: proxy.to_string(),
-                    workers: workers.len(),
-                    applied_generation: applied,
-                    confirmed,
-                    confirmed_at_ms,
-                    last_report_ms,
-                }
+                ProxyConfirmation { proxy: proxy.to_string(), workers: workers.len(), applied_generation: applied, confirmed, confirmed_at_ms, last_report_ms }
             })
             .collect();
         Confirmation {
@@ -442,17 +377,8 @@ mod tests {
     use super::*;
     use fledge_core::report::{IncomingVersion, WireStats};
 
-    fn report(
-        proxy: &str,
-        worker: &str,
-        seq: u64,
-        generation: u64,
-        requests: u64,
-    ) -> IncomingReport {
-        let stats = WireStats {
-            requests,
-            ..WireStats::default()
-        };
+    fn report(proxy: &str, worker: &str, seq: u64, generation: u64, requests: u64) -> IncomingReport {
+        let stats = WireStats { requests, ..WireStats::default() };
         IncomingReport {
             proxy: proxy.into(),
             worker: worker.into(),
@@ -460,18 +386,8 @@ mod tests {
             generation: Some(generation),
             epoch: Some("e".into()),
             versions: vec![
-                IncomingVersion {
-                    rollout: "r".into(),
-                    version: "v2".into(),
-                    stats: stats.clone(),
-                    segments: vec![],
-                },
-                IncomingVersion {
-                    rollout: "gone".into(),
-                    version: "v2".into(),
-                    stats,
-                    segments: vec![],
-                },
+                IncomingVersion { rollout: "r".into(), version: "v2".into(), stats: stats.clone(), segments: vec![] },
+                IncomingVersion { rollout: "gone".into(), version: "v2".into(), stats, segments: vec![] },
             ],
             shadow: vec![],
             fallbacks: vec![],
@@ -479,12 +395,7 @@ mod tests {
     }
 
     fn current(name: &str) -> Option<Current<'static>> {
-        (name == "r").then_some(Current {
-            stable: "v1",
-            canary: "v2",
-            window: 1,
-            samples: 2,
-        })
+        (name == "r").then_some(Current { stable: "v1", canary: "v2", window: 1, samples: 2 })
     }
 
     #[test]
@@ -497,77 +408,34 @@ mod tests {
         let entry = |seq: u64, path: &str| {
             let mut r = report("p", "w", seq, 1, 1);
             r.shadow = vec![
-                IncomingShadow {
-                    rollout: "r".into(),
-                    stats: WireShadowStats {
-                        sent: 3,
-                        pairs: 2,
-                        ..WireShadowStats::default()
-                    },
-                    samples: vec![ShadowSample {
-                        path: path.into(),
-                        ..ShadowSample::default()
-                    }],
-                },
-                IncomingShadow {
-                    rollout: "gone".into(),
-                    stats: WireShadowStats::default(),
-                    samples: vec![],
-                },
+                IncomingShadow { rollout: "r".into(), stats: WireShadowStats { sent: 3, pairs: 2, ..WireShadowStats::default() }, samples: vec![ShadowSample { path: path.into(), ..ShadowSample::default() }] },
+                IncomingShadow { rollout: "gone".into(), stats: WireShadowStats::default(), samples: vec![] },
             ];
             r
         };
         for (seq, path) in [(1, "/a"), (2, "/b"), (3, "/c")] {
             live.ingest(entry(seq, path), 0, current);
         }
-        assert!(
-            live.ingest(entry(3, "/d"), 0, current).duplicate,
-            "a duplicate adds nothing"
-        );
+        assert!(live.ingest(entry(3, "/d"), 0, current).duplicate, "a duplicate adds nothing");
         assert_eq!(live.window("r").unwrap().shadow().sent, 9);
-        let kept: Vec<String> = live
-            .shadow_samples("r")
-            .into_iter()
-            .map(|s| s.path)
-            .collect();
+        let kept: Vec<String> = live.shadow_samples("r").into_iter().map(|s| s.path).collect();
         assert_eq!(kept, ["/b", "/c"], "the newest capture.samples");
         let look = live.take_look("r", 1, 0, ("v1", "v2"), 0, 10).unwrap();
         assert_eq!((look.shadow.sent, look.shadow_step.sent), (9, 9));
         let look = live.take_look("r", 1, 0, ("v1", "v2"), 0, 20);
-        assert!(
-            look.is_none_or(|l| l.shadow.sent == 0),
-            "the interval restarts after a scheduled look"
-        );
+        assert!(look.is_none_or(|l| l.shadow.sent == 0), "the interval restarts after a scheduled look");
     }
 
     #[test]
     fn duplicates_and_reordering_are_harmless() {
         let mut live = Live::default();
-        assert_eq!(
-            live.ingest(report("p", "w", 2, 1, 10), 0, current).merged,
-            1
-        );
-        assert_eq!(
-            live.ingest(report("p", "w", 1, 1, 5), 0, current).merged,
-            1,
-            "late but new"
-        );
-        assert!(
-            live.ingest(report("p", "w", 2, 1, 10), 0, current)
-                .duplicate
-        );
+        assert_eq!(live.ingest(report("p", "w", 2, 1, 10), 0, current).merged, 1);
+        assert_eq!(live.ingest(report("p", "w", 1, 1, 5), 0, current).merged, 1, "late but new");
+        assert!(live.ingest(report("p", "w", 2, 1, 10), 0, current).duplicate);
         assert!(live.ingest(report("p", "w", 1, 1, 5), 0, current).duplicate);
-        assert_eq!(
-            live.ingest(report("p", "other", 1, 1, 1), 0, current)
-                .ignored,
-            1,
-            "unknown rollout ignored"
-        );
+        assert_eq!(live.ingest(report("p", "other", 1, 1, 1), 0, current).ignored, 1, "unknown rollout ignored");
         assert_eq!(live.window("r").unwrap().stats("v2").requests, 16);
-        assert!(
-            live.window("gone").is_none(),
-            "no window for a rollout that does not exist"
-        );
+        assert!(live.window("gone").is_none(), "no window for a rollout that does not exist");
         // The analysis restarted (window 2): the old counts are not judged.
         assert_eq!(live.window_for("r", 2, 5).stats("v2").requests, 0);
     }
@@ -585,27 +453,15 @@ mod tests {
         let c = live.confirmation("e", 5, 400);
         assert_eq!((c.confirmed, c.proxies), (2, 2));
         assert_eq!(c.details[0].confirmed_at_ms, Some(300));
-        assert_eq!(
-            live.confirmation("other", 5, 400).confirmed,
-            0,
-            "generation 5 of another epoch is not ours"
-        );
-        assert_eq!(
-            live.confirmation("e", 5, 100_000).proxies,
-            0,
-            "silent proxies drop out"
-        );
+        assert_eq!(live.confirmation("other", 5, 400).confirmed, 0, "generation 5 of another epoch is not ours");
+        assert_eq!(live.confirmation("e", 5, 100_000).proxies, 0, "silent proxies drop out");
 
         // A worker reporting every 30 s stays counted between its reports.
         let mut live = Live::default();
         live.ingest(report("slow", "a", 1, 5, 0), 1_000, current);
         live.ingest(report("slow", "a", 2, 5, 0), 31_000, current);
         assert_eq!(live.confirmation("e", 5, 61_000).proxies, 1);
-        assert_eq!(
-            live.confirmation("e", 5, 122_000).proxies,
-            0,
-            "three gaps without a report"
-        );
+        assert_eq!(live.confirmation("e", 5, 122_000).proxies, 0, "three gaps without a report");
     }
 
     #[test]
@@ -617,21 +473,14 @@ mod tests {
         for restart in 0..10_000u64 {
             for seq in 1..=3 {
                 now += 333;
-                live.ingest(
-                    report("envoy", &format!("w{restart}"), seq, 1, 1),
-                    now,
-                    current,
-                );
+                live.ingest(report("envoy", &format!("w{restart}"), seq, 1, 1), now, current);
             }
             if restart % 10 == 0 {
                 live.evict(now);
             }
             peak = peak.max(live.worker_count());
         }
-        assert!(
-            peak <= 650,
-            "silent workers are evicted after {EVICT_MS} ms: peak {peak}"
-        );
+        assert!(peak <= 650, "silent workers are evicted after {EVICT_MS} ms: peak {peak}");
         live.evict(now + EVICT_MS + 1);
         assert_eq!(live.worker_count(), 0);
         // A flood of ids faster than eviction: the hard cap holds.

@@ -61,12 +61,8 @@ impl UserAction {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Input {
     /// `PUT` of a rollout that exists: it starts again under the new spec.
-    Replace {
-        spec: Box<RolloutSpec>,
-    },
-    User {
-        action: UserAction,
-    },
+    Replace { spec: Box<RolloutSpec> },
+    User { action: UserAction },
     /// The analysis picks up a pending rollout: its first step starts.
     Start,
     /// A judgement of a progressing rollout. `scheduled` is false for the look taken as soon as data
@@ -81,34 +77,21 @@ pub enum Input {
     },
     /// The canary failed its readiness probe `failure_threshold` times in a row while its traffic
     /// flows: a failing critical gate.
-    ReadinessFailed {
-        detail: String,
-    },
+    ReadinessFailed { detail: String },
     /// A proxy had no answer from the controller for `after_seconds` and sent every request of the
     /// rollout to stable (`on_controller_loss: stable`): the rollout is paused at 0 %, where the
     /// proxies already are, until a user acts.
-    ControllerLost {
-        proxy: String,
-        after_seconds: u64,
-    },
+    ControllerLost { proxy: String, after_seconds: u64 },
 }
 
 impl Input {
     pub fn judged(verdict: Verdict, scheduled: bool) -> Self {
-        Self::Judged {
-            verdict: Box::new(verdict),
-            scheduled,
-            interval: None,
-        }
+        Self::Judged { verdict: Box::new(verdict), scheduled, interval: None }
     }
 
     /// A judgement with the interval it was made on.
     pub fn judged_on(verdict: Verdict, scheduled: bool, interval: Interval) -> Self {
-        Self::Judged {
-            verdict: Box::new(verdict),
-            scheduled,
-            interval: Some(Box::new(interval)),
-        }
+        Self::Judged { verdict: Box::new(verdict), scheduled, interval: Some(Box::new(interval)) }
     }
 }
 
@@ -133,19 +116,8 @@ pub struct Transition {
 }
 
 impl Transition {
-    fn new(
-        rollout: Rollout,
-        event: Option<&'static str>,
-        routing_changed: bool,
-        window: WindowEffect,
-    ) -> Self {
-        Self {
-            rollout,
-            event,
-            routing_changed,
-            window,
-            interval: None,
-        }
+    fn new(rollout: Rollout, event: Option<&'static str>, routing_changed: bool, window: WindowEffect) -> Self {
+        Self { rollout, event, routing_changed, window, interval: None }
     }
 
     /// Nothing changes.
@@ -161,10 +133,7 @@ impl Transition {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} a rollout that is {phase}")]
-    NotAllowed {
-        action: &'static str,
-        phase: &'static str,
-    },
+    NotAllowed { action: &'static str, phase: &'static str },
     #[error("a judgement applies to a progressing rollout, not one that is {0}")]
     NotJudged(&'static str),
     #[error("{0}")]
@@ -180,20 +149,11 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
             next.status.revision = r.status.revision;
             next.status.window = r.status.window;
             next.status.totals = r.status.totals.clone();
-            Ok(Transition::new(
-                next,
-                Some("replaced"),
-                true,
-                WindowEffect::Reset,
-            ))
+            Ok(Transition::new(next, Some("replaced"), true, WindowEffect::Reset))
         }
         Input::User { action } => user(r, action, now_ms),
         Input::Start => start(r, now_ms),
-        Input::Judged {
-            verdict,
-            scheduled,
-            interval,
-        } => {
+        Input::Judged { verdict, scheduled, interval } => {
             let action = verdict.action;
             let mut t = judged(r, *verdict, scheduled, now_ms)?;
             // A judgement that committed anything closed its interval: a scheduled look, or a critical
@@ -202,29 +162,15 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
             if let (Some(interval), true) = (interval, committed && !t.is_noop(r)) {
                 let versions = (r.spec.stable.as_str(), r.spec.canary.as_str());
                 let s = &mut t.rollout.status;
-                let record = totals::close(
-                    &mut s.totals,
-                    &interval,
-                    versions,
-                    r.status.window,
-                    r.status.phase,
-                    r.status.step,
-                    action,
-                );
+                let record = totals::close(&mut s.totals, &interval, versions, r.status.window, r.status.phase, r.status.step, action);
                 t.interval = Some(record);
             }
             Ok(t)
         }
-        Input::ControllerLost {
-            proxy,
-            after_seconds,
-        } => {
+        Input::ControllerLost { proxy, after_seconds } => {
             let phase = r.status.phase;
             if phase.is_terminal() || phase == Phase::Manual {
-                return Err(StateError::NotAllowed {
-                    action: "pause",
-                    phase: phase.as_str(),
-                });
+                return Err(StateError::NotAllowed { action: "pause", phase: phase.as_str() });
             }
             let mut next = r.clone();
             let s = &mut next.status;
@@ -235,31 +181,17 @@ pub fn step(r: &Rollout, input: Input, now_ms: u64) -> Result<Transition, StateE
                 r.spec.stable,
                 r.status.step.map(|i| format!(" at step {}", i + 1)).unwrap_or_default()
             );
-            Ok(Transition::new(
-                next,
-                Some("paused"),
-                true,
-                WindowEffect::Keep,
-            ))
+            Ok(Transition::new(next, Some("paused"), true, WindowEffect::Keep))
         }
         Input::ReadinessFailed { detail } => {
             if !(r.status.phase.is_judged() || r.status.phase == Phase::Paused) {
-                return Err(StateError::NotAllowed {
-                    action: "fail readiness of",
-                    phase: r.status.phase.as_str(),
-                });
+                return Err(StateError::NotAllowed { action: "fail readiness of", phase: r.status.phase.as_str() });
             }
             let mut next = r.clone();
             next.status.phase = Phase::RolledBack;
             next.status.weight = Weight::ZERO;
-            next.status.message =
-                format!("rolled back: the canary failed its readiness probe: {detail}");
-            Ok(Transition::new(
-                next,
-                Some("rolled_back"),
-                true,
-                WindowEffect::Keep,
-            ))
+            next.status.message = format!("rolled back: the canary failed its readiness probe: {detail}");
+            Ok(Transition::new(next, Some("rolled_back"), true, WindowEffect::Keep))
         }
     }
 }
@@ -270,15 +202,10 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
     let allowed = match action {
         UserAction::Pause => phase == Pending || phase.is_judged(),
         UserAction::Resume => phase == Paused,
-        UserAction::Promote | UserAction::Abort => {
-            matches!(phase, Manual | Pending | Paused) || phase.is_judged()
-        }
+        UserAction::Promote | UserAction::Abort => matches!(phase, Manual | Pending | Paused) || phase.is_judged(),
     };
     if !allowed {
-        return Err(StateError::NotAllowed {
-            action: action.as_str(),
-            phase: phase.as_str(),
-        });
+        return Err(StateError::NotAllowed { action: action.as_str(), phase: phase.as_str() });
     }
     let mut next = r.clone();
     let s = &mut next.status;
@@ -290,11 +217,7 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
         }
         UserAction::Resume => {
             // Resuming a step's manual pause releases it: the step advances when ready.
-            if r.status
-                .last_verdict
-                .as_ref()
-                .is_some_and(|v| v.waiting == Some(Waiting::Manual))
-            {
+            if r.status.last_verdict.as_ref().is_some_and(|v| v.waiting == Some(Waiting::Manual)) {
                 s.released = true;
             }
             // A rollout paused before its first step starts from the beginning.
@@ -331,17 +254,9 @@ fn user(r: &Rollout, action: UserAction, now_ms: u64) -> Result<Transition, Stat
 }
 
 fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
-    let Some(spec) = r.analysis() else {
-        return Err(StateError::NotAllowed {
-            action: "start",
-            phase: r.status.phase.as_str(),
-        });
-    };
+    let Some(spec) = r.analysis() else { return Err(StateError::NotAllowed { action: "start", phase: r.status.phase.as_str() }) };
     if r.status.phase != Phase::Pending {
-        return Err(StateError::NotAllowed {
-            action: "start",
-            phase: r.status.phase.as_str(),
-        });
+        return Err(StateError::NotAllowed { action: "start", phase: r.status.phase.as_str() });
     }
     let weight = weight_of(spec.weight(0).unwrap_or(0.0));
     let mut next = r.clone();
@@ -354,21 +269,9 @@ fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
             r.spec.shadow.as_ref().map_or(0.0, |s| s.percent),
             r.spec.stable
         ),
-        Phase::Previewing => format!(
-            "previewing for {} s: only version: canary segments reach {}",
-            spec.dwell_seconds(0),
-            r.spec.canary
-        ),
-        Phase::Baking => format!(
-            "switched: all traffic on {}; baking for {} s",
-            r.spec.canary,
-            spec.dwell_seconds(0)
-        ),
-        _ => format!(
-            "started at step 1 of {} ({}%)",
-            spec.steps().len(),
-            weight.percent()
-        ),
+        Phase::Previewing => format!("previewing for {} s: only version: canary segments reach {}", spec.dwell_seconds(0), r.spec.canary),
+        Phase::Baking => format!("switched: all traffic on {}; baking for {} s", r.spec.canary, spec.dwell_seconds(0)),
+        _ => format!("started at step 1 of {} ({}%)", spec.steps().len(), weight.percent()),
     };
     next.status = RolloutStatus {
         phase,
@@ -379,25 +282,12 @@ fn start(r: &Rollout, now_ms: u64) -> Result<Transition, StateError> {
         message,
         ..r.status.clone()
     };
-    Ok(Transition::new(
-        next,
-        Some("started"),
-        true,
-        WindowEffect::Reset,
-    ))
+    Ok(Transition::new(next, Some("started"), true, WindowEffect::Reset))
 }
 
-fn judged(
-    r: &Rollout,
-    verdict: Verdict,
-    scheduled: bool,
-    _now_ms: u64,
-) -> Result<Transition, StateError> {
+fn judged(r: &Rollout, verdict: Verdict, scheduled: bool, _now_ms: u64) -> Result<Transition, StateError> {
     let critical = verdict.action == Action::Rollback
-        && verdict
-            .gates
-            .iter()
-            .any(|g| g.critical && g.status == GateStatus::Fail);
+        && verdict.gates.iter().any(|g| g.critical && g.status == GateStatus::Fail);
     if r.status.phase == Phase::Paused && r.status.step.is_some() {
         // Paused (by the user or a manual step): held at its weight, but a failing critical gate
         // still rolls back — so the evidence keeps accumulating with every scheduled look.
@@ -416,12 +306,7 @@ fn judged(
         next.status.message = format!("rolled back while paused: {}", verdict.reason);
         next.status.evidence = verdict.next_state.evidence.clone();
         next.status.last_verdict = Some(verdict);
-        return Ok(Transition::new(
-            next,
-            Some("rolled_back"),
-            true,
-            WindowEffect::Keep,
-        ));
+        return Ok(Transition::new(next, Some("rolled_back"), true, WindowEffect::Keep));
     }
     if !r.status.phase.is_judged() {
         return Err(StateError::NotJudged(r.status.phase.as_str()));
@@ -462,17 +347,10 @@ fn judged(
             s.weight = weight_of(verdict.canary_weight);
             s.phase = r.phase_at(verdict.next_state.step_index);
             if s.phase == Phase::Baking {
-                s.message = format!(
-                    "switched: all traffic on {}; baking: {}",
-                    next.spec.canary, verdict.reason
-                );
+                s.message = format!("switched: all traffic on {}; baking: {}", next.spec.canary, verdict.reason);
                 (Some("switched"), true, WindowEffect::Keep)
             } else if current.phase == Phase::Shadowing {
-                s.message = format!(
-                    "the shadow passed; first step at {}%: {}",
-                    s.weight.percent(),
-                    verdict.reason
-                );
+                s.message = format!("the shadow passed; first step at {}%: {}", s.weight.percent(), verdict.reason);
                 (Some("advanced"), true, WindowEffect::Keep)
             } else {
                 s.message = format!(
@@ -521,15 +399,11 @@ fn weight_of(percent: f64) -> Weight {
 pub fn invariant_violation(r: &Rollout) -> Option<String> {
     let s = &r.status;
     let bad = match s.phase {
-        Phase::Manual => r
-            .analysis()
-            .is_some()
-            .then(|| "manual phase on an automated spec".to_string()),
+        Phase::Manual => r.analysis().is_some().then(|| "manual phase on an automated spec".to_string()),
         _ if r.analysis().is_none() && s.phase != Phase::Aborted && s.phase != Phase::Succeeded => {
             Some(format!("{} on a manual spec", s.phase.as_str()))
         }
-        Phase::Pending => (s.step.is_some() || s.weight != Weight::ZERO)
-            .then(|| "pending with a step or weight".to_string()),
+        Phase::Pending => (s.step.is_some() || s.weight != Weight::ZERO).then(|| "pending with a step or weight".to_string()),
         Phase::Shadowing if s.weight != Weight::ZERO => Some("shadowing with a weight".to_string()),
         Phase::Progressing | Phase::Shadowing | Phase::Previewing | Phase::Baking => {
             let steps = r.analysis().map_or(0, |a| a.steps().len());
@@ -538,8 +412,9 @@ pub fn invariant_violation(r: &Rollout) -> Option<String> {
                 other => Some(format!("{} at step {other:?} of {steps}", s.phase.as_str())),
             }
         }
-        Phase::Succeeded | Phase::RolledBack | Phase::Aborted => (s.weight != Weight::ZERO)
-            .then(|| format!("{} with weight {}", s.phase.as_str(), s.weight.percent())),
+        Phase::Succeeded | Phase::RolledBack | Phase::Aborted => {
+            (s.weight != Weight::ZERO).then(|| format!("{} with weight {}", s.phase.as_str(), s.weight.percent()))
+        }
         Phase::Paused => None,
     };
     bad.or_else(|| (r.spec.stable == r.spec.canary).then(|| "stable equals canary".to_string()))

@@ -12,11 +12,7 @@ use fledge_controller::{app, AppState, Settings};
 use std::io::Write;
 
 #[derive(Parser)]
-#[command(
-    name = "fledge",
-    version,
-    about = "Progressive delivery for AI-agent services behind Envoy"
-)]
+#[command(name = "fledge", version, about = "Progressive delivery for AI-agent services behind Envoy")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,8 +77,7 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLEDGE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("FLEDGE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -99,31 +94,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let store_description = store.describe();
     let settings = Settings {
-        poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs)
-            .context("--poll-hold-secs must be a positive number")?,
+        poll_hold: Duration::try_from_secs_f64(args.poll_hold_secs).context("--poll-hold-secs must be a positive number")?,
         token: args.token.filter(|t| !t.is_empty()),
         webhooks: WebhookSettings {
-            secret: args
-                .webhook_secret
-                .filter(|s| !s.is_empty())
-                .map(|s| Secret::new(&s)),
-            backoff_cap: positive_secs(args.webhook_backoff_cap_secs)
-                .context("--webhook-backoff-cap-secs must be a positive number")?,
-            timeout: positive_secs(args.webhook_timeout_secs)
-                .context("--webhook-timeout-secs must be a positive number")?,
+            secret: args.webhook_secret.filter(|s| !s.is_empty()).map(|s| Secret::new(&s)),
+            backoff_cap: positive_secs(args.webhook_backoff_cap_secs).context("--webhook-backoff-cap-secs must be a positive number")?,
+            timeout: positive_secs(args.webhook_timeout_secs).context("--webhook-timeout-secs must be a positive number")?,
         },
         replica: match args.replica_id.filter(|r| !r.is_empty()) {
             Some(r) if fledge_core::report::valid_identifier(&r) && r.len() <= 200 => r,
-            Some(r) => {
-                anyhow::bail!("--replica-id {r:?}: use 1-200 printable characters without spaces")
-            }
+            Some(r) => anyhow::bail!("--replica-id {r:?}: use 1-200 printable characters without spaces"),
             None => String::new(),
         },
     };
     let state = AppState::new(store, settings)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let current = state.current();
     tracing::info!(%addr, store = %store_description, epoch = %current.epoch, generation = current.generation, replica = %state.cluster().replica(), "fledge controller started");
@@ -139,9 +124,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let approver = fledge_controller::approval::spawn(state.clone());
     let notifier = fledge_controller::notify::spawn(state.clone());
     let sampler = fledge_controller::series::spawn(state.clone());
-    let gitops = args
-        .rollouts_dir
-        .map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
+    let gitops = args.rollouts_dir.map(|dir| fledge_controller::gitops::spawn(state.clone(), dir, args.prune));
     let shutdown_state = state.clone();
     // TCP_NODELAY: config pushes and report acknowledgements are small writes that must not wait on Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -179,11 +162,10 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

@@ -34,16 +34,9 @@ pub struct RolloutDoc {
 #[derive(Debug, thiserror::Error)]
 pub enum DocError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: document {index}: {reason}")]
-    Document {
-        file: String,
-        index: usize,
-        reason: String,
-    },
+    Document { file: String, index: usize, reason: String },
     #[error("{file}: {reason}")]
     File { file: String, reason: String },
 }
@@ -69,51 +62,30 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<RolloutDoc>, DocError> {
     let mut docs: Vec<RolloutDoc> = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        let bad = |reason: String| DocError::Document {
-            file: file.to_string(),
-            index,
-            reason,
-        };
-        let value =
-            serde_yaml_ng::Value::deserialize(de).map_err(|e| bad(format!("not YAML: {e}")))?;
+        let bad = |reason: String| DocError::Document { file: file.to_string(), index, reason };
+        let value = serde_yaml_ng::Value::deserialize(de).map_err(|e| bad(format!("not YAML: {e}")))?;
         if value.is_null() {
             continue;
         }
-        let json = serde_json::to_value(&value)
-            .map_err(|e| bad(format!("not representable as JSON: {e}")))?;
+        let json = serde_json::to_value(&value).map_err(|e| bad(format!("not representable as JSON: {e}")))?;
         let raw: RawDoc = serde_json::from_value(json).map_err(|e| bad(e.to_string()))?;
         if raw.api_version != API_VERSION {
-            return Err(bad(format!(
-                "apiVersion is {:?}, expected {API_VERSION:?}",
-                raw.api_version
-            )));
+            return Err(bad(format!("apiVersion is {:?}, expected {API_VERSION:?}", raw.api_version)));
         }
         if raw.kind != KIND {
             return Err(bad(format!("kind is {:?}, expected {KIND:?}", raw.kind)));
         }
         let name = raw.metadata.name;
         validate_name(&name).map_err(|e| bad(format!("metadata.name: {e}")))?;
-        let spec: RolloutSpec =
-            serde_json::from_value(raw.spec.clone()).map_err(|e| bad(format!("spec: {e}")))?;
+        let spec: RolloutSpec = serde_json::from_value(raw.spec.clone()).map_err(|e| bad(format!("spec: {e}")))?;
         spec.validate().map_err(|e| bad(format!("spec: {e}")))?;
         if let Some(first) = docs.iter().find(|d| d.name == name) {
-            return Err(bad(format!(
-                "rollout {name:?} is already declared in document {}",
-                first.index
-            )));
+            return Err(bad(format!("rollout {name:?} is already declared in document {}", first.index)));
         }
-        docs.push(RolloutDoc {
-            name,
-            spec,
-            spec_json: raw.spec,
-            index,
-        });
+        docs.push(RolloutDoc { name, spec, spec_json: raw.spec, index });
     }
     if docs.is_empty() {
-        return Err(DocError::File {
-            file: file.to_string(),
-            reason: "no Rollout document".into(),
-        });
+        return Err(DocError::File { file: file.to_string(), reason: "no Rollout document".into() });
     }
     Ok(docs)
 }
@@ -121,10 +93,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<RolloutDoc>, DocError> {
 /// Reads and parses one file.
 pub fn read(path: &Path) -> Result<Vec<RolloutDoc>, DocError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DocError::Read {
-        file: file.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DocError::Read { file: file.clone(), source })?;
     parse(&file, &text)
 }
 
@@ -135,15 +104,10 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let wanted = [".yaml", ".yml", ".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext));
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let wanted = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
         // metadata() follows the symlink: a dangling one (mid-swap) is skipped this round.
-        if name.starts_with('.') || !wanted || !std::fs::metadata(&path).is_ok_and(|m| m.is_file())
-        {
+        if name.starts_with('.') || !wanted || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             continue;
         }
         files.push(path);
@@ -173,12 +137,7 @@ mod tests {
     #[test]
     fn several_documents_yaml_and_json() {
         let docs = parse("f.yaml", TWO).unwrap();
-        assert_eq!(
-            docs.iter()
-                .map(|d| (d.name.as_str(), d.index))
-                .collect::<Vec<_>>(),
-            [("a", 1), ("b", 3)]
-        );
+        assert_eq!(docs.iter().map(|d| (d.name.as_str(), d.index)).collect::<Vec<_>>(), [("a", 1), ("b", 3)]);
         assert_eq!(docs[0].spec_json["weight"], serde_json::json!(10));
     }
 
@@ -187,17 +146,10 @@ mod tests {
         let err = |t: &str| parse("dir/f.yaml", t).unwrap_err().to_string();
         let second = |doc: &str| format!("{}---\n{doc}", TWO.split("---").next().unwrap());
         let e = err(&second("apiVersion: fledge.dev/v1alpha1\nkind: Rollout\nmetadata: {name: b}\nspec: {hosts: [b], stable: v1, canary: v2, wieght: 1}\n"));
-        assert!(
-            e.starts_with("dir/f.yaml: document 2: spec: unknown field `wieght`"),
-            "{e}"
-        );
-        let e = err(&second(
-            "apiVersion: fledge.dev/v1\nkind: Rollout\nmetadata: {name: b}\nspec: {}\n",
-        ));
+        assert!(e.starts_with("dir/f.yaml: document 2: spec: unknown field `wieght`"), "{e}");
+        let e = err(&second("apiVersion: fledge.dev/v1\nkind: Rollout\nmetadata: {name: b}\nspec: {}\n"));
         assert!(e.contains("document 2: apiVersion"), "{e}");
-        let e = err(&second(
-            "apiVersion: fledge.dev/v1alpha1\nkind: Deployment\nmetadata: {name: b}\nspec: {}\n",
-        ));
+        let e = err(&second("apiVersion: fledge.dev/v1alpha1\nkind: Deployment\nmetadata: {name: b}\nspec: {}\n"));
         assert!(e.contains("kind is \"Deployment\""), "{e}");
         let e = err(&second("apiVersion: fledge.dev/v1alpha1\nkind: Rollout\nmetadata: {name: B!}\nspec: {hosts: [b], stable: v1, canary: v2}\n"));
         assert!(e.contains("document 2: metadata.name"), "{e}");
@@ -217,10 +169,7 @@ mod tests {
         let mut stored = Rollout::new("b", doc.spec.clone(), 0).unwrap();
         assert!(unchanged(&doc.spec, &stored));
         std::mem::swap(&mut stored.spec.stable, &mut stored.spec.canary);
-        assert!(
-            !unchanged(&doc.spec, &stored),
-            "swapped but not promoted: a different declaration"
-        );
+        assert!(!unchanged(&doc.spec, &stored), "swapped but not promoted: a different declaration");
         stored.status.phase = Phase::Succeeded;
         assert!(unchanged(&doc.spec, &stored));
         let mut other = doc.spec.clone();

@@ -62,10 +62,7 @@ impl Phase {
 
     /// Judged every interval: a step of a canary, or a blue-green preview or bake.
     pub fn is_judged(self) -> bool {
-        matches!(
-            self,
-            Phase::Progressing | Phase::Shadowing | Phase::Previewing | Phase::Baking
-        )
+        matches!(self, Phase::Progressing | Phase::Shadowing | Phase::Previewing | Phase::Baking)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -108,12 +105,7 @@ impl TryFrom<Record> for Rollout {
     fn try_from(r: Record) -> Result<Self, Self::Error> {
         r.spec.validate()?;
         let mode = Arc::new(r.spec.mode()?);
-        Ok(Self {
-            name: r.name,
-            spec: r.spec,
-            status: r.status,
-            mode,
-        })
+        Ok(Self { name: r.name, spec: r.spec, status: r.status, mode })
     }
 }
 
@@ -179,16 +171,10 @@ impl Rollout {
         let mode = Arc::new(spec.mode()?);
         let (phase, weight, message) = match mode.as_ref() {
             Mode::Manual(w) => (Phase::Manual, *w, "manual weighting".to_string()),
-            Mode::Automated(_) if spec.readiness.is_some() => (
-                Phase::Pending,
-                Weight::ZERO,
-                "waiting for the canary to pass its readiness probe".to_string(),
-            ),
-            Mode::Automated(_) => (
-                Phase::Pending,
-                Weight::ZERO,
-                "waiting for the first analysis tick".to_string(),
-            ),
+            Mode::Automated(_) if spec.readiness.is_some() => {
+                (Phase::Pending, Weight::ZERO, "waiting for the canary to pass its readiness probe".to_string())
+            }
+            Mode::Automated(_) => (Phase::Pending, Weight::ZERO, "waiting for the first analysis tick".to_string()),
         };
         let status = RolloutStatus {
             phase,
@@ -207,12 +193,7 @@ impl Rollout {
             totals: Totals::default(),
             decided_by: None,
         };
-        Ok(Self {
-            name: name.to_string(),
-            spec,
-            status,
-            mode,
-        })
+        Ok(Self { name: name.to_string(), spec, status, mode })
     }
 
     pub fn mode(&self) -> &Mode {
@@ -239,12 +220,8 @@ impl Rollout {
 
     /// Blue-green after the switch (baking, or paused while baking): all traffic is on green.
     pub fn switched(&self) -> bool {
-        let Some(a) = self.analysis() else {
-            return false;
-        };
-        a.blue_green().is_some()
-            && !self.status.phase.is_terminal()
-            && self.status.step.is_some_and(|i| !a.is_preview(i))
+        let Some(a) = self.analysis() else { return false };
+        a.blue_green().is_some() && !self.status.phase.is_terminal() && self.status.step.is_some_and(|i| !a.is_preview(i))
     }
 
     /// Whether the proxies copy requests to the canary now: while `shadowing`, alongside the steps
@@ -256,17 +233,14 @@ impl Rollout {
         }
         match (self.status.phase, self.analysis(), self.status.step) {
             (Phase::Manual | Phase::Shadowing, _, _) => true,
-            (Phase::Progressing | Phase::Paused, Some(a), Some(step)) => {
-                a.is_shadow(step) || a.shadow_seconds().is_none()
-            }
+            (Phase::Progressing | Phase::Paused, Some(a), Some(step)) => a.is_shadow(step) || a.shadow_seconds().is_none(),
             _ => false,
         }
     }
 
     /// How often the analysis looks at this rollout, in ms.
     pub fn interval_ms(&self) -> u64 {
-        self.analysis()
-            .map_or(1_000, |a| (a.interval_seconds() * 1_000.0) as u64)
+        self.analysis().map_or(1_000, |a| (a.interval_seconds() * 1_000.0) as u64)
     }
 
     /// What the data plane needs of this rollout. Segments apply while the rollout is live; once it
@@ -282,12 +256,7 @@ impl Rollout {
         let segments = if self.status.phase.is_terminal() || self.switched() {
             Vec::new()
         } else if blue_green {
-            self.spec
-                .segments
-                .iter()
-                .flatten()
-                .map(pin_weighted_to_stable)
-                .collect()
+            self.spec.segments.iter().flatten().map(pin_weighted_to_stable).collect()
         } else {
             self.spec.segments.clone().unwrap_or_default()
         };
@@ -300,23 +269,18 @@ impl Rollout {
             salt: self.spec.salt_for(&self.name),
             segments,
             session: self.spec.session.clone(),
-            shadow: self
-                .shadow_active()
-                .then(|| self.spec.shadow.clone())
-                .flatten(),
+            shadow: self.shadow_active().then(|| self.spec.shadow.clone()).flatten(),
             // The safety net travels with the config while the rollout is live (`hold` needs nothing).
-            on_controller_loss: self.spec.on_controller_loss.filter(|l| {
-                l.mode == fledge_core::fallback::LossMode::Stable
-                    && !self.status.phase.is_terminal()
-            }),
+            on_controller_loss: self
+                .spec
+                .on_controller_loss
+                .filter(|l| l.mode == fledge_core::fallback::LossMode::Stable && !self.status.phase.is_terminal()),
         }
     }
 }
 
 /// A blue-green preview's form of a segment rule: weighted rules send their users to blue.
-fn pin_weighted_to_stable(
-    s: &fledge_core::segment::SegmentSpec,
-) -> fledge_core::segment::SegmentSpec {
+fn pin_weighted_to_stable(s: &fledge_core::segment::SegmentSpec) -> fledge_core::segment::SegmentSpec {
     let mut s = s.clone();
     if s.version.is_none() {
         s.version = Some("stable".into());

@@ -24,15 +24,7 @@ pub fn module() -> Option<&'static [u8]> {
 /// Lower-case hex sha256 of the embedded module, computed once.
 pub fn sha256() -> Option<&'static str> {
     static HEX: OnceLock<String> = OnceLock::new();
-    module().map(|m| {
-        HEX.get_or_init(|| {
-            Sha256::digest(m)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        })
-        .as_str()
-    })
+    module().map(|m| HEX.get_or_init(|| Sha256::digest(m).iter().map(|b| format!("{b:02x}")).collect()).as_str())
 }
 
 fn missing() -> ApiError {
@@ -43,19 +35,11 @@ fn missing() -> ApiError {
 
 /// `GET /v1/filter.wasm`: the module, `application/wasm`, with its sha256 in [`SHA256_HEADER`].
 pub async fn wasm() -> Result<Response, ApiError> {
-    let (Some(m), Some(sum)) = (module(), sha256()) else {
-        return Err(missing());
-    };
+    let (Some(m), Some(sum)) = (module(), sha256()) else { return Err(missing()) };
     let sum = HeaderValue::from_str(sum).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/wasm"),
-            ),
-            (header::HeaderName::from_static(SHA256_HEADER), sum),
-        ],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/wasm")), (header::HeaderName::from_static(SHA256_HEADER), sum)],
         m,
     )
         .into_response())
@@ -64,9 +48,5 @@ pub async fn wasm() -> Result<Response, ApiError> {
 /// `GET /v1/filter.wasm.sha256`: the hex digest and a newline (what `sha256sum` prints first).
 pub async fn wasm_sha256() -> Result<Response, ApiError> {
     let sum = sha256().ok_or_else(missing)?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{sum}\n"),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{sum}\n")).into_response())
 }

@@ -78,53 +78,25 @@ pub struct WebhookSettings {
 
 impl Default for WebhookSettings {
     fn default() -> Self {
-        Self {
-            secret: None,
-            backoff_cap: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-        }
+        Self { secret: None, backoff_cap: Duration::from_secs(60), timeout: Duration::from_secs(10) }
     }
 }
 
 /// The deliveries event `seq` of kind `kind` (body `event`) owes the receivers of `rollout` (as the
 /// event left it) that subscribe to that kind. Ids are `<epoch>-<seq>-<index of the receiver>`:
 /// unique within the data, the same on every attempt.
-pub fn deliveries(
-    epoch: &str,
-    rollout: &Rollout,
-    kind: &str,
-    event: &Value,
-    seq: i64,
-) -> Vec<NewDelivery> {
-    let subscribed = rollout
-        .spec
-        .notifications
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter(|(_, n)| n.wants(kind));
+pub fn deliveries(epoch: &str, rollout: &Rollout, kind: &str, event: &Value, seq: i64) -> Vec<NewDelivery> {
+    let subscribed = rollout.spec.notifications.iter().flatten().enumerate().filter(|(_, n)| n.wants(kind));
     subscribed
         .map(|(i, n)| {
             let delivery = format!("{epoch}-{seq}-{i}");
             let body = render(n, &delivery, rollout, kind, event, seq);
-            NewDelivery {
-                delivery,
-                kind: kind.to_string(),
-                url: n.url.clone(),
-                body,
-            }
+            NewDelivery { delivery, kind: kind.to_string(), url: n.url.clone(), body }
         })
         .collect()
 }
 
-fn render(
-    n: &NotificationSpec,
-    delivery: &str,
-    rollout: &Rollout,
-    kind: &str,
-    event: &Value,
-    seq: i64,
-) -> Vec<u8> {
+fn render(n: &NotificationSpec, delivery: &str, rollout: &Rollout, kind: &str, event: &Value, seq: i64) -> Vec<u8> {
     let body = match n.format {
         NotificationFormat::Json => json_payload(delivery, rollout, event, seq),
         NotificationFormat::Slack => json!({ "text": slack_text(rollout, kind) }),
@@ -139,12 +111,7 @@ fn json_payload(delivery: &str, rollout: &Rollout, event: &Value, seq: i64) -> V
     let mut event = event.clone();
     if let Some(fields) = event.as_object_mut() {
         fields.insert("seq".into(), json!(seq));
-        if fields
-            .get("input")
-            .and_then(|i| i.get("kind"))
-            .and_then(Value::as_str)
-            == Some("replace")
-        {
+        if fields.get("input").and_then(|i| i.get("kind")).and_then(Value::as_str) == Some("replace") {
             fields.insert("input".into(), json!({"kind": "replace"}));
         }
     }
@@ -177,14 +144,9 @@ pub fn slack_text(rollout: &Rollout, kind: &str) -> String {
         escape(&s.message)
     );
     if matches!(kind, "rolled_back" | "gate_failing") {
-        let failing = s
-            .last_verdict
-            .iter()
-            .flat_map(|v| &v.gates)
-            .filter(|g| g.status == GateStatus::Fail);
+        let failing = s.last_verdict.iter().flat_map(|v| &v.gates).filter(|g| g.status == GateStatus::Fail);
         for g in failing {
-            let value =
-                |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| g.metric.format_value(v));
+            let value = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| g.metric.format_value(v));
             text.push_str(&format!(
                 "\n• {}{}: canary {} (n={}) vs stable {} (n={}); gate: {}",
                 g.metric,
@@ -202,9 +164,7 @@ pub fn slack_text(rollout: &Rollout, kind: &str) -> String {
 
 /// Slack's mrkdwn control characters.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// `sha256=<lower-case hex HMAC-SHA256 of body under secret>`.
@@ -212,22 +172,14 @@ pub fn signature(secret: &[u8], body: &[u8]) -> Option<String> {
     use hmac::{Hmac, Mac};
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).ok()?;
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("sha256={hex}"))
 }
 
 /// `scheme://host[:port]` of a receiver's URL: what the logs name (the path may carry a token).
 pub fn origin(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url
-        .get(after_scheme..)
-        .and_then(|rest| rest.find(['/', '?', '#']))
-        .map_or(url.len(), |i| after_scheme + i);
+    let end = url.get(after_scheme..).and_then(|rest| rest.find(['/', '?', '#'])).map_or(url.len(), |i| after_scheme + i);
     url.get(..end).unwrap_or(url)
 }
 
@@ -285,11 +237,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             if !leads {
                 wake = now.saturating_add(crate::cluster::RENEW.as_millis() as u64);
             }
-            match if leads {
-                state.outbox_heads()
-            } else {
-                Ok(Vec::new())
-            } {
+            match if leads { state.outbox_heads() } else { Ok(Vec::new()) } {
                 Ok(heads) => {
                     let on_wire: HashSet<&String> = busy.values().collect();
                     let mut start = Vec::new();
@@ -302,8 +250,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     }
                     for h in start {
                         let url = h.url.clone();
-                        let handle =
-                            inflight.spawn(attempt(client.clone(), settings.secret.clone(), h));
+                        let handle = inflight.spawn(attempt(client.clone(), settings.secret.clone(), h));
                         busy.insert(handle.id(), url);
                     }
                 }
@@ -329,11 +276,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn attempt(
-    client: reqwest::Client,
-    secret: Option<Secret>,
-    p: Pending,
-) -> (Pending, Outcome) {
+async fn attempt(client: reqwest::Client, secret: Option<Secret>, p: Pending) -> (Pending, Outcome) {
     let mut req = client
         .post(&p.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -396,8 +339,7 @@ fn settle(state: &AppState, settings: &WebhookSettings, p: Pending, outcome: Out
                 state.outbox_remove(p.id)
             } else {
                 let cap_ms = settings.backoff_cap.as_millis().min(u128::from(u64::MAX)) as u64;
-                let delay =
-                    fledge_core::backoff::delay_ms(FIRST_RETRY_MS, cap_ms, attempts - 1, jitter());
+                let delay = fledge_core::backoff::delay_ms(FIRST_RETRY_MS, cap_ms, attempts - 1, jitter());
                 tracing::warn!(rollout = %p.rollout, event = %p.kind, delivery = %p.delivery, receiver, attempts, %error, retry_in_ms = delay, "notification not delivered; retrying");
                 state.outbox_retry(p.id, attempts, now.saturating_add(delay), &error)
             }
@@ -429,10 +371,7 @@ mod tests {
     fn statuses_are_classified() {
         assert_eq!(Outcome::from_status(204), Outcome::Delivered(204));
         for retried in [408, 429, 500, 503] {
-            assert!(
-                matches!(Outcome::from_status(retried), Outcome::Failed(_)),
-                "{retried}"
-            );
+            assert!(matches!(Outcome::from_status(retried), Outcome::Failed(_)), "{retried}");
         }
         for refused in [301, 400, 401, 404, 410] {
             assert_eq!(Outcome::from_status(refused), Outcome::Refused(refused));
@@ -441,30 +380,14 @@ mod tests {
 
     #[test]
     fn receivers_are_logged_by_origin() {
-        assert_eq!(
-            origin("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com"
-        );
-        assert_eq!(
-            origin("http://127.0.0.1:9000?token=x"),
-            "http://127.0.0.1:9000"
-        );
+        assert_eq!(origin("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com");
+        assert_eq!(origin("http://127.0.0.1:9000?token=x"), "http://127.0.0.1:9000");
         assert_eq!(origin("http://[::1]:80"), "http://[::1]:80");
-        assert!(!format!(
-            "{:?}",
-            WebhookSettings {
-                secret: Some(Secret::new("hunter2")),
-                ..WebhookSettings::default()
-            }
-        )
-        .contains("hunter2"));
+        assert!(!format!("{:?}", WebhookSettings { secret: Some(Secret::new("hunter2")), ..WebhookSettings::default() }).contains("hunter2"));
     }
 
     fn rollout(notifications: Value) -> Rollout {
-        let spec = serde_json::from_value(
-            json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "notifications": notifications}),
-        )
-        .unwrap();
+        let spec = serde_json::from_value(json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "notifications": notifications})).unwrap();
         Rollout::new("support", spec, 1).unwrap()
     }
 
@@ -474,61 +397,27 @@ mod tests {
             {"url": "http://a/hook", "events": ["paused", "rolled_back"]},
             {"url": "http://b/slack", "events": ["rolled_back"], "format": "slack"},
         ]));
-        let input = crate::machine::Input::Replace {
-            spec: Box::new(r.spec.clone()),
-        };
+        let input = crate::machine::Input::Replace { spec: Box::new(r.spec.clone()) };
         let event = crate::events::body("paused", &r, &input);
         let paused = deliveries("e", &r, "paused", &event, 7);
         assert_eq!(paused.len(), 1);
-        assert_eq!(
-            (
-                paused[0].delivery.as_str(),
-                paused[0].url.as_str(),
-                paused[0].kind.as_str()
-            ),
-            ("e-7-0", "http://a/hook", "paused")
-        );
+        assert_eq!((paused[0].delivery.as_str(), paused[0].url.as_str(), paused[0].kind.as_str()), ("e-7-0", "http://a/hook", "paused"));
         let body: Value = serde_json::from_slice(&paused[0].body).unwrap();
-        assert_eq!(
-            (
-                body["delivery"].as_str(),
-                body["rollout"].as_str(),
-                body["kind"].as_str(),
-                body["seq"].as_i64()
-            ),
-            (Some("e-7-0"), Some("support"), Some("paused"), Some(7))
-        );
+        assert_eq!((body["delivery"].as_str(), body["rollout"].as_str(), body["kind"].as_str(), body["seq"].as_i64()), (Some("e-7-0"), Some("support"), Some("paused"), Some(7)));
         assert_eq!(body["event"]["seq"], 7);
-        assert_eq!(
-            body["event"]["input"],
-            json!({"kind": "replace"}),
-            "the spec, with every receiver's URL, is not sent"
-        );
+        assert_eq!(body["event"]["input"], json!({"kind": "replace"}), "the spec, with every receiver's URL, is not sent");
         assert!(!String::from_utf8_lossy(&paused[0].body).contains("http://b/slack"));
         let rolled = deliveries("e", &r, "rolled_back", &event, 8);
-        assert_eq!(
-            rolled
-                .iter()
-                .map(|d| d.delivery.as_str())
-                .collect::<Vec<_>>(),
-            ["e-8-0", "e-8-1"]
-        );
+        assert_eq!(rolled.iter().map(|d| d.delivery.as_str()).collect::<Vec<_>>(), ["e-8-0", "e-8-1"]);
         let slack: Value = serde_json::from_slice(&rolled[1].body).unwrap();
-        assert!(
-            slack["text"]
-                .as_str()
-                .unwrap()
-                .starts_with("fledge: rollout *support* rolled back"),
-            "{slack}"
-        );
+        assert!(slack["text"].as_str().unwrap().starts_with("fledge: rollout *support* rolled back"), "{slack}");
         assert!(deliveries("e", &r, "advanced", &event, 9).is_empty());
     }
 
     #[test]
     fn a_slack_message_names_the_failing_gate_with_canary_and_stable() {
         use fledge_core::analysis::{Action, GateResult, Metric, StepState, Verdict};
-        let mut r =
-            rollout(json!([{"url": "http://b/", "events": ["rolled_back"], "format": "slack"}]));
+        let mut r = rollout(json!([{"url": "http://b/", "events": ["rolled_back"], "format": "slack"}]));
         let gate = |metric, status, canary, stable| GateResult {
             metric,
             threshold: "canary ≥ stable − 2.00 pp".into(),
@@ -549,24 +438,15 @@ mod tests {
         r.status.last_verdict = Some(Verdict {
             action: Action::Rollback,
             reason: String::new(),
-            gates: vec![
-                gate(Metric::ErrorRate, GateStatus::Pass, 0.01, 0.01),
-                gate(Metric::TaskSuccessRate, GateStatus::Fail, 0.4, 0.95),
-            ],
+            gates: vec![gate(Metric::ErrorRate, GateStatus::Pass, 0.01, 0.01), gate(Metric::TaskSuccessRate, GateStatus::Fail, 0.4, 0.95)],
             next_state: StepState::default(),
             canary_weight: 0.0,
             waiting: None,
         });
         let text = slack_text(&r, "rolled_back");
-        assert!(
-            text.contains("rolled back: task_success_rate &lt;regressed&gt;"),
-            "{text}"
-        );
+        assert!(text.contains("rolled back: task_success_rate &lt;regressed&gt;"), "{text}");
         assert!(text.contains("• task_success_rate: canary 40.00% (n=200) vs stable 95.00% (n=2000); gate: canary ≥ stable − 2.00 pp"), "{text}");
         assert!(!text.contains("error_rate:"), "only failing gates: {text}");
-        assert!(
-            !slack_text(&r, "paused").contains('•'),
-            "a pause lists no gates"
-        );
+        assert!(!slack_text(&r, "paused").contains('•'), "a pause lists no gates");
     }
 }

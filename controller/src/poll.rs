@@ -42,17 +42,11 @@ pub async fn config(
     // Several replicas: a proxy that has seen a newer generation (from another replica) than this
     // replica has published is never answered with the older one; this replica first re-reads the
     // database, which is the truth either way.
-    let ahead = |p: &Published| {
-        state.cluster().is_shared()
-            && since.is_some_and(|n| n > p.generation)
-            && epoch.as_deref().is_none_or(|e| e == p.epoch)
-    };
+    let ahead = |p: &Published| state.cluster().is_shared() && since.is_some_and(|n| n > p.generation) && epoch.as_deref().is_none_or(|e| e == p.epoch);
     if ahead(&state.current()) {
         let s = state.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.refresh()).await {
-            return Err(ApiError::Unavailable(format!(
-                "cannot read the current config from the database: {e}"
-            )));
+            return Err(ApiError::Unavailable(format!("cannot read the current config from the database: {e}")));
         }
     }
     loop {
@@ -89,21 +83,14 @@ fn poll_proxy(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 fn snapshot(p: &Published) -> Response {
-    let mut resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        p.body.clone(),
-    )
-        .into_response();
-    resp.headers_mut()
-        .insert("x-fledge-generation", HeaderValue::from(p.generation));
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], p.body.clone()).into_response();
+    resp.headers_mut().insert("x-fledge-generation", HeaderValue::from(p.generation));
     resp
 }
 
 fn not_modified(p: &Published) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    resp.headers_mut()
-        .insert("x-fledge-generation", HeaderValue::from(p.generation));
+    resp.headers_mut().insert("x-fledge-generation", HeaderValue::from(p.generation));
     resp
 }
 
@@ -112,14 +99,10 @@ pub fn parse_poll_query(query: Option<&str>) -> Result<(Option<u64>, Option<Stri
     let (mut since, mut epoch) = (None, None);
     for pair in query.unwrap_or_default().split('&') {
         if let Some(v) = pair.strip_prefix("since=") {
-            since = Some(v.parse().map_err(|_| {
-                ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}"))
-            })?);
+            since = Some(v.parse().map_err(|_| ApiError::BadRequest(format!("since must be a non-negative integer, got {v:?}")))?);
         } else if let Some(v) = pair.strip_prefix("epoch=") {
             if !fledge_core::report::valid_identifier(v) {
-                return Err(ApiError::BadRequest(
-                    "epoch must be 1-253 printable characters".into(),
-                ));
+                return Err(ApiError::BadRequest("epoch must be 1-253 printable characters".into()));
             }
             epoch = Some(v.to_string());
         }

@@ -55,12 +55,7 @@ impl Probe {
     }
 
     /// Records one probe's outcome; returns the new state when it changed.
-    pub fn observe(
-        &mut self,
-        outcome: Result<(), String>,
-        spec: &ReadinessSpec,
-        now_ms: u64,
-    ) -> Option<Readiness> {
+    pub fn observe(&mut self, outcome: Result<(), String>, spec: &ReadinessSpec, now_ms: u64) -> Option<Readiness> {
         self.probes = self.probes.saturating_add(1);
         self.last_probe_ms = now_ms;
         let before = self.state;
@@ -86,25 +81,15 @@ impl Probe {
     }
 
     pub fn due(&self, spec: &ReadinessSpec, now_ms: u64) -> bool {
-        self.last_probe_ms == 0
-            || now_ms
-                >= self
-                    .last_probe_ms
-                    .saturating_add((spec.interval_seconds * 1_000.0) as u64)
+        self.last_probe_ms == 0 || now_ms >= self.last_probe_ms.saturating_add((spec.interval_seconds * 1_000.0) as u64)
     }
 
     /// One line for the status while a rollout waits on its canary.
     pub fn describe(&self, spec: &ReadinessSpec) -> String {
         match (&self.state, &self.last_error) {
             (Readiness::Ready, _) => "ready".to_string(),
-            (_, Some(e)) => format!(
-                "not ready: {} of {} probes failed in a row ({e})",
-                self.consecutive_failures, spec.failure_threshold
-            ),
-            _ => format!(
-                "{} of {} probes passed",
-                self.consecutive_successes, spec.success_threshold
-            ),
+            (_, Some(e)) => format!("not ready: {} of {} probes failed in a row ({e})", self.consecutive_failures, spec.failure_threshold),
+            _ => format!("{} of {} probes passed", self.consecutive_successes, spec.success_threshold),
         }
     }
 }
@@ -124,18 +109,12 @@ impl Probes {
     pub fn ready(&self, r: &Rollout) -> bool {
         match &r.spec.readiness {
             None => true,
-            Some(spec) => self
-                .by_rollout
-                .get(&r.name)
-                .is_some_and(|p| p.url == spec.url && p.state == Readiness::Ready),
+            Some(spec) => self.by_rollout.get(&r.name).is_some_and(|p| p.url == spec.url && p.state == Readiness::Ready),
         }
     }
 
     fn entry(&mut self, rollout: &str, spec: &ReadinessSpec) -> &mut Probe {
-        let p = self
-            .by_rollout
-            .entry(rollout.to_string())
-            .or_insert_with(|| Probe::new(&spec.url));
+        let p = self.by_rollout.entry(rollout.to_string()).or_insert_with(|| Probe::new(&spec.url));
         if p.url != spec.url {
             *p = Probe::new(&spec.url);
         }
@@ -155,10 +134,7 @@ fn probed(phase: Phase) -> bool {
 
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
         let mut in_flight: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,14 +143,9 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             in_flight.retain(|_, h| !h.is_finished());
             let view = state.view();
             let now = now_ms();
-            state.probes().retain(|name| {
-                view.rollout(name)
-                    .is_some_and(|r| r.spec.readiness.is_some() && probed(r.status.phase))
-            });
+            state.probes().retain(|name| view.rollout(name).is_some_and(|r| r.spec.readiness.is_some() && probed(r.status.phase)));
             for r in view.rollouts() {
-                let Some(spec) = r.spec.readiness.clone() else {
-                    continue;
-                };
+                let Some(spec) = r.spec.readiness.clone() else { continue };
                 if !probed(r.status.phase) || in_flight.contains_key(&r.name) {
                     continue;
                 }
@@ -182,40 +153,24 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     continue;
                 }
                 let (state, http, name) = (state.clone(), http.clone(), r.name.clone());
-                in_flight.insert(
-                    r.name.clone(),
-                    tokio::spawn(async move { probe_once(&state, &http, &name, &spec).await }),
-                );
+                in_flight.insert(r.name.clone(), tokio::spawn(async move { probe_once(&state, &http, &name, &spec).await }));
             }
         }
     })
 }
 
 async fn probe_once(state: &AppState, http: &reqwest::Client, name: &str, spec: &ReadinessSpec) {
-    let outcome = match http
-        .get(&spec.url)
-        .timeout(Duration::from_millis(spec.timeout_ms))
-        .send()
-        .await
-    {
+    let outcome = match http.get(&spec.url).timeout(Duration::from_millis(spec.timeout_ms)).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
         Err(e) if e.is_timeout() => Err(format!("no answer within {} ms", spec.timeout_ms)),
-        Err(e) => Err(format!(
-            "cannot reach {}: {}",
-            spec.url,
-            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
-        )),
+        Err(e) => Err(format!("cannot reach {}: {}", spec.url, std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()))),
     };
     let now = now_ms();
     let changed = state.probes().entry(name, spec).observe(outcome, spec, now);
     match changed {
         Some(Readiness::NotReady) => {
-            let detail = state
-                .probes()
-                .get(name)
-                .map(|p| p.describe(spec))
-                .unwrap_or_default();
+            let detail = state.probes().get(name).map(|p| p.describe(spec)).unwrap_or_default();
             tracing::warn!(rollout = %name, %detail, "canary failed its readiness probe");
             fail(state, name, detail, now);
         }
@@ -230,13 +185,9 @@ async fn probe_once(state: &AppState, http: &reqwest::Client, name: &str, spec: 
 /// A canary that stopped being ready while its traffic flows is rolled back, as by a critical gate —
 /// by the leader (several replicas probe; one decides, fenced by its lease).
 fn fail(state: &AppState, name: &str, detail: String, now: u64) {
-    let Some(fence) = state.cluster().lead().decider() else {
-        return;
-    };
+    let Some(fence) = state.cluster().lead().decider() else { return };
     let input = Input::ReadinessFailed { detail };
-    let result = state.apply_as(name, now, fence, input, |r| {
-        r.status.phase.is_judged() || r.status.phase == Phase::Paused
-    });
+    let result = state.apply_as(name, now, fence, input, |r| r.status.phase.is_judged() || r.status.phase == Phase::Paused);
     if let Err(e) = result {
         tracing::error!(rollout = %name, error = %e, "cannot roll back after a failed readiness probe");
     }
@@ -247,10 +198,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ReadinessSpec {
-        serde_json::from_str(
-            r#"{"url":"http://v2/healthz","success_threshold":3,"failure_threshold":2}"#,
-        )
-        .unwrap()
+        serde_json::from_str(r#"{"url":"http://v2/healthz","success_threshold":3,"failure_threshold":2}"#).unwrap()
     }
 
     #[test]
@@ -258,29 +206,13 @@ mod tests {
         let s = spec();
         let mut p = Probe::new(&s.url);
         assert_eq!(p.observe(Ok(()), &s, 1), None);
-        assert_eq!(
-            p.observe(Err("HTTP 503".into()), &s, 2),
-            None,
-            "one failure is not enough"
-        );
+        assert_eq!(p.observe(Err("HTTP 503".into()), &s, 2), None, "one failure is not enough");
         assert_eq!(p.observe(Ok(()), &s, 3), None);
         assert_eq!(p.observe(Ok(()), &s, 4), None);
-        assert_eq!(
-            p.observe(Ok(()), &s, 5),
-            Some(Readiness::Ready),
-            "three in a row"
-        );
+        assert_eq!(p.observe(Ok(()), &s, 5), Some(Readiness::Ready), "three in a row");
         assert_eq!(p.observe(Err("HTTP 503".into()), &s, 6), None);
-        assert_eq!(
-            p.observe(Err("HTTP 503".into()), &s, 7),
-            Some(Readiness::NotReady)
-        );
-        assert!(
-            p.describe(&s)
-                .contains("2 of 2 probes failed in a row (HTTP 503)"),
-            "{}",
-            p.describe(&s)
-        );
+        assert_eq!(p.observe(Err("HTTP 503".into()), &s, 7), Some(Readiness::NotReady));
+        assert!(p.describe(&s).contains("2 of 2 probes failed in a row (HTTP 503)"), "{}", p.describe(&s));
         assert_eq!(p.probes, 7);
     }
 

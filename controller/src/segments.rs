@@ -33,17 +33,11 @@ impl SegmentCounts {
         let window = rollout.status.window;
         let counts = self.by_rollout.entry(rollout.name.clone()).or_default();
         if counts.window != window {
-            *counts = Counts {
-                window,
-                by_segment: BTreeMap::new(),
-            };
+            *counts = Counts { window, by_segment: BTreeMap::new() };
         }
         for (name, n) in segments {
             if defined.iter().any(|s| &s.name == name) {
-                let c = counts
-                    .by_segment
-                    .entry((name.clone(), version.to_string()))
-                    .or_default();
+                let c = counts.by_segment.entry((name.clone(), version.to_string())).or_default();
                 *c = c.saturating_add(*n);
             }
         }
@@ -57,18 +51,9 @@ impl SegmentCounts {
     /// The status section: every segment the spec defines, in order, with its requests by version in
     /// the current window.
     pub fn status(&self, rollout: &Rollout) -> Value {
-        let counts = self
-            .by_rollout
-            .get(&rollout.name)
-            .filter(|c| c.window == rollout.status.window);
+        let counts = self.by_rollout.get(&rollout.name).filter(|c| c.window == rollout.status.window);
         let count = |segment: &str, version: &str| {
-            counts
-                .and_then(|c| {
-                    c.by_segment
-                        .get(&(segment.to_string(), version.to_string()))
-                })
-                .copied()
-                .unwrap_or(0)
+            counts.and_then(|c| c.by_segment.get(&(segment.to_string(), version.to_string()))).copied().unwrap_or(0)
         };
         // What the proxies were sent: after a blue-green switch, or once the rollout ended, no rule.
         let route = rollout.route();
@@ -84,8 +69,7 @@ impl SegmentCounts {
                     requests.insert(v.clone(), json!(count(&s.name, v)));
                 }
                 let published = route.segments.iter().find(|p| p.name == s.name);
-                let mut entry =
-                    json!({"name": s.name, "applied": published.is_some(), "requests": requests});
+                let mut entry = json!({"name": s.name, "applied": published.is_some(), "requests": requests});
                 // A blue-green preview pins a weighted rule's users to blue: say so.
                 if let (Some(p), Some(fields)) = (published, entry.as_object_mut()) {
                     if p != s {

@@ -56,10 +56,7 @@ impl Pair {
     }
 
     fn since(self, before: Pair) -> Pair {
-        Pair {
-            stable: self.stable.saturating_sub(before.stable),
-            canary: self.canary.saturating_sub(before.canary),
-        }
+        Pair { stable: self.stable.saturating_sub(before.stable), canary: self.canary.saturating_sub(before.canary) }
     }
 
     fn is_zero(self) -> bool {
@@ -126,12 +123,7 @@ impl Point {
         requests.add(later.requests);
         errors.add(later.errors);
         let span_ms = self.span_ms.saturating_add(later.span_ms);
-        *self = Point {
-            requests,
-            errors,
-            span_ms,
-            ..later
-        };
+        *self = Point { requests, errors, span_ms, ..later };
     }
 }
 
@@ -163,15 +155,8 @@ impl Series {
     pub fn push(&mut self, p: Point) {
         let newest = p.at_ms;
         self.fine.push_back(p);
-        while self.fine.len() > FINE_POINTS
-            || self
-                .fine
-                .front()
-                .is_some_and(|f| newest.saturating_sub(f.at_ms) > FINE_MS)
-        {
-            let Some(old) = self.fine.pop_front() else {
-                break;
-            };
+        while self.fine.len() > FINE_POINTS || self.fine.front().is_some_and(|f| newest.saturating_sub(f.at_ms) > FINE_MS) {
+            let Some(old) = self.fine.pop_front() else { break };
             self.fold(old);
         }
     }
@@ -192,10 +177,7 @@ impl Series {
 
     /// Every point, oldest first.
     pub fn points(&self) -> impl Iterator<Item = &Point> {
-        self.coarse
-            .iter()
-            .chain(self.folding.iter())
-            .chain(self.fine.iter())
+        self.coarse.iter().chain(self.folding.iter()).chain(self.fine.iter())
     }
 
     pub fn len(&self) -> usize {
@@ -225,23 +207,14 @@ impl Series {
     fn gate_points(&mut self, verdict: Option<&Verdict>) -> Vec<Option<GatePoint>> {
         let mut row: Vec<Option<GatePoint>> = Vec::new();
         for g in verdict.map(|v| v.gates.as_slice()).unwrap_or_default() {
-            let key = GateKey {
-                metric: g.metric,
-                threshold: g.threshold.clone(),
-                critical: g.critical,
-            };
-            let Some(col) = self.gate_column(key) else {
-                continue;
-            };
+            let key = GateKey { metric: g.metric, threshold: g.threshold.clone(), critical: g.critical };
+            let Some(col) = self.gate_column(key) else { continue };
             if row.len() <= col {
                 row.resize(col + 1, None);
             }
             // Beyond f32's range a value is shown at its edge; a non-finite one (a threshold that
             // cannot be reached) is left out.
-            let narrow = |v: Option<f64>| {
-                v.filter(|x| x.is_finite())
-                    .map(|x| x.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32)
-            };
+            let narrow = |v: Option<f64>| v.filter(|x| x.is_finite()).map(|x| x.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32);
             let bounds = g.bounds.unwrap_or_default();
             let point = GatePoint {
                 status: g.status,
@@ -264,38 +237,21 @@ impl Series {
     /// Samples `r` whose window (numbered `window`) has counted `requests` and `errors` so far.
     /// Returns the point added, if one was: when the counts or the rollout moved since the last
     /// sample, or [`IDLE_POINT_MS`] passed.
-    pub fn sample(
-        &mut self,
-        r: &Rollout,
-        window: u64,
-        requests: Pair,
-        errors: Pair,
-        now_ms: u64,
-    ) -> Option<&Point> {
+    pub fn sample(&mut self, r: &Rollout, window: u64, requests: Pair, errors: Pair, now_ms: u64) -> Option<&Point> {
         let (new_requests, new_errors, since_ms) = match self.seen {
             // The same window: what it counted since the last sample.
-            Some(s) if s.window == window => {
-                (requests.since(s.requests), errors.since(s.errors), s.at_ms)
-            }
+            Some(s) if s.window == window => (requests.since(s.requests), errors.since(s.errors), s.at_ms),
             // A new window (the analysis restarted): everything it has is new.
             Some(s) => (requests, errors, s.at_ms),
             None => (requests, errors, now_ms),
         };
         let moved = !new_requests.is_zero() || !new_errors.is_zero();
         let changed = self.seen.is_none_or(|s| s.revision != r.status.revision);
-        let idle = self
-            .seen
-            .is_some_and(|s| now_ms.saturating_sub(s.at_ms) >= IDLE_POINT_MS);
+        let idle = self.seen.is_some_and(|s| now_ms.saturating_sub(s.at_ms) >= IDLE_POINT_MS);
         if !(moved || changed || idle) {
             return None;
         }
-        self.seen = Some(Seen {
-            window,
-            requests,
-            errors,
-            revision: r.status.revision,
-            at_ms: now_ms,
-        });
+        self.seen = Some(Seen { window, requests, errors, revision: r.status.revision, at_ms: now_ms });
         let gates = self.gate_points(r.status.last_verdict.as_ref());
         self.push(Point {
             at_ms: now_ms,
@@ -343,14 +299,8 @@ pub fn sample_once(state: &AppState, now_ms: u64) {
                 let window = live.window(&r.name).filter(|w| w.seq() == r.status.window);
                 let of = |v: &str| window.map(|w| w.stats(v)).unwrap_or_default();
                 let (stable, canary) = (of(&r.spec.stable), of(&r.spec.canary));
-                let requests = Pair {
-                    stable: stable.requests,
-                    canary: canary.requests,
-                };
-                let errors = Pair {
-                    stable: stable.errors,
-                    canary: canary.errors,
-                };
+                let requests = Pair { stable: stable.requests, canary: canary.requests };
+                let errors = Pair { stable: stable.errors, canary: canary.errors };
                 (r.clone(), requests, errors)
             })
             .collect()
@@ -361,14 +311,9 @@ pub fn sample_once(state: &AppState, now_ms: u64) {
         book.retain(|name| view.rollout(name).is_some());
         for (r, requests, errors) in counts {
             let series = book.entry(&r.name);
-            let point = series
-                .sample(&r, r.status.window, requests, errors, now_ms)
-                .map(|p| json!(p));
+            let point = series.sample(&r, r.status.window, requests, errors, now_ms).map(|p| json!(p));
             if let Some(point) = point {
-                added.push(Notice::sampled(
-                    &r.name,
-                    json!({ "gates": series.gates(), "point": point }),
-                ));
+                added.push(Notice::sampled(&r.name, json!({ "gates": series.gates(), "point": point })));
             }
         }
     }
@@ -388,11 +333,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                 _ = tick.tick() => {}
                 _ = shutdown.wait_for(|down| *down) => return,
             }
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                sample_once(&state, now_ms())
-            }))
-            .is_err()
-            {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sample_once(&state, now_ms()))).is_err() {
                 tracing::error!("series sample panicked; continuing with the next");
             }
         }
@@ -400,23 +341,14 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// `GET /v1/rollouts/{name}/series[?since_ms=T]`: the rollout's points (those after `T`), oldest first.
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let since = parse_since(q.as_deref())?;
     if state.view().rollout(&name).is_none() {
         return Err(crate::api::not_found(&name));
     }
     let book = state.series();
     let (gates, points): (&[GateKey], Vec<&Point>) = match book.get(&name) {
-        Some(s) => (
-            s.gates(),
-            s.points()
-                .filter(|p| since.is_none_or(|t| p.at_ms > t))
-                .collect(),
-        ),
+        Some(s) => (s.gates(), s.points().filter(|p| since.is_none_or(|t| p.at_ms > t)).collect()),
         None => (&[], Vec::new()),
     };
     Ok(Json(json!({
@@ -444,11 +376,7 @@ fn parse_since(q: Option<&str>) -> Result<Option<u64>, ApiError> {
                     .ok_or_else(|| ApiError::BadRequest(format!("since_ms must be an integer from 0 to {MAX_SINCE_MS} (ms since the Unix epoch), got {v:?}")))?;
                 since = Some(t);
             }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter {pair:?}: only since_ms"
-                )))
-            }
+            _ => return Err(ApiError::BadRequest(format!("unknown query parameter {pair:?}: only since_ms"))),
         }
     }
     Ok(since)
@@ -460,10 +388,7 @@ mod tests {
     use fledge_core::rollout::RolloutSpec;
 
     fn rollout() -> Rollout {
-        let spec: RolloutSpec = serde_json::from_value(
-            json!({"hosts": ["h"], "stable": "v1", "canary": "v2", "weight": 10}),
-        )
-        .unwrap();
+        let spec: RolloutSpec = serde_json::from_value(json!({"hosts": ["h"], "stable": "v1", "canary": "v2", "weight": 10})).unwrap();
         Rollout::new("r", spec, 0).unwrap()
     }
 
@@ -476,101 +401,43 @@ mod tests {
         // 26 hours of one point a second, each second 3 new stable and 1 new canary request.
         let seconds = 26 * 3_600u64;
         for i in 1..=seconds {
-            total.add(Pair {
-                stable: 3,
-                canary: 1,
-            });
-            assert!(
-                s.sample(&r, 1, total, Pair::default(), start + i * 1_000)
-                    .is_some(),
-                "counts moved: a point"
-            );
+            total.add(Pair { stable: 3, canary: 1 });
+            assert!(s.sample(&r, 1, total, Pair::default(), start + i * 1_000).is_some(), "counts moved: a point");
             assert!(s.len() <= FINE_POINTS + COARSE_POINTS + 1);
         }
         assert_eq!(s.fine.len(), FINE_POINTS, "an hour of 1 s points");
         assert_eq!(s.coarse.len(), COARSE_POINTS, "a day of minutes");
         let points: Vec<&Point> = s.points().collect();
-        assert!(
-            points.windows(2).all(|w| w[0].at_ms < w[1].at_ms),
-            "oldest first, no repeats"
-        );
+        assert!(points.windows(2).all(|w| w[0].at_ms < w[1].at_ms), "oldest first, no repeats");
         // A folded minute holds the minute's counts and spans it.
         let minute = &s.coarse[s.coarse.len() - 1];
-        assert_eq!(
-            (
-                minute.requests.stable,
-                minute.requests.canary,
-                minute.span_ms
-            ),
-            (180, 60, 60_000)
-        );
+        assert_eq!((minute.requests.stable, minute.requests.canary, minute.span_ms), (180, 60, 60_000));
         // Nothing lost within what is kept: the requests add up to 3 per second covered.
         let covered: u64 = points.iter().map(|p| p.span_ms).sum();
         let stable: u64 = points.iter().map(|p| p.requests.stable).sum();
         assert_eq!(stable, 3 * covered / 1_000);
-        assert!(
-            s.points().next().unwrap().at_ms >= start + (seconds - 25 * 3_600) * 1_000,
-            "older than 25 h is gone"
-        );
+        assert!(s.points().next().unwrap().at_ms >= start + (seconds - 25 * 3_600) * 1_000, "older than 25 h is gone");
     }
 
     #[test]
     fn nothing_moving_adds_a_point_a_minute() {
         let r = rollout();
         let mut s = Series::default();
-        assert!(
-            s.sample(&r, 1, Pair::default(), Pair::default(), 1_000)
-                .is_some(),
-            "the first sample"
-        );
-        let added = (2..=600)
-            .filter(|i| {
-                s.sample(&r, 1, Pair::default(), Pair::default(), i * 1_000)
-                    .is_some()
-            })
-            .count();
+        assert!(s.sample(&r, 1, Pair::default(), Pair::default(), 1_000).is_some(), "the first sample");
+        let added = (2..=600).filter(|i| s.sample(&r, 1, Pair::default(), Pair::default(), i * 1_000).is_some()).count();
         assert_eq!(added, 9, "ten minutes idle: one point a minute");
-        let p = s
-            .sample(
-                &r,
-                1,
-                Pair {
-                    stable: 5,
-                    canary: 0,
-                },
-                Pair::default(),
-                601_000,
-            )
-            .unwrap();
+        let p = s.sample(&r, 1, Pair { stable: 5, canary: 0 }, Pair::default(), 601_000).unwrap();
         assert_eq!(p.requests.stable, 5);
         // A new window (the analysis restarted) counts from zero.
-        let p = s
-            .sample(
-                &r,
-                2,
-                Pair {
-                    stable: 2,
-                    canary: 1,
-                },
-                Pair::default(),
-                602_000,
-            )
-            .unwrap();
-        assert_eq!(
-            (p.requests.stable, p.requests.canary, p.span_ms),
-            (2, 1, 1_000)
-        );
+        let p = s.sample(&r, 2, Pair { stable: 2, canary: 1 }, Pair::default(), 602_000).unwrap();
+        assert_eq!((p.requests.stable, p.requests.canary, p.span_ms), (2, 1, 1_000));
     }
 
     #[test]
     fn gate_columns_are_bounded() {
         let mut s = Series::default();
         for i in 0..(MAX_GATES + 10) {
-            let key = GateKey {
-                metric: Metric::ErrorRate,
-                threshold: format!("≤ {i}"),
-                critical: false,
-            };
+            let key = GateKey { metric: Metric::ErrorRate, threshold: format!("≤ {i}"), critical: false };
             assert_eq!(s.gate_column(key).is_some(), i < MAX_GATES);
         }
         assert_eq!(s.gates().len(), MAX_GATES);
@@ -581,10 +448,7 @@ mod tests {
         assert_eq!(parse_since(Some("since_ms=5")).unwrap(), Some(5));
         assert_eq!(parse_since(None).unwrap(), None);
         assert!(parse_since(Some("since_ms=-1")).is_err());
-        assert_eq!(
-            parse_since(Some("since_ms=9007199254740991")).unwrap(),
-            Some(9007199254740991)
-        );
+        assert_eq!(parse_since(Some("since_ms=9007199254740991")).unwrap(), Some(9007199254740991));
         assert!(parse_since(Some("since_ms=9007199254740992")).is_err());
         assert!(parse_since(Some("x=1")).is_err());
     }

@@ -9,21 +9,12 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let view = state.view();
-    let rollout = view
-        .rollout(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no rollout named {name:?}")))?;
+    let rollout = view.rollout(&name).ok_or_else(|| ApiError::NotFound(format!("no rollout named {name:?}")))?;
     let (stats, samples) = {
         let live = state.live();
-        let stats = live
-            .window(&name)
-            .filter(|w| w.seq() == rollout.status.window)
-            .map(|w| w.shadow().clone())
-            .unwrap_or_default();
+        let stats = live.window(&name).filter(|w| w.seq() == rollout.status.window).map(|w| w.shadow().clone()).unwrap_or_default();
         (stats, live.shadow_samples(&name))
     };
     Ok(Json(json!({

@@ -83,26 +83,15 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            poll_hold: Duration::from_secs(30),
-            token: None,
-            webhooks: WebhookSettings::default(),
-            replica: String::new(),
-        }
+        Self { poll_hold: Duration::from_secs(30), token: None, webhooks: WebhookSettings::default(), replica: String::new() }
     }
 }
 
 /// A replica id for a replica given none: the host's name (a pod's name in Kubernetes) and a random
 /// suffix, so two processes on one host differ.
 pub fn default_replica_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| fledge_core::report::valid_identifier(h) && h.len() <= 200)
-        .unwrap_or_else(|| "fledge".into());
-    format!(
-        "{host}-{:04x}",
-        getrandom::u32().unwrap_or_else(|_| std::process::id()) & 0xffff
-    )
+    let host = std::env::var("HOSTNAME").ok().filter(|h| fledge_core::report::valid_identifier(h) && h.len() <= 200).unwrap_or_else(|| "fledge".into());
+    format!("{host}-{:04x}", getrandom::u32().unwrap_or_else(|_| std::process::id()) & 0xffff)
 }
 
 struct Shared {
@@ -149,20 +138,12 @@ impl AppState {
         let view = View {
             epoch: loaded.epoch,
             generation: loaded.generation,
-            rollouts: loaded
-                .rollouts
-                .into_iter()
-                .map(|r| (r.name.clone(), Arc::new(r)))
-                .collect(),
+            rollouts: loaded.rollouts.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect(),
         };
         let (published, _) = watch::channel(Arc::new(publish(&view)?));
         let (shutdown, _) = watch::channel(false);
         let (updates, _) = broadcast::channel(NOTICES);
-        let replica = if settings.replica.is_empty() {
-            default_replica_id()
-        } else {
-            settings.replica.clone()
-        };
+        let replica = if settings.replica.is_empty() { default_replica_id() } else { settings.replica.clone() };
         let cluster = Arc::new(Cluster::new(replica, store.is_shared()));
         if store.is_shared() {
             // A replica starting now merges what arrives from now on, as a restarted single one does.
@@ -200,12 +181,7 @@ impl AppState {
         &self.shared.cluster
     }
 
-    pub fn lease_tick(
-        &self,
-        replica: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<LeaseState, StoreError> {
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
         self.store().lease_tick(replica, instance, ttl_ms)
     }
 
@@ -217,11 +193,7 @@ impl AppState {
         self.store().log_append(entries, at_ms)
     }
 
-    pub fn log_after(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
         self.store().log_after(after_id, limit)
     }
 
@@ -241,30 +213,13 @@ impl AppState {
         let loaded = store.load()?;
         let view = self.view();
         let now = now_ms();
-        let rollouts: BTreeMap<String, Arc<Rollout>> = loaded
-            .rollouts
-            .into_iter()
-            .map(|r| (r.name.clone(), Arc::new(r)))
-            .collect();
+        let rollouts: BTreeMap<String, Arc<Rollout>> = loaded.rollouts.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect();
         let changed: Vec<&Arc<Rollout>> = rollouts
             .values()
-            .filter(|r| {
-                view.rollout(&r.name).is_none_or(|old| {
-                    old.status.revision != r.status.revision
-                        || old.status.updated_at_ms != r.status.updated_at_ms
-                })
-            })
+            .filter(|r| view.rollout(&r.name).is_none_or(|old| old.status.revision != r.status.revision || old.status.updated_at_ms != r.status.updated_at_ms))
             .collect();
-        let removed: Vec<String> = view
-            .rollouts()
-            .filter(|r| !rollouts.contains_key(&r.name))
-            .map(|r| r.name.clone())
-            .collect();
-        if changed.is_empty()
-            && removed.is_empty()
-            && loaded.generation == view.generation
-            && loaded.epoch == view.epoch
-        {
+        let removed: Vec<String> = view.rollouts().filter(|r| !rollouts.contains_key(&r.name)).map(|r| r.name.clone()).collect();
+        if changed.is_empty() && removed.is_empty() && loaded.generation == view.generation && loaded.epoch == view.epoch {
             return Ok(false);
         }
         {
@@ -280,22 +235,10 @@ impl AppState {
             self.counters().forget(name);
         }
         let names: Vec<String> = changed.iter().map(|r| r.name.clone()).collect();
-        let next = View {
-            epoch: loaded.epoch,
-            generation: loaded.generation,
-            rollouts,
-        };
+        let next = View { epoch: loaded.epoch, generation: loaded.generation, rollouts };
         let republish = next.generation != view.generation || next.epoch != view.epoch;
-        let published = if republish {
-            Some(publish(&next)?)
-        } else {
-            None
-        };
-        *self
-            .shared
-            .view
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        let published = if republish { Some(publish(&next)?) } else { None };
+        *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         if let Some(p) = published {
             self.shared.published.send_replace(Arc::new(p));
         }
@@ -311,11 +254,7 @@ impl AppState {
 
     /// The current rollouts, as of the last commit.
     pub fn view(&self) -> Arc<View> {
-        self.shared
-            .view
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.view.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The live windows and worker table. Counters only, consistent after any partial update, so a
@@ -407,15 +346,8 @@ impl AppState {
         self.store().outbox_remove(id)
     }
 
-    pub fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_attempt_ms: u64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        self.store()
-            .outbox_retry(id, attempts, next_attempt_ms, error)
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
+        self.store().outbox_retry(id, attempts, next_attempt_ms, error)
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
@@ -445,35 +377,15 @@ impl AppState {
     /// until its view is swapped in), so the export is one consistent snapshot.
     pub fn export_start(&self, name: &str) -> Result<(Arc<Rollout>, i64, Option<u64>), ApiError> {
         let store = self.store();
-        let rollout = self
-            .view()
-            .rollout(name)
-            .cloned()
-            .ok_or_else(|| crate::api::not_found(name))?;
-        Ok((
-            rollout,
-            store.last_event_seq()?,
-            store.first_interval(name)?,
-        ))
+        let rollout = self.view().rollout(name).cloned().ok_or_else(|| crate::api::not_found(name))?;
+        Ok((rollout, store.last_event_seq()?, store.first_interval(name)?))
     }
 
-    pub fn events_page(
-        &self,
-        name: &str,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+    pub fn events_page(&self, name: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
         self.store().events_page(name, after_seq, upto_seq, limit)
     }
 
-    pub fn intervals_page(
-        &self,
-        name: &str,
-        after_n: u64,
-        upto_n: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+    pub fn intervals_page(&self, name: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
         self.store().intervals_page(name, after_n, upto_n, limit)
     }
 
@@ -535,9 +447,7 @@ impl AppState {
                 Err(Failed::Api(e)) => return Err(e),
             }
         }
-        Err(ApiError::Conflict(format!(
-            "rollout {name:?} kept changing on other replicas; try again"
-        )))
+        Err(ApiError::Conflict(format!("rollout {name:?} kept changing on other replicas; try again")))
     }
 
     fn commit_once(
@@ -550,13 +460,9 @@ impl AppState {
         let mut store = self.store();
         let view = self.view();
         let before = view.rollout(name).map(Arc::as_ref);
-        let Some(change) = decide(before)? else {
-            return Ok(None);
-        };
+        let Some(change) = decide(before)? else { return Ok(None) };
         let expect = Expect {
-            seen: store
-                .is_shared()
-                .then(|| (view.generation, before.map(|b| b.status.revision))),
+            seen: store.is_shared().then(|| (view.generation, before.map(|b| b.status.revision))),
             fence: fence.cloned(),
         };
         let mut rollouts = view.rollouts.clone();
@@ -575,23 +481,8 @@ impl AppState {
                 None
             }
             Change::Create(rollout, input) => {
-                let t = Transition {
-                    rollout: *rollout,
-                    event: Some("created"),
-                    routing_changed: true,
-                    window: WindowEffect::Reset,
-                    interval: None,
-                };
-                let (r, e) = self.write(
-                    &mut store,
-                    &view.epoch,
-                    None,
-                    t,
-                    &input,
-                    &mut generation,
-                    now_ms,
-                    &expect,
-                )?;
+                let t = Transition { rollout: *rollout, event: Some("created"), routing_changed: true, window: WindowEffect::Reset, interval: None };
+                let (r, e) = self.write(&mut store, &view.epoch, None, t, &input, &mut generation, now_ms, &expect)?;
                 event = e;
                 Some(r)
             }
@@ -599,16 +490,7 @@ impl AppState {
                 if before.is_some_and(|b| t.is_noop(b)) {
                     return Ok(None);
                 }
-                let (r, e) = self.write(
-                    &mut store,
-                    &view.epoch,
-                    before,
-                    *t,
-                    &input,
-                    &mut generation,
-                    now_ms,
-                    &expect,
-                )?;
+                let (r, e) = self.write(&mut store, &view.epoch, before, *t, &input, &mut generation, now_ms, &expect)?;
                 event = e;
                 Some(r)
             }
@@ -616,25 +498,13 @@ impl AppState {
         if let Some(r) = &committed {
             rollouts.insert(name.to_string(), r.clone());
         }
-        let next = View {
-            epoch: view.epoch.clone(),
-            generation,
-            rollouts,
-        };
+        let next = View { epoch: view.epoch.clone(), generation, rollouts };
         if generation != view.generation {
             let published = publish(&next)?;
-            *self
-                .shared
-                .view
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+            *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
             self.shared.published.send_replace(Arc::new(published));
         } else {
-            *self
-                .shared
-                .view
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+            *self.shared.view.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         }
         // After the swap, so a stream that builds the status on this notice sees the commit.
         self.notify(match committed {
@@ -667,9 +537,7 @@ impl AppState {
         applies: impl Fn(&Rollout) -> bool,
     ) -> Result<Option<Arc<Rollout>>, ApiError> {
         self.commit_as(name, now_ms, fence, |current| {
-            let Some(r) = current.filter(|r| applies(r)) else {
-                return Ok(None);
-            };
+            let Some(r) = current.filter(|r| applies(r)) else { return Ok(None) };
             let t = crate::machine::step(r, input.clone(), now_ms)?;
             Ok(Some(Change::Apply(Box::new(t), input.clone())))
         })
@@ -692,15 +560,11 @@ impl AppState {
     ) -> Result<(Arc<Rollout>, Option<serde_json::Value>), Failed> {
         let mut r = t.rollout;
         if let Some(f) = &expect.fence {
-            r.status.decided_by = Some(crate::model::DecidedBy {
-                replica: f.replica.clone(),
-                epoch: f.epoch,
-            });
+            r.status.decided_by = Some(crate::model::DecidedBy { replica: f.replica.clone(), epoch: f.epoch });
         }
         let prior = before.map(|b| &b.status);
         r.status.revision = prior.map_or(0, |s| s.revision) + 1;
-        r.status.window =
-            prior.map_or(0, |s| s.window) + u64::from(t.window == WindowEffect::Reset);
+        r.status.window = prior.map_or(0, |s| s.window) + u64::from(t.window == WindowEffect::Reset);
         r.status.updated_at_ms = now_ms;
         if t.routing_changed {
             *generation += 1;
@@ -720,31 +584,18 @@ impl AppState {
             (Some(kind), Some(body)) => crate::notify::deliveries(epoch, &r, kind, body, seq),
             _ => Vec::new(),
         };
-        let queued = store.put_checked(
-            &r,
-            *generation,
-            event.as_ref(),
-            t.interval.as_ref(),
-            &deliveries,
-            expect,
-        )?;
+        let queued = store.put_checked(&r, *generation, event.as_ref(), t.interval.as_ref(), &deliveries, expect)?;
         if let Some(kind) = t.event {
             self.counters().event(&r.name, kind);
         }
         if queued.dropped > 0 {
             self.counters().dropped(queued.dropped);
-            tracing::warn!(
-                dropped = queued.dropped,
-                limit = crate::store::MAX_OUTBOX,
-                "notification outbox full: the oldest undelivered notifications were dropped"
-            );
+            tracing::warn!(dropped = queued.dropped, limit = crate::store::MAX_OUTBOX, "notification outbox full: the oldest undelivered notifications were dropped");
         }
         if queued.deliveries > 0 {
             self.shared.outbox_written.notify_one();
         }
-        if let (Some(fields), Some(seq)) =
-            (event.as_mut().and_then(|e| e.as_object_mut()), queued.seq)
-        {
+        if let (Some(fields), Some(seq)) = (event.as_mut().and_then(|e| e.as_object_mut()), queued.seq) {
             fields.insert("seq".into(), seq.into());
         }
         if t.window == WindowEffect::Reset {
@@ -788,15 +639,9 @@ fn publish(view: &View) -> Result<Published, StoreError> {
         generation: view.generation,
         rollouts: view.rollouts.values().map(|r| r.route()).collect(),
     };
-    Ok(Published {
-        epoch: view.epoch.clone(),
-        generation: view.generation,
-        body: Bytes::from(serde_json::to_vec(&snapshot)?),
-    })
+    Ok(Published { epoch: view.epoch.clone(), generation: view.generation, body: Bytes::from(serde_json::to_vec(&snapshot)?) })
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

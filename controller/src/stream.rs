@@ -55,36 +55,23 @@ pub enum What {
 
 impl Notice {
     pub fn committed(rollout: &str, event: Option<Value>) -> Self {
-        Self {
-            rollout: rollout.into(),
-            what: What::Committed(event.map(Arc::new)),
-        }
+        Self { rollout: rollout.into(), what: What::Committed(event.map(Arc::new)) }
     }
 
     pub fn sampled(rollout: &str, series: Value) -> Self {
-        Self {
-            rollout: rollout.into(),
-            what: What::Sampled(Arc::new(series)),
-        }
+        Self { rollout: rollout.into(), what: What::Sampled(Arc::new(series)) }
     }
 
     pub fn deleted(rollout: &str) -> Self {
-        Self {
-            rollout: rollout.into(),
-            what: What::Deleted,
-        }
+        Self { rollout: rollout.into(), what: What::Deleted }
     }
 }
 
 /// `GET /v1/rollouts/{name}/stream`.
-pub async fn one(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     // Subscribed before the first status is built, so no change falls between the two.
     let rx = state.updates();
-    let first =
-        rollout_event(&state, &name, None, None, 0).ok_or_else(|| crate::api::not_found(&name))?;
+    let first = rollout_event(&state, &name, None, None, 0).ok_or_else(|| crate::api::not_found(&name))?;
     Ok(respond(Tail::new(state, rx, Some(name), first)))
 }
 
@@ -96,15 +83,10 @@ pub async fn all(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 fn respond(tail: Tail) -> Response {
-    let events = futures_util::stream::unfold(tail, |mut t| async move {
-        t.next().await.map(|e| (Ok::<_, Infallible>(e), t))
-    });
-    let mut resp = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
-        .into_response();
+    let events = futures_util::stream::unfold(tail, |mut t| async move { t.next().await.map(|e| (Ok::<_, Infallible>(e), t)) });
+    let mut resp = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")).into_response();
     // Proxies that buffer responses (nginx) must pass events through as they come.
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
 }
 
@@ -119,20 +101,9 @@ struct Tail {
 }
 
 impl Tail {
-    fn new(
-        state: AppState,
-        rx: broadcast::Receiver<Notice>,
-        only: Option<String>,
-        first: Event,
-    ) -> Self {
+    fn new(state: AppState, rx: broadcast::Receiver<Notice>, only: Option<String>, first: Event) -> Self {
         let shutdown = state.shutdown_signal();
-        Self {
-            state,
-            rx,
-            shutdown,
-            only,
-            first: Some(first.retry(RETRY)),
-        }
+        Self { state, rx, shutdown, only, first: Some(first.retry(RETRY)) }
     }
 
     /// The next event to send; `None` ends the stream (shutdown).
@@ -169,27 +140,15 @@ impl Tail {
 
     fn event_for(&self, n: &Notice) -> Option<Event> {
         match &n.what {
-            What::Deleted => Some(
-                Event::default()
-                    .event("deleted")
-                    .data(json!({ "name": &*n.rollout }).to_string()),
-            ),
-            What::Committed(event) => {
-                rollout_event(&self.state, &n.rollout, event.as_deref(), None, 0)
-            }
+            What::Deleted => Some(Event::default().event("deleted").data(json!({ "name": &*n.rollout }).to_string())),
+            What::Committed(event) => rollout_event(&self.state, &n.rollout, event.as_deref(), None, 0),
             What::Sampled(series) => rollout_event(&self.state, &n.rollout, None, Some(series), 0),
         }
     }
 }
 
 /// A `rollout` event with the rollout's current status; `None` if it no longer exists.
-fn rollout_event(
-    state: &AppState,
-    name: &str,
-    event: Option<&Value>,
-    series: Option<&Value>,
-    skipped: u64,
-) -> Option<Event> {
+fn rollout_event(state: &AppState, name: &str, event: Option<&Value>, series: Option<&Value>, skipped: u64) -> Option<Event> {
     let view = state.view();
     let status = crate::api::rollout_body(state, &view, name).ok()?;
     let mut data = json!({ "rollout": status, "event": event, "series": series });
@@ -204,10 +163,7 @@ fn rollout_event(
 /// A `snapshot` event: every rollout's current status.
 fn snapshot_event(state: &AppState) -> Result<Event, ApiError> {
     let view = state.view();
-    let rollouts = view
-        .rollouts()
-        .map(|r| crate::api::rollout_body(state, &view, &r.name))
-        .collect::<Result<Vec<Value>, ApiError>>()?;
+    let rollouts = view.rollouts().map(|r| crate::api::rollout_body(state, &view, &r.name)).collect::<Result<Vec<Value>, ApiError>>()?;
     let data = json!({ "generation": view.generation(), "rollouts": rollouts });
     Ok(Event::default().event("snapshot").data(data.to_string()))
 }

@@ -81,17 +81,7 @@ impl From<&VersionStats> for Counts {
             evaluations: s
                 .evaluations
                 .iter()
-                .map(|(name, e)| {
-                    (
-                        name.clone(),
-                        EvaluationCounts {
-                            count: e.count,
-                            score_sum: e.sum,
-                            labelled: e.labelled,
-                            pass: e.pass,
-                        },
-                    )
-                })
+                .map(|(name, e)| (name.clone(), EvaluationCounts { count: e.count, score_sum: e.sum, labelled: e.labelled, pass: e.pass }))
                 .collect(),
         }
     }
@@ -112,10 +102,7 @@ impl Counts {
             (&mut self.cost_count, o.cost_count),
             (&mut self.cost_malformed, o.cost_malformed),
             (&mut self.policy_violations, o.policy_violations),
-            (
-                &mut self.policy_violating_requests,
-                o.policy_violating_requests,
-            ),
+            (&mut self.policy_violating_requests, o.policy_violating_requests),
             (&mut self.policy_malformed, o.policy_malformed),
             (&mut self.latency_samples, o.latency_samples),
             (&mut self.ttft_samples, o.ttft_samples),
@@ -183,11 +170,7 @@ pub fn close(
     let n = totals.intervals;
     let mut version = |name: &str, role: &str, s: &VersionStats| {
         let counts = Counts::from(s);
-        totals
-            .versions
-            .entry(name.to_string())
-            .or_default()
-            .add(&counts);
+        totals.versions.entry(name.to_string()).or_default().add(&counts);
         let ms = |q: Option<f64>| q.map(|us| us / 1000.0);
         json!({
             "version": name,
@@ -201,10 +184,7 @@ pub fn close(
             },
         })
     };
-    let versions = [
-        version(stable, "stable", &interval.stable),
-        version(canary, "canary", &interval.canary),
-    ];
+    let versions = [version(stable, "stable", &interval.stable), version(canary, "canary", &interval.canary)];
     let body = json!({
         "n": n,
         "window": window,
@@ -223,72 +203,27 @@ mod tests {
     use super::*;
 
     fn stats(requests: u64, errors: u64, cost: f64) -> VersionStats {
-        let mut s = VersionStats {
-            requests,
-            errors,
-            cost_count: 1,
-            cost_sum: cost,
-            ..VersionStats::default()
-        };
-        s.evaluations.insert(
-            "helpfulness".into(),
-            fledge_core::analysis::EvaluationStats {
-                count: 2,
-                sum: 7.0,
-                sum_sq: 25.0,
-                labelled: 2,
-                pass: 1,
-            },
-        );
+        let mut s = VersionStats { requests, errors, cost_count: 1, cost_sum: cost, ..VersionStats::default() };
+        s.evaluations.insert("helpfulness".into(), fledge_core::analysis::EvaluationStats { count: 2, sum: 7.0, sum_sq: 25.0, labelled: 2, pass: 1 });
         s
     }
 
     #[test]
     fn closing_intervals_adds_up_per_version_and_numbers_them() {
         let mut totals = Totals::default();
-        let a = Interval {
-            started_at_ms: 0,
-            ended_at_ms: 1_000,
-            stable: stats(10, 1, 0.5),
-            canary: stats(3, 0, 0.25),
-        };
-        let r1 = close(
-            &mut totals,
-            &a,
-            ("v1", "v2"),
-            1,
-            Phase::Progressing,
-            Some(0),
-            Action::Hold,
-        );
-        let r2 = close(
-            &mut totals,
-            &a,
-            ("v1", "v2"),
-            1,
-            Phase::Progressing,
-            Some(0),
-            Action::Advance,
-        );
+        let a = Interval { started_at_ms: 0, ended_at_ms: 1_000, stable: stats(10, 1, 0.5), canary: stats(3, 0, 0.25) };
+        let r1 = close(&mut totals, &a, ("v1", "v2"), 1, Phase::Progressing, Some(0), Action::Hold);
+        let r2 = close(&mut totals, &a, ("v1", "v2"), 1, Phase::Progressing, Some(0), Action::Advance);
         assert_eq!((r1.n, r2.n, totals.intervals), (1, 2, 2));
         let v1 = &totals.versions["v1"];
         assert_eq!((v1.requests, v1.errors, v1.cost_sum), (20, 2, 1.0));
-        assert_eq!(
-            v1.evaluations["helpfulness"],
-            EvaluationCounts {
-                count: 4,
-                score_sum: 14.0,
-                labelled: 4,
-                pass: 2
-            }
-        );
+        assert_eq!(v1.evaluations["helpfulness"], EvaluationCounts { count: 4, score_sum: 14.0, labelled: 4, pass: 2 });
         assert_eq!(totals.versions["v2"].requests, 6);
         assert_eq!(r2.body["action"], "advance");
         assert_eq!(r2.body["versions"][1]["role"], "canary");
         assert_eq!(r2.body["versions"][1]["counts"]["requests"], 3);
         // The stored form reads back as the same counts.
-        let back: Counts =
-            serde_json::from_value(r2.body["versions"][0]["counts"].clone()).unwrap();
+        let back: Counts = serde_json::from_value(r2.body["versions"][0]["counts"].clone()).unwrap();
         assert_eq!(back, Counts::from(&stats(10, 1, 0.5)));
     }
 }

@@ -14,31 +14,11 @@ const PAGE: &str = include_str!("../ui/index.html");
 
 /// Name, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../ui/app.js"),
-    ),
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../ui/app.css"),
-    ),
-    (
-        "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../ui/vendor/uPlot.iife.min.js"),
-    ),
-    (
-        "uPlot.min.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../ui/vendor/uPlot.min.css"),
-    ),
-    (
-        "uPlot.LICENSE",
-        "text/plain; charset=utf-8",
-        include_bytes!("../ui/vendor/uPlot.LICENSE"),
-    ),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../ui/app.js")),
+    ("app.css", "text/css; charset=utf-8", include_bytes!("../ui/app.css")),
+    ("uPlot.iife.min.js", "text/javascript; charset=utf-8", include_bytes!("../ui/vendor/uPlot.iife.min.js")),
+    ("uPlot.min.css", "text/css; charset=utf-8", include_bytes!("../ui/vendor/uPlot.min.css")),
+    ("uPlot.LICENSE", "text/plain; charset=utf-8", include_bytes!("../ui/vendor/uPlot.LICENSE")),
 ];
 
 /// Scripts and styles only from here; data only from this API; no framing.
@@ -59,19 +39,10 @@ pub async fn rollout_page(Path(name): Path<String>) -> Result<Response, ApiError
 fn html() -> Response {
     let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     resp
 }
 
@@ -81,17 +52,9 @@ pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
         .iter()
         .find(|(name, _, _)| *name == file)
         .ok_or_else(|| ApiError::NotFound(format!("no dashboard asset {file:?}")))?;
-    let mut resp = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, *content_type)],
-        *bytes,
-    )
-        .into_response();
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, *content_type)], *bytes).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(resp)
 }

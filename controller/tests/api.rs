@@ -1,10 +1,5 @@
 //! The REST API through `app(state).oneshot(..)`: contract, validation and the long poll.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
@@ -23,12 +18,7 @@ fn state() -> AppState {
     common::state(300)
 }
 
-async fn call(
-    state: &AppState,
-    method: &str,
-    uri: &str,
-    body: Option<&str>,
-) -> (StatusCode, Value) {
+async fn call(state: &AppState, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
     common::request(state, method, uri, body.map(|b| b.as_bytes().to_vec())).await
 }
 
@@ -41,13 +31,7 @@ async fn crud_bumps_generation() {
     assert_eq!(code, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"]["weight"], json!(10.0));
     assert_eq!(body["status"]["generation"], json!(1));
-    let (code, _) = call(
-        &s,
-        "PUT",
-        "/v1/rollouts/support",
-        Some(&SPEC.replace("10", "12.5")),
-    )
-    .await;
+    let (code, _) = call(&s, "PUT", "/v1/rollouts/support", Some(&SPEC.replace("10", "12.5"))).await;
     assert_eq!(code, StatusCode::OK);
     let (_, one) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(one["status"]["weight"], json!(12.5));
@@ -58,10 +42,7 @@ async fn crud_bumps_generation() {
     assert_eq!(code, StatusCode::NO_CONTENT);
     let (code, body) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("support"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("support"));
     let (code, _) = call(&s, "DELETE", "/v1/rollouts/support", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (_, health) = call(&s, "GET", "/healthz", None).await;
@@ -72,111 +53,33 @@ async fn crud_bumps_generation() {
 #[tokio::test]
 async fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
     let s = state();
-    call(
-        &s,
-        "PUT",
-        "/v1/rollouts/taken",
-        Some(r#"{"hosts":["shared"],"stable":"a","canary":"b"}"#),
-    )
-    .await;
+    call(&s, "PUT", "/v1/rollouts/taken", Some(r#"{"hosts":["shared"],"stable":"a","canary":"b"}"#)).await;
     let cases = [
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":101}"#,
-            422,
-            "between 0 and 100",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":-1}"#,
-            422,
-            "between 0 and 100",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":1.234}"#,
-            422,
-            "two decimals",
-        ),
-        (
-            "support",
-            r#"{"hosts":[],"stable":"v1","canary":"v2"}"#,
-            422,
-            "hosts must not be empty",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v1"}"#,
-            422,
-            "different",
-        ),
-        (
-            "support",
-            r#"{"hosts":["SHARED"],"stable":"v1","canary":"v2"}"#,
-            409,
-            "already owned by rollout \"taken\"",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","colour":"red"}"#,
-            422,
-            "colour",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1""#,
-            400,
-            "malformed JSON",
-        ),
-        (
-            "support",
-            r#"{"hosts":"x","stable":"v1","canary":"v2"}"#,
-            422,
-            "invalid type",
-        ),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":101}"#, 422, "between 0 and 100"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":-1}"#, 422, "between 0 and 100"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","weight":1.234}"#, 422, "two decimals"),
+        ("support", r#"{"hosts":[],"stable":"v1","canary":"v2"}"#, 422, "hosts must not be empty"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v1"}"#, 422, "different"),
+        ("support", r#"{"hosts":["SHARED"],"stable":"v1","canary":"v2"}"#, 409, "already owned by rollout \"taken\""),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","colour":"red"}"#, 422, "colour"),
+        ("support", r#"{"hosts":["x"],"stable":"v1""#, 400, "malformed JSON"),
+        ("support", r#"{"hosts":"x","stable":"v1","canary":"v2"}"#, 422, "invalid type"),
         ("Bad Name", SPEC, 400, "name"),
         // Found by schemathesis: an interval this long overflowed the driver's schedule and killed it.
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","analysis":{"interval_seconds":1e300}}"#,
-            422,
-            "at most 3600",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"https://u:p@hooks.example.com/","events":["paused"]}]}"#,
-            422,
-            "notifications[0].url: has credentials",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused","deleted"]}]}"#,
-            422,
-            "notifications[0].events[1]: unknown event \"deleted\"",
-        ),
-        (
-            "support",
-            r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused"],"format":"xml"}]}"#,
-            422,
-            "notifications[0]: unknown variant `xml`",
-        ),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","analysis":{"interval_seconds":1e300}}"#, 422, "at most 3600"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"https://u:p@hooks.example.com/","events":["paused"]}]}"#, 422, "notifications[0].url: has credentials"),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused","deleted"]}]}"#, 422, "notifications[0].events[1]: unknown event \"deleted\""),
+        ("support", r#"{"hosts":["x"],"stable":"v1","canary":"v2","notifications":[{"url":"http://r/","events":["paused"],"format":"xml"}]}"#, 422, "notifications[0]: unknown variant `xml`"),
     ];
     for (name, body, code, needle) in cases {
         let uri = format!("/v1/rollouts/{}", name.replace(' ', "%20"));
         let (got, resp) = call(&s, "PUT", &uri, Some(body)).await;
         assert_eq!(got.as_u16(), code, "{body} → {resp}");
         let msg = resp["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            msg.contains(needle),
-            "{body}: message {msg:?} should mention {needle:?}"
-        );
+        assert!(msg.contains(needle), "{body}: message {msg:?} should mention {needle:?}");
     }
     let (_, all) = call(&s, "GET", "/v1/rollouts", None).await;
-    assert_eq!(
-        all["generation"],
-        json!(1),
-        "no rejected request changed anything"
-    );
+    assert_eq!(all["generation"], json!(1), "no rejected request changed anything");
     let (code, body) = call(&s, "GET", "/v1/config?since=abc", None).await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     let (code, body) = call(&s, "GET", "/v1/nope", None).await;
@@ -187,40 +90,15 @@ async fn bad_input_is_a_4xx_naming_the_problem_and_changes_nothing() {
 async fn long_poll_answers_on_change_and_times_out_with_304() {
     let s = state();
     let (code, snap) = call(&s, "GET", "/v1/config?since=5", None).await;
-    assert_eq!(
-        code,
-        StatusCode::OK,
-        "a proxy ahead of the controller is answered at once"
-    );
+    assert_eq!(code, StatusCode::OK, "a proxy ahead of the controller is answered at once");
     let epoch = snap["epoch"].as_str().unwrap().to_string();
-    assert_eq!(
-        snap,
-        json!({"epoch": epoch, "generation": 0, "rollouts": []})
-    );
+    assert_eq!(snap, json!({"epoch": epoch, "generation": 0, "rollouts": []}));
     let (code, _) = call(&s, "GET", "/v1/config?since=0", None).await;
-    assert_eq!(
-        code,
-        StatusCode::NOT_MODIFIED,
-        "held for the hold time, then 304"
-    );
-    let (code, _) = call(
-        &s,
-        "GET",
-        &format!("/v1/config?since=0&epoch={epoch}"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        code,
-        StatusCode::NOT_MODIFIED,
-        "same data, same generation: held"
-    );
+    assert_eq!(code, StatusCode::NOT_MODIFIED, "held for the hold time, then 304");
+    let (code, _) = call(&s, "GET", &format!("/v1/config?since=0&epoch={epoch}"), None).await;
+    assert_eq!(code, StatusCode::NOT_MODIFIED, "same data, same generation: held");
     let (code, snap) = call(&s, "GET", "/v1/config?since=0&epoch=0123456789abcdef", None).await;
-    assert_eq!(
-        code,
-        StatusCode::OK,
-        "generation 0 of other data is not ours: answered at once"
-    );
+    assert_eq!(code, StatusCode::OK, "generation 0 of other data is not ours: answered at once");
     assert_eq!(snap["epoch"], json!(epoch));
 
     // The hold (300 ms) is longer than the wait before the change, so the change is what answers.
@@ -333,11 +211,7 @@ async fn a_newer_poll_of_the_same_proxy_supersedes_the_held_one() {
 
 #[tokio::test]
 async fn token_guards_mutations_and_config() {
-    let s = state_with(Settings {
-        poll_hold: Duration::from_millis(100),
-        token: Some("s3cret".into()),
-        ..Settings::default()
-    });
+    let s = state_with(Settings { poll_hold: Duration::from_millis(100), token: Some("s3cret".into()), ..Settings::default() });
     let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
     let (code, _) = call(&s, "GET", "/v1/config", None).await;
@@ -348,10 +222,7 @@ async fn token_guards_mutations_and_config() {
         .header("authorization", "Bearer s3cret")
         .body(Body::from(SPEC))
         .unwrap();
-    assert_eq!(
-        app(s.clone()).oneshot(req).await.unwrap().status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(app(s.clone()).oneshot(req).await.unwrap().status(), StatusCode::CREATED);
     let (code, _) = call(&s, "GET", "/v1/rollouts", None).await;
     assert_eq!(code, StatusCode::OK, "reads stay open");
 }
@@ -362,13 +233,7 @@ async fn state_survives_reopen() {
     {
         let s = AppState::new(Store::open(dir.path()).unwrap(), Settings::default()).unwrap();
         call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
-        call(
-            &s,
-            "PUT",
-            "/v1/rollouts/support",
-            Some(&SPEC.replace("10", "20")),
-        )
-        .await;
+        call(&s, "PUT", "/v1/rollouts/support", Some(&SPEC.replace("10", "20"))).await;
     }
     let s = AppState::new(Store::open(dir.path()).unwrap(), Settings::default()).unwrap();
     assert_eq!(s.current().generation, 2);
@@ -394,54 +259,17 @@ async fn hostile_reports_and_outcomes_are_refused_with_the_reason() {
     for (what, body, code, needle) in cases {
         let (got, body) = call_raw(&s, "POST", "/v1/reports", body).await;
         assert_eq!(got, code, "{what}: {body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(needle),
-            "{what}: {body}"
-        );
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains(needle), "{what}: {body}");
     }
-    let many = format!(
-        "[{}]",
-        vec![r#"{"version":"v2","outcome":"success"}"#; 10_001].join(",")
-    );
-    let (code, body) = call_raw(
-        &s,
-        "POST",
-        "/v1/rollouts/support/outcomes",
-        many.into_bytes(),
-    )
-    .await;
+    let many = format!("[{}]", vec![r#"{"version":"v2","outcome":"success"}"#; 10_001].join(","));
+    let (code, body) = call_raw(&s, "POST", "/v1/rollouts/support/outcomes", many.into_bytes()).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 10000"),
-        "{body}"
-    );
-    let (code, body) = call_raw(
-        &s,
-        "POST",
-        "/v1/rollouts/support/outcomes",
-        br#"[{"version":"v2","outcome":"success"},{"version":"v2","outcme":"x"}]"#.to_vec(),
-    )
-    .await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 10000"), "{body}");
+    let (code, body) = call_raw(&s, "POST", "/v1/rollouts/support/outcomes", br#"[{"version":"v2","outcome":"success"},{"version":"v2","outcme":"x"}]"#.to_vec()).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("outcome [1]: unknown field `outcme`"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("outcome [1]: unknown field `outcme`"), "{body}");
     let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
-    assert_eq!(
-        status["live"]["window"]["canary"]["requests"],
-        json!(0),
-        "nothing refused was merged"
-    );
+    assert_eq!(status["live"]["window"]["canary"]["requests"], json!(0), "nothing refused was merged");
 }
 
 /// Every Envoy restart brings new worker ids (random per VM); the controller's table of them stays
@@ -454,43 +282,24 @@ async fn the_worker_table_stays_bounded_across_many_envoy_restarts() {
     for i in 0..restarts {
         let report = json!({"proxy": "envoy-1", "worker": format!("{i:08x}"), "seq": 1, "generation": 1,
                             "versions": [{"rollout": "support", "version": "v1", "stats": {"requests": 1}}]});
-        let (code, body) =
-            call_raw(&s, "POST", "/v1/reports", report.to_string().into_bytes()).await;
+        let (code, body) = call_raw(&s, "POST", "/v1/reports", report.to_string().into_bytes()).await;
         assert_eq!(code, StatusCode::ACCEPTED, "{body}");
     }
     let (_, health) = call(&s, "GET", "/healthz", None).await;
-    assert_eq!(
-        health["workers"].as_u64(),
-        Some(fledge_controller::live::MAX_WORKERS as u64),
-        "{health}"
-    );
+    assert_eq!(health["workers"].as_u64(), Some(fledge_controller::live::MAX_WORKERS as u64), "{health}");
     let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
-    assert_eq!(
-        status["live"]["window"]["stable"]["requests"].as_u64(),
-        Some(restarts as u64),
-        "every report still counted"
-    );
+    assert_eq!(status["live"]["window"]["stable"]["requests"].as_u64(), Some(restarts as u64), "every report still counted");
 }
 
 #[tokio::test]
 async fn metrics_are_the_prometheus_text_format_from_the_committed_view() {
     let s = state();
     call(&s, "PUT", "/v1/rollouts/support", Some(SPEC)).await;
-    let req = Request::builder()
-        .uri("/metrics")
-        .body(Body::empty())
-        .unwrap();
+    let req = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
     let resp = app(s.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
-    let text = String::from_utf8(
-        http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = String::from_utf8(http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
     for line in [
         "# TYPE fledge_rollout_phase gauge",
         "fledge_rollout_phase{phase=\"manual\",rollout=\"support\"} 1",
@@ -502,13 +311,7 @@ async fn metrics_are_the_prometheus_text_format_from_the_committed_view() {
         "fledge_config_generation 1",
         "fledge_notifications_pending 0",
     ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line:?} missing from\n{text}"
-        );
+        assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
     }
-    assert!(
-        !text.contains("fledge_rollout_step{"),
-        "a manual rollout has no step"
-    );
+    assert!(!text.contains("fledge_rollout_step{"), "a manual rollout has no step");
 }

@@ -1,11 +1,7 @@
 //! Segments and sessions through the API: validation naming the rule, the published snapshot, and the
 //! per-segment counts in the status.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 
 use axum::http::StatusCode;
 use fledge_controller::AppState;
@@ -36,63 +32,26 @@ fn good_segments() -> Value {
 async fn a_bad_rule_is_a_422_naming_it() {
     let s = state();
     let cases = [
-        (
-            json!([{"name": "a", "match": {"path": {"prefix": "/"}}, "version": "canary"},
+        (json!([{"name": "a", "match": {"path": {"prefix": "/"}}, "version": "canary"},
                 {"name": "beta", "match": {"source_cidr": "10.0.0.0/33"}, "weight": 50}]),
-            r#"segments[1] "beta": match.source_cidr "10.0.0.0/33" is not a CIDR"#,
-        ),
-        (
-            json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "version": "canry"}]),
-            r#"segments[0] "beta": version "canry""#,
-        ),
-        (
-            json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 101}]),
-            r#"segments[0] "beta": weight must be between 0 and 100"#,
-        ),
-        (
-            json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 5, "version": "canary"}]),
-            r#"segments[0] "beta": give either version or weight"#,
-        ),
-        (
-            json!([{"name": "beta", "mach": {}, "weight": 5}]),
-            r#"segments[0] "beta": unknown field `mach`"#,
-        ),
-        (
-            json!([{"name": "beta", "match": {"header": {"name": "x", "regex": "1"}}, "weight": 5}]),
-            r#"segments[0] "beta": unknown field `regex`"#,
-        ),
-        (
-            json!([{"name": "beta", "match": {"cookie": {"name": "c"}}, "weight": 5}]),
-            r#"segments[0] "beta": missing field `exact`"#,
-        ),
-        (
-            json!([{"name": "beta", "match": {}, "weight": 5}]),
-            r#"segments[0] "beta": match must give at least one"#,
-        ),
-        (
-            json!([{"name": "bad name", "match": {"path": {"prefix": "/"}}, "weight": 5}]),
-            "segments[0]: name \"bad name\" is invalid",
-        ),
-        (
-            json!([{"name": "b", "match": {"path": {"prefix": "/"}}, "weight": 5}, {"name": "b", "match": {"path": {"prefix": "/x"}}, "weight": 5}]),
-            r#"segments[1] "b": name is used by an earlier rule"#,
-        ),
+         r#"segments[1] "beta": match.source_cidr "10.0.0.0/33" is not a CIDR"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "version": "canry"}]), r#"segments[0] "beta": version "canry""#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 101}]), r#"segments[0] "beta": weight must be between 0 and 100"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "exact": "1"}}, "weight": 5, "version": "canary"}]), r#"segments[0] "beta": give either version or weight"#),
+        (json!([{"name": "beta", "mach": {}, "weight": 5}]), r#"segments[0] "beta": unknown field `mach`"#),
+        (json!([{"name": "beta", "match": {"header": {"name": "x", "regex": "1"}}, "weight": 5}]), r#"segments[0] "beta": unknown field `regex`"#),
+        (json!([{"name": "beta", "match": {"cookie": {"name": "c"}}, "weight": 5}]), r#"segments[0] "beta": missing field `exact`"#),
+        (json!([{"name": "beta", "match": {}, "weight": 5}]), r#"segments[0] "beta": match must give at least one"#),
+        (json!([{"name": "bad name", "match": {"path": {"prefix": "/"}}, "weight": 5}]), "segments[0]: name \"bad name\" is invalid"),
+        (json!([{"name": "b", "match": {"path": {"prefix": "/"}}, "weight": 5}, {"name": "b", "match": {"path": {"prefix": "/x"}}, "weight": 5}]),
+         r#"segments[1] "b": name is used by an earlier rule"#),
         (json!("not a list"), "segments"),
     ];
     for (segments, want) in cases {
-        let (code, body) = call(
-            &s,
-            "PUT",
-            "/v1/rollouts/support",
-            Some(spec(segments.clone())),
-        )
-        .await;
+        let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(spec(segments.clone()))).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{segments}: {body}");
         let msg = body["error"]["message"].as_str().unwrap();
-        assert!(
-            msg.contains(want),
-            "{segments}: {msg:?} does not contain {want:?}"
-        );
+        assert!(msg.contains(want), "{segments}: {msg:?} does not contain {want:?}");
     }
     let bad_session = |session: Value| json!({"hosts": ["a"], "stable": "v1", "canary": "v2", "weight": 1, "session": session});
     for (session, want) in [
@@ -103,45 +62,23 @@ async fn a_bad_rule_is_a_422_naming_it() {
         (json!({"secure": "yes"}), "session: invalid type"),
         (json!({"cookei": "x"}), "cookei"),
     ] {
-        let (code, body) = call(
-            &s,
-            "PUT",
-            "/v1/rollouts/support",
-            Some(bad_session(session.clone())),
-        )
-        .await;
+        let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(bad_session(session.clone()))).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{session}: {body}");
-        assert!(
-            body["error"]["message"].as_str().unwrap().contains(want),
-            "{session}: {body}"
-        );
+        assert!(body["error"]["message"].as_str().unwrap().contains(want), "{session}: {body}");
     }
-    assert_eq!(
-        call(&s, "GET", "/v1/rollouts/support", None).await.0,
-        StatusCode::NOT_FOUND,
-        "nothing was created"
-    );
+    assert_eq!(call(&s, "GET", "/v1/rollouts/support", None).await.0, StatusCode::NOT_FOUND, "nothing was created");
 }
 
 #[tokio::test]
 async fn segments_are_published_and_counted_per_version() {
     let s = state();
-    let (code, body) = call(
-        &s,
-        "PUT",
-        "/v1/rollouts/support",
-        Some(spec(good_segments())),
-    )
-    .await;
+    let (code, body) = call(&s, "PUT", "/v1/rollouts/support", Some(spec(good_segments()))).await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
     let (_, config) = call(&s, "GET", "/v1/config", None).await;
     let r = &config["rollouts"][0];
     assert_eq!(r["segments"].as_array().map(Vec::len), Some(3));
     assert_eq!(r["segments"][2]["match"]["source_cidr"], "10.0.0.0/8");
-    assert_eq!(
-        r["session"],
-        json!({"cookie": "sid", "max_age_seconds": 3600, "secure": false, "same_site": "Lax"})
-    );
+    assert_eq!(r["session"], json!({"cookie": "sid", "max_age_seconds": 3600, "secure": false, "same_site": "Lax"}));
 
     let report = |seq: u64, version: &str, segments: Value| {
         json!({"proxy": "p1", "worker": "w1", "seq": seq, "generation": 1, "versions": [
@@ -154,12 +91,7 @@ async fn segments_are_published_and_counted_per_version() {
             assert_eq!(code, StatusCode::ACCEPTED, "{resp}");
         }
     };
-    post(report(
-        1,
-        "v2",
-        json!({"employees": 7, "beta": 2, "nope": 99}),
-    ))
-    .await;
+    post(report(1, "v2", json!({"employees": 7, "beta": 2, "nope": 99}))).await;
     post(report(1, "v2", json!({"employees": 7}))).await; // a duplicate: not counted again
     post(report(2, "v1", json!({"enterprise": 5, "beta": 1}))).await;
     post(report(3, "v9", json!({"employees": 50}))).await; // not one of the rollout's versions
@@ -175,15 +107,8 @@ async fn segments_are_published_and_counted_per_version() {
     );
 
     // A report over the bound is refused whole.
-    let many: serde_json::Map<String, Value> =
-        (0..65).map(|i| (format!("s{i}"), json!(1))).collect();
-    let (code, _) = call(
-        &s,
-        "POST",
-        "/v1/reports",
-        Some(report(4, "v2", Value::Object(many))),
-    )
-    .await;
+    let many: serde_json::Map<String, Value> = (0..65).map(|i| (format!("s{i}"), json!(1))).collect();
+    let (code, _) = call(&s, "POST", "/v1/reports", Some(report(4, "v2", Value::Object(many)))).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Once the rollout has ended its segments are no longer published (a canary pin must not outlive
@@ -198,11 +123,8 @@ async fn segments_are_published_and_counted_per_version() {
 }
 
 fn blue_green(extra: Value) -> Value {
-    common::with_fields(
-        json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "strategy": "blue_green",
-                          "preview_seconds": 30, "bake_seconds": 60, "segments": good_segments()}),
-        extra,
-    )
+    common::with_fields(json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "strategy": "blue_green",
+                          "preview_seconds": 30, "bake_seconds": 60, "segments": good_segments()}), extra)
 }
 
 #[tokio::test]
@@ -223,55 +145,26 @@ async fn a_bad_blue_green_spec_is_a_422_naming_the_field() {
         let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(body)).await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{extra}: {resp}");
         let msg = resp["error"]["message"].as_str().unwrap();
-        assert!(
-            msg.contains(want),
-            "{extra}: {msg:?} does not contain {want:?}"
-        );
+        assert!(msg.contains(want), "{extra}: {msg:?} does not contain {want:?}");
     }
     // No preview needs no segment.
-    let (code, resp) = call(
-        &s,
-        "PUT",
-        "/v1/rollouts/support",
-        Some(blue_green(json!({"preview_seconds": 0, "segments": null}))),
-    )
-    .await;
+    let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(blue_green(json!({"preview_seconds": 0, "segments": null})))).await;
     assert_eq!(code, StatusCode::CREATED, "{resp}");
 }
 
 #[tokio::test]
 async fn a_blue_green_preview_publishes_only_what_reaches_green() {
     let s = state();
-    let (code, resp) = call(
-        &s,
-        "PUT",
-        "/v1/rollouts/support",
-        Some(blue_green(json!({}))),
-    )
-    .await;
+    let (code, resp) = call(&s, "PUT", "/v1/rollouts/support", Some(blue_green(json!({})))).await;
     assert_eq!(code, StatusCode::CREATED, "{resp}");
     fledge_controller::driver::tick_once(&s, fledge_controller::state::now_ms()).unwrap();
     let (_, st) = call(&s, "GET", "/v1/rollouts/support", None).await;
-    assert_eq!(
-        (
-            st["status"]["phase"].as_str(),
-            st["status"]["weight"].as_f64()
-        ),
-        (Some("previewing"), Some(0.0)),
-        "{st}"
-    );
+    assert_eq!((st["status"]["phase"].as_str(), st["status"]["weight"].as_f64()), (Some("previewing"), Some(0.0)), "{st}");
     assert!(st["live"]["switch"].is_null(), "no switch yet: {st}");
     let (_, config) = call(&s, "GET", "/v1/config", None).await;
     let segments = &config["rollouts"][0]["segments"];
     assert_eq!(segments[0]["version"], "canary");
     assert_eq!(segments[1]["version"], "stable");
-    assert_eq!(
-        (segments[2]["version"].as_str(), segments[2].get("weight")),
-        (Some("stable"), None),
-        "beta's users stay on blue: {segments}"
-    );
-    assert_eq!(
-        st["live"]["segments"][2]["applied_as"],
-        json!({"version": "stable"})
-    );
+    assert_eq!((segments[2]["version"].as_str(), segments[2].get("weight")), (Some("stable"), None), "beta's users stay on blue: {segments}");
+    assert_eq!(st["live"]["segments"][2]["applied_as"], json!({"version": "stable"}));
 }

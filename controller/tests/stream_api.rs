@@ -1,12 +1,7 @@
 //! The dashboard's API through `app(state).oneshot(..)`: the server-sent event streams (the first event
 //! arrives at once and parses, commits and sampled points follow, a client that falls behind skips to
 //! the current state) and the time series endpoint.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::time::Duration;
 
@@ -23,8 +18,7 @@ mod common;
 use common::call;
 
 async fn put_manual(state: &AppState, weight: f64) {
-    let spec =
-        json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": weight});
+    let spec = json!({"hosts": ["support-agent"], "stable": "v1", "canary": "v2", "weight": weight});
     let (code, body) = call(state, "PUT", "/v1/rollouts/support", Some(spec)).await;
     assert!(code.is_success(), "{code} {body}");
 }
@@ -45,34 +39,16 @@ struct Events {
 
 impl Events {
     async fn open(state: &AppState, uri: &str) -> (StatusCode, String, Events) {
-        let resp = app(state.clone())
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (
-            resp.status(),
-            content_type,
-            Events {
-                body: resp.into_body(),
-                buffer: String::new(),
-            },
-        )
+        let resp = app(state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        (resp.status(), content_type, Events { body: resp.into_body(), buffer: String::new() })
     }
 
     async fn next(&mut self) -> Sse {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let mut sse = Sse {
-                    event: "message".into(),
-                    data: Value::Null,
-                    retry: None,
-                };
+                let mut sse = Sse { event: "message".into(), data: Value::Null, retry: None };
                 let mut data = String::new();
                 for line in block.lines() {
                     match line.split_once(':') {
@@ -85,18 +61,11 @@ impl Events {
                 if data.is_empty() {
                     continue; // a keep-alive comment
                 }
-                sse.data = serde_json::from_str(&data)
-                    .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
+                sse.data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data}"));
                 return sse;
             }
-            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
-                .await
-                .expect("an event within 5 s");
-            let bytes = frame
-                .expect("the stream ended")
-                .unwrap()
-                .into_data()
-                .unwrap_or_default();
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame()).await.expect("an event within 5 s");
+            let bytes = frame.expect("the stream ended").unwrap().into_data().unwrap_or_default();
             self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
         }
     }
@@ -108,10 +77,7 @@ async fn a_rollout_stream_starts_with_the_status_and_follows_every_commit() {
     put_manual(&s, 10.0).await;
     let (code, content_type, mut events) = Events::open(&s, "/v1/rollouts/support/stream").await;
     assert_eq!(code, StatusCode::OK);
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "{content_type}"
-    );
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
 
     // The first event at once: the same status as GET /v1/rollouts/{name}, and a retry hint.
     let first = events.next().await;
@@ -119,10 +85,7 @@ async fn a_rollout_stream_starts_with_the_status_and_follows_every_commit() {
     assert!(first.retry.is_some(), "a retry hint");
     let (_, status) = call(&s, "GET", "/v1/rollouts/support", None).await;
     assert_eq!(first.data["rollout"]["status"], status["status"]);
-    assert_eq!(
-        first.data["rollout"]["live"]["summary"],
-        status["live"]["summary"]
-    );
+    assert_eq!(first.data["rollout"]["live"]["summary"], status["live"]["summary"]);
     assert_eq!(first.data["event"], Value::Null);
 
     // A commit: the new status and the event record, as GET …/events lists it.
@@ -131,10 +94,7 @@ async fn a_rollout_stream_starts_with_the_status_and_follows_every_commit() {
     assert_eq!(replaced.data["rollout"]["status"]["weight"], json!(20.0));
     assert_eq!(replaced.data["event"]["kind"], "replaced");
     let (_, listed) = call(&s, "GET", "/v1/rollouts/support/events", None).await;
-    assert_eq!(
-        replaced.data["event"], listed["events"][1],
-        "the stream's record is the stored one, with its seq"
-    );
+    assert_eq!(replaced.data["event"], listed["events"][1], "the stream's record is the stored one, with its seq");
 
     // A sampled point: the series' gates and the point.
     fledge_controller::series::sample_once(&s, fledge_controller::state::now_ms());
@@ -145,10 +105,7 @@ async fn a_rollout_stream_starts_with_the_status_and_follows_every_commit() {
     // Deleted.
     call(&s, "DELETE", "/v1/rollouts/support", None).await;
     let deleted = events.next().await;
-    assert_eq!(
-        (deleted.event.as_str(), &deleted.data),
-        ("deleted", &json!({"name": "support"}))
-    );
+    assert_eq!((deleted.event.as_str(), &deleted.data), ("deleted", &json!({"name": "support"})));
 
     let (code, _, _) = Events::open(&s, "/v1/rollouts/nope/stream").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
@@ -164,13 +121,7 @@ async fn the_all_rollouts_stream_starts_with_a_snapshot_even_when_empty() {
     assert_eq!(first.data["rollouts"], json!([]));
     put_manual(&s, 5.0).await;
     let created = events.next().await;
-    assert_eq!(
-        (
-            created.event.as_str(),
-            created.data["event"]["kind"].as_str()
-        ),
-        ("rollout", Some("created"))
-    );
+    assert_eq!((created.event.as_str(), created.data["event"]["kind"].as_str()), ("rollout", Some("created")));
     assert_eq!(created.data["rollout"]["name"], "support");
 }
 
@@ -185,16 +136,8 @@ async fn a_client_that_falls_behind_skips_to_the_current_status() {
         put_manual(&s, (i % 100) as f64).await;
     }
     let caught_up = events.next().await;
-    assert!(
-        caught_up.data["skipped"].as_u64().unwrap() >= 20,
-        "{}",
-        caught_up.data["skipped"]
-    );
-    assert_eq!(
-        caught_up.data["rollout"]["status"]["weight"],
-        json!(((NOTICES + 19) % 100) as f64),
-        "the current status"
-    );
+    assert!(caught_up.data["skipped"].as_u64().unwrap() >= 20, "{}", caught_up.data["skipped"]);
+    assert_eq!(caught_up.data["rollout"]["status"]["weight"], json!(((NOTICES + 19) % 100) as f64), "the current status");
     // Then it follows again, one notice at a time.
     let next = events.next().await;
     assert!(next.data.get("skipped").is_none());
@@ -211,30 +154,11 @@ async fn the_series_endpoint_serves_the_sampled_points() {
     fledge_controller::series::sample_once(&s, t0 + 2_000);
     let (code, series) = call(&s, "GET", "/v1/rollouts/support/series", None).await;
     assert_eq!(code, StatusCode::OK, "{series}");
-    let weights: Vec<f64> = series["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["weight"].as_f64().unwrap())
-        .collect();
+    let weights: Vec<f64> = series["points"].as_array().unwrap().iter().map(|p| p["weight"].as_f64().unwrap()).collect();
     assert_eq!(weights, [10.0, 30.0]);
     assert_eq!(series["resolution_ms"]["fine"], json!(1_000));
-    let (_, later) = call(
-        &s,
-        "GET",
-        &format!("/v1/rollouts/support/series?since_ms={}", t0 + 1_000),
-        None,
-    )
-    .await;
+    let (_, later) = call(&s, "GET", &format!("/v1/rollouts/support/series?since_ms={}", t0 + 1_000), None).await;
     assert_eq!(later["points"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        call(&s, "GET", "/v1/rollouts/support/series?since_ms=x", None)
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        call(&s, "GET", "/v1/rollouts/nope/series", None).await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(call(&s, "GET", "/v1/rollouts/support/series?since_ms=x", None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&s, "GET", "/v1/rollouts/nope/series", None).await.0, StatusCode::NOT_FOUND);
 }

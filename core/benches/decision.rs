@@ -41,20 +41,9 @@ fn segmented() -> RouteTable {
     .unwrap_or_default();
     let rollout = RouteSpec {
         segments,
-        ..RouteSpec::new(
-            "support",
-            &["support-agent"],
-            "v1",
-            "v2",
-            Weight::from_basis_points(5_000),
-            default_salt("support"),
-        )
+        ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::from_basis_points(5_000), default_salt("support"))
     };
-    match RouteTable::compile(&ConfigSnapshot {
-        epoch: String::new(),
-        generation: 7,
-        rollouts: vec![rollout],
-    }) {
+    match RouteTable::compile(&ConfigSnapshot { epoch: String::new(), generation: 7, rollouts: vec![rollout] }) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("bench table does not compile: {e}");
@@ -67,31 +56,13 @@ fn segmented() -> RouteTable {
 fn table() -> RouteTable {
     let rollouts = (0..32)
         .map(|i| {
-            let name = if i == 0 {
-                "support".to_string()
-            } else {
-                format!("agent-{i}")
-            };
-            let hosts = [
-                format!("{name}-agent"),
-                format!("{name}.agents.example.com"),
-            ];
+            let name = if i == 0 { "support".to_string() } else { format!("agent-{i}") };
+            let hosts = [format!("{name}-agent"), format!("{name}.agents.example.com")];
             let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-            RouteSpec::new(
-                &name,
-                &hosts,
-                "v1",
-                "v2",
-                Weight::from_basis_points(5_000),
-                default_salt(&name),
-            )
+            RouteSpec::new(&name, &hosts, "v1", "v2", Weight::from_basis_points(5_000), default_salt(&name))
         })
         .collect();
-    let snapshot = ConfigSnapshot {
-        epoch: String::new(),
-        generation: 7,
-        rollouts,
-    };
+    let snapshot = ConfigSnapshot { epoch: String::new(), generation: 7, rollouts };
     match RouteTable::compile(&snapshot) {
         Ok(t) => t,
         Err(e) => {
@@ -103,9 +74,7 @@ fn table() -> RouteTable {
 
 /// Typical user ids (UUID-length), as `x-user-id` carries them.
 fn keys() -> Vec<Vec<u8>> {
-    (0..1024u32)
-        .map(|i| format!("3f2c9a1e-{i:04x}-4b7d-9c1a-5e8f{i:08x}").into_bytes())
-        .collect()
+    (0..1024u32).map(|i| format!("3f2c9a1e-{i:04x}-4b7d-9c1a-5e8f{i:08x}").into_bytes()).collect()
 }
 
 fn decision(c: &mut Criterion) {
@@ -144,14 +113,10 @@ fn decision(c: &mut Criterion) {
     });
 
     // A new session key (a session's first request only): ~196 murmur3 hashes on average.
-    g.bench_function("new_session", |b| {
-        b.iter(|| sessions.mint(black_box("support"), 42))
-    });
+    g.bench_function("new_session", |b| b.iter(|| sessions.mint(black_box("support"), 42)));
 
     // A host without a rollout: the cost every other request pays.
-    g.bench_function("no_rollout", |b| {
-        b.iter(|| table.lookup(black_box("billing-agent")).is_some())
-    });
+    g.bench_function("no_rollout", |b| b.iter(|| table.lookup(black_box("billing-agent")).is_some()));
     g.finish();
 }
 

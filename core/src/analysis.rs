@@ -39,20 +39,14 @@ mod version_stats;
 mod tests;
 
 pub use evaluate::{
-    Bounds, Comparison, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID,
-    DIFF_GRID, FLOOR_Z, LIMIT_GRID, MEAN_GRID, MEAN_SD_FLOOR, MIN_FLOOR, OVERALL_ALPHA, RATIO_GRID,
-    TAIL_COUNT,
+    Bounds, Comparison, Evidence, GateEvidence, GateResult, GateStatus, ADVANCE_ALPHA, BELOW_GRID, DIFF_GRID,
+    FLOOR_Z, LIMIT_GRID, MEAN_GRID, MIN_FLOOR, MEAN_SD_FLOOR, OVERALL_ALPHA, RATIO_GRID, TAIL_COUNT,
 };
 pub use gate::{Gate, GateConfig, GateError, Threshold};
 pub use metric::{Metric, MetricKind};
-pub use spec::{
-    default_gates, AnalysisSpec, AnalysisSpecConfig, BlueGreen, SpecError, MAX_PHASE_SECONDS,
-};
-pub use step::{
-    ApprovalSpec, HeldStep, PauseKind, StepConfig, StepHold, MAX_APPROVAL_TIMEOUT_SECONDS,
-};
+pub use spec::{default_gates, AnalysisSpec, AnalysisSpecConfig, BlueGreen, SpecError, MAX_PHASE_SECONDS};
+pub use step::{ApprovalSpec, HeldStep, PauseKind, StepConfig, StepHold, MAX_APPROVAL_TIMEOUT_SECONDS};
 pub use verdict::{
-    judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict,
-    Waiting,
+    judge, most_looks, segment_alpha_share, Action, EvidenceState, Look, StepState, Verdict, Waiting,
 };
 pub use version_stats::{EvaluationStats, MeanSummary, VersionStats, MAX_EVALUATIONS};

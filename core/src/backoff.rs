@@ -11,11 +11,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(floor_ms: u64, ceiling_ms: u64) -> Self {
-        Self {
-            floor_ms: floor_ms.max(1),
-            ceiling_ms: ceiling_ms.max(floor_ms.max(1)),
-            failures: 0,
-        }
+        Self { floor_ms: floor_ms.max(1), ceiling_ms: ceiling_ms.max(floor_ms.max(1)), failures: 0 }
     }
 
     /// Records a failure and returns how long to wait; `jitter` in 0..=u32::MAX adds up to 25%.
@@ -38,9 +34,7 @@ impl Backoff {
 /// `ceiling`, plus up to 25 % of it by `jitter` (0..=u32::MAX).
 pub fn delay_ms(floor_ms: u64, ceiling_ms: u64, failures: u32, jitter: u32) -> u64 {
     let floor_ms = floor_ms.max(1);
-    let base = floor_ms
-        .saturating_mul(1u64 << failures.min(20))
-        .min(ceiling_ms.max(floor_ms));
+    let base = floor_ms.saturating_mul(1u64 << failures.min(20)).min(ceiling_ms.max(floor_ms));
     base + base / 4 * u64::from(jitter) / u64::from(u32::MAX)
 }
 
@@ -58,10 +52,6 @@ mod tests {
         assert_eq!(b.fail(0), 100);
         assert_eq!(delay_ms(500, 5_000, 3, 0), 4_000);
         assert_eq!(delay_ms(500, 5_000, 4, 0), 5_000);
-        assert_eq!(
-            delay_ms(500, 5_000, u32::MAX, u32::MAX),
-            6_250,
-            "capped, plus at most a quarter"
-        );
+        assert_eq!(delay_ms(500, 5_000, u32::MAX, u32::MAX), 6_250, "capped, plus at most a quarter");
     }
 }

@@ -102,27 +102,12 @@ mod tests {
 
     #[test]
     fn weight_parsing() {
-        assert_eq!(
-            Weight::try_from_percent(12.34).map(Weight::basis_points),
-            Ok(1234)
-        );
+        assert_eq!(Weight::try_from_percent(12.34).map(Weight::basis_points), Ok(1234));
         assert_eq!(Weight::try_from_percent(100.0), Ok(Weight::FULL));
-        assert!(matches!(
-            Weight::try_from_percent(100.01),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::try_from_percent(-1.0),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::try_from_percent(f64::NAN),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::try_from_percent(1.234),
-            Err(WeightError::TooPrecise(_))
-        ));
+        assert!(matches!(Weight::try_from_percent(100.01), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::try_from_percent(-1.0), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::try_from_percent(f64::NAN), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::try_from_percent(1.234), Err(WeightError::TooPrecise(_))));
     }
 
     #[test]

@@ -8,10 +8,7 @@ pub fn cookie_value<'a>(jar: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let eq = pair.iter().position(|b| *b == b'=')?;
         let (k, v) = pair.split_at(eq);
         let v = v.get(1..)?.trim_ascii();
-        let v = v
-            .strip_prefix(b"\"")
-            .and_then(|v| v.strip_suffix(b"\""))
-            .unwrap_or(v);
+        let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
         (k.trim_ascii() == name.as_bytes() && !v.is_empty()).then_some(v)
     })
 }
@@ -31,32 +28,12 @@ mod tests {
         assert_eq!(cookie_value(b"sidx=1; sid=", "sid"), None);
         assert_eq!(cookie_value(b"garbage;;=;", "sid"), None);
         assert_eq!(cookie_value(b"", "sid"), None);
-        assert_eq!(
-            cookie_value(b"  sid = \"q1\" ;x=2", "sid"),
-            Some(&b"q1"[..]),
-            "spaces and quotes"
-        );
-        assert_eq!(
-            cookie_value(b"sid=first; sid=second", "sid"),
-            Some(&b"first"[..]),
-            "duplicates: the first"
-        );
-        assert_eq!(
-            cookie_value(b"sid=; sid=second", "sid"),
-            Some(&b"second"[..]),
-            "an empty duplicate is skipped"
-        );
-        assert_eq!(
-            cookie_value(b"\xff\xfe=\x00; sid=k\xc3", "sid"),
-            Some(&b"k\xc3"[..]),
-            "non-UTF-8 junk"
-        );
+        assert_eq!(cookie_value(b"  sid = \"q1\" ;x=2", "sid"), Some(&b"q1"[..]), "spaces and quotes");
+        assert_eq!(cookie_value(b"sid=first; sid=second", "sid"), Some(&b"first"[..]), "duplicates: the first");
+        assert_eq!(cookie_value(b"sid=; sid=second", "sid"), Some(&b"second"[..]), "an empty duplicate is skipped");
+        assert_eq!(cookie_value(b"\xff\xfe=\x00; sid=k\xc3", "sid"), Some(&b"k\xc3"[..]), "non-UTF-8 junk");
         assert_eq!(cookie_value(b"sid", "sid"), None);
         assert_eq!(cookie_value(b"=sid; sid\"=x", "sid"), None);
-        assert_eq!(
-            cookie_value(b"SID=x", "sid"),
-            None,
-            "names are case-sensitive"
-        );
+        assert_eq!(cookie_value(b"SID=x", "sid"), None, "names are case-sensitive");
     }
 }

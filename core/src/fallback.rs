@@ -43,10 +43,7 @@ impl ControllerLoss {
 
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_AFTER_SECONDS).contains(&self.after_seconds) {
-            return Err(format!(
-                "on_controller_loss.after_seconds: {} is not between 1 and {MAX_AFTER_SECONDS}",
-                self.after_seconds
-            ));
+            return Err(format!("on_controller_loss.after_seconds: {} is not between 1 and {MAX_AFTER_SECONDS}", self.after_seconds));
         }
         Ok(())
     }
@@ -75,10 +72,7 @@ pub struct LossWatch {
 impl LossWatch {
     /// A worker started at `now_ms`: its silence counts from its start.
     pub fn new(now_ms: u64) -> Self {
-        Self {
-            contact_ms: now_ms,
-            ..Self::default()
-        }
+        Self { contact_ms: now_ms, ..Self::default() }
     }
 
     /// The controller answered (a report acknowledged, a poll answered).
@@ -94,11 +88,7 @@ impl LossWatch {
     /// of other data, lifts every fallback (returned); the same config keeps them.
     pub fn lift_for(&mut self, table: &RouteTable) -> Vec<FellBack> {
         match &self.on {
-            Some((epoch, generation))
-                if *epoch == table.epoch && table.generation <= *generation =>
-            {
-                Vec::new()
-            }
+            Some((epoch, generation)) if *epoch == table.epoch && table.generation <= *generation => Vec::new(),
             Some(_) => {
                 self.on = None;
                 std::mem::take(&mut self.fallen)
@@ -113,20 +103,11 @@ impl LossWatch {
         let silent_ms = now_ms.saturating_sub(self.contact_ms);
         let mut newly = Vec::new();
         for r in table.rollouts() {
-            let Some(after_seconds) = r.on_loss_after_seconds else {
-                continue;
-            };
-            if silent_ms < after_seconds.saturating_mul(1_000)
-                || self.fallen.iter().any(|f| f.rollout == r.name)
-            {
+            let Some(after_seconds) = r.on_loss_after_seconds else { continue };
+            if silent_ms < after_seconds.saturating_mul(1_000) || self.fallen.iter().any(|f| f.rollout == r.name) {
                 continue;
             }
-            newly.push(FellBack {
-                rollout: r.name.clone(),
-                generation: table.generation,
-                since_ms: now_ms,
-                after_seconds,
-            });
+            newly.push(FellBack { rollout: r.name.clone(), generation: table.generation, since_ms: now_ms, after_seconds });
         }
         if !newly.is_empty() {
             self.on = Some((table.epoch.clone(), table.generation));
@@ -151,32 +132,10 @@ mod tests {
     use crate::Weight;
 
     fn table(generation: u64, loss: Option<u64>) -> RouteTable {
-        let mut a = RouteSpec::new(
-            "a",
-            &["a"],
-            "v1",
-            "v2",
-            Weight::try_from_percent(50.0).unwrap(),
-            1,
-        );
-        a.on_controller_loss = loss.map(|after_seconds| ControllerLoss {
-            mode: LossMode::Stable,
-            after_seconds,
-        });
-        let b = RouteSpec::new(
-            "b",
-            &["b"],
-            "v1",
-            "v2",
-            Weight::try_from_percent(50.0).unwrap(),
-            2,
-        );
-        RouteTable::compile(&ConfigSnapshot {
-            epoch: "e".into(),
-            generation,
-            rollouts: vec![a, b],
-        })
-        .unwrap()
+        let mut a = RouteSpec::new("a", &["a"], "v1", "v2", Weight::try_from_percent(50.0).unwrap(), 1);
+        a.on_controller_loss = loss.map(|after_seconds| ControllerLoss { mode: LossMode::Stable, after_seconds });
+        let b = RouteSpec::new("b", &["b"], "v1", "v2", Weight::try_from_percent(50.0).unwrap(), 2);
+        RouteTable::compile(&ConfigSnapshot { epoch: "e".into(), generation, rollouts: vec![a, b] }).unwrap()
     }
 
     #[test]
@@ -185,38 +144,20 @@ mod tests {
         let t = table(4, Some(30));
         assert!(w.check(&t, 29_999).is_empty(), "not before after_seconds");
         w.contact(20_000);
-        assert!(
-            w.check(&t, 49_999).is_empty(),
-            "an answer restarts the count"
-        );
+        assert!(w.check(&t, 49_999).is_empty(), "an answer restarts the count");
         let fell = w.check(&t, 50_000);
-        assert_eq!(
-            fell,
-            [FellBack {
-                rollout: "a".into(),
-                generation: 4,
-                since_ms: 50_000,
-                after_seconds: 30
-            }]
-        );
+        assert_eq!(fell, [FellBack { rollout: "a".into(), generation: 4, since_ms: 50_000, after_seconds: 30 }]);
         assert!(w.check(&t, 60_000).is_empty(), "once");
         let routed = w.apply(t.clone());
         assert_eq!(routed.rollouts()[0].weight, Weight::ZERO);
-        assert_eq!(
-            routed.rollouts()[1].weight,
-            t.rollouts()[1].weight,
-            "a hold rollout keeps its weight"
-        );
+        assert_eq!(routed.rollouts()[1].weight, t.rollouts()[1].weight, "a hold rollout keeps its weight");
         // The controller answers again: still on stable, until a higher generation.
         w.contact(70_000);
         assert!(w.lift_for(&table(4, Some(30))).is_empty());
         assert_eq!(w.fallen().len(), 1);
         assert_eq!(w.lift_for(&table(5, Some(30))).len(), 1);
         assert!(w.fallen().is_empty());
-        assert_eq!(
-            w.apply(table(5, Some(30))).rollouts()[0].weight.percent(),
-            50.0
-        );
+        assert_eq!(w.apply(table(5, Some(30))).rollouts()[0].weight.percent(), 50.0);
     }
 
     #[test]
@@ -225,12 +166,7 @@ mod tests {
         assert!(w.check(&table(1, None), u64::MAX).is_empty());
         let spec: ControllerLoss = serde_json::from_str(r#"{"mode": "stable"}"#).unwrap();
         assert_eq!(spec.after_seconds, 30);
-        assert!(ControllerLoss {
-            mode: LossMode::Stable,
-            after_seconds: 0
-        }
-        .validate()
-        .is_err());
+        assert!(ControllerLoss { mode: LossMode::Stable, after_seconds: 0 }.validate().is_err());
         assert!(serde_json::from_str::<ControllerLoss>(r#"{"mode": "later"}"#).is_err());
     }
 }

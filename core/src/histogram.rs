@@ -67,11 +67,7 @@ pub struct SparseHistogram {
 impl SparseHistogram {
     /// Every index inside the layout. (Order and duplicates are harmless: counts add.)
     pub fn validate(&self) -> Result<(), HistogramError> {
-        match self
-            .buckets
-            .iter()
-            .find(|(i, _)| usize::from(*i) >= BUCKET_COUNT)
-        {
+        match self.buckets.iter().find(|(i, _)| usize::from(*i) >= BUCKET_COUNT) {
             Some(&(index, _)) => Err(HistogramError::IndexOutOfRange { index }),
             None => Ok(()),
         }
@@ -79,9 +75,7 @@ impl SparseHistogram {
 
     /// Sum of the counts (saturating).
     pub fn total(&self) -> u64 {
-        self.buckets
-            .iter()
-            .fold(0u64, |acc, (_, n)| acc.saturating_add(*n))
+        self.buckets.iter().fold(0u64, |acc, (_, n)| acc.saturating_add(*n))
     }
 }
 
@@ -115,10 +109,7 @@ impl Default for Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self {
-            counts: Vec::new(),
-            total: 0,
-        }
+        Self { counts: Vec::new(), total: 0 }
     }
 
     pub fn record(&mut self, micros: u64) {

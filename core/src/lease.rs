@@ -22,10 +22,7 @@ impl Lease {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let s = std::str::from_utf8(bytes).ok()?;
         let (owner, expires) = s.split_once(' ')?;
-        Some(Self {
-            owner: u64::from_str_radix(owner, 16).ok()?,
-            expires_ms: expires.parse().ok()?,
-        })
+        Some(Self { owner: u64::from_str_radix(owner, 16).ok()?, expires_ms: expires.parse().ok()? })
     }
 
     pub fn encode(&self) -> String {
@@ -39,10 +36,7 @@ pub const RELEASED: &[u8] = b"-";
 /// What a context should write, given the lease it read. `None`: someone else holds it.
 /// An unreadable value is treated as lapsed so a corrupt key cannot stop fetching forever.
 pub fn claim(current: Option<&[u8]>, me: u64, now_ms: u64, ttl_ms: u64) -> Option<Lease> {
-    let mine = Lease {
-        owner: me,
-        expires_ms: now_ms.saturating_add(ttl_ms),
-    };
+    let mine = Lease { owner: me, expires_ms: now_ms.saturating_add(ttl_ms) };
     match current.and_then(Lease::decode) {
         Some(l) if l.owner != me && l.expires_ms > now_ms => None,
         _ => Some(mine),
@@ -77,12 +71,7 @@ pub enum Renewal {
 
 impl Fetcher {
     pub fn new(owner: u64, tick_ms: u64) -> Self {
-        Self {
-            owner,
-            ttl_ms: ttl_ms(tick_ms),
-            held: false,
-            blocked_until_ms: 0,
-        }
+        Self { owner, ttl_ms: ttl_ms(tick_ms), held: false, blocked_until_ms: 0 }
     }
 
     pub fn owner(&self) -> u64 {
@@ -134,10 +123,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let l = Lease {
-            owner: 0xdead_beef,
-            expires_ms: 1234,
-        };
+        let l = Lease { owner: 0xdead_beef, expires_ms: 1234 };
         assert_eq!(Lease::decode(l.encode().as_bytes()), Some(l));
         assert_eq!(Lease::decode(b"garbage"), None);
         assert_eq!(Lease::decode(RELEASED), None);
@@ -145,43 +131,13 @@ mod tests {
 
     #[test]
     fn claims() {
-        let other = Lease {
-            owner: 2,
-            expires_ms: 1_000,
-        }
-        .encode();
-        assert_eq!(
-            claim(None, 1, 0, 500),
-            Some(Lease {
-                owner: 1,
-                expires_ms: 500
-            })
-        );
-        assert_eq!(
-            claim(Some(other.as_bytes()), 1, 999, 500),
-            None,
-            "held by another"
-        );
-        assert!(
-            claim(Some(other.as_bytes()), 1, 1_000, 500).is_some(),
-            "lapsed"
-        );
-        let mine = Lease {
-            owner: 1,
-            expires_ms: 1_000,
-        }
-        .encode();
-        assert_eq!(
-            claim(Some(mine.as_bytes()), 1, 10, 500),
-            Some(Lease {
-                owner: 1,
-                expires_ms: 510
-            })
-        );
-        assert!(
-            claim(Some(b"\xff"), 1, 0, 500).is_some(),
-            "corrupt value lapses"
-        );
+        let other = Lease { owner: 2, expires_ms: 1_000 }.encode();
+        assert_eq!(claim(None, 1, 0, 500), Some(Lease { owner: 1, expires_ms: 500 }));
+        assert_eq!(claim(Some(other.as_bytes()), 1, 999, 500), None, "held by another");
+        assert!(claim(Some(other.as_bytes()), 1, 1_000, 500).is_some(), "lapsed");
+        let mine = Lease { owner: 1, expires_ms: 1_000 }.encode();
+        assert_eq!(claim(Some(mine.as_bytes()), 1, 10, 500), Some(Lease { owner: 1, expires_ms: 510 }));
+        assert!(claim(Some(b"\xff"), 1, 0, 500).is_some(), "corrupt value lapses");
     }
 
     /// Shared data with CAS, as Envoy keeps it: a write wins only if nobody wrote since the read.
@@ -217,17 +173,10 @@ mod tests {
             for c in contexts.iter_mut() {
                 shared.tick(c, t * tick);
             }
-            let holders: Vec<u64> = contexts
-                .iter()
-                .filter(|c| c.holds())
-                .map(Fetcher::owner)
-                .collect();
+            let holders: Vec<u64> = contexts.iter().filter(|c| c.holds()).map(Fetcher::owner).collect();
             assert_eq!(holders, [1], "at {} ms", t * tick);
         }
-        assert!(
-            ttl_ms(tick) < 40_000,
-            "the TTL is far shorter than a held poll, so renewal per tick matters"
-        );
+        assert!(ttl_ms(tick) < 40_000, "the TTL is far shorter than a held poll, so renewal per tick matters");
     }
 
     #[test]
@@ -247,11 +196,7 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(
-            took_over_at,
-            Some(ttl_ms(tick)),
-            "exactly when the TTL ran out"
-        );
+        assert_eq!(took_over_at, Some(ttl_ms(tick)), "exactly when the TTL ran out");
         // `a` comes back while `b`'s lease is live: it finds the lease taken and does not poll.
         shared.tick(&mut a, ttl_ms(tick) + 500);
         assert!(!a.holds());
@@ -267,16 +212,10 @@ mod tests {
         shared.cas += 1;
         shared.tick(&mut a, 50);
         shared.tick(&mut b, 50);
-        assert!(
-            !a.holds() && b.holds(),
-            "the released lease goes to the other context at once"
-        );
+        assert!(!a.holds() && b.holds(), "the released lease goes to the other context at once");
         shared.tick(&mut b, 5_100);
         shared.tick(&mut a, 5_100);
-        assert!(
-            !a.holds() && b.holds(),
-            "after its backoff `a` finds the lease held"
-        );
+        assert!(!a.holds() && b.holds(), "after its backoff `a` finds the lease held");
     }
 
     #[test]

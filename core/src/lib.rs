@@ -4,15 +4,7 @@
 //! decision here is a function of its inputs and is tested natively. Nothing here may panic: the filter
 //! runs this code on every request inside Envoy.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod analysis;
 pub mod backoff;
@@ -28,8 +20,8 @@ pub mod plugin;
 pub mod report;
 pub mod rng;
 pub mod rollout;
-pub mod route;
 pub mod sampling;
+pub mod route;
 pub mod segment;
 pub mod session;
 pub mod shadow;

@@ -12,9 +12,7 @@ pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
     let mut blocks = data.chunks_exact(4);
     for block in &mut blocks {
         // chunks_exact yields 4-byte blocks, so the conversion cannot fail.
-        let Ok(word) = <[u8; 4]>::try_from(block) else {
-            continue;
-        };
+        let Ok(word) = <[u8; 4]>::try_from(block) else { continue };
         h ^= mix_k(u32::from_le_bytes(word));
         h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }

@@ -47,24 +47,13 @@ impl Delivery {
 
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            entries: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
+        Self { entries: VecDeque::new(), capacity: capacity.max(1) }
     }
 
     /// Queues a freshly drained report. Returns the report dropped to make room, if any.
     pub fn push(&mut self, report: Report) -> Option<Report> {
-        let dropped = if self.entries.len() >= self.capacity {
-            self.drop_oldest_waiting()
-        } else {
-            None
-        };
-        self.entries.push_back(Entry {
-            report,
-            attempts: 0,
-            token: None,
-        });
+        let dropped = if self.entries.len() >= self.capacity { self.drop_oldest_waiting() } else { None };
+        self.entries.push_back(Entry { report, attempts: 0, token: None });
         dropped
     }
 
@@ -75,19 +64,11 @@ impl Outbox {
 
     /// Sequence numbers of up to `max` reports to send now, oldest first (none already on the wire).
     pub fn waiting(&self, max: usize) -> Vec<u64> {
-        self.entries
-            .iter()
-            .filter(|e| e.token.is_none())
-            .take(max)
-            .map(|e| e.report.seq)
-            .collect()
+        self.entries.iter().filter(|e| e.token.is_none()).take(max).map(|e| e.report.seq).collect()
     }
 
     pub fn get(&self, seq: u64) -> Option<&Report> {
-        self.entries
-            .iter()
-            .find(|e| e.report.seq == seq)
-            .map(|e| &e.report)
+        self.entries.iter().find(|e| e.report.seq == seq).map(|e| &e.report)
     }
 
     pub fn sent(&mut self, seq: u64, token: u32) {
@@ -100,23 +81,14 @@ impl Outbox {
     /// The dispatch of `seq` failed locally. A report never sent before is handed back to be merged
     /// into the live stats; one sent before stays, to be resent as is.
     pub fn not_sent(&mut self, seq: u64) -> Option<Report> {
-        let i = self
-            .entries
-            .iter()
-            .position(|e| e.report.seq == seq && e.attempts == 0)?;
+        let i = self.entries.iter().position(|e| e.report.seq == seq && e.attempts == 0)?;
         self.entries.remove(i).map(|e| e.report)
     }
 
     /// Settles the delivery on the wire under `token`. False if the token is not ours.
     pub fn answered(&mut self, token: u32, delivery: Delivery) -> bool {
-        let Some(i) = self.entries.iter().position(|e| e.token == Some(token)) else {
-            return false;
-        };
-        let keep = delivery == Delivery::Unknown
-            && self
-                .entries
-                .get(i)
-                .is_some_and(|e| !e.report.versions.is_empty());
+        let Some(i) = self.entries.iter().position(|e| e.token == Some(token)) else { return false };
+        let keep = delivery == Delivery::Unknown && self.entries.get(i).is_some_and(|e| !e.report.versions.is_empty());
         if keep {
             if let Some(e) = self.entries.get_mut(i) {
                 e.token = None;
@@ -151,27 +123,10 @@ mod tests {
 
     fn report(seq: u64, requests: u64) -> Report {
         let versions = (requests > 0)
-            .then(|| VersionReport {
-                rollout: "r".into(),
-                version: "v2".into(),
-                stats: VersionStats {
-                    requests,
-                    ..VersionStats::default()
-                },
-                segments: Default::default(),
-            })
+            .then(|| VersionReport { rollout: "r".into(), version: "v2".into(), stats: VersionStats { requests, ..VersionStats::default() }, segments: Default::default() })
             .into_iter()
             .collect();
-        Report {
-            proxy: "p".into(),
-            worker: "w".into(),
-            seq,
-            generation: Some(1),
-            epoch: None,
-            versions,
-            shadow: Vec::new(),
-            fallbacks: Vec::new(),
-        }
+        Report { proxy: "p".into(), worker: "w".into(), seq, generation: Some(1), epoch: None, versions, shadow: Vec::new(), fallbacks: Vec::new() }
     }
 
     #[test]
@@ -201,10 +156,7 @@ mod tests {
         o.sent(2, 2);
         assert!(o.answered(1, Delivery::from_status(Some(400))));
         assert!(o.answered(2, Delivery::Unknown));
-        assert!(
-            o.is_empty(),
-            "a refused report and a lost heartbeat are gone"
-        );
+        assert!(o.is_empty(), "a refused report and a lost heartbeat are gone");
     }
 
     #[test]
@@ -215,11 +167,7 @@ mod tests {
         o.push(report(2, 3));
         o.sent(2, 9);
         o.answered(9, Delivery::Unknown);
-        assert_eq!(
-            o.not_sent(2),
-            None,
-            "it may have been counted: it stays to be resent as is"
-        );
+        assert_eq!(o.not_sent(2), None, "it may have been counted: it stays to be resent as is");
         assert_eq!((o.len(), o.unconfirmed()), (1, 1));
     }
 
@@ -229,11 +177,7 @@ mod tests {
         o.push(report(1, 1));
         o.push(report(2, 2));
         o.sent(1, 10);
-        assert_eq!(
-            o.push(report(3, 3)).map(|r| r.seq),
-            Some(2),
-            "the one on the wire is kept"
-        );
+        assert_eq!(o.push(report(3, 3)).map(|r| r.seq), Some(2), "the one on the wire is kept");
         assert_eq!(o.waiting(8), [3]);
         assert_eq!(o.len(), 2);
     }

@@ -170,21 +170,14 @@ impl PluginConfig {
         let route_header = header_name("route_header", raw.route_header)?
             .unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_string());
         let sticky = match raw.sticky {
-            Some(list) => list
-                .iter()
-                .map(|s| StickySource::parse(s))
-                .collect::<Result<_, _>>()?,
-            None => DEFAULT_STICKY
-                .iter()
-                .map(|s| StickySource::parse(s))
-                .collect::<Result<_, _>>()?,
+            Some(list) => list.iter().map(|s| StickySource::parse(s)).collect::<Result<_, _>>()?,
+            None => DEFAULT_STICKY.iter().map(|s| StickySource::parse(s)).collect::<Result<_, _>>()?,
         };
         let defaults = OutcomeHeaders::default();
         let outcome = OutcomeHeaders {
             result: header_name("outcome.result_header", raw.outcome.result_header)?
                 .unwrap_or(defaults.result),
-            cost: header_name("outcome.cost_header", raw.outcome.cost_header)?
-                .unwrap_or(defaults.cost),
+            cost: header_name("outcome.cost_header", raw.outcome.cost_header)?.unwrap_or(defaults.cost),
             policy_violations: header_name(
                 "outcome.policy_violations_header",
                 raw.outcome.policy_violations_header,
@@ -196,46 +189,23 @@ impl PluginConfig {
                 cluster,
                 authority,
                 token: header_value("controller.token", raw.controller.token)?,
-                poll_timeout_ms: ranged(
-                    "controller.poll_timeout_ms",
-                    raw.controller.poll_timeout_ms,
-                    40_000,
-                    1_000,
-                    600_000,
-                )?,
+                poll_timeout_ms: ranged("controller.poll_timeout_ms", raw.controller.poll_timeout_ms, 40_000, 1_000, 600_000)?,
             },
             route_header,
             sticky,
             tick_ms: ranged("tick_ms", raw.tick_ms, 50, 10, 10_000)?,
-            report_interval_ms: ranged(
-                "report_interval_ms",
-                raw.report_interval_ms,
-                1_000,
-                100,
-                60_000,
-            )?,
+            report_interval_ms: ranged("report_interval_ms", raw.report_interval_ms, 1_000, 100, 60_000)?,
             outcome,
             proxy_id: identifier("proxy_id", raw.proxy_id)?,
             rollout: match raw.rollout {
-                Some(name) => Some(
-                    crate::rollout::validate_name(&name)
-                        .map(|()| name)
-                        .map_err(|e| PluginConfigError::Field {
-                            field: "rollout",
-                            reason: e.to_string(),
-                        })?,
-                ),
+                Some(name) => Some(crate::rollout::validate_name(&name).map(|()| name).map_err(|e| PluginConfigError::Field { field: "rollout", reason: e.to_string() })?),
                 None => None,
             },
             response_header: raw.response_header.unwrap_or(true),
             stable_sampling: match raw.stable_sampling {
                 Some(r) => Some(
-                    crate::sampling::StableSampling::new(r.multiple, r.floor).map_err(
-                        |reason| PluginConfigError::Field {
-                            field: "stable_sampling",
-                            reason,
-                        },
-                    )?,
+                    crate::sampling::StableSampling::new(r.multiple, r.floor)
+                        .map_err(|reason| PluginConfigError::Field { field: "stable_sampling", reason })?,
                 ),
                 None => None,
             },
@@ -248,43 +218,32 @@ fn identifier(field: &'static str, v: Option<String>) -> Result<Option<String>, 
     match non_empty(field, v)? {
         Some(s) if !crate::report::valid_identifier(&s) => Err(PluginConfigError::Field {
             field,
-            reason: format!(
-                "must be 1-{} bytes without control characters",
-                crate::report::MAX_ID_LEN
-            ),
+            reason: format!("must be 1-{} bytes without control characters", crate::report::MAX_ID_LEN),
         }),
         other => Ok(other),
     }
 }
 
 /// A value sent in an HTTP header: no control characters (a CR or LF would split the header).
-fn header_value(
-    field: &'static str,
-    v: Option<String>,
-) -> Result<Option<String>, PluginConfigError> {
+fn header_value(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
     match non_empty(field, v)? {
-        Some(s) if s.chars().any(char::is_control) => Err(PluginConfigError::Field {
-            field,
-            reason: "must not contain control characters".into(),
-        }),
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(PluginConfigError::Field { field, reason: "must not contain control characters".into() })
+        }
         other => Ok(other),
     }
 }
 
 fn non_empty(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
     match v {
-        Some(s) if s.trim().is_empty() => Err(PluginConfigError::Field {
-            field,
-            reason: "must not be empty".into(),
-        }),
+        Some(s) if s.trim().is_empty() => {
+            Err(PluginConfigError::Field { field, reason: "must not be empty".into() })
+        }
         other => Ok(other),
     }
 }
 
-fn header_name(
-    field: &'static str,
-    v: Option<String>,
-) -> Result<Option<String>, PluginConfigError> {
+fn header_name(field: &'static str, v: Option<String>) -> Result<Option<String>, PluginConfigError> {
     match v {
         Some(s) if s.is_empty() || !s.bytes().all(is_token_byte) => Err(PluginConfigError::Field {
             field,
@@ -295,21 +254,12 @@ fn header_name(
     }
 }
 
-fn ranged(
-    field: &'static str,
-    v: Option<u64>,
-    default: u64,
-    lo: u64,
-    hi: u64,
-) -> Result<u64, PluginConfigError> {
+fn ranged(field: &'static str, v: Option<u64>, default: u64, lo: u64, hi: u64) -> Result<u64, PluginConfigError> {
     let v = v.unwrap_or(default);
     if (lo..=hi).contains(&v) {
         Ok(v)
     } else {
-        Err(PluginConfigError::Field {
-            field,
-            reason: format!("{v} is outside {lo}..={hi}"),
-        })
+        Err(PluginConfigError::Field { field, reason: format!("{v} is outside {lo}..={hi}") })
     }
 }
 
@@ -320,40 +270,22 @@ mod tests {
     #[test]
     fn stable_sampling_is_off_by_default_and_validated() {
         assert_eq!(PluginConfig::parse(b"").unwrap().stable_sampling, None);
-        let c =
-            PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4, "floor": 50}}"#).unwrap();
+        let c = PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4, "floor": 50}}"#).unwrap();
         let rule = c.stable_sampling.unwrap();
         assert_eq!((rule.multiple(), rule.floor()), (4.0, 50));
-        let bad = PluginConfig::parse(br#"{"stable_sampling": {"multiple": 0.5, "floor": 50}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            bad.contains("stable_sampling") && bad.contains("from 1 to 1000"),
-            "{bad}"
-        );
-        assert!(
-            PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4}}"#).is_err(),
-            "floor is required"
-        );
-        assert!(PluginConfig::parse(
-            br#"{"stable_sampling": {"multiple": 4, "floor": 50, "every": 2}}"#
-        )
-        .is_err());
+        let bad = PluginConfig::parse(br#"{"stable_sampling": {"multiple": 0.5, "floor": 50}}"#).unwrap_err().to_string();
+        assert!(bad.contains("stable_sampling") && bad.contains("from 1 to 1000"), "{bad}");
+        assert!(PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4}}"#).is_err(), "floor is required");
+        assert!(PluginConfig::parse(br#"{"stable_sampling": {"multiple": 4, "floor": 50, "every": 2}}"#).is_err());
     }
 
     #[test]
     fn a_bound_rollout_and_no_response_header() {
-        let c =
-            PluginConfig::parse(br#"{"rollout": "support", "response_header": false}"#).unwrap();
-        assert_eq!(
-            (c.rollout.as_deref(), c.response_header),
-            (Some("support"), false)
-        );
+        let c = PluginConfig::parse(br#"{"rollout": "support", "response_header": false}"#).unwrap();
+        assert_eq!((c.rollout.as_deref(), c.response_header), (Some("support"), false));
         let d = PluginConfig::default();
         assert_eq!((d.rollout, d.response_header), (None, true));
-        let e = PluginConfig::parse(br#"{"rollout": "no spaces"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = PluginConfig::parse(br#"{"rollout": "no spaces"}"#).unwrap_err().to_string();
         assert!(e.contains("rollout"), "{e}");
     }
 
@@ -365,20 +297,10 @@ mod tests {
         assert_eq!(c.route_header, "x-fledge-version");
         assert_eq!(
             c.sticky,
-            vec![
-                StickySource::Header("x-user-id".into()),
-                StickySource::Header("x-session-id".into())
-            ]
+            vec![StickySource::Header("x-user-id".into()), StickySource::Header("x-session-id".into())]
         );
-        assert_eq!(
-            c,
-            PluginConfig::parse(b"{}").unwrap_or_else(|e| unreachable!("{e}"))
-        );
-        assert_eq!(
-            c,
-            PluginConfig::default(),
-            "Default and an empty configuration agree"
-        );
+        assert_eq!(c, PluginConfig::parse(b"{}").unwrap_or_else(|e| unreachable!("{e}")));
+        assert_eq!(c, PluginConfig::default(), "Default and an empty configuration agree");
     }
 
     #[test]
@@ -390,23 +312,12 @@ mod tests {
         .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(c.controller.authority, "fledge.svc");
         assert_eq!(c.route_header, "x-version");
-        assert_eq!(
-            c.sticky,
-            vec![
-                StickySource::Cookie("sid".into()),
-                StickySource::Header("x-tenant".into())
-            ]
-        );
+        assert_eq!(c.sticky, vec![StickySource::Cookie("sid".into()), StickySource::Header("x-tenant".into())]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let err = |json: &str| {
-            PluginConfig::parse(json.as_bytes())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        };
+        let err = |json: &str| PluginConfig::parse(json.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(r#"{"route_heder":"x"}"#).contains("route_heder"));
         assert!(err(r#"{"controller":{"clustr":"x"}}"#).contains("clustr"));
         assert!(err(r#"{"sticky":["query:uid"]}"#).contains("query:uid"));

@@ -91,18 +91,12 @@ pub enum ReportError {
     Schema(String),
     #[error("report has more than {MAX_VERSION_ENTRIES} version entries, the most accepted")]
     TooManyEntries,
-    #[error(
-        "a version entry has more than {MAX_SEGMENT_ENTRIES} segment counts, the most accepted"
-    )]
+    #[error("a version entry has more than {MAX_SEGMENT_ENTRIES} segment counts, the most accepted")]
     TooManySegments,
     #[error("{field} must be 1-{MAX_ID_LEN} bytes without control characters")]
     Identifier { field: String },
     #[error("versions[{entry}].stats.{field}: {source}")]
-    Histogram {
-        entry: usize,
-        field: &'static str,
-        source: HistogramError,
-    },
+    Histogram { entry: usize, field: &'static str, source: HistogramError },
     #[error("versions[{entry}].stats.{field} is not a sum of cost_count costs of at most {MAX_COST:e} each")]
     Cost { entry: usize, field: &'static str },
     #[error("shadow[{entry}]: {why}")]
@@ -144,24 +138,16 @@ pub struct IncomingShadow {
 /// The message that marks the bound's error, so `parse` can tell it from other schema errors.
 const TOO_MANY: &str = "fledge: too many version entries";
 
-fn bounded_versions<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<IncomingVersion>, D::Error> {
+fn bounded_versions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IncomingVersion>, D::Error> {
     struct Bounded;
     impl<'de> serde::de::Visitor<'de> for Bounded {
         type Value = Vec<IncomingVersion>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(
-                f,
-                "an array of at most {MAX_VERSION_ENTRIES} version entries"
-            )
+            write!(f, "an array of at most {MAX_VERSION_ENTRIES} version entries")
         }
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_VERSION_ENTRIES));
             while let Some(v) = seq.next_element()? {
                 if out.len() == MAX_VERSION_ENTRIES {
@@ -188,24 +174,16 @@ pub struct IncomingVersion {
 
 const TOO_MANY_SEGMENTS: &str = "fledge: too many segment entries";
 
-fn bounded_segments<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<(String, u64)>, D::Error> {
+fn bounded_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, u64)>, D::Error> {
     struct Bounded;
     impl<'de> serde::de::Visitor<'de> for Bounded {
         type Value = Vec<(String, u64)>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(
-                f,
-                "an object of at most {MAX_SEGMENT_ENTRIES} segment names and request counts"
-            )
+            write!(f, "an object of at most {MAX_SEGMENT_ENTRIES} segment names and request counts")
         }
 
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_SEGMENT_ENTRIES));
             while let Some((k, v)) = map.next_entry::<String, u64>()? {
                 if out.len() == MAX_SEGMENT_ENTRIES {
@@ -297,70 +275,42 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data if e.to_string().starts_with(TOO_MANY) => ReportError::TooManyEntries,
-            Category::Data if e.to_string().starts_with(TOO_MANY_SEGMENTS) => {
-                ReportError::TooManySegments
-            }
+            Category::Data if e.to_string().starts_with(TOO_MANY_SEGMENTS) => ReportError::TooManySegments,
             Category::Data => ReportError::Schema(e.to_string()),
             _ => ReportError::Json(e.to_string()),
         }
     })?;
     for (field, value) in [("proxy", &report.proxy), ("worker", &report.worker)] {
         if !valid_identifier(value) {
-            return Err(ReportError::Identifier {
-                field: field.into(),
-            });
+            return Err(ReportError::Identifier { field: field.into() });
         }
     }
-    if report
-        .epoch
-        .as_deref()
-        .is_some_and(|e| !valid_identifier(e))
-    {
-        return Err(ReportError::Identifier {
-            field: "epoch".into(),
-        });
+    if report.epoch.as_deref().is_some_and(|e| !valid_identifier(e)) {
+        return Err(ReportError::Identifier { field: "epoch".into() });
     }
     for (entry, v) in report.versions.iter().enumerate() {
         for (field, value) in [("rollout", &v.rollout), ("version", &v.version)] {
             if !valid_identifier(value) {
-                return Err(ReportError::Identifier {
-                    field: format!("versions[{entry}].{field}"),
-                });
+                return Err(ReportError::Identifier { field: format!("versions[{entry}].{field}") });
             }
         }
-        for (field, h) in [
-            ("latency_headers", &v.stats.latency_headers),
-            ("latency_total", &v.stats.latency_total),
-            ("latency_ttft", &v.stats.latency_ttft),
-        ] {
-            h.validate().map_err(|source| ReportError::Histogram {
-                entry,
-                field,
-                source,
-            })?;
+        for (field, h) in [("latency_headers", &v.stats.latency_headers), ("latency_total", &v.stats.latency_total), ("latency_ttft", &v.stats.latency_ttft)] {
+            h.validate().map_err(|source| ReportError::Histogram { entry, field, source })?;
         }
         let n = v.stats.cost_count as f64;
-        for (field, sum, bound) in [
-            ("cost_sum", v.stats.cost_sum, MAX_COST * n),
-            ("cost_sum_sq", v.stats.cost_sum_sq, MAX_COST * MAX_COST * n),
-        ] {
+        for (field, sum, bound) in [("cost_sum", v.stats.cost_sum, MAX_COST * n), ("cost_sum_sq", v.stats.cost_sum_sq, MAX_COST * MAX_COST * n)] {
             if !(sum.is_finite() && (0.0..=bound).contains(&sum)) {
                 return Err(ReportError::Cost { entry, field });
             }
         }
     }
     if report.shadow.len() > MAX_SHADOW_ENTRIES {
-        return Err(ReportError::Shadow {
-            entry: MAX_SHADOW_ENTRIES,
-            why: format!("more than {MAX_SHADOW_ENTRIES} shadow entries"),
-        });
+        return Err(ReportError::Shadow { entry: MAX_SHADOW_ENTRIES, why: format!("more than {MAX_SHADOW_ENTRIES} shadow entries") });
     }
     for (entry, s) in report.shadow.iter().enumerate() {
         let bad = |why: String| ReportError::Shadow { entry, why };
         if !valid_identifier(&s.rollout) {
-            return Err(bad(
-                "rollout must be 1-253 bytes without control characters".into(),
-            ));
+            return Err(bad("rollout must be 1-253 bytes without control characters".into()));
         }
         s.stats.check().map_err(bad)?;
         if s.samples.len() > MAX_SHADOW_SAMPLES {
@@ -371,17 +321,11 @@ pub fn parse(bytes: &[u8]) -> Result<IncomingReport, ReportError> {
         }
     }
     if report.fallbacks.len() > MAX_FALLBACK_ENTRIES {
-        return Err(ReportError::Fallback {
-            entry: MAX_FALLBACK_ENTRIES,
-            why: format!("more than {MAX_FALLBACK_ENTRIES} entries"),
-        });
+        return Err(ReportError::Fallback { entry: MAX_FALLBACK_ENTRIES, why: format!("more than {MAX_FALLBACK_ENTRIES} entries") });
     }
     for (entry, f) in report.fallbacks.iter().enumerate() {
         if !valid_identifier(&f.rollout) {
-            return Err(ReportError::Fallback {
-                entry,
-                why: "rollout must be 1-253 bytes without control characters".into(),
-            });
+            return Err(ReportError::Fallback { entry, why: "rollout must be 1-253 bytes without control characters".into() });
         }
     }
     Ok(report)
@@ -431,20 +375,12 @@ mod tests {
                 rollout: "r".into(),
                 version: "v2".into(),
                 stats: full_stats(),
-                segments: [("employees".to_string(), 7), ("beta".to_string(), 2)]
-                    .into_iter()
-                    .collect(),
+                segments: [("employees".to_string(), 7), ("beta".to_string(), 2)].into_iter().collect(),
             }],
         };
         let parsed = parse(&encode(&report).unwrap()).unwrap();
-        assert_eq!(
-            parsed.versions[0].segments,
-            vec![("beta".to_string(), 2), ("employees".to_string(), 7)]
-        );
-        assert_eq!(
-            (parsed.seq, parsed.generation, parsed.epoch.as_deref()),
-            (3, Some(2), Some("e1"))
-        );
+        assert_eq!(parsed.versions[0].segments, vec![("beta".to_string(), 2), ("employees".to_string(), 7)]);
+        assert_eq!((parsed.seq, parsed.generation, parsed.epoch.as_deref()), (3, Some(2), Some("e1")));
         let mut merged = VersionStats::default();
         parsed.versions[0].stats.merge_into(&mut merged);
         assert_eq!(merged, full_stats());
@@ -453,110 +389,48 @@ mod tests {
     #[test]
     fn refuses_oversized_and_malformed_reports() {
         let entry = r#"{"rollout":"r","version":"v","stats":{}}"#;
-        let many = format!(
-            r#"{{"proxy":"p","worker":"w","seq":1,"generation":null,"versions":[{}]}}"#,
-            vec![entry; 10_000].join(",")
-        );
+        let many = format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":null,"versions":[{}]}}"#, vec![entry; 10_000].join(","));
         assert_eq!(parse(many.as_bytes()), Err(ReportError::TooManyEntries));
         let at_the_bound = many.replacen(&format!("{entry},"), "", 10_000 - MAX_VERSION_ENTRIES);
-        assert_eq!(
-            parse(at_the_bound.as_bytes()).map(|r| r.versions.len()),
-            Ok(MAX_VERSION_ENTRIES)
-        );
+        assert_eq!(parse(at_the_bound.as_bytes()).map(|r| r.versions.len()), Ok(MAX_VERSION_ENTRIES));
         assert!(matches!(parse(b"{"), Err(ReportError::Json(_))));
-        assert!(matches!(
-            parse(br#"{"proxy":1}"#),
-            Err(ReportError::Schema(_))
-        ));
+        assert!(matches!(parse(br#"{"proxy":1}"#), Err(ReportError::Schema(_))));
         let empty_proxy = br#"{"proxy":"","worker":"w","seq":1,"generation":null}"#;
-        assert!(matches!(
-            parse(empty_proxy),
-            Err(ReportError::Identifier { .. })
-        ));
-        let long = format!(
-            r#"{{"proxy":"{}","worker":"w","seq":1,"generation":null}}"#,
-            "x".repeat(300)
-        );
-        assert!(matches!(
-            parse(long.as_bytes()),
-            Err(ReportError::Identifier { .. })
-        ));
+        assert!(matches!(parse(empty_proxy), Err(ReportError::Identifier { .. })));
+        let long = format!(r#"{{"proxy":"{}","worker":"w","seq":1,"generation":null}}"#, "x".repeat(300));
+        assert!(matches!(parse(long.as_bytes()), Err(ReportError::Identifier { .. })));
         let bad_bucket = br#"{"proxy":"p","worker":"w","seq":1,"generation":1,
             "versions":[{"rollout":"r","version":"v","stats":{"latency_total":{"buckets":[[60000,1]]}}}]}"#;
         let e = parse(bad_bucket).unwrap_err().to_string();
-        assert!(
-            e.contains("versions[0].stats.latency_total") && e.contains("60000"),
-            "{e}"
-        );
+        assert!(e.contains("versions[0].stats.latency_total") && e.contains("60000"), "{e}");
         let segs = |n: usize| {
             let entries: Vec<String> = (0..n).map(|i| format!(r#""s{i}":1"#)).collect();
-            format!(
-                r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{}},"segments":{{{}}}}}]}}"#,
-                entries.join(",")
-            )
+            format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{}},"segments":{{{}}}}}]}}"#, entries.join(","))
         };
-        assert_eq!(
-            parse(segs(MAX_SEGMENT_ENTRIES).as_bytes()).map(|r| r.versions[0].segments.len()),
-            Ok(MAX_SEGMENT_ENTRIES)
-        );
-        assert_eq!(
-            parse(segs(10_000).as_bytes()),
-            Err(ReportError::TooManySegments)
-        );
+        assert_eq!(parse(segs(MAX_SEGMENT_ENTRIES).as_bytes()).map(|r| r.versions[0].segments.len()), Ok(MAX_SEGMENT_ENTRIES));
+        assert_eq!(parse(segs(10_000).as_bytes()), Err(ReportError::TooManySegments));
         let negative = br#"{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{"rollout":"r","version":"v","stats":{},"segments":{"a":-1}}]}"#;
         assert!(matches!(parse(negative), Err(ReportError::Schema(_))));
         let old = br#"{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{"rollout":"r","version":"v","stats":{}}]}"#;
-        assert_eq!(
-            parse(old).map(|r| r.versions[0].segments.len()),
-            Ok(0),
-            "reports without segments still parse"
-        );
+        assert_eq!(parse(old).map(|r| r.versions[0].segments.len()), Ok(0), "reports without segments still parse");
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(
-            parse(deep.as_bytes()).is_err(),
-            "deep nesting is refused, not a stack overflow"
-        );
+        assert!(parse(deep.as_bytes()).is_err(), "deep nesting is refused, not a stack overflow");
     }
 
     #[test]
     fn cost_sums_must_fit_the_per_task_bound() {
         let report = |sum: &str, count: u64| {
-            format!(
-                r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{"cost_count":{count},"cost_sum":{sum}}}}}]}}"#
-            )
+            format!(r#"{{"proxy":"p","worker":"w","seq":1,"generation":1,"versions":[{{"rollout":"r","version":"v","stats":{{"cost_count":{count},"cost_sum":{sum}}}}}]}}"#)
         };
         assert!(parse(report("2.5", 2).as_bytes()).is_ok());
-        assert_eq!(
-            parse(report("1e308", 2).as_bytes()),
-            Err(ReportError::Cost {
-                entry: 0,
-                field: "cost_sum"
-            })
-        );
-        assert_eq!(
-            parse(report("1", 0).as_bytes()),
-            Err(ReportError::Cost {
-                entry: 0,
-                field: "cost_sum"
-            }),
-            "a cost without a task"
-        );
-        assert_eq!(
-            parse(report("-1", 1).as_bytes()),
-            Err(ReportError::Cost {
-                entry: 0,
-                field: "cost_sum"
-            })
-        );
+        assert_eq!(parse(report("1e308", 2).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }));
+        assert_eq!(parse(report("1", 0).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }), "a cost without a task");
+        assert_eq!(parse(report("-1", 1).as_bytes()), Err(ReportError::Cost { entry: 0, field: "cost_sum" }));
     }
 
     #[test]
     fn non_finite_costs_are_dropped() {
-        let s = WireStats {
-            cost_sum: f64::NAN,
-            cost_sum_sq: f64::INFINITY,
-            ..WireStats::default()
-        };
+        let s = WireStats { cost_sum: f64::NAN, cost_sum_sq: f64::INFINITY, ..WireStats::default() };
         let mut into = VersionStats::default();
         s.merge_into(&mut into);
         assert_eq!((into.cost_sum, into.cost_sum_sq), (0.0, 0.0));

@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{
-    AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig, StepConfig, StepHold,
-};
+use crate::analysis::{AnalysisSpec, AnalysisSpecConfig, BlueGreen, GateConfig, StepConfig, StepHold};
 use crate::bucket::Weight;
 use crate::murmur3::murmur3_x86_32;
 use crate::segment::{validate_segments, validate_session, SegmentSpec, SessionSpec};
@@ -119,26 +117,16 @@ impl NotificationSpec {
 
     /// Checks one entry; errors name it as `notifications[i].<field>`.
     pub fn validate(&self, i: usize) -> Result<(), RolloutError> {
-        let bad = |field: &str, reason: String| {
-            Err(RolloutError::Notification(format!(
-                "notifications[{i}].{field}: {reason}"
-            )))
-        };
+        let bad = |field: &str, reason: String| Err(RolloutError::Notification(format!("notifications[{i}].{field}: {reason}")));
         if let Err(reason) = check_webhook_url(&self.url) {
             return bad("url", reason);
         }
         if self.events.is_empty() {
-            return bad(
-                "events",
-                format!("list at least one of {}", EVENT_KINDS.join(", ")),
-            );
+            return bad("events", format!("list at least one of {}", EVENT_KINDS.join(", ")));
         }
         for (j, e) in self.events.iter().enumerate() {
             if !EVENT_KINDS.contains(&e.as_str()) {
-                return bad(
-                    &format!("events[{j}]"),
-                    format!("unknown event {e:?}; use one of {}", EVENT_KINDS.join(", ")),
-                );
+                return bad(&format!("events[{j}]"), format!("unknown event {e:?}; use one of {}", EVENT_KINDS.join(", ")));
             }
             if self.events.iter().take(j).any(|earlier| earlier == e) {
                 return bad(&format!("events[{j}]"), format!("{e:?} is listed twice"));
@@ -150,12 +138,8 @@ impl NotificationSpec {
 
 /// An `http(s)://host[:port][/path]` URL without credentials, spaces or control characters.
 fn check_webhook_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    let Some(rest) = rest else {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
-    };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else { return Err(format!("{url:?} is not an http:// or https:// URL")) };
     if url.len() > 2_048 {
         return Err("longer than 2048 characters".into());
     }
@@ -169,12 +153,7 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
     let (host, port) = match authority.strip_prefix('[') {
         // [IPv6]:port
         Some(v6) => match v6.split_once(']') {
-            Some((addr, tail))
-                if !addr.is_empty()
-                    && addr
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
-            {
+            Some((addr, tail)) if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') => {
                 (addr, tail.strip_prefix(':'))
             }
             _ => return Err(format!("{authority:?} is not a host")),
@@ -186,10 +165,7 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
     };
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && (authority.starts_with('[')
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+        && (authority.starts_with('[') || host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
     if !host_ok {
         return Err(format!("{authority:?} is not a host[:port]"));
     }
@@ -250,11 +226,7 @@ pub struct RolloutSpec {
     pub salt: Option<u32>,
     /// Canary weights, each a number or `{"weight": w, "pause": "manual"}` /
     /// `{"weight": w, "approval": {"url": …, "timeout_seconds": …}}`.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "named_steps"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_steps")]
     pub steps: Option<Vec<StepConfig>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_seconds: Option<u64>,
@@ -268,18 +240,10 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ReadinessSpec>,
     /// Ordered rules evaluated before the weighted split; the first match wins.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "named_segments"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_segments")]
     pub segments: Option<Vec<SegmentSpec>>,
     /// A session cookie that gives clients without a sticky key a key of their own.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "named_session"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_session")]
     pub session: Option<SessionSpec>,
     /// `"canary"` (the default) or `"blue_green"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,11 +263,7 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_seconds: Option<u64>,
     /// Webhooks that receive the rollout's events (at most [`MAX_NOTIFICATIONS`]).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "named_notifications"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "named_notifications")]
     pub notifications: Option<Vec<NotificationSpec>>,
     /// What the proxies do when no controller answers (`hold`, the default, or `stable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,37 +302,19 @@ impl ReadinessSpec {
     }
 
     pub fn validate(&self) -> Result<(), RolloutError> {
-        let bad = |field, reason: &str| {
-            Err(RolloutError::Readiness {
-                field,
-                reason: reason.to_string(),
-            })
-        };
+        let bad = |field, reason: &str| Err(RolloutError::Readiness { field, reason: reason.to_string() });
         let rest = self.url.strip_prefix("http://").unwrap_or_default();
         let host = rest.split(['/', '?']).next().unwrap_or_default();
-        if rest.is_empty()
-            || host.is_empty()
-            || self.url.len() > 2_048
-            || self.url.chars().any(|c| c.is_control() || c == ' ')
-        {
-            return bad(
-                "url",
-                "give an http:// URL with a host, e.g. http://support-agent-v2:8080/healthz",
-            );
+        if rest.is_empty() || host.is_empty() || self.url.len() > 2_048 || self.url.chars().any(|c| c.is_control() || c == ' ') {
+            return bad("url", "give an http:// URL with a host, e.g. http://support-agent-v2:8080/healthz");
         }
-        if !(self.interval_seconds.is_finite()
-            && self.interval_seconds >= 0.1
-            && self.interval_seconds <= 300.0)
-        {
+        if !(self.interval_seconds.is_finite() && self.interval_seconds >= 0.1 && self.interval_seconds <= 300.0) {
             return bad("interval_seconds", "must be between 0.1 and 300");
         }
         if !(1..=60_000).contains(&self.timeout_ms) {
             return bad("timeout_ms", "must be between 1 and 60000");
         }
-        for (field, n) in [
-            ("success_threshold", self.success_threshold),
-            ("failure_threshold", self.failure_threshold),
-        ] {
+        for (field, n) in [("success_threshold", self.success_threshold), ("failure_threshold", self.failure_threshold)] {
             if !(1..=100).contains(&n) {
                 return bad(field, "must be between 1 and 100");
             }
@@ -382,22 +324,16 @@ impl ReadinessSpec {
 }
 
 /// Reads `steps` entry by entry, so a malformed one is named (`steps[2]: unknown field ...`).
-fn named_steps<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<StepConfig>>, D::Error> {
+fn named_steps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<StepConfig>>, D::Error> {
     use serde::de::Error;
-    let raw = Option::<Vec<serde_json::Value>>::deserialize(d)
-        .map_err(|e| D::Error::custom(format!("steps: {e}")))?;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("steps: {e}")))?;
     let Some(raw) = raw else { return Ok(None) };
     if raw.len() > 100 {
         return Err(D::Error::custom("steps: at most 100 steps"));
     }
     raw.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value::<StepConfig>(v)
-                .map_err(|e| D::Error::custom(format!("steps[{i}]: {e}")))
-        })
+        .map(|(i, v)| serde_json::from_value::<StepConfig>(v).map_err(|e| D::Error::custom(format!("steps[{i}]: {e}"))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -410,37 +346,25 @@ fn named_session<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Sessio
 
 /// Reads `notifications` entry by entry, so that a malformed one (unknown field, unknown format) is
 /// reported with its index, like the checks in [`NotificationSpec::validate`].
-fn named_notifications<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<NotificationSpec>>, D::Error> {
+fn named_notifications<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<NotificationSpec>>, D::Error> {
     use serde::de::Error;
-    let raw = Option::<Vec<serde_json::Value>>::deserialize(d)
-        .map_err(|e| D::Error::custom(format!("notifications: {e}")))?;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("notifications: {e}")))?;
     let Some(raw) = raw else { return Ok(None) };
     if raw.len() > MAX_NOTIFICATIONS {
-        return Err(D::Error::custom(format!(
-            "notifications: {} entries; at most {MAX_NOTIFICATIONS} are allowed",
-            raw.len()
-        )));
+        return Err(D::Error::custom(format!("notifications: {} entries; at most {MAX_NOTIFICATIONS} are allowed", raw.len())));
     }
     raw.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value::<NotificationSpec>(v)
-                .map_err(|e| D::Error::custom(format!("notifications[{i}]: {e}")))
-        })
+        .map(|(i, v)| serde_json::from_value::<NotificationSpec>(v).map_err(|e| D::Error::custom(format!("notifications[{i}]: {e}"))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
 /// Reads `segments` rule by rule so that a malformed rule (unknown field, wrong type) is reported
 /// with its index and name, like the checks in [`validate_segments`].
-fn named_segments<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
+fn named_segments<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<SegmentSpec>>, D::Error> {
     use serde::de::Error;
-    let raw = Option::<Vec<serde_json::Value>>::deserialize(d)
-        .map_err(|e| D::Error::custom(format!("segments: {e}")))?;
+    let raw = Option::<Vec<serde_json::Value>>::deserialize(d).map_err(|e| D::Error::custom(format!("segments: {e}")))?;
     let Some(raw) = raw else { return Ok(None) };
     if raw.len() > crate::segment::MAX_SEGMENTS {
         return Err(D::Error::custom(format!(
@@ -452,11 +376,7 @@ fn named_segments<'de, D: serde::Deserializer<'de>>(
     raw.into_iter()
         .enumerate()
         .map(|(i, v)| {
-            let name = v
-                .get("name")
-                .and_then(|n| n.as_str())
-                .filter(|n| crate::segment::valid_segment_name(n))
-                .map(str::to_string);
+            let name = v.get("name").and_then(|n| n.as_str()).filter(|n| crate::segment::valid_segment_name(n)).map(str::to_string);
             serde_json::from_value::<SegmentSpec>(v).map_err(|e| {
                 let rule = match name {
                     Some(n) => format!("segments[{i}] {n:?}"),
@@ -506,8 +426,7 @@ impl RolloutSpec {
         if let Some(r) = &self.readiness {
             r.validate()?;
         }
-        validate_segments(self.segments.as_deref().unwrap_or_default())
-            .map_err(|e| RolloutError::Segment(e.to_string()))?;
+        validate_segments(self.segments.as_deref().unwrap_or_default()).map_err(|e| RolloutError::Segment(e.to_string()))?;
         if let Some(s) = &self.session {
             validate_session(s).map_err(RolloutError::Session)?;
         }
@@ -525,25 +444,14 @@ impl RolloutSpec {
             n.validate(i)?;
         }
         if self.shadow_seconds.is_some() && self.shadow.is_none() {
-            return Err(RolloutError::Shadow(
-                "shadow_seconds needs shadow: say which cluster the copies go to".into(),
-            ));
+            return Err(RolloutError::Shadow("shadow_seconds needs shadow: say which cluster the copies go to".into()));
         }
         if self.shadow.is_some() && self.strategy == Some(Strategy::BlueGreen) {
             return Err(RolloutError::Shadow("shadow is not available with strategy \"blue_green\" yet (its preview judges green on real users before the switch)".into()));
         }
         if self.shadow.is_none() {
-            if let Some((i, g)) = self
-                .gates
-                .iter()
-                .flatten()
-                .enumerate()
-                .find(|(_, g)| g.metric.is_shadow())
-            {
-                return Err(RolloutError::Analysis(format!(
-                    "gates[{i}]: {} judges shadow copies; add shadow to the spec",
-                    g.metric
-                )));
+            if let Some((i, g)) = self.gates.iter().flatten().enumerate().find(|(_, g)| g.metric.is_shadow()) {
+                return Err(RolloutError::Analysis(format!("gates[{i}]: {} judges shadow copies; add shadow to the spec", g.metric)));
             }
         }
         if let Some(l) = &self.on_controller_loss {
@@ -556,11 +464,7 @@ impl RolloutSpec {
         }
         let mode = self.mode()?;
         if let Mode::Automated(a) = &mode {
-            let canary_segment = self
-                .segments
-                .iter()
-                .flatten()
-                .any(|s| s.version.as_deref() == Some("canary"));
+            let canary_segment = self.segments.iter().flatten().any(|s| s.version.as_deref() == Some("canary"));
             if a.is_preview(0) && !canary_segment {
                 return Err(RolloutError::Strategy(
                     "preview_seconds: a preview sends only segments with version \"canary\" to green, and there is none; add one (e.g. internal users) or set preview_seconds: 0 to switch without a preview".into(),
@@ -594,17 +498,8 @@ impl RolloutSpec {
         let options = self.analysis.clone().unwrap_or_default();
         let (steps, holds) = match &self.steps {
             Some(steps) => {
-                let holds = steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| s.hold(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(RolloutError::Analysis)?;
-                let holds = if holds.iter().all(|h| *h == StepHold::None) {
-                    Vec::new()
-                } else {
-                    holds
-                };
+                let holds = steps.iter().enumerate().map(|(i, s)| s.hold(i)).collect::<Result<Vec<_>, _>>().map_err(RolloutError::Analysis)?;
+                let holds = if holds.iter().all(|h| *h == StepHold::None) { Vec::new() } else { holds };
                 (steps.iter().map(StepConfig::weight).collect(), holds)
             }
             None => (DEFAULT_STEPS.to_vec(), Vec::new()),
@@ -620,29 +515,17 @@ impl RolloutSpec {
             blue_green,
             shadow_seconds: self.shadow_seconds,
         };
-        AnalysisSpec::try_new(config)
-            .map(Mode::Automated)
-            .map_err(|e| RolloutError::Analysis(e.to_string()))
+        AnalysisSpec::try_new(config).map(Mode::Automated).map_err(|e| RolloutError::Analysis(e.to_string()))
     }
 
     /// The gates as given (or the defaults); with `shadow` and no shadow gate among them, the shadow
     /// counterparts of the live ones are added, so a plain `shadow` is judged out of the box.
     fn gate_configs(&self) -> Vec<GateConfig> {
-        let mut gates = self.gates.clone().unwrap_or_else(|| {
-            crate::analysis::default_gates()
-                .into_iter()
-                .map(GateConfig::from)
-                .collect()
-        });
+        let mut gates = self.gates.clone().unwrap_or_else(|| crate::analysis::default_gates().into_iter().map(GateConfig::from).collect());
         if self.shadow.is_some() && !gates.iter().any(|g| g.metric.is_shadow()) {
             let shadow: Vec<GateConfig> = gates
                 .iter()
-                .filter_map(|g| {
-                    g.metric.shadow_counterpart().map(|metric| GateConfig {
-                        metric,
-                        ..g.clone()
-                    })
-                })
+                .filter_map(|g| g.metric.shadow_counterpart().map(|metric| GateConfig { metric, ..g.clone() }))
                 .collect();
             gates.extend(shadow);
         }
@@ -653,10 +536,7 @@ impl RolloutSpec {
     fn blue_green(&self) -> Result<Option<BlueGreen>, RolloutError> {
         match self.strategy.unwrap_or_default() {
             Strategy::BlueGreen => {
-                let stepped = [
-                    ("steps", self.steps.is_some()),
-                    ("step_seconds", self.step_seconds.is_some()),
-                ];
+                let stepped = [("steps", self.steps.is_some()), ("step_seconds", self.step_seconds.is_some())];
                 if let Some((field, _)) = stepped.iter().find(|(_, set)| *set) {
                     return Err(RolloutError::Strategy(format!(
                         "{field} does not apply to strategy \"blue_green\": it previews for preview_seconds, switches all traffic to the canary at once, then bakes for bake_seconds"
@@ -668,10 +548,7 @@ impl RolloutSpec {
                 }))
             }
             Strategy::Canary => {
-                let blue_green_only = [
-                    ("preview_seconds", self.preview_seconds.is_some()),
-                    ("bake_seconds", self.bake_seconds.is_some()),
-                ];
+                let blue_green_only = [("preview_seconds", self.preview_seconds.is_some()), ("bake_seconds", self.bake_seconds.is_some())];
                 match blue_green_only.iter().find(|(_, set)| *set) {
                     Some((field, _)) => Err(RolloutError::Strategy(format!(
                         "{field} applies to strategy \"blue_green\" only; set \"strategy\": \"blue_green\" or remove it"
@@ -697,9 +574,7 @@ pub fn validate_name(name: &str) -> Result<(), RolloutError> {
     let ok = (1..=63).contains(&name.len())
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -714,17 +589,11 @@ pub fn validate_hosts(hosts: &[String]) -> Result<(), RolloutError> {
     let mut seen = std::collections::HashSet::new();
     for h in hosts {
         // Istio's wildcard forms: "*" (every host) or "*.example.com" (every name under it).
-        let name = if h == "*" {
-            ""
-        } else {
-            h.strip_prefix("*.").unwrap_or(h)
-        };
+        let name = if h == "*" { "" } else { h.strip_prefix("*.").unwrap_or(h) };
         let ok = h == "*"
             || (!name.is_empty()
                 && h.len() <= 253
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
                 && !name.starts_with('.')
                 && !name.ends_with('.'));
         if !ok {
@@ -738,16 +607,11 @@ pub fn validate_hosts(hosts: &[String]) -> Result<(), RolloutError> {
 }
 
 pub fn validate_version(field: &'static str, v: &str) -> Result<(), RolloutError> {
-    let ok = (1..=64).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let ok = (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(RolloutError::Version {
-            field,
-            value: v.to_string(),
-        })
+        Err(RolloutError::Version { field, value: v.to_string() })
     }
 }
 
@@ -769,30 +633,16 @@ mod tests {
         let mut s = RolloutSpec::manual(&["a"], "v1", "v2", Weight::ZERO);
         s.weight = None;
         s.shadow = Some(crate::shadow::ShadowSpec::new("c", 10.0));
-        let Ok(Mode::Automated(a)) = s.mode() else {
-            panic!("automated")
-        };
+        let Ok(Mode::Automated(a)) = s.mode() else { panic!("automated") };
         let metrics: Vec<Metric> = a.gates().iter().map(|g| g.metric()).collect();
         assert_eq!(
             metrics,
-            [
-                Metric::ErrorRate,
-                Metric::LatencyP99Ms,
-                Metric::TaskSuccessRate,
-                Metric::PolicyViolationRate,
-                Metric::ShadowErrorRate,
-                Metric::ShadowLatencyP99Ms,
-                Metric::ShadowTaskSuccessRate
-            ]
+            [Metric::ErrorRate, Metric::LatencyP99Ms, Metric::TaskSuccessRate, Metric::PolicyViolationRate,
+             Metric::ShadowErrorRate, Metric::ShadowLatencyP99Ms, Metric::ShadowTaskSuccessRate]
         );
         // Named shadow gates are taken as given.
-        s.gates = Some(vec![serde_json::from_str(
-            r#"{"metric":"shadow_mismatch_rate","max":0.5}"#,
-        )
-        .unwrap()]);
-        let Ok(Mode::Automated(a)) = s.mode() else {
-            panic!("automated")
-        };
+        s.gates = Some(vec![serde_json::from_str(r#"{"metric":"shadow_mismatch_rate","max":0.5}"#).unwrap()]);
+        let Ok(Mode::Automated(a)) = s.mode() else { panic!("automated") };
         assert_eq!(a.gates().len(), 1);
     }
 
@@ -800,81 +650,39 @@ mod tests {
     fn validation() {
         assert_eq!(spec(&["a"], "v1", "v2").validate(), Ok(()));
         assert_eq!(spec(&[], "v1", "v2").validate(), Err(RolloutError::NoHosts));
-        assert_eq!(
-            spec(&["a"], "v1", "v1").validate(),
-            Err(RolloutError::SameVersion)
-        );
-        assert!(matches!(
-            spec(&["a:80"], "v1", "v2").validate(),
-            Err(RolloutError::Host(_))
-        ));
-        assert!(matches!(
-            spec(&["a", "A"], "v1", "v2").validate(),
-            Err(RolloutError::DuplicateHost(_))
-        ));
+        assert_eq!(spec(&["a"], "v1", "v1").validate(), Err(RolloutError::SameVersion));
+        assert!(matches!(spec(&["a:80"], "v1", "v2").validate(), Err(RolloutError::Host(_))));
+        assert!(matches!(spec(&["a", "A"], "v1", "v2").validate(), Err(RolloutError::DuplicateHost(_))));
         assert_eq!(spec(&["*"], "v1", "v2").validate(), Ok(()));
-        assert_eq!(
-            spec(&["*.example.com", "example.com"], "v1", "v2").validate(),
-            Ok(())
-        );
+        assert_eq!(spec(&["*.example.com", "example.com"], "v1", "v2").validate(), Ok(()));
         for bad in ["a*", "*a.com", "a.*.com", "**", "*.", "*.*.com", ".a", "a."] {
-            assert!(
-                matches!(
-                    spec(&[bad], "v1", "v2").validate(),
-                    Err(RolloutError::Host(_))
-                ),
-                "{bad}"
-            );
+            assert!(matches!(spec(&[bad], "v1", "v2").validate(), Err(RolloutError::Host(_))), "{bad}");
         }
-        assert!(matches!(
-            spec(&["a"], "v 1", "v2").validate(),
-            Err(RolloutError::Version {
-                field: "stable",
-                ..
-            })
-        ));
+        assert!(matches!(spec(&["a"], "v 1", "v2").validate(), Err(RolloutError::Version { field: "stable", .. })));
         assert!(validate_name("support-agent").is_ok());
         assert!(validate_name("Bad Name").is_err());
-        assert!(
-            validate_name(".").is_err()
-                && validate_name("..").is_err()
-                && validate_name("v1.2").is_ok()
-        );
+        assert!(validate_name(".").is_err() && validate_name("..").is_err() && validate_name("v1.2").is_ok());
     }
 
     #[test]
     fn readiness_is_validated_naming_the_field() {
-        let with = |r: &str| {
-            parse(&format!(
-                r#"{{"hosts":["a"],"stable":"v1","canary":"v2","readiness":{r}}}"#
-            ))
-            .validate()
-        };
+        let with = |r: &str| parse(&format!(r#"{{"hosts":["a"],"stable":"v1","canary":"v2","readiness":{r}}}"#)).validate();
         assert_eq!(with(r#"{"url":"http://v2:8080/healthz"}"#), Ok(()));
         let err = |r: &str| with(r).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(r#"{"url":"https://v2/healthz"}"#).contains("readiness.url"));
         assert!(err(r#"{"url":"http:///healthz"}"#).contains("readiness.url"));
         assert!(err(r#"{"url":"http://v2/","timeout_ms":0}"#).contains("readiness.timeout_ms"));
-        assert!(err(r#"{"url":"http://v2/","success_threshold":0}"#)
-            .contains("readiness.success_threshold"));
-        assert!(err(r#"{"url":"http://v2/","interval_seconds":0}"#)
-            .contains("readiness.interval_seconds"));
-        let manual = parse(
-            r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"readiness":{"url":"http://v2/"}}"#,
-        );
-        assert_eq!(
-            manual.validate(),
-            Err(RolloutError::ManualAndAutomated("readiness"))
-        );
+        assert!(err(r#"{"url":"http://v2/","success_threshold":0}"#).contains("readiness.success_threshold"));
+        assert!(err(r#"{"url":"http://v2/","interval_seconds":0}"#).contains("readiness.interval_seconds"));
+        let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"readiness":{"url":"http://v2/"}}"#);
+        assert_eq!(manual.validate(), Err(RolloutError::ManualAndAutomated("readiness")));
     }
 
     #[test]
     fn notifications_are_validated_naming_the_field() {
         let with = |n: &str| -> Result<RolloutSpec, String> {
-            let spec: RolloutSpec = serde_json::from_str(&format!(
-                r#"{{"hosts":["a"],"stable":"v1","canary":"v2","notifications":{n}}}"#
-            ))
-            .map_err(|e| e.to_string())?;
+            let spec: RolloutSpec = serde_json::from_str(&format!(r#"{{"hosts":["a"],"stable":"v1","canary":"v2","notifications":{n}}}"#))
+                .map_err(|e| e.to_string())?;
             spec.validate().map_err(|e| e.to_string())?;
             Ok(spec)
         };
@@ -883,48 +691,25 @@ mod tests {
                          {"url":"http://[::1]:8080/","events":["paused"]}]"#)
             .unwrap();
         let n = ok.notifications.unwrap();
-        assert_eq!(
-            (n[0].format, n[1].format),
-            (NotificationFormat::Slack, NotificationFormat::Json),
-            "json by default"
-        );
+        assert_eq!((n[0].format, n[1].format), (NotificationFormat::Slack, NotificationFormat::Json), "json by default");
         assert!(n[0].wants("promoted") && !n[0].wants("paused"));
         let err = |n: &str| with(n).err().unwrap_or_default();
-        assert!(
-            err(r#"[{"url":"ftp://x/","events":["paused"]}]"#).starts_with("notifications[0].url:")
-        );
-        assert!(err(r#"[{"url":"http:///hook","events":["paused"]}]"#)
-            .starts_with("notifications[0].url:"));
+        assert!(err(r#"[{"url":"ftp://x/","events":["paused"]}]"#).starts_with("notifications[0].url:"));
+        assert!(err(r#"[{"url":"http:///hook","events":["paused"]}]"#).starts_with("notifications[0].url:"));
         assert!(err(r#"[{"url":"http://x:0/","events":["paused"]}]"#).contains("port"));
         assert!(err(r#"[{"url":"http://x/a b","events":["paused"]}]"#).contains("spaces"));
-        let creds = err(
-            r#"[{"url":"http://x/","events":["paused"]},{"url":"https://user:pw@hooks.example.com/","events":["paused"]}]"#,
-        );
-        assert!(
-            creds.starts_with("notifications[1].url:") && creds.contains("credentials"),
-            "{creds}"
-        );
+        let creds = err(r#"[{"url":"http://x/","events":["paused"]},{"url":"https://user:pw@hooks.example.com/","events":["paused"]}]"#);
+        assert!(creds.starts_with("notifications[1].url:") && creds.contains("credentials"), "{creds}");
         assert!(!creds.contains("pw"), "the secret is not echoed: {creds}");
         assert!(err(r#"[{"url":"http://x/","events":[]}]"#).starts_with("notifications[0].events:"));
-        assert!(err(r#"[{"url":"http://x/","events":["deleted"]}]"#)
-            .starts_with("notifications[0].events[0]: unknown event"));
-        assert!(
-            err(r#"[{"url":"http://x/","events":["paused","paused"]}]"#).contains("listed twice")
-        );
-        assert!(
-            err(r#"[{"url":"http://x/","events":["paused"],"format":"xml"}]"#)
-                .starts_with("notifications[0]:")
-        );
-        assert!(
-            err(r#"[{"url":"http://x/","events":["paused"],"secret":"s"}]"#)
-                .contains("unknown field `secret`")
-        );
+        assert!(err(r#"[{"url":"http://x/","events":["deleted"]}]"#).starts_with("notifications[0].events[0]: unknown event"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused","paused"]}]"#).contains("listed twice"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused"],"format":"xml"}]"#).starts_with("notifications[0]:"));
+        assert!(err(r#"[{"url":"http://x/","events":["paused"],"secret":"s"}]"#).contains("unknown field `secret`"));
         let nine = [r#"{"url":"http://x/","events":["paused"]}"#; 9].join(",");
         assert!(err(&format!("[{nine}]")).contains("at most 8"));
         // Manual rollouts take notifications too: they are not an automated field.
-        let manual = parse(
-            r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"notifications":[{"url":"http://x/","events":["promoted"]}]}"#,
-        );
+        let manual = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"notifications":[{"url":"http://x/","events":["promoted"]}]}"#);
         assert_eq!(manual.validate(), Ok(()));
     }
 
@@ -936,36 +721,17 @@ mod tests {
                 .map_err(|e| e.to_string())
                 .and_then(|s| s.validate().map_err(|e| e.to_string()))
         };
-        assert_eq!(
-            with(r#"{"mode":"stable","after_seconds":10}"#, false),
-            Ok(())
-        );
-        assert_eq!(
-            with(r#"{"mode":"hold"}"#, true),
-            Ok(()),
-            "hold is today's behaviour for any rollout"
-        );
-        assert!(with(r#"{"mode":"stable"}"#, true)
-            .unwrap_err()
-            .contains("automated"));
-        assert!(with(r#"{"mode":"stable","after_seconds":0}"#, false)
-            .unwrap_err()
-            .starts_with("on_controller_loss.after_seconds"));
-        assert!(with(r#"{"mode":"stable","after":5}"#, false)
-            .unwrap_err()
-            .contains("unknown field"));
+        assert_eq!(with(r#"{"mode":"stable","after_seconds":10}"#, false), Ok(()));
+        assert_eq!(with(r#"{"mode":"hold"}"#, true), Ok(()), "hold is today's behaviour for any rollout");
+        assert!(with(r#"{"mode":"stable"}"#, true).unwrap_err().contains("automated"));
+        assert!(with(r#"{"mode":"stable","after_seconds":0}"#, false).unwrap_err().starts_with("on_controller_loss.after_seconds"));
+        assert!(with(r#"{"mode":"stable","after":5}"#, false).unwrap_err().contains("unknown field"));
     }
 
     #[test]
     fn unknown_fields_rejected() {
-        let e = serde_json::from_str::<RolloutSpec>(
-            r#"{"hosts":["a"],"stable":"v1","canary":"v2","wieght":5}"#,
-        );
-        assert!(e
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-            .contains("wieght"));
+        let e = serde_json::from_str::<RolloutSpec>(r#"{"hosts":["a"],"stable":"v1","canary":"v2","wieght":5}"#);
+        assert!(e.err().map(|e| e.to_string()).unwrap_or_default().contains("wieght"));
     }
 
     fn parse(json: &str) -> RolloutSpec {
@@ -975,33 +741,17 @@ mod tests {
     #[test]
     fn modes() {
         let bare = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2"}"#);
-        let Ok(Mode::Automated(a)) = bare.mode() else {
-            panic!("a bare spec is automated with defaults")
-        };
+        let Ok(Mode::Automated(a)) = bare.mode() else { panic!("a bare spec is automated with defaults") };
         assert_eq!(a.steps(), &DEFAULT_STEPS[..]);
         assert_eq!(a.gates().len(), 4);
-        assert!(matches!(
-            parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#).mode(),
-            Ok(Mode::Manual(_))
-        ));
-        let mixed =
-            parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"steps":[1,100]}"#);
-        assert_eq!(
-            mixed.validate(),
-            Err(RolloutError::ManualAndAutomated("steps"))
-        );
+        assert!(matches!(parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5}"#).mode(), Ok(Mode::Manual(_))));
+        let mixed = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","weight":5,"steps":[1,100]}"#);
+        assert_eq!(mixed.validate(), Err(RolloutError::ManualAndAutomated("steps")));
         let bad_steps = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[50,10]}"#);
-        assert!(matches!(
-            bad_steps.validate(),
-            Err(RolloutError::Analysis(_))
-        ));
-        let gate = parse(
-            r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[10,100],
-            "gates":[{"metric":"policy_violation_rate","max":0,"critical":true}],"analysis":{"interval_seconds":0.5}}"#,
-        );
-        let Ok(Mode::Automated(a)) = gate.mode() else {
-            panic!()
-        };
+        assert!(matches!(bad_steps.validate(), Err(RolloutError::Analysis(_))));
+        let gate = parse(r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[10,100],
+            "gates":[{"metric":"policy_violation_rate","max":0,"critical":true}],"analysis":{"interval_seconds":0.5}}"#);
+        let Ok(Mode::Automated(a)) = gate.mode() else { panic!() };
         assert_eq!((a.gates().len(), a.interval_seconds()), (1, 0.5));
     }
 }

@@ -90,27 +90,14 @@ impl CompiledRollout {
     /// session) a newly minted key — hashed against the weight. Reads through `req` only what the
     /// path needs: without segments and session it reads exactly what [`decide`](Self::decide)'s
     /// callers always read (the sticky sources until one is present; nothing at 0 % or 100 %).
-    pub fn route(
-        &self,
-        req: &mut impl Attributes,
-        sticky: &[StickySource],
-        rng: &mut SplitMix64,
-        sessions: &mut SessionKeys,
-    ) -> Routing {
+    pub fn route(&self, req: &mut impl Attributes, sticky: &[StickySource], rng: &mut SplitMix64, sessions: &mut SessionKeys) -> Routing {
         let mut segment = None;
         let mut weight = self.weight;
         for (i, s) in self.segments.iter().enumerate() {
             if s.matches(req) {
                 segment = Some(i);
                 match s.action {
-                    SegmentAction::Pin(side) => {
-                        return Routing {
-                            side,
-                            segment,
-                            source: KeySource::Unneeded,
-                            new_session: None,
-                        }
-                    }
+                    SegmentAction::Pin(side) => return Routing { side, segment, source: KeySource::Unneeded, new_session: None },
                     SegmentAction::Split(w) => weight = w,
                 }
                 break;
@@ -119,40 +106,21 @@ impl CompiledRollout {
         // At 0 % or 100 % every key gets the same answer: skip reading it — unless a client without
         // one must be handed a session cookie now, for when the weight moves.
         if !weight.is_split() && self.session.is_none() {
-            let side = if weight.admits(Bucket::of_random(0)) {
-                Side::Canary
-            } else {
-                Side::Stable
-            };
-            return Routing {
-                side,
-                segment,
-                source: KeySource::Unneeded,
-                new_session: None,
-            };
+            let side = if weight.admits(Bucket::of_random(0)) { Side::Canary } else { Side::Stable };
+            return Routing { side, segment, source: KeySource::Unneeded, new_session: None };
         }
-        let (bucket, source, new_session) =
-            match find_key(sticky, self.session.as_ref(), req, self.salt) {
-                Some((source, bucket)) => (bucket, source, None),
-                None => match &self.session {
-                    Some(_) => {
-                        let minted = sessions.mint(&self.name, self.salt);
-                        (minted.bucket, KeySource::NewSession, Some(minted.key))
-                    }
-                    None => (Bucket::of_random(rng.next_u32()), KeySource::Random, None),
-                },
-            };
-        let side = if weight.admits(bucket) {
-            Side::Canary
-        } else {
-            Side::Stable
+        let (bucket, source, new_session) = match find_key(sticky, self.session.as_ref(), req, self.salt) {
+            Some((source, bucket)) => (bucket, source, None),
+            None => match &self.session {
+                Some(_) => {
+                    let minted = sessions.mint(&self.name, self.salt);
+                    (minted.bucket, KeySource::NewSession, Some(minted.key))
+                }
+                None => (Bucket::of_random(rng.next_u32()), KeySource::Random, None),
+            },
         };
-        Routing {
-            side,
-            segment,
-            source,
-            new_session,
-        }
+        let side = if weight.admits(bucket) { Side::Canary } else { Side::Stable };
+        Routing { side, segment, source, new_session }
     }
 
     /// Picks the version. `key` is the first sticky key found (with its source index); `random` is only
@@ -162,16 +130,8 @@ impl CompiledRollout {
             Some((i, k)) => (Bucket::of_key(k, self.salt), KeySource::Sticky(i)),
             None => (Bucket::of_random(random()), KeySource::Random),
         };
-        let side = if self.weight.admits(bucket) {
-            Side::Canary
-        } else {
-            Side::Stable
-        };
-        Decision {
-            side,
-            bucket,
-            source,
-        }
+        let side = if self.weight.admits(bucket) { Side::Canary } else { Side::Stable };
+        Decision { side, bucket, source }
     }
 
     pub fn version(&self, side: Side) -> &str {
@@ -214,10 +174,7 @@ impl RouteTable {
                     by_host.insert(h, index);
                 }
             }
-            let wrap = |source| SnapshotError::Rollout {
-                name: r.name.clone(),
-                source,
-            };
+            let wrap = |source| SnapshotError::Rollout { name: r.name.clone(), source };
             let segments = r
                 .segments
                 .iter()
@@ -225,12 +182,7 @@ impl RouteTable {
                 .map(|(i, s)| CompiledSegment::compile(i, s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
-            let session = r
-                .session
-                .as_ref()
-                .map(CompiledSession::compile)
-                .transpose()
-                .map_err(|e| wrap(RolloutError::Session(e)))?;
+            let session = r.session.as_ref().map(CompiledSession::compile).transpose().map_err(|e| wrap(RolloutError::Session(e)))?;
             rollouts.push(CompiledRollout {
                 index,
                 name: r.name.clone(),
@@ -248,14 +200,7 @@ impl RouteTable {
             });
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Ok(Self {
-            epoch: snapshot.epoch.clone(),
-            generation: snapshot.generation,
-            rollouts,
-            by_host,
-            wildcards,
-            catch_all,
-        })
+        Ok(Self { epoch: snapshot.epoch.clone(), generation: snapshot.generation, rollouts, by_host, wildcards, catch_all })
     }
 
     /// Whether this table came from `epoch` at `generation`.
@@ -313,32 +258,18 @@ impl RouteTable {
 /// The bucket of the first sticky key present (plugin sources in order, then the session cookie),
 /// hashed where it lies (no copy). Reads each source until one is found; the `cookie` header is read
 /// once however many cookie sources there are (the caller's `Attributes` memoises).
-fn find_key(
-    sticky: &[StickySource],
-    session: Option<&CompiledSession>,
-    req: &mut impl Attributes,
-    salt: u32,
-) -> Option<(KeySource, Bucket)> {
+fn find_key(sticky: &[StickySource], session: Option<&CompiledSession>, req: &mut impl Attributes, salt: u32) -> Option<(KeySource, Bucket)> {
     for (i, source) in sticky.iter().enumerate() {
         let found = match source {
-            StickySource::Header(name) => req
-                .header(name)
-                .filter(|v| !v.is_empty())
-                .map(|k| Bucket::of_key(k, salt)),
-            StickySource::Cookie(name) => req
-                .header("cookie")
-                .and_then(|j| cookie_value(j, name))
-                .map(|k| Bucket::of_key(k, salt)),
+            StickySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(|k| Bucket::of_key(k, salt)),
+            StickySource::Cookie(name) => req.header("cookie").and_then(|j| cookie_value(j, name)).map(|k| Bucket::of_key(k, salt)),
         };
         if let Some(b) = found {
             return Some((KeySource::Sticky(i), b));
         }
     }
     let s = session?;
-    let v = req
-        .header("cookie")
-        .and_then(|j| cookie_value(j, &s.cookie))
-        .filter(|v| v.len() <= MAX_SESSION_KEY)?;
+    let v = req.header("cookie").and_then(|j| cookie_value(j, &s.cookie)).filter(|v| v.len() <= MAX_SESSION_KEY)?;
     Some((KeySource::Session, Bucket::of_key(v, salt)))
 }
 
@@ -403,15 +334,10 @@ mod tests {
     #[test]
     fn decision_uses_key_then_random() {
         let t = table(50.0);
-        let Some(r) = t.lookup("support-agent") else {
-            unreachable!()
-        };
+        let Some(r) = t.lookup("support-agent") else { unreachable!() };
         let d1 = r.decide(Some((0, b"user-1")), || unreachable!());
         let d2 = r.decide(Some((1, b"user-1")), || unreachable!());
-        assert_eq!(
-            d1.side, d2.side,
-            "same key, same version whatever the source"
-        );
+        assert_eq!(d1.side, d2.side, "same key, same version whatever the source");
         assert_eq!(d1.source, KeySource::Sticky(0));
         let d3 = r.decide(None, || 9_999);
         assert_eq!((d3.side, d3.source), (Side::Stable, KeySource::Random));
@@ -423,21 +349,13 @@ mod tests {
     #[test]
     fn conflicting_hosts_rejected() {
         let spec = |name: &str| RouteSpec::new(name, &["a"], "v1", "v2", Weight::ZERO, 0);
-        let snap = ConfigSnapshot {
-            epoch: String::new(),
-            generation: 1,
-            rollouts: vec![spec("x"), spec("y")],
-        };
-        assert!(matches!(
-            RouteTable::compile(&snap),
-            Err(SnapshotError::HostConflict { .. })
-        ));
+        let snap = ConfigSnapshot { epoch: String::new(), generation: 1, rollouts: vec![spec("x"), spec("y")] };
+        assert!(matches!(RouteTable::compile(&snap), Err(SnapshotError::HostConflict { .. })));
     }
 
     #[test]
     fn wildcards_most_specific_wins() {
-        let spec =
-            |name: &str, hosts: &[&str]| RouteSpec::new(name, hosts, "v1", "v2", Weight::ZERO, 0);
+        let spec = |name: &str, hosts: &[&str]| RouteSpec::new(name, hosts, "v1", "v2", Weight::ZERO, 0);
         let snap = ConfigSnapshot {
             epoch: String::new(),
             generation: 1,
@@ -453,27 +371,13 @@ mod tests {
         assert_eq!(owner("chat.api.example.com"), Some("exact"));
         assert_eq!(owner("voice.api.example.com:443"), Some("api"));
         assert_eq!(owner("x.y.api.example.com"), Some("api"), "any depth");
-        assert_eq!(
-            owner("api.example.com"),
-            Some("example"),
-            "*.api.example.com does not match api.example.com"
-        );
+        assert_eq!(owner("api.example.com"), Some("example"), "*.api.example.com does not match api.example.com");
         assert_eq!(owner("WWW.Example.COM"), Some("example"));
-        assert_eq!(
-            owner("example.com"),
-            Some("all"),
-            "*.example.com does not match example.com"
-        );
+        assert_eq!(owner("example.com"), Some("all"), "*.example.com does not match example.com");
         assert_eq!(owner("other"), Some("all"));
         assert_eq!(owner(""), None);
-        let no_catch_all = ConfigSnapshot {
-            rollouts: snap.rollouts[1..].to_vec(),
-            ..snap
-        };
-        assert!(RouteTable::compile(&no_catch_all)
-            .unwrap()
-            .lookup("example.com")
-            .is_none());
+        let no_catch_all = ConfigSnapshot { rollouts: snap.rollouts[1..].to_vec(), ..snap };
+        assert!(RouteTable::compile(&no_catch_all).unwrap().lookup("example.com").is_none());
     }
 
     struct Req(std::collections::HashMap<&'static str, Vec<u8>>);
@@ -502,14 +406,7 @@ mod tests {
             rollouts: vec![RouteSpec {
                 segments,
                 session: session.then(crate::segment::SessionSpec::default),
-                ..RouteSpec::new(
-                    "support",
-                    &["support-agent"],
-                    "v1",
-                    "v2",
-                    Weight::try_from_percent(weight).unwrap(),
-                    42,
-                )
+                ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::try_from_percent(weight).unwrap(), 42)
             }],
         };
         RouteTable::compile(&snap).unwrap()
@@ -522,18 +419,9 @@ mod tests {
         for weight in [0.0, 50.0, 100.0] {
             let t = segmented(weight, false);
             let r = &t.rollouts()[0];
-            let mut route =
-                |h: &[(&'static str, &str)]| r.route(&mut req(h), &sticky, &mut rng, &mut keys);
-            let emp = route(&[
-                ("x-employee", "true"),
-                ("x-plan", "enterprise"),
-                ("x-user-id", "u"),
-            ]);
-            assert_eq!(
-                (emp.side, emp.segment, emp.source),
-                (Side::Canary, Some(0), KeySource::Unneeded),
-                "first match wins"
-            );
+            let mut route = |h: &[(&'static str, &str)]| r.route(&mut req(h), &sticky, &mut rng, &mut keys);
+            let emp = route(&[("x-employee", "true"), ("x-plan", "enterprise"), ("x-user-id", "u")]);
+            assert_eq!((emp.side, emp.segment, emp.source), (Side::Canary, Some(0), KeySource::Unneeded), "first match wins");
             let ent = route(&[("x-plan", "enterprise"), ("x-user-id", "u")]);
             assert_eq!((ent.side, ent.segment), (Side::Stable, Some(1)));
             let none = route(&[("x-employee", "false")]);
@@ -546,16 +434,9 @@ mod tests {
         let canary = (0..n)
             .filter(|i| {
                 let user = format!("user-{i}");
-                let d = r.route(
-                    &mut req(&[("cookie", "beta=1"), ("x-user-id", &user)]),
-                    &sticky,
-                    &mut rng,
-                    &mut keys,
-                );
+                let d = r.route(&mut req(&[("cookie", "beta=1"), ("x-user-id", &user)]), &sticky, &mut rng, &mut keys);
                 assert_eq!(d.segment, Some(2));
-                let expect = Weight::try_from_percent(30.0)
-                    .unwrap()
-                    .admits(Bucket::of_key(user.as_bytes(), 42));
+                let expect = Weight::try_from_percent(30.0).unwrap().admits(Bucket::of_key(user.as_bytes(), 42));
                 assert_eq!(d.side == Side::Canary, expect);
                 d.side == Side::Canary
             })
@@ -572,74 +453,27 @@ mod tests {
         let first = r.route(&mut req(&[]), &sticky, &mut rng, &mut keys);
         assert_eq!(first.source, KeySource::NewSession);
         let key = first.new_session.unwrap();
-        let cookie = format!(
-            "a=1; fledge-session={}; b=2",
-            std::str::from_utf8(&key).unwrap()
-        );
+        let cookie = format!("a=1; fledge-session={}; b=2", std::str::from_utf8(&key).unwrap());
         for weight in [0.0, 10.0, 40.0, 100.0] {
             let t = segmented(weight, true);
-            let again = t.rollouts()[0].route(
-                &mut req(&[("cookie", &cookie)]),
-                &sticky,
-                &mut rng,
-                &mut keys,
-            );
-            assert_eq!(
-                (again.source, again.new_session),
-                (KeySource::Session, None),
-                "the cookie is the key"
-            );
+            let again = t.rollouts()[0].route(&mut req(&[("cookie", &cookie)]), &sticky, &mut rng, &mut keys);
+            assert_eq!((again.source, again.new_session), (KeySource::Session, None), "the cookie is the key");
             let w = Weight::try_from_percent(weight).unwrap();
-            assert_eq!(
-                again.side == Side::Canary,
-                w.admits(Bucket::of_key(&key, 42))
-            );
+            assert_eq!(again.side == Side::Canary, w.admits(Bucket::of_key(&key, 42)));
         }
-        assert_eq!(
-            first.side,
-            if Weight::try_from_percent(40.0)
-                .unwrap()
-                .admits(Bucket::of_key(&key, 42))
-            {
-                Side::Canary
-            } else {
-                Side::Stable
-            }
-        );
+        assert_eq!(first.side, if Weight::try_from_percent(40.0).unwrap().admits(Bucket::of_key(&key, 42)) { Side::Canary } else { Side::Stable });
         // A sticky header beats the session cookie; no cookie is issued to keyed clients.
-        let keyed = r.route(
-            &mut req(&[("x-user-id", "u1"), ("cookie", &cookie)]),
-            &sticky,
-            &mut rng,
-            &mut keys,
-        );
-        assert_eq!(
-            (keyed.source, keyed.new_session),
-            (KeySource::Sticky(0), None)
-        );
+        let keyed = r.route(&mut req(&[("x-user-id", "u1"), ("cookie", &cookie)]), &sticky, &mut rng, &mut keys);
+        assert_eq!((keyed.source, keyed.new_session), (KeySource::Sticky(0), None));
         // At 0 % a client without a key still gets its cookie, for when the weight moves.
         let zero = segmented(0.0, true);
-        let z = zero.rollouts()[0].route(
-            &mut req(&[("cookie", "junk;;=")]),
-            &sticky,
-            &mut rng,
-            &mut keys,
-        );
+        let z = zero.rollouts()[0].route(&mut req(&[("cookie", "junk;;=")]), &sticky, &mut rng, &mut keys);
         assert_eq!((z.side, z.source), (Side::Stable, KeySource::NewSession));
         // An overlong cookie value is not a key fledge issued: replaced.
         let long = format!("fledge-session={}", "k".repeat(MAX_SESSION_KEY + 1));
-        assert_eq!(
-            r.route(&mut req(&[("cookie", &long)]), &sticky, &mut rng, &mut keys)
-                .source,
-            KeySource::NewSession
-        );
+        assert_eq!(r.route(&mut req(&[("cookie", &long)]), &sticky, &mut rng, &mut keys).source, KeySource::NewSession);
         // Pinned requests need no key and get no cookie.
-        let pinned = r.route(
-            &mut req(&[("x-employee", "true")]),
-            &sticky,
-            &mut rng,
-            &mut keys,
-        );
+        let pinned = r.route(&mut req(&[("x-employee", "true")]), &sticky, &mut rng, &mut keys);
         assert_eq!((pinned.side, pinned.new_session), (Side::Canary, None));
     }
 }

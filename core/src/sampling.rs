@@ -28,14 +28,10 @@ impl StableSampling {
     /// more precision than it saves), `floor` at most 1,000,000.
     pub fn new(multiple: f64, floor: u64) -> Result<Self, String> {
         if !(multiple.is_finite() && (1.0..=1_000.0).contains(&multiple)) {
-            return Err(format!(
-                "stable_sampling.multiple must be from 1 to 1000, got {multiple}"
-            ));
+            return Err(format!("stable_sampling.multiple must be from 1 to 1000, got {multiple}"));
         }
         if floor > 1_000_000 {
-            return Err(format!(
-                "stable_sampling.floor must be at most 1000000, got {floor}"
-            ));
+            return Err(format!("stable_sampling.floor must be at most 1000000, got {floor}"));
         }
         Ok(Self { multiple, floor })
     }
@@ -68,11 +64,7 @@ struct Slot {
 
 impl Default for Slot {
     fn default() -> Self {
-        Self {
-            threshold: 1 << 32,
-            canary: 0,
-            stable: 0,
-        }
+        Self { threshold: 1 << 32, canary: 0, stable: 0 }
     }
 }
 
@@ -87,14 +79,7 @@ impl Sampler {
     /// A sampler for `rollouts` rollouts (everything measured without a rule). A new route table
     /// starts a new sampler: its first interval measures every request.
     pub fn new(rule: Option<StableSampling>, rollouts: usize) -> Self {
-        Self {
-            rule,
-            slots: if rule.is_some() {
-                vec![Slot::default(); rollouts]
-            } else {
-                Vec::new()
-            },
-        }
+        Self { rule, slots: if rule.is_some() { vec![Slot::default(); rollouts] } else { Vec::new() } }
     }
 
     /// A rule is in force: the caller needs a random draw per request (none otherwise).
@@ -105,9 +90,7 @@ impl Sampler {
     /// Whether to measure a request of rollout `index` routed to `side`; `draw` is a uniform random
     /// 32-bit number, taken before the answer. Canary requests are always measured.
     pub fn measure(&mut self, index: usize, side: Side, draw: u32) -> bool {
-        let Some(slot) = self.slots.get_mut(index) else {
-            return true;
-        };
+        let Some(slot) = self.slots.get_mut(index) else { return true };
         match side {
             Side::Canary => {
                 slot.canary = slot.canary.saturating_add(1);
@@ -128,11 +111,7 @@ impl Sampler {
             // An interval without traffic keeps the probability it had.
             if slot.canary > 0 || slot.stable > 0 {
                 let p = rule.probability(slot.canary, slot.stable);
-                slot.threshold = if p >= 1.0 {
-                    1 << 32
-                } else {
-                    (p * 4_294_967_296.0) as u64
-                };
+                slot.threshold = if p >= 1.0 { 1 << 32 } else { (p * 4_294_967_296.0) as u64 };
             }
             slot.canary = 0;
             slot.stable = 0;
@@ -141,9 +120,7 @@ impl Sampler {
 
     /// The probability a stable request of rollout `index` is measured now (for logs and tests).
     pub fn probability(&self, index: usize) -> f64 {
-        self.slots
-            .get(index)
-            .map_or(1.0, |s| s.threshold as f64 / 4_294_967_296.0)
+        self.slots.get(index).map_or(1.0, |s| s.threshold as f64 / 4_294_967_296.0)
     }
 }
 
@@ -178,11 +155,7 @@ mod tests {
         // 5 % canary: 500 canary, 9,500 stable in the first interval, all measured.
         let (mut measured, mut total) = (0u64, 0u64);
         for i in 0..10_000u64 {
-            let side = if i % 20 == 0 {
-                Side::Canary
-            } else {
-                Side::Stable
-            };
+            let side = if i % 20 == 0 { Side::Canary } else { Side::Stable };
             if s.measure(0, side, rng.next_u32()) && side == Side::Stable {
                 measured += 1;
             }
@@ -195,11 +168,7 @@ mod tests {
         // The next interval: about 4 × 500 + 50 of stable's 9,500 measured, every canary request.
         let (mut stable, mut canary) = (0u64, 0u64);
         for i in 0..10_000u64 {
-            let side = if i % 20 == 0 {
-                Side::Canary
-            } else {
-                Side::Stable
-            };
+            let side = if i % 20 == 0 { Side::Canary } else { Side::Stable };
             if s.measure(0, side, rng.next_u32()) {
                 match side {
                     Side::Stable => stable += 1,
@@ -222,10 +191,7 @@ mod tests {
         // No canary traffic: the floor alone, 50 of 1,000.
         assert!((s.probability(1) - 0.05).abs() < 1e-9);
         s.end_interval();
-        assert!(
-            (s.probability(1) - 0.05).abs() < 1e-9,
-            "kept through an empty interval"
-        );
+        assert!((s.probability(1) - 0.05).abs() < 1e-9, "kept through an empty interval");
         assert_eq!(s.probability(0), 1.0, "rollout 0 never saw traffic");
         // An index past the table (a config swapped mid-request) is measured.
         assert!(s.measure(9, Side::Stable, u32::MAX));

@@ -107,12 +107,7 @@ fn default_same_site() -> String {
 
 impl Default for SessionSpec {
     fn default() -> Self {
-        Self {
-            cookie: default_cookie(),
-            max_age_seconds: default_age(),
-            secure: false,
-            same_site: default_same_site(),
-        }
+        Self { cookie: default_cookie(), max_age_seconds: default_age(), secure: false, same_site: default_same_site() }
     }
 }
 
@@ -133,34 +128,18 @@ fn rule_label(index: usize, name: Option<&str>) -> String {
 
 /// Segment names: what the status and the reports carry.
 pub fn valid_segment_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    (1..=63).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Validates the whole list: count, unique names, and every rule.
 pub fn validate_segments(segments: &[SegmentSpec]) -> Result<(), SegmentError> {
     if segments.len() > MAX_SEGMENTS {
-        return Err(SegmentError {
-            rule: "segments".into(),
-            message: format!(
-                "{} rules; at most {MAX_SEGMENTS} are allowed",
-                segments.len()
-            ),
-        });
+        return Err(SegmentError { rule: "segments".into(), message: format!("{} rules; at most {MAX_SEGMENTS} are allowed", segments.len()) });
     }
     for (i, s) in segments.iter().enumerate() {
         CompiledSegment::compile(i, s)?;
-        if segments
-            .iter()
-            .take(i)
-            .any(|earlier| earlier.name == s.name)
-        {
-            return Err(SegmentError {
-                rule: rule_label(i, Some(&s.name)),
-                message: "name is used by an earlier rule".into(),
-            });
+        if segments.iter().take(i).any(|earlier| earlier.name == s.name) {
+            return Err(SegmentError { rule: rule_label(i, Some(&s.name)), message: "name is used by an earlier rule".into() });
         }
     }
     Ok(())
@@ -168,27 +147,16 @@ pub fn validate_segments(segments: &[SegmentSpec]) -> Result<(), SegmentError> {
 
 pub fn validate_session(s: &SessionSpec) -> Result<(), String> {
     if s.cookie.is_empty() || s.cookie.len() > 64 || !s.cookie.bytes().all(is_token_byte) {
-        return Err(format!(
-            "session.cookie {:?} is not a cookie name (1-64 token characters)",
-            s.cookie
-        ));
+        return Err(format!("session.cookie {:?} is not a cookie name (1-64 token characters)", s.cookie));
     }
     if !(1..=MAX_SESSION_AGE).contains(&s.max_age_seconds) {
-        return Err(format!(
-            "session.max_age_seconds {} is outside 1..={MAX_SESSION_AGE}",
-            s.max_age_seconds
-        ));
+        return Err(format!("session.max_age_seconds {} is outside 1..={MAX_SESSION_AGE}", s.max_age_seconds));
     }
     match s.same_site.as_str() {
         "Strict" | "Lax" => Ok(()),
         "None" if s.secure => Ok(()),
-        "None" => Err(
-            "session.same_site \"None\" needs session.secure true (browsers drop it otherwise)"
-                .into(),
-        ),
-        other => Err(format!(
-            "session.same_site {other:?} is not one of \"Strict\", \"Lax\", \"None\""
-        )),
+        "None" => Err("session.same_site \"None\" needs session.secure true (browsers drop it otherwise)".into()),
+        other => Err(format!("session.same_site {other:?} is not one of \"Strict\", \"Lax\", \"None\"")),
     }
 }
 
@@ -215,9 +183,7 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let not = || {
-            format!("{s:?} is not a CIDR (give ADDRESS/PREFIX-LENGTH, e.g. 10.0.0.0/8 or 2001:db8::/32)")
-        };
+        let not = || format!("{s:?} is not a CIDR (give ADDRESS/PREFIX-LENGTH, e.g. 10.0.0.0/8 or 2001:db8::/32)");
         let (addr, len) = s.split_once('/').ok_or_else(not)?;
         let net: IpAddr = addr.parse().map_err(|_| not())?;
         if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
@@ -238,16 +204,8 @@ impl Cidr {
     fn masked(&self, ip: IpAddr) -> u128 {
         let width = if ip.is_ipv4() { 32 } else { 128 };
         let keep = u32::from(self.len);
-        let mask = if keep == 0 {
-            0
-        } else {
-            u128::MAX << (width - keep)
-        };
-        let mask = if width == 32 {
-            mask & u128::from(u32::MAX)
-        } else {
-            mask
-        };
+        let mask = if keep == 0 { 0 } else { u128::MAX << (width - keep) };
+        let mask = if width == 32 { mask & u128::from(u32::MAX) } else { mask };
         bits(ip) & mask
     }
 
@@ -301,49 +259,27 @@ pub struct CompiledSegment {
 impl CompiledSegment {
     pub fn compile(index: usize, s: &SegmentSpec) -> Result<Self, SegmentError> {
         let named = valid_segment_name(&s.name);
-        let err = |message: String| SegmentError {
-            rule: rule_label(index, named.then_some(s.name.as_str())),
-            message,
-        };
+        let err = |message: String| SegmentError { rule: rule_label(index, named.then_some(s.name.as_str())), message };
         if !named {
-            return Err(err(format!(
-                "name {:?} is invalid: use 1-63 characters of letters, digits, '-', '_' or '.'",
-                s.name
-            )));
+            return Err(err(format!("name {:?} is invalid: use 1-63 characters of letters, digits, '-', '_' or '.'", s.name)));
         }
         let action = match (&s.version, s.weight) {
-            (Some(_), Some(_)) => {
-                return Err(err("give either version or weight, not both".into()))
-            }
-            (None, None) => {
-                return Err(err(
-                    "give version (\"canary\" or \"stable\") or weight".into()
-                ))
-            }
+            (Some(_), Some(_)) => return Err(err("give either version or weight, not both".into())),
+            (None, None) => return Err(err("give version (\"canary\" or \"stable\") or weight".into())),
             (Some(v), None) => match v.as_str() {
                 "canary" => SegmentAction::Pin(Side::Canary),
                 "stable" => SegmentAction::Pin(Side::Stable),
-                other => {
-                    return Err(err(format!(
-                        "version {other:?} is not \"canary\" or \"stable\""
-                    )))
-                }
+                other => return Err(err(format!("version {other:?} is not \"canary\" or \"stable\""))),
             },
-            (None, Some(w)) => {
-                SegmentAction::Split(Weight::try_from_percent(w).map_err(|e| err(e.to_string()))?)
-            }
+            (None, Some(w)) => SegmentAction::Split(Weight::try_from_percent(w).map_err(|e| err(e.to_string()))?),
         };
         let m = &s.matches;
         if m.header.is_none() && m.cookie.is_none() && m.path.is_none() && m.source_cidr.is_none() {
-            return Err(err(
-                "match must give at least one of header, cookie, path, source_cidr".into(),
-            ));
+            return Err(err("match must give at least one of header, cookie, path, source_cidr".into()));
         }
         let value = |field: &str, v: &str| -> Result<Vec<u8>, SegmentError> {
             if v.len() > MAX_MATCH_VALUE || v.bytes().any(|b| b.is_ascii_control()) {
-                return Err(err(format!(
-                    "{field} must be at most {MAX_MATCH_VALUE} bytes without control characters"
-                )));
+                return Err(err(format!("{field} must be at most {MAX_MATCH_VALUE} bytes without control characters")));
             }
             Ok(v.as_bytes().to_vec())
         };
@@ -351,30 +287,15 @@ impl CompiledSegment {
             None => None,
             Some(h) => {
                 if h.name.is_empty() || h.name.len() > 256 || !h.name.bytes().all(is_token_byte) {
-                    return Err(err(format!(
-                        "match.header.name {:?} is not a header name",
-                        h.name
-                    )));
+                    return Err(err(format!("match.header.name {:?} is not a header name", h.name)));
                 }
                 let test = match (&h.exact, &h.prefix, h.present) {
                     (Some(v), None, None) => HeaderTest::Exact(value("match.header.exact", v)?),
-                    (None, Some(v), None) if !v.is_empty() => {
-                        HeaderTest::Prefix(value("match.header.prefix", v)?)
-                    }
-                    (None, Some(_), None) => {
-                        return Err(err(
-                            "match.header.prefix must not be empty (use present: true)".into(),
-                        ))
-                    }
+                    (None, Some(v), None) if !v.is_empty() => HeaderTest::Prefix(value("match.header.prefix", v)?),
+                    (None, Some(_), None) => return Err(err("match.header.prefix must not be empty (use present: true)".into())),
                     (None, None, Some(true)) => HeaderTest::Present,
-                    (None, None, Some(false)) => {
-                        return Err(err("match.header.present must be true".into()))
-                    }
-                    _ => {
-                        return Err(err(
-                            "match.header needs exactly one of exact, prefix, present: true".into(),
-                        ))
-                    }
+                    (None, None, Some(false)) => return Err(err("match.header.present must be true".into())),
+                    _ => return Err(err("match.header needs exactly one of exact, prefix, present: true".into())),
                 };
                 Some((h.name.to_ascii_lowercase(), test))
             }
@@ -383,16 +304,10 @@ impl CompiledSegment {
             None => None,
             Some(c) => {
                 if c.name.is_empty() || c.name.len() > 256 || !c.name.bytes().all(is_token_byte) {
-                    return Err(err(format!(
-                        "match.cookie.name {:?} is not a cookie name",
-                        c.name
-                    )));
+                    return Err(err(format!("match.cookie.name {:?} is not a cookie name", c.name)));
                 }
                 if c.exact.is_empty() || c.exact.bytes().any(|b| b == b';' || b == b' ') {
-                    return Err(err(
-                        "match.cookie.exact must be a non-empty cookie value (no ';' or spaces)"
-                            .into(),
-                    ));
+                    return Err(err("match.cookie.exact must be a non-empty cookie value (no ';' or spaces)".into()));
                 }
                 Some((c.name.clone(), value("match.cookie.exact", &c.exact)?))
             }
@@ -401,10 +316,7 @@ impl CompiledSegment {
             None => None,
             Some(p) => {
                 if !p.prefix.starts_with('/') || p.prefix.contains('?') || p.prefix.contains('#') {
-                    return Err(err(format!(
-                        "match.path.prefix {:?} must start with '/' and hold no query",
-                        p.prefix
-                    )));
+                    return Err(err(format!("match.path.prefix {:?} must start with '/' and hold no query", p.prefix)));
                 }
                 Some(value("match.path.prefix", &p.prefix)?)
             }
@@ -413,14 +325,7 @@ impl CompiledSegment {
             None => None,
             Some(c) => Some(Cidr::parse(c).map_err(|e| err(format!("match.source_cidr {e}")))?),
         };
-        Ok(Self {
-            name: s.name.clone(),
-            action,
-            header,
-            cookie,
-            path_prefix,
-            cidr,
-        })
+        Ok(Self { name: s.name.clone(), action, header, cookie, path_prefix, cidr })
     }
 
     /// Whether the request is in this segment. Checks run cheapest-first in a fixed order (header,
@@ -438,10 +343,7 @@ impl CompiledSegment {
             }
         }
         if let Some((name, want)) = &self.cookie {
-            let ok = req
-                .header("cookie")
-                .and_then(|jar| cookie_value(jar, name))
-                .is_some_and(|v| v == want.as_slice());
+            let ok = req.header("cookie").and_then(|jar| cookie_value(jar, name)).is_some_and(|v| v == want.as_slice());
             if !ok {
                 return false;
             }
@@ -472,24 +374,13 @@ impl CompiledSession {
     pub fn compile(s: &SessionSpec) -> Result<Self, String> {
         validate_session(s)?;
         let secure = if s.secure { "; Secure" } else { "" };
-        let attributes = format!(
-            "; Path=/; Max-Age={}; HttpOnly; SameSite={}{secure}",
-            s.max_age_seconds, s.same_site
-        );
-        Ok(Self {
-            cookie: s.cookie.clone(),
-            attributes,
-        })
+        let attributes = format!("; Path=/; Max-Age={}; HttpOnly; SameSite={}{secure}", s.max_age_seconds, s.same_site);
+        Ok(Self { cookie: s.cookie.clone(), attributes })
     }
 
     /// The `Set-Cookie` value carrying `key`.
     pub fn set_cookie(&self, key: &[u8]) -> String {
-        format!(
-            "{}={}{}",
-            self.cookie,
-            String::from_utf8_lossy(key),
-            self.attributes
-        )
+        format!("{}={}{}", self.cookie, String::from_utf8_lossy(key), self.attributes)
     }
 }
 
@@ -516,10 +407,7 @@ mod tests {
     }
     fn req(h: &[(&str, &str)], source: Option<&str>) -> Req {
         Req {
-            headers: h
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
+            headers: h.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
             source: source.map(|s| s.parse().unwrap()),
             reads: Vec::new(),
         }
@@ -534,37 +422,16 @@ mod tests {
         let s = seg(r#"{"name":"beta","weight":50,"match":{"header":{"name":"X-Plan","prefix":"ent"},
             "cookie":{"name":"beta","exact":"1"},"path":{"prefix":"/chat"},"source_cidr":"10.0.0.0/8"}}"#)
         .unwrap();
-        assert_eq!(
-            s.action,
-            SegmentAction::Split(Weight::from_basis_points(5_000))
-        );
-        let all = [
-            ("x-plan", "enterprise"),
-            ("cookie", "a=b; beta=1"),
-            (":path", "/chat/1?q=2"),
-        ];
+        assert_eq!(s.action, SegmentAction::Split(Weight::from_basis_points(5_000)));
+        let all = [("x-plan", "enterprise"), ("cookie", "a=b; beta=1"), (":path", "/chat/1?q=2")];
         assert!(s.matches(&mut req(&all, Some("10.1.2.3"))));
         assert!(!s.matches(&mut req(&all, Some("11.1.2.3"))));
         assert!(!s.matches(&mut req(&all, None)));
         let mut miss = req(&[("x-plan", "free")], Some("10.1.2.3"));
         assert!(!s.matches(&mut miss));
         assert_eq!(miss.reads, vec!["x-plan"], "stops at the first failing key");
-        assert!(!s.matches(&mut req(
-            &[
-                ("x-plan", "enterprise"),
-                ("cookie", "beta=2"),
-                (":path", "/chat")
-            ],
-            Some("10.0.0.1")
-        )));
-        assert!(!s.matches(&mut req(
-            &[
-                ("x-plan", "enterprise"),
-                ("cookie", "beta=1"),
-                (":path", "/api")
-            ],
-            Some("10.0.0.1")
-        )));
+        assert!(!s.matches(&mut req(&[("x-plan", "enterprise"), ("cookie", "beta=2"), (":path", "/chat")], Some("10.0.0.1"))));
+        assert!(!s.matches(&mut req(&[("x-plan", "enterprise"), ("cookie", "beta=1"), (":path", "/api")], Some("10.0.0.1"))));
     }
 
     #[test]
@@ -572,10 +439,7 @@ mod tests {
         let exact = seg(r#"{"name":"e","version":"canary","match":{"header":{"name":"x-employee","exact":"true"}}}"#).unwrap();
         assert_eq!(exact.action, SegmentAction::Pin(Side::Canary));
         assert!(exact.matches(&mut req(&[("x-employee", "true")], None)));
-        assert!(
-            !exact.matches(&mut req(&[("x-employee", "TRUE")], None)),
-            "values are case-sensitive"
-        );
+        assert!(!exact.matches(&mut req(&[("x-employee", "TRUE")], None)), "values are case-sensitive");
         assert!(!exact.matches(&mut req(&[("x-employee", "true ")], None)));
         assert!(!exact.matches(&mut req(&[], None)));
         let present = seg(r#"{"name":"p","version":"stable","match":{"header":{"name":"x-debug","present":true}}}"#).unwrap();
@@ -589,42 +453,20 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(c("10.0.0.0/8").unwrap().contains(ip("10.255.0.1")));
         assert!(!c("10.0.0.0/8").unwrap().contains(ip("11.0.0.1")));
-        assert!(
-            c("10.0.0.0/8").unwrap().contains(ip("::ffff:10.1.1.1")),
-            "IPv4-mapped IPv6"
-        );
+        assert!(c("10.0.0.0/8").unwrap().contains(ip("::ffff:10.1.1.1")), "IPv4-mapped IPv6");
         assert!(c("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
-        assert!(
-            !c("0.0.0.0/0").unwrap().contains(ip("2001:db8::1")),
-            "families differ"
-        );
+        assert!(!c("0.0.0.0/0").unwrap().contains(ip("2001:db8::1")), "families differ");
         assert!(c("2001:db8::/32").unwrap().contains(ip("2001:db8:ffff::1")));
         assert!(!c("2001:db8::/32").unwrap().contains(ip("2001:db9::1")));
         assert!(c("::/0").unwrap().contains(ip("::1")));
         assert!(c("192.168.1.7/32").unwrap().contains(ip("192.168.1.7")));
         assert!(c("::1/128").unwrap().contains(ip("::1")));
-        for bad in [
-            "10.0.0.0/33",
-            "10.0.0.0",
-            "10.0.0/8",
-            "10.0.0.0/",
-            "10.0.0.0/-1",
-            "10.0.0.0/08x",
-            "::/129",
-            "x/8",
-            "",
-            "/8",
-            "10.0.0.0/8/8",
-            " 10.0.0.0/8",
-        ] {
+        for bad in ["10.0.0.0/33", "10.0.0.0", "10.0.0/8", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/08x", "::/129", "x/8", "", "/8", "10.0.0.0/8/8", " 10.0.0.0/8"] {
             assert!(c(bad).is_err(), "{bad}");
         }
         assert!(c("10.0.0.1/8").unwrap_err().contains("bits set"));
         assert_eq!(parse_source_address(b"10.1.2.3:5678"), Some(ip("10.1.2.3")));
-        assert_eq!(
-            parse_source_address(b"[2001:db8::1]:443"),
-            Some(ip("2001:db8::1"))
-        );
+        assert_eq!(parse_source_address(b"[2001:db8::1]:443"), Some(ip("2001:db8::1")));
         assert_eq!(parse_source_address(b"::1"), Some(ip("::1")));
         assert_eq!(parse_source_address(b"garbage"), None);
         assert_eq!(parse_source_address(b"\xff"), None);
@@ -637,83 +479,34 @@ mod tests {
             e(r#"{"name":"beta","weight":50,"match":{"source_cidr":"10.0.0.0/33"}}"#),
             r#"segments[1] "beta": match.source_cidr "10.0.0.0/33" is not a CIDR (give ADDRESS/PREFIX-LENGTH, e.g. 10.0.0.0/8 or 2001:db8::/32)"#
         );
-        assert!(e(
-            r#"{"name":"b","weight":50,"version":"canary","match":{"path":{"prefix":"/"}}}"#
-        )
-        .contains("either version or weight"));
+        assert!(e(r#"{"name":"b","weight":50,"version":"canary","match":{"path":{"prefix":"/"}}}"#).contains("either version or weight"));
         assert!(e(r#"{"name":"b","match":{"path":{"prefix":"/"}}}"#).contains("give version"));
-        assert!(
-            e(r#"{"name":"b","version":"canry","match":{"path":{"prefix":"/"}}}"#)
-                .contains("\"canry\"")
-        );
-        assert!(
-            e(r#"{"name":"b","weight":100.5,"match":{"path":{"prefix":"/"}}}"#)
-                .contains("between 0 and 100")
-        );
-        assert!(
-            e(r#"{"name":"b","weight":1.234,"match":{"path":{"prefix":"/"}}}"#)
-                .contains("two decimals")
-        );
+        assert!(e(r#"{"name":"b","version":"canry","match":{"path":{"prefix":"/"}}}"#).contains("\"canry\""));
+        assert!(e(r#"{"name":"b","weight":100.5,"match":{"path":{"prefix":"/"}}}"#).contains("between 0 and 100"));
+        assert!(e(r#"{"name":"b","weight":1.234,"match":{"path":{"prefix":"/"}}}"#).contains("two decimals"));
         assert!(e(r#"{"name":"b","weight":5,"match":{}}"#).contains("at least one"));
-        assert!(e(
-            r#"{"name":"b","weight":5,"match":{"header":{"name":"bad name","present":true}}}"#
-        )
-        .contains("match.header.name"));
-        assert!(e(
-            r#"{"name":"b","weight":5,"match":{"header":{"name":"x","exact":"a","prefix":"b"}}}"#
-        )
-        .contains("exactly one"));
-        assert!(
-            e(r#"{"name":"b","weight":5,"match":{"header":{"name":"x"}}}"#).contains("exactly one")
-        );
-        assert!(
-            e(r#"{"name":"b","weight":5,"match":{"header":{"name":"x","present":false}}}"#)
-                .contains("present must be true")
-        );
-        assert!(
-            e(r#"{"name":"b","weight":5,"match":{"path":{"prefix":"chat"}}}"#)
-                .contains("match.path.prefix")
-        );
-        assert!(
-            e(r#"{"name":"b","weight":5,"match":{"cookie":{"name":"c","exact":""}}}"#)
-                .contains("match.cookie.exact")
-        );
-        assert!(
-            e(r#"{"name":"has space","weight":5,"match":{"path":{"prefix":"/"}}}"#)
-                .starts_with("segments[1]: name")
-        );
-        let long = format!(
-            r#"{{"name":"b","weight":5,"match":{{"header":{{"name":"x","exact":"{}"}}}}}}"#,
-            "a".repeat(2000)
-        );
+        assert!(e(r#"{"name":"b","weight":5,"match":{"header":{"name":"bad name","present":true}}}"#).contains("match.header.name"));
+        assert!(e(r#"{"name":"b","weight":5,"match":{"header":{"name":"x","exact":"a","prefix":"b"}}}"#).contains("exactly one"));
+        assert!(e(r#"{"name":"b","weight":5,"match":{"header":{"name":"x"}}}"#).contains("exactly one"));
+        assert!(e(r#"{"name":"b","weight":5,"match":{"header":{"name":"x","present":false}}}"#).contains("present must be true"));
+        assert!(e(r#"{"name":"b","weight":5,"match":{"path":{"prefix":"chat"}}}"#).contains("match.path.prefix"));
+        assert!(e(r#"{"name":"b","weight":5,"match":{"cookie":{"name":"c","exact":""}}}"#).contains("match.cookie.exact"));
+        assert!(e(r#"{"name":"has space","weight":5,"match":{"path":{"prefix":"/"}}}"#).starts_with("segments[1]: name"));
+        let long = format!(r#"{{"name":"b","weight":5,"match":{{"header":{{"name":"x","exact":"{}"}}}}}}"#, "a".repeat(2000));
         assert!(e(&long).contains("at most 1024"));
         let dup: Vec<SegmentSpec> = serde_json::from_str(
             r#"[{"name":"a","weight":5,"match":{"path":{"prefix":"/"}}},{"name":"a","weight":5,"match":{"path":{"prefix":"/"}}}]"#,
         )
         .unwrap();
-        assert_eq!(
-            validate_segments(&dup).unwrap_err().to_string(),
-            r#"segments[1] "a": name is used by an earlier rule"#
-        );
+        assert_eq!(validate_segments(&dup).unwrap_err().to_string(), r#"segments[1] "a": name is used by an earlier rule"#);
     }
 
     #[test]
     fn sessions() {
         let s = CompiledSession::compile(&SessionSpec::default()).unwrap();
-        assert_eq!(
-            s.set_cookie(b"k1"),
-            "fledge-session=k1; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax"
-        );
-        let secure = SessionSpec {
-            cookie: "sid".into(),
-            max_age_seconds: 60,
-            secure: true,
-            same_site: "None".into(),
-        };
-        assert_eq!(
-            CompiledSession::compile(&secure).unwrap().set_cookie(b"k"),
-            "sid=k; Path=/; Max-Age=60; HttpOnly; SameSite=None; Secure"
-        );
+        assert_eq!(s.set_cookie(b"k1"), "fledge-session=k1; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax");
+        let secure = SessionSpec { cookie: "sid".into(), max_age_seconds: 60, secure: true, same_site: "None".into() };
+        assert_eq!(CompiledSession::compile(&secure).unwrap().set_cookie(b"k"), "sid=k; Path=/; Max-Age=60; HttpOnly; SameSite=None; Secure");
         let bad = |f: fn(&mut SessionSpec)| {
             let mut s = SessionSpec::default();
             f(&mut s);

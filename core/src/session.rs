@@ -60,10 +60,7 @@ impl SessionKeys {
     /// `seed` is the worker's random seed, so different workers start their sequences at different
     /// points and draw different keys.
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: SplitMix64::new(seed ^ 0x5e55_1011_6b65_7973),
-            walks: HashMap::new(),
-        }
+        Self { rng: SplitMix64::new(seed ^ 0x5e55_1011_6b65_7973), walks: HashMap::new() }
     }
 
     /// The bucket the next session of `rollout` should land near.
@@ -72,14 +69,10 @@ impl SessionKeys {
             Some(w) => w,
             None => {
                 let offset = self.rng.next_u32();
-                self.walks
-                    .entry(rollout.to_string())
-                    .or_insert(Walk { offset, next: 0 })
+                self.walks.entry(rollout.to_string()).or_insert(Walk { offset, next: 0 })
             }
         };
-        let t = walk
-            .offset
-            .wrapping_add(walk.next.wrapping_mul(GOLDEN_STEP));
+        let t = walk.offset.wrapping_add(walk.next.wrapping_mul(GOLDEN_STEP));
         walk.next = walk.next.wrapping_add(1);
         ((u64::from(t) * u64::from(BUCKETS)) >> 32) as u32
     }
@@ -101,14 +94,7 @@ impl SessionKeys {
             let bucket = Bucket::of_key(&key, salt);
             let d = circular_distance(u32::from(bucket.get()), target);
             if best.as_ref().is_none_or(|(bd, _)| d < *bd) {
-                best = Some((
-                    d,
-                    Minted {
-                        key,
-                        bucket,
-                        candidates: i + 1,
-                    },
-                ));
+                best = Some((d, Minted { key, bucket, candidates: i + 1 }));
             }
             if d <= HALF_WINDOW {
                 break;
@@ -122,11 +108,7 @@ impl SessionKeys {
             // MAX_CANDIDATES > 0, so there is always a best; a plain random key otherwise.
             None => {
                 let key = encode(high, low);
-                Minted {
-                    key,
-                    bucket: Bucket::of_key(&key, salt),
-                    candidates: 1,
-                }
+                Minted { key, bucket: Bucket::of_key(&key, salt), candidates: 1 }
             }
         }
     }
@@ -156,10 +138,7 @@ mod tests {
 
     /// Canary sessions out of `buckets` at `bp` basis points.
     fn canary(buckets: &[Bucket], bp: u16) -> usize {
-        buckets
-            .iter()
-            .filter(|b| Weight::from_basis_points(bp).admits(**b))
-            .count()
+        buckets.iter().filter(|b| Weight::from_basis_points(bp).admits(**b)).count()
     }
 
     #[test]
@@ -175,20 +154,14 @@ mod tests {
             total += m.candidates;
         }
         let mean = total / 500;
-        assert!(
-            (100..=300).contains(&mean),
-            "about {EXPECTED_CANDIDATES} hashes per key, got {mean}"
-        );
+        assert!((100..=300).contains(&mean), "about {EXPECTED_CANDIDATES} hashes per key, got {mean}");
     }
 
     #[test]
     fn workers_start_at_different_points() {
         let first = |seed| SessionKeys::new(seed).mint("r", 1).bucket.get();
         let distinct: std::collections::HashSet<_> = (0..20u64).map(first).collect();
-        assert!(
-            distinct.len() >= 18,
-            "seeds give different starting buckets: {distinct:?}"
-        );
+        assert!(distinct.len() >= 18, "seeds give different starting buckets: {distinct:?}");
     }
 
     /// The property the acceptance test relies on: 200 sessions split over two workers are within
@@ -202,13 +175,7 @@ mod tests {
             let mut b = SessionKeys::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 1);
             let mut order = SplitMix64::new(seed);
             let buckets: Vec<Bucket> = (0..200)
-                .map(|_| {
-                    if order.next_u32().is_multiple_of(2) {
-                        a.mint("support", 99).bucket
-                    } else {
-                        b.mint("support", 99).bucket
-                    }
-                })
+                .map(|_| if order.next_u32().is_multiple_of(2) { a.mint("support", 99).bucket } else { b.mint("support", 99).bucket })
                 .collect();
             for bp in (0..=10_000u16).step_by(100) {
                 let err = canary(&buckets, bp) as f64 - 200.0 * f64::from(bp) / 10_000.0;
@@ -221,12 +188,8 @@ mod tests {
         let misses = (0..300u64)
             .filter(|seed| {
                 let mut rng = SplitMix64::new(*seed);
-                let buckets: Vec<Bucket> = (0..200)
-                    .map(|_| Bucket::of_random(rng.next_u32()))
-                    .collect();
-                (0..=10_000u16).step_by(100).any(|bp| {
-                    (canary(&buckets, bp) as f64 - 200.0 * f64::from(bp) / 10_000.0).abs() > 4.0
-                })
+                let buckets: Vec<Bucket> = (0..200).map(|_| Bucket::of_random(rng.next_u32())).collect();
+                (0..=10_000u16).step_by(100).any(|bp| (canary(&buckets, bp) as f64 - 200.0 * f64::from(bp) / 10_000.0).abs() > 4.0)
             })
             .count();
         assert!(misses > 150, "random keys miss in {misses} of 300 seeds");
@@ -250,11 +213,7 @@ mod tests {
         keys.mint("gone", 1);
         keys.retain(|name| name == "a");
         assert_eq!(keys.walks.len(), 1);
-        assert_eq!(
-            keys.walks.get("a").map(|w| w.next),
-            Some(1),
-            "a continues where it was"
-        );
+        assert_eq!(keys.walks.get("a").map(|w| w.next), Some(1), "a continues where it was");
     }
 
     #[test]
@@ -268,10 +227,7 @@ mod tests {
         let all: Vec<Bucket> = a.into_iter().chain(more).collect();
         for bp in (0..=10_000u16).step_by(500) {
             let err = canary(&all, bp) as f64 - 200.0 * f64::from(bp) / 10_000.0;
-            assert!(
-                err.abs() <= 3.0,
-                "interleaved rollouts do not disturb each other: {bp} bp off by {err}"
-            );
+            assert!(err.abs() <= 3.0, "interleaved rollouts do not disturb each other: {bp} bp off by {err}");
         }
     }
 }

@@ -14,24 +14,10 @@ use crate::histogram::{Histogram, SparseHistogram};
 use crate::outcome::TaskResult;
 
 /// Headers never copied into a stored sample, whatever `capture.redact_headers` says.
-pub const ALWAYS_REDACTED: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+pub const ALWAYS_REDACTED: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
 /// Request headers the copy does not carry: the hop-by-hop ones (RFC 9110 §7.6.1), and
 /// `content-length`, which Envoy sets for the copy's buffered body itself.
-pub const NOT_FORWARDED: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "content-length",
-];
+pub const NOT_FORWARDED: [&str; 8] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length"];
 /// The header every copy carries: the agent must treat the request as a dry run.
 pub const SHADOW_HEADER: &str = "x-fledge-shadow";
 /// Answer bodies kept in a sample (only with `capture.bodies`).
@@ -77,11 +63,7 @@ pub struct CaptureSpec {
 
 impl Default for CaptureSpec {
     fn default() -> Self {
-        Self {
-            samples: Self::default_samples(),
-            bodies: false,
-            redact_headers: Vec::new(),
-        }
+        Self { samples: Self::default_samples(), bodies: false, redact_headers: Vec::new() }
     }
 }
 
@@ -122,11 +104,7 @@ impl ShadowSpec {
     /// Whether a request header stays out of samples.
     pub fn redacts(&self, name: &str) -> bool {
         ALWAYS_REDACTED.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self
-                .capture
-                .redact_headers
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
+            || self.capture.redact_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 
     /// `shadow.<field>: <why>`, or Ok.
@@ -134,19 +112,10 @@ impl ShadowSpec {
         let bad = |field: &str, why: &str| Err(format!("shadow.{field}: {why}"));
         let c = &self.cluster;
         if c.is_empty() || c.len() > 255 || c.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-            return bad(
-                "cluster",
-                "give the canary's Envoy cluster name: 1-255 printable characters without spaces",
-            );
+            return bad("cluster", "give the canary's Envoy cluster name: 1-255 printable characters without spaces");
         }
-        if !(self.percent.is_finite()
-            && self.percent > 0.0
-            && Weight::try_from_percent(self.percent).is_ok())
-        {
-            return bad(
-                "percent",
-                "must be above 0 and at most 100, with at most two decimals",
-            );
+        if !(self.percent.is_finite() && self.percent > 0.0 && Weight::try_from_percent(self.percent).is_ok()) {
+            return bad("percent", "must be above 0 and at most 100, with at most two decimals");
         }
         if !(1..=MAX_BODY_BYTES).contains(&self.max_body_bytes) {
             return bad("max_body_bytes", "must be between 1 and 4194304");
@@ -164,15 +133,8 @@ impl ShadowSpec {
             return bad("capture.redact_headers", "at most 64 names");
         }
         for h in &self.capture.redact_headers {
-            if h.is_empty()
-                || h.len() > 256
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-            {
-                return Err(format!(
-                    "shadow.capture.redact_headers: {h:?} is not a header name"
-                ));
+            if h.is_empty() || h.len() > 256 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                return Err(format!("shadow.capture.redact_headers: {h:?} is not a header name"));
             }
         }
         Ok(())
@@ -189,10 +151,7 @@ pub struct BodyHasher {
 
 impl Default for BodyHasher {
     fn default() -> Self {
-        Self {
-            state: 0xcbf2_9ce4_8422_2325,
-            len: 0,
-        }
+        Self { state: 0xcbf2_9ce4_8422_2325, len: 0 }
     }
 }
 
@@ -273,17 +232,10 @@ impl Mismatch {
 
     /// The names of the differing dimensions.
     pub fn names(&self) -> Vec<&'static str> {
-        [
-            ("status", self.status),
-            ("outcome", self.outcome),
-            ("cost", self.cost),
-            ("policy", self.policy),
-            ("latency", self.latency),
-            ("body", self.body),
-        ]
-        .into_iter()
-        .filter_map(|(n, on)| on.then_some(n))
-        .collect()
+        [("status", self.status), ("outcome", self.outcome), ("cost", self.cost), ("policy", self.policy), ("latency", self.latency), ("body", self.body)]
+            .into_iter()
+            .filter_map(|(n, on)| on.then_some(n))
+            .collect()
     }
 }
 
@@ -299,8 +251,7 @@ pub fn compare(stable: &Answer, shadow: &Answer) -> Mismatch {
         cost,
         policy: stable.violations.unwrap_or(0) != shadow.violations.unwrap_or(0),
         latency: shadow.total_us > stable.total_us.saturating_mul(2).saturating_add(100_000),
-        body: stable.body.len() != shadow.body.len()
-            || stable.body.digest() != shadow.body.digest(),
+        body: stable.body.len() != shadow.body.len() || stable.body.digest() != shadow.body.digest(),
     }
 }
 
@@ -342,10 +293,7 @@ impl Paired {
 
     /// Consistent: the cells fit in n.
     pub fn is_consistent(&self) -> bool {
-        self.both
-            .checked_add(self.stable_only)
-            .and_then(|s| s.checked_add(self.shadow_only))
-            .is_some_and(|s| s <= self.n)
+        self.both.checked_add(self.stable_only).and_then(|s| s.checked_add(self.shadow_only)).is_some_and(|s| s <= self.n)
     }
 }
 
@@ -378,8 +326,7 @@ impl PairedSums {
         }
         let n = self.n as f64;
         let mean = (self.shadow_sum - ratio * self.stable_sum) / n - delta;
-        let second =
-            (self.shadow_sq - 2.0 * ratio * self.cross + ratio * ratio * self.stable_sq) / n;
+        let second = (self.shadow_sq - 2.0 * ratio * self.cross + ratio * ratio * self.stable_sq) / n;
         let m0 = mean + delta;
         Some((mean, (second - m0 * m0).max(0.0)))
     }
@@ -432,15 +379,7 @@ pub struct MismatchCounts {
 
 impl MismatchCounts {
     fn record(&mut self, m: &Mismatch) {
-        for (count, on) in [
-            (&mut self.status, m.status),
-            (&mut self.outcome, m.outcome),
-            (&mut self.cost, m.cost),
-            (&mut self.policy, m.policy),
-            (&mut self.latency, m.latency),
-            (&mut self.body, m.body),
-            (&mut self.any, m.any()),
-        ] {
+        for (count, on) in [(&mut self.status, m.status), (&mut self.outcome, m.outcome), (&mut self.cost, m.cost), (&mut self.policy, m.policy), (&mut self.latency, m.latency), (&mut self.body, m.body), (&mut self.any, m.any())] {
             if on {
                 *count += 1;
             }
@@ -470,8 +409,7 @@ impl ShadowStats {
         if let (Some(s), Some(c)) = (stable.task(), shadow.task()) {
             self.task_failures.record(!s, !c);
         }
-        self.violating
-            .record(stable.violating(), shadow.violating());
+        self.violating.record(stable.violating(), shadow.violating());
         if let (Some(s), Some(c)) = (stable.cost, shadow.cost) {
             if s.is_finite() && c.is_finite() {
                 let p = &mut self.cost;
@@ -493,16 +431,7 @@ impl ShadowStats {
     }
 
     pub fn merge(&mut self, o: &ShadowStats) {
-        for (a, b) in [
-            (&mut self.sent, o.sent),
-            (&mut self.answered, o.answered),
-            (&mut self.failed, o.failed),
-            (&mut self.timeouts, o.timeouts),
-            (&mut self.dropped, o.dropped),
-            (&mut self.too_large, o.too_large),
-            (&mut self.pairs, o.pairs),
-            (&mut self.body_ratio_count, o.body_ratio_count),
-        ] {
+        for (a, b) in [(&mut self.sent, o.sent), (&mut self.answered, o.answered), (&mut self.failed, o.failed), (&mut self.timeouts, o.timeouts), (&mut self.dropped, o.dropped), (&mut self.too_large, o.too_large), (&mut self.pairs, o.pairs), (&mut self.body_ratio_count, o.body_ratio_count)] {
             *a = a.saturating_add(b);
         }
         self.mismatch.merge(&o.mismatch);
@@ -531,19 +460,9 @@ impl ShadowStats {
     }
 
     fn view(&self, shadow: bool) -> VersionStats {
-        let pick = |p: &Paired| {
-            if shadow {
-                p.shadow_events()
-            } else {
-                p.stable_events()
-            }
-        };
+        let pick = |p: &Paired| if shadow { p.shadow_events() } else { p.stable_events() };
         let failures = pick(&self.task_failures);
-        let (cost_sum, cost_sq) = if shadow {
-            (self.cost.shadow_sum, self.cost.shadow_sq)
-        } else {
-            (self.cost.stable_sum, self.cost.stable_sq)
-        };
+        let (cost_sum, cost_sq) = if shadow { (self.cost.shadow_sum, self.cost.shadow_sq) } else { (self.cost.stable_sum, self.cost.stable_sq) };
         VersionStats {
             requests: self.errors.n,
             errors: pick(&self.errors),
@@ -553,11 +472,7 @@ impl ShadowStats {
             cost_sum,
             cost_sum_sq: cost_sq,
             policy_violating_requests: pick(&self.violating),
-            latency_total: if shadow {
-                self.latency_shadow.clone()
-            } else {
-                self.latency_stable.clone()
-            },
+            latency_total: if shadow { self.latency_shadow.clone() } else { self.latency_stable.clone() },
             ..VersionStats::default()
         }
     }
@@ -588,36 +503,16 @@ pub struct WireShadowStats {
 impl WireShadowStats {
     /// Consistency a well-behaved filter always keeps: the tables fit their counts, sums are finite.
     pub fn check(&self) -> Result<(), String> {
-        for (name, p) in [
-            ("errors", &self.errors),
-            ("task_failures", &self.task_failures),
-            ("violating", &self.violating),
-        ] {
+        for (name, p) in [("errors", &self.errors), ("task_failures", &self.task_failures), ("violating", &self.violating)] {
             if !p.is_consistent() || p.n > self.pairs {
-                return Err(format!(
-                    "shadow.{name}: the cells do not fit n, or n exceeds pairs"
-                ));
+                return Err(format!("shadow.{name}: the cells do not fit n, or n exceeds pairs"));
             }
         }
         let c = &self.cost;
-        if c.n > self.pairs
-            || ![
-                c.stable_sum,
-                c.shadow_sum,
-                c.stable_sq,
-                c.shadow_sq,
-                c.cross,
-                self.body_ratio_sum,
-            ]
-            .iter()
-            .all(|v| v.is_finite())
-        {
+        if c.n > self.pairs || ![c.stable_sum, c.shadow_sum, c.stable_sq, c.shadow_sq, c.cross, self.body_ratio_sum].iter().all(|v| v.is_finite()) {
             return Err("shadow.cost: sums must be finite and n at most pairs".into());
         }
-        for (name, h) in [
-            ("latency_shadow", &self.latency_shadow),
-            ("latency_stable", &self.latency_stable),
-        ] {
+        for (name, h) in [("latency_shadow", &self.latency_shadow), ("latency_stable", &self.latency_stable)] {
             h.validate().map_err(|e| format!("shadow.{name}: {e}"))?;
         }
         Ok(())
@@ -669,15 +564,7 @@ impl SampleSide {
             TaskResult::Failure => "failure".to_string(),
             TaskResult::Malformed => "malformed".to_string(),
         });
-        Self {
-            status: a.status,
-            outcome,
-            cost: a.cost,
-            violations: a.violations,
-            latency_ms: a.total_us as f64 / 1000.0,
-            body_bytes: a.body.len(),
-            body,
-        }
+        Self { status: a.status, outcome, cost: a.cost, violations: a.violations, latency_ms: a.total_us as f64 / 1000.0, body_bytes: a.body.len(), body }
     }
 }
 
@@ -697,17 +584,9 @@ pub struct ShadowSample {
 impl ShadowSample {
     /// Within the bounds the controller accepts.
     pub fn check(&self) -> Result<(), String> {
-        let long = self.method.len() > 32
-            || self.path.len() > 4096
-            || self.headers.len() > 128
-            || self.mismatch.len() > 6;
-        let long_header = self
-            .headers
-            .iter()
-            .any(|(k, v)| k.len() > 256 || v.len() > 8192);
-        let long_body = [&self.stable.body, &self.shadow.body]
-            .iter()
-            .any(|b| b.as_ref().is_some_and(|b| b.len() > SAMPLE_BODY_BYTES));
+        let long = self.method.len() > 32 || self.path.len() > 4096 || self.headers.len() > 128 || self.mismatch.len() > 6;
+        let long_header = self.headers.iter().any(|(k, v)| k.len() > 256 || v.len() > 8192);
+        let long_body = [&self.stable.body, &self.shadow.body].iter().any(|b| b.as_ref().is_some_and(|b| b.len() > SAMPLE_BODY_BYTES));
         if long || long_header || long_body {
             return Err("shadow sample exceeds its bounds (method 32, path 4096, 128 headers, bodies 4 KiB)".into());
         }
@@ -732,64 +611,27 @@ mod tests {
     fn answer(status: u16, result: TaskResult, body: &[u8], ms: u64) -> Answer {
         let mut h = BodyHasher::default();
         h.update(body);
-        Answer {
-            status: Some(status),
-            result: Some(result),
-            cost: Some(0.01),
-            violations: None,
-            total_us: ms * 1000,
-            body: h,
-        }
+        Answer { status: Some(status), result: Some(result), cost: Some(0.01), violations: None, total_us: ms * 1000, body: h }
     }
 
     #[test]
     fn validation_names_the_field() {
         assert_eq!(ShadowSpec::new("support_agent_v2", 10.0).validate(), Ok(()));
-        assert!(
-            ShadowSpec::new("outbound|8080|v2|support.default.svc.cluster.local", 0.5)
-                .validate()
-                .is_ok()
-        );
+        assert!(ShadowSpec::new("outbound|8080|v2|support.default.svc.cluster.local", 0.5).validate().is_ok());
         let cases: [(ShadowSpec, &str); 6] = [
             (ShadowSpec::new("", 10.0), "shadow.cluster"),
             (ShadowSpec::new("a b", 10.0), "shadow.cluster"),
             (ShadowSpec::new("c", 0.0), "shadow.percent"),
             (ShadowSpec::new("c", 10.001), "shadow.percent"),
-            (
-                ShadowSpec {
-                    timeout_ms: 0,
-                    ..ShadowSpec::new("c", 1.0)
-                },
-                "shadow.timeout_ms",
-            ),
-            (
-                ShadowSpec {
-                    capture: CaptureSpec {
-                        redact_headers: vec!["a b".into()],
-                        ..CaptureSpec::default()
-                    },
-                    ..ShadowSpec::new("c", 1.0)
-                },
-                "shadow.capture.redact_headers",
-            ),
+            (ShadowSpec { timeout_ms: 0, ..ShadowSpec::new("c", 1.0) }, "shadow.timeout_ms"),
+            (ShadowSpec { capture: CaptureSpec { redact_headers: vec!["a b".into()], ..CaptureSpec::default() }, ..ShadowSpec::new("c", 1.0) }, "shadow.capture.redact_headers"),
         ];
         for (spec, want) in cases {
             let e = spec.validate().unwrap_err();
             assert!(e.starts_with(want), "{e}");
         }
-        let s = ShadowSpec {
-            capture: CaptureSpec {
-                redact_headers: vec!["X-Api-Key".into()],
-                ..CaptureSpec::default()
-            },
-            ..ShadowSpec::new("c", 1.0)
-        };
-        assert!(
-            s.redacts("authorization")
-                && s.redacts("Cookie")
-                && s.redacts("x-api-key")
-                && !s.redacts("x-user-id")
-        );
+        let s = ShadowSpec { capture: CaptureSpec { redact_headers: vec!["X-Api-Key".into()], ..CaptureSpec::default() }, ..ShadowSpec::new("c", 1.0) };
+        assert!(s.redacts("authorization") && s.redacts("Cookie") && s.redacts("x-api-key") && !s.redacts("x-user-id"));
     }
 
     #[test]
@@ -800,14 +642,8 @@ mod tests {
         c.cost = Some(0.02);
         c.violations = Some(1);
         let m = compare(&s, &c);
-        assert_eq!(
-            m.names(),
-            ["status", "outcome", "cost", "policy", "latency", "body"]
-        );
-        let failed = Answer {
-            total_us: 10_000_000,
-            ..Answer::default()
-        };
+        assert_eq!(m.names(), ["status", "outcome", "cost", "policy", "latency", "body"]);
+        let failed = Answer { total_us: 10_000_000, ..Answer::default() };
         assert!(compare(&s, &failed).status);
     }
 
@@ -820,32 +656,14 @@ mod tests {
         st.record_pair(&ok, &bad);
         st.record_pair(&bad, &bad);
         st.record_pair(&bad, &ok);
-        assert_eq!(
-            st.record_pair(&Answer::default(), &ok),
-            None,
-            "no user answer: not a pair"
-        );
+        assert_eq!(st.record_pair(&Answer::default(), &ok), None, "no user answer: not a pair");
         assert_eq!(st.pairs, 4);
-        assert_eq!(
-            st.errors,
-            Paired {
-                n: 4,
-                both: 1,
-                stable_only: 1,
-                shadow_only: 1
-            }
-        );
+        assert_eq!(st.errors, Paired { n: 4, both: 1, stable_only: 1, shadow_only: 1 });
         assert_eq!(st.mismatch.any, 2);
         let (c, s) = (st.canary_view(), st.stable_view());
-        assert_eq!(
-            (c.requests, c.errors, c.outcome_failure, c.outcome_success),
-            (4, 2, 2, 2)
-        );
+        assert_eq!((c.requests, c.errors, c.outcome_failure, c.outcome_success), (4, 2, 2, 2));
         assert_eq!(s.errors, 2);
-        assert_eq!(
-            st.cost.difference(1.0, 0.0).map(|(m, _)| (m * 1e9).round()),
-            Some(0.0)
-        );
+        assert_eq!(st.cost.difference(1.0, 0.0).map(|(m, _)| (m * 1e9).round()), Some(0.0));
         // The wire form round-trips.
         let json = serde_json::to_string(&st).unwrap();
         let wire: WireShadowStats = serde_json::from_str(&json).unwrap();
@@ -853,15 +671,7 @@ mod tests {
         let mut back = ShadowStats::default();
         wire.merge_into(&mut back);
         assert_eq!(back, st);
-        let broken = WireShadowStats {
-            errors: Paired {
-                n: 1,
-                both: 2,
-                ..Paired::default()
-            },
-            pairs: 1,
-            ..WireShadowStats::default()
-        };
+        let broken = WireShadowStats { errors: Paired { n: 1, both: 2, ..Paired::default() }, pairs: 1, ..WireShadowStats::default() };
         assert!(broken.check().is_err());
     }
 

@@ -37,14 +37,7 @@ pub struct RouteSpec {
 
 impl RouteSpec {
     /// A rollout's route without segments or session (they are public fields, set them after).
-    pub fn new(
-        name: &str,
-        hosts: &[&str],
-        stable: &str,
-        canary: &str,
-        weight: Weight,
-        salt: u32,
-    ) -> Self {
+    pub fn new(name: &str, hosts: &[&str], stable: &str, canary: &str, weight: Weight, salt: u32) -> Self {
         Self {
             name: name.to_string(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
@@ -77,17 +70,12 @@ pub enum SnapshotError {
     #[error("rollout {name:?}: {source}")]
     Rollout { name: String, source: RolloutError },
     #[error("host {host:?} belongs to both {first:?} and {second:?}")]
-    HostConflict {
-        host: String,
-        first: String,
-        second: String,
-    },
+    HostConflict { host: String, first: String, second: String },
 }
 
 impl ConfigSnapshot {
     pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let snap: Self =
-            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Json(e.to_string()))?;
+        let snap: Self = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Json(e.to_string()))?;
         snap.validate()?;
         Ok(snap)
     }
@@ -95,18 +83,14 @@ impl ConfigSnapshot {
     pub fn validate(&self) -> Result<(), SnapshotError> {
         let mut owners: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for r in &self.rollouts {
-            let wrap = |source| SnapshotError::Rollout {
-                name: r.name.clone(),
-                source,
-            };
+            let wrap = |source| SnapshotError::Rollout { name: r.name.clone(), source };
             crate::rollout::validate_hosts(&r.hosts).map_err(wrap)?;
             validate_version("stable", &r.stable).map_err(wrap)?;
             validate_version("canary", &r.canary).map_err(wrap)?;
             if r.stable == r.canary {
                 return Err(wrap(RolloutError::SameVersion));
             }
-            validate_segments(&r.segments)
-                .map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
+            validate_segments(&r.segments).map_err(|e| wrap(RolloutError::Segment(e.to_string())))?;
             if let Some(s) = &r.session {
                 validate_session(s).map_err(|e| wrap(RolloutError::Session(e)))?;
             }
@@ -114,8 +98,7 @@ impl ConfigSnapshot {
                 s.validate().map_err(|e| wrap(RolloutError::Shadow(e)))?;
             }
             if let Some(l) = &r.on_controller_loss {
-                l.validate()
-                    .map_err(|e| wrap(RolloutError::ControllerLoss(e)))?;
+                l.validate().map_err(|e| wrap(RolloutError::ControllerLoss(e)))?;
             }
             for h in &r.hosts {
                 if let Some(first) = owners.insert(crate::rollout::normalize_host(h), &r.name) {

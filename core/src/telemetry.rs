@@ -181,8 +181,7 @@ impl Telemetry {
     /// only the first time a rollout shadows in an interval).
     pub fn shadow(&mut self, rollout: &str) -> Option<&mut ShadowEntry> {
         if !self.shadow.contains_key(rollout) {
-            self.shadow
-                .insert(rollout.to_string(), ShadowEntry::default());
+            self.shadow.insert(rollout.to_string(), ShadowEntry::default());
         }
         self.shadow.get_mut(rollout)
     }
@@ -192,64 +191,31 @@ impl Telemetry {
     ///
     /// `export` sees only the requests recorded since the last drain — each request exactly once,
     /// whatever becomes of the report — before the carried stats of an undelivered report are added.
-    pub fn drain(
-        &mut self,
-        proxy: &str,
-        worker: &str,
-        generation: Option<u64>,
-        export: impl FnOnce(&Report),
-    ) -> Report {
+    pub fn drain(&mut self, proxy: &str, worker: &str, generation: Option<u64>, export: impl FnOnce(&Report)) -> Report {
         self.seq += 1;
         let mut versions = Vec::new();
         for (rollout, by_version) in self.by_rollout.drain() {
             for (version, e) in by_version {
-                versions.push(VersionReport {
-                    rollout: rollout.clone(),
-                    version,
-                    stats: e.stats,
-                    segments: e.segments,
-                });
+                versions.push(VersionReport { rollout: rollout.clone(), version, stats: e.stats, segments: e.segments });
             }
         }
         let shadow = self
             .shadow
             .drain()
             .filter(|(_, e)| !e.stats.is_empty() || !e.samples.is_empty())
-            .map(|(rollout, e)| ShadowReport {
-                rollout,
-                stats: e.stats,
-                samples: e.samples,
-            })
+            .map(|(rollout, e)| ShadowReport { rollout, stats: e.stats, samples: e.samples })
             .collect();
-        let mut report = Report {
-            proxy: proxy.to_string(),
-            worker: worker.to_string(),
-            seq: self.seq,
-            generation,
-            epoch: None,
-            versions,
-            shadow,
-            fallbacks: Vec::new(),
-        };
+        let mut report = Report { proxy: proxy.to_string(), worker: worker.to_string(), seq: self.seq, generation, epoch: None, versions, shadow, fallbacks: Vec::new() };
         export(&report);
         for ((rollout, version), e) in self.carried.drain() {
-            match report
-                .versions
-                .iter_mut()
-                .find(|v| v.rollout == rollout && v.version == version)
-            {
+            match report.versions.iter_mut().find(|v| v.rollout == rollout && v.version == version) {
                 Some(v) => {
                     v.stats.merge(&e.stats);
                     for (name, n) in e.segments {
                         *v.segments.entry(name).or_default() += n;
                     }
                 }
-                None => report.versions.push(VersionReport {
-                    rollout,
-                    version,
-                    stats: e.stats,
-                    segments: e.segments,
-                }),
+                None => report.versions.push(VersionReport { rollout, version, stats: e.stats, segments: e.segments }),
             }
         }
         report
@@ -285,12 +251,7 @@ mod tests {
     use crate::outcome::{parse_cost, parse_violations};
 
     fn ok(status: u16) -> Sample {
-        Sample {
-            status: Some(status),
-            headers_us: Some(1_000),
-            total_us: Some(2_000),
-            ..Sample::default()
-        }
+        Sample { status: Some(status), headers_us: Some(1_000), total_us: Some(2_000), ..Sample::default() }
     }
 
     #[test]
@@ -300,35 +261,10 @@ mod tests {
         record(&mut s, &ok(302));
         record(&mut s, &ok(404));
         record(&mut s, &ok(503));
-        record(
-            &mut s,
-            &Sample {
-                status: Some(503),
-                upstream_failure: true,
-                ..Sample::default()
-            },
-        );
-        record(
-            &mut s,
-            &Sample {
-                status: None,
-                ..Sample::default()
-            },
-        );
-        assert_eq!(
-            (
-                s.requests,
-                s.status_2xx,
-                s.status_3xx,
-                s.status_4xx,
-                s.status_5xx
-            ),
-            (6, 1, 1, 1, 2)
-        );
-        assert_eq!(
-            s.errors, 2,
-            "5xx and upstream failure counted once each; a client reset is no error"
-        );
+        record(&mut s, &Sample { status: Some(503), upstream_failure: true, ..Sample::default() });
+        record(&mut s, &Sample { status: None, ..Sample::default() });
+        assert_eq!((s.requests, s.status_2xx, s.status_3xx, s.status_4xx, s.status_5xx), (6, 1, 1, 1, 2));
+        assert_eq!(s.errors, 2, "5xx and upstream failure counted once each; a client reset is no error");
         assert_eq!(s.latency_total.count(), 4);
 
         let mut s = VersionStats::default();
@@ -342,40 +278,22 @@ mod tests {
         record(&mut s, &sample(TaskResult::Success, b"0.5", b"0"));
         record(&mut s, &sample(TaskResult::Failure, b"1.5", b"2"));
         record(&mut s, &sample(TaskResult::Malformed, b"abc", b"-1"));
-        assert_eq!(
-            (s.outcome_success, s.outcome_failure, s.outcome_malformed),
-            (1, 1, 1)
-        );
-        assert_eq!(
-            (s.cost_count, s.cost_sum, s.cost_sum_sq, s.cost_malformed),
-            (2, 2.0, 2.5, 1)
-        );
-        assert_eq!(
-            (
-                s.policy_violations,
-                s.policy_violating_requests,
-                s.policy_malformed
-            ),
-            (2, 1, 1)
-        );
+        assert_eq!((s.outcome_success, s.outcome_failure, s.outcome_malformed), (1, 1, 1));
+        assert_eq!((s.cost_count, s.cost_sum, s.cost_sum_sq, s.cost_malformed), (2, 2.0, 2.5, 1));
+        assert_eq!((s.policy_violations, s.policy_violating_requests, s.policy_malformed), (2, 1, 1));
     }
 
     #[test]
     fn drain_restore_loses_nothing_and_exports_each_request_once() {
         let mut t = Telemetry::default();
         let exported = std::cell::Cell::new(0u64);
-        let count = |r: &Report| {
-            exported.set(exported.get() + r.versions.iter().map(|v| v.stats.requests).sum::<u64>())
-        };
+        let count = |r: &Report| exported.set(exported.get() + r.versions.iter().map(|v| v.stats.requests).sum::<u64>());
         for _ in 0..3 {
             t.record("r", "v1", None, &ok(200));
         }
         t.record("r", "v2", Some("employees"), &ok(500));
         let report = t.drain("p", "w", Some(4), count);
-        assert_eq!(
-            (report.seq, report.generation, report.versions.len()),
-            (1, Some(4), 2)
-        );
+        assert_eq!((report.seq, report.generation, report.versions.len()), (1, Some(4), 2));
         assert!(t.is_empty());
         // The dispatch failed: the report goes back, and comes out with the next drain.
         t.restore(report);
@@ -384,44 +302,16 @@ mod tests {
         t.record("r", "v2", Some("employees"), &ok(200));
         let again = t.drain("p", "w", Some(4), count);
         assert_eq!(again.seq, 2);
-        let v1 = again
-            .versions
-            .iter()
-            .find(|v| v.version == "v1")
-            .map(|v| v.stats.requests);
+        let v1 = again.versions.iter().find(|v| v.version == "v1").map(|v| v.stats.requests);
         assert_eq!(v1, Some(4), "nothing lost");
-        let segs = again
-            .versions
-            .iter()
-            .find(|v| v.version == "v2")
-            .map(|v| v.segments.clone())
-            .unwrap_or_default();
-        assert_eq!(
-            segs.get("employees"),
-            Some(&2),
-            "segment counts are carried too"
-        );
-        assert!(again
-            .versions
-            .iter()
-            .find(|v| v.version == "v1")
-            .is_some_and(|v| v.segments.is_empty()));
+        let segs = again.versions.iter().find(|v| v.version == "v2").map(|v| v.segments.clone()).unwrap_or_default();
+        assert_eq!(segs.get("employees"), Some(&2), "segment counts are carried too");
+        assert!(again.versions.iter().find(|v| v.version == "v1").is_some_and(|v| v.segments.is_empty()));
         t.restore(again);
         let third = t.drain("p", "w", None, count);
-        assert_eq!(
-            third.versions.iter().map(|v| v.stats.requests).sum::<u64>(),
-            6
-        );
-        assert_eq!(
-            exported.get(),
-            6,
-            "Envoy's counters saw each of the 6 requests once"
-        );
-        assert_eq!(
-            t.drain("p", "w", None, |_| {}).versions.len(),
-            0,
-            "an empty drain is a heartbeat"
-        );
+        assert_eq!(third.versions.iter().map(|v| v.stats.requests).sum::<u64>(), 6);
+        assert_eq!(exported.get(), 6, "Envoy's counters saw each of the 6 requests once");
+        assert_eq!(t.drain("p", "w", None, |_| {}).versions.len(), 0, "an empty drain is a heartbeat");
     }
 
     #[test]
@@ -432,14 +322,7 @@ mod tests {
         e.keep_sample(1, ShadowSample::default);
         e.keep_sample(1, ShadowSample::default);
         let report = t.drain("p", "w", Some(1), |_| {});
-        assert_eq!(
-            (
-                report.shadow.len(),
-                report.shadow[0].stats.sent,
-                report.shadow[0].samples.len()
-            ),
-            (1, 3, 1)
-        );
+        assert_eq!((report.shadow.len(), report.shadow[0].stats.sent, report.shadow[0].samples.len()), (1, 3, 1));
         t.restore(report);
         t.shadow("r").unwrap().stats.sent += 1;
         let again = t.drain("p", "w", Some(1), |_| {});

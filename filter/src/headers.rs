@@ -27,11 +27,7 @@ impl<'h, H: HeaderSource> Request<'h, H> {
     pub fn new(host: &'h H) -> Self {
         // Allocates on the first read only (then room for four: a rule's header, two sticky headers,
         // the cookie); a request that reads nothing allocates nothing.
-        Self {
-            host,
-            headers: Vec::new(),
-            source: None,
-        }
+        Self { host, headers: Vec::new(), source: None }
     }
 }
 
@@ -50,12 +46,7 @@ impl<H: HeaderSource> Attributes for Request<'_, H> {
 
     fn source_ip(&mut self) -> Option<IpAddr> {
         if self.source.is_none() {
-            self.source = Some(
-                self.host
-                    .source_address()
-                    .as_deref()
-                    .and_then(parse_source_address),
-            );
+            self.source = Some(self.host.source_address().as_deref().and_then(parse_source_address));
         }
         self.source.flatten()
     }
@@ -63,18 +54,12 @@ impl<H: HeaderSource> Attributes for Request<'_, H> {
 
 /// The rollout a request belongs to: the plugin's bound `rollout` (no read at all), else the one
 /// owning its `:authority` (one read). `None`: the request passes untouched.
-pub fn rollout_of<'t>(
-    table: &'t RouteTable,
-    bound: Option<&str>,
-    host: &impl HeaderSource,
-) -> Option<&'t CompiledRollout> {
+pub fn rollout_of<'t>(table: &'t RouteTable, bound: Option<&str>, host: &impl HeaderSource) -> Option<&'t CompiledRollout> {
     match bound {
         Some(name) => table.rollouts().iter().find(|r| r.name == name),
         None => {
             let authority = host.header(":authority")?;
-            std::str::from_utf8(&authority)
-                .ok()
-                .and_then(|a| table.lookup(a))
+            std::str::from_utf8(&authority).ok().and_then(|a| table.lookup(a))
         }
     }
 }
@@ -93,11 +78,7 @@ impl CountingHost {
     pub fn new(authority: &str, headers: &[(&str, &str)]) -> Self {
         let mut all = vec![(":authority".to_string(), authority.to_string())];
         all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self {
-            headers: all,
-            source: Some("10.1.2.3:40000".into()),
-            calls: Default::default(),
-        }
+        Self { headers: all, source: Some("10.1.2.3:40000".into()), calls: Default::default() }
     }
 
     /// Every read so far, in order (`source.address` for the property).
@@ -109,10 +90,7 @@ impl CountingHost {
 impl HeaderSource for CountingHost {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         self.calls.borrow_mut().push(name.to_string());
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_bytes().to_vec())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_bytes().to_vec())
     }
 
     fn source_address(&self) -> Option<Vec<u8>> {
@@ -150,14 +128,7 @@ mod tests {
             rollouts: vec![RouteSpec {
                 segments,
                 session: session.then(SessionSpec::default),
-                ..RouteSpec::new(
-                    "support",
-                    &["support-agent"],
-                    "v1",
-                    "v2",
-                    Weight::try_from_percent(weight).unwrap(),
-                    7,
-                )
+                ..RouteSpec::new("support", &["support-agent"], "v1", "v2", Weight::try_from_percent(weight).unwrap(), 7)
             }],
         })
         .unwrap()
@@ -169,12 +140,7 @@ mod tests {
         let sticky = PluginConfig::default().sticky;
         let r = rollout_of(t, None, h).unwrap();
         let mut req = Request::new(h);
-        let routing = r.route(
-            &mut req,
-            &sticky,
-            &mut SplitMix64::new(1),
-            &mut SessionKeys::new(1),
-        );
+        let routing = r.route(&mut req, &sticky, &mut SplitMix64::new(1), &mut SessionKeys::new(1));
         (h.calls(), routing)
     }
 
@@ -208,11 +174,7 @@ mod tests {
         assert_eq!(reads, [":authority", "x-employee", "x-user-id"]);
         assert_eq!(d.segment, None);
         // A weighted segment needs the key too.
-        let split = table(
-            50.0,
-            r#"[{"name":"beta","match":{"header":{"name":"x-beta","present":true}},"weight":20}]"#,
-            false,
-        );
+        let split = table(50.0, r#"[{"name":"beta","match":{"header":{"name":"x-beta","present":true}},"weight":20}]"#, false);
         let (reads, _) = request(&split, &host(&[("x-beta", "1"), ("x-user-id", "u1")]));
         assert_eq!(reads, [":authority", "x-beta", "x-user-id"]);
     }
@@ -223,26 +185,10 @@ mod tests {
             {"name":"a","match":{"cookie":{"name":"beta","exact":"1"},"source_cidr":"192.168.0.0/16"},"version":"canary"},
             {"name":"b","match":{"cookie":{"name":"beta","exact":"1"},"path":{"prefix":"/x"}},"version":"canary"},
             {"name":"c","match":{"source_cidr":"10.0.0.0/8","path":{"prefix":"/chat"}},"weight":30}]"#;
-        let (reads, d) = request(
-            &table(50.0, rules, true),
-            &host(&[
-                ("cookie", "beta=1; fledge-session=abc"),
-                (":path", "/chat/1"),
-            ]),
-        );
+        let (reads, d) = request(&table(50.0, rules, true), &host(&[("cookie", "beta=1; fledge-session=abc"), (":path", "/chat/1")]));
         assert_eq!(d.segment, Some(2));
         assert_eq!(d.source, KeySource::Session);
-        assert_eq!(
-            reads,
-            [
-                ":authority",
-                "cookie",
-                "source.address",
-                ":path",
-                "x-user-id",
-                "x-session-id"
-            ]
-        );
+        assert_eq!(reads, [":authority", "cookie", "source.address", ":path", "x-user-id", "x-session-id"]);
     }
 
     #[test]
@@ -250,10 +196,7 @@ mod tests {
         let t = table(50.0, "[]", true);
         // Cookie present: the sticky headers, then the cookie header.
         let (reads, d) = request(&t, &host(&[("cookie", "a=1; fledge-session=0123abcd")]));
-        assert_eq!(
-            (reads.len(), d.source, d.new_session),
-            (4, KeySource::Session, None)
-        );
+        assert_eq!((reads.len(), d.source, d.new_session), (4, KeySource::Session, None));
         // New session: the same reads; the response then carries one Set-Cookie (one write more).
         let (reads, d) = request(&t, &host(&[]));
         assert_eq!((reads.len(), d.source), (4, KeySource::NewSession));
@@ -268,24 +211,11 @@ mod tests {
         let rules = r#"[{"name":"a","match":{"source_cidr":"10.0.0.0/8"},"version":"canary"},
                         {"name":"b","match":{"cookie":{"name":"beta","exact":"1"}},"version":"canary"}]"#;
         let t = table(50.0, rules, true);
-        for cookie in [
-            "",
-            ";;;",
-            "=",
-            "beta",
-            "beta=\"1",
-            "\u{7f}\u{1}=\u{0}",
-            "fledge-session=\"\"",
-            "fledge-session=; fledge-session=",
-        ] {
+        for cookie in ["", ";;;", "=", "beta", "beta=\"1", "\u{7f}\u{1}=\u{0}", "fledge-session=\"\"", "fledge-session=; fledge-session="] {
             let mut h = host(&[("cookie", cookie)]);
             h.source = Some("not an address".into());
             let (_, d) = request(&t, &h);
-            assert_eq!(
-                (d.segment, d.source),
-                (None, KeySource::NewSession),
-                "{cookie:?}"
-            );
+            assert_eq!((d.segment, d.source), (None, KeySource::NewSession), "{cookie:?}");
         }
         let mut h = host(&[]);
         h.source = None;
@@ -299,18 +229,9 @@ mod tests {
     fn a_bound_rollout_reads_no_authority() {
         let t = table(50.0, "[]", false);
         let h = host(&[("x-user-id", "u1")]);
-        assert_eq!(
-            rollout_of(&t, Some("support"), &h).map(|r| r.name.as_str()),
-            Some("support")
-        );
-        assert!(
-            h.calls().is_empty(),
-            "bound to its rollout: no :authority read"
-        );
-        assert!(
-            rollout_of(&t, Some("other"), &h).is_none(),
-            "a rollout the config does not have: untouched"
-        );
+        assert_eq!(rollout_of(&t, Some("support"), &h).map(|r| r.name.as_str()), Some("support"));
+        assert!(h.calls().is_empty(), "bound to its rollout: no :authority read");
+        assert!(rollout_of(&t, Some("other"), &h).is_none(), "a rollout the config does not have: untouched");
         let unbound = host(&[]);
         assert!(rollout_of(&t, None, &unbound).is_some());
         assert_eq!(unbound.calls(), [":authority"]);

@@ -13,8 +13,8 @@ use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
 use fledge_core::plugin::PluginConfig;
 use fledge_core::route::{RouteTable, Side};
 use fledge_core::shadow::Answer;
-use fledge_core::telemetry::{Sample, Signal};
 use fledge_core::Bucket;
+use fledge_core::telemetry::{Sample, Signal};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -69,10 +69,7 @@ pub struct Http {
 
 impl Http {
     pub fn new(worker: Rc<RefCell<Worker>>) -> Self {
-        Self {
-            worker,
-            picked: None,
-        }
+        Self { worker, picked: None }
     }
 }
 
@@ -83,15 +80,11 @@ struct RequestHeaders;
 
 impl HeaderSource for RequestHeaders {
     fn header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
     }
 
     fn source_address(&self) -> Option<Vec<u8>> {
-        hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
+        hostcalls::get_property(vec!["source", "address"]).ok().flatten()
     }
 }
 
@@ -105,10 +98,7 @@ impl Headers {
     }
 
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
     }
 }
 
@@ -121,8 +111,7 @@ fn read_outcome(sample: &mut Sample, config: &PluginConfig, h: &Headers) {
         sample.cost = Signal::from_parsed(h.get(&config.outcome.cost), parse_cost);
     }
     if sample.violations.is_absent() {
-        sample.violations =
-            Signal::from_parsed(h.get(&config.outcome.policy_violations), parse_violations);
+        sample.violations = Signal::from_parsed(h.get(&config.outcome.policy_violations), parse_violations);
     }
 }
 
@@ -137,9 +126,7 @@ impl HttpContext for Http {
                 _ => return Action::Continue,
             }
         };
-        let Some(rollout) = rollout_of(&table, config.rollout.as_deref(), &RequestHeaders) else {
-            return Action::Continue;
-        };
+        let Some(rollout) = rollout_of(&table, config.rollout.as_deref(), &RequestHeaders) else { return Action::Continue };
         // Segments, then the sticky or session key; reads only the headers the path needs (none for
         // the key at 0 % or 100 % without a session).
         let mut request = Request::new(&RequestHeaders);
@@ -148,32 +135,20 @@ impl HttpContext for Http {
             let w = &mut *w;
             rollout.route(&mut request, &config.sticky, &mut w.rng, &mut w.sessions)
         };
-        let _ = hostcalls::set_map_value(
-            MapType::HttpRequestHeaders,
-            &config.route_header,
-            Some(rollout.version(routing.side)),
-        );
-        let set_cookie = routing
-            .new_session
-            .and_then(|key| rollout.session.as_ref().map(|s| s.set_cookie(&key)));
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.route_header, Some(rollout.version(routing.side)));
+        let set_cookie = routing.new_session.and_then(|key| rollout.session.as_ref().map(|s| s.set_cookie(&key)));
         let index = rollout.index;
         // Drawn now, before anything about the answer is known (a shadowed request is always
         // measured: its pair compares the two answers).
         let sampled = {
             let mut w = self.worker.borrow_mut();
             let w = &mut *w;
-            let draw = if w.sampler.is_active() {
-                w.rng.next_u32()
-            } else {
-                0
-            };
+            let draw = if w.sampler.is_active() { w.rng.next_u32() } else { 0 };
             w.sampler.measure(index, routing.side, draw)
         };
         let start_ns = now_ns_if(sampled || rollout.shadow.is_some());
         let shadow = match (routing.side, &rollout.shadow) {
-            (Side::Stable, Some(spec)) => {
-                self.shadow(rollout, spec, &config.route_header, start_ns, end_of_stream)
-            }
+            (Side::Stable, Some(spec)) => self.shadow(rollout, spec, &config.route_header, start_ns, end_of_stream),
             _ => None,
         };
         let measured = sampled || shadow.is_some();
@@ -194,19 +169,9 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(s) = self.picked.as_mut().and_then(|p| p.shadow.as_mut()) else {
-            return Action::Continue;
-        };
-        let Some(copy) = s.copy.as_mut() else {
-            return Action::Continue;
-        };
-        let chunk = if body_size == 0 {
-            None
-        } else {
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-                .ok()
-                .flatten()
-        };
+        let Some(s) = self.picked.as_mut().and_then(|p| p.shadow.as_mut()) else { return Action::Continue };
+        let Some(copy) = s.copy.as_mut() else { return Action::Continue };
+        let chunk = if body_size == 0 { None } else { hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten() };
         if !copy.push_body(chunk.as_deref().unwrap_or_default()) {
             if let Some(copy) = s.copy.take() {
                 let mut w = self.worker.borrow_mut();
@@ -222,42 +187,24 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(copy) = self
-            .picked
-            .as_mut()
-            .and_then(|p| p.shadow.as_mut())
-            .and_then(|s| s.copy.take())
-        {
+        if let Some(copy) = self.picked.as_mut().and_then(|p| p.shadow.as_mut()).and_then(|s| s.copy.take()) {
             self.send(copy);
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(p) = &mut self.picked else {
-            return Action::Continue;
-        };
+        let Some(p) = &mut self.picked else { return Action::Continue };
         p.complete = end_of_stream;
         // No clock read here: no gate judges the time to response headers (total time and time to
         // first token are what the latency gates read), so it is not measured.
         if p.measured {
             let response = Headers::fetch(MapType::HttpResponseHeaders);
-            p.sample.status = response
-                .get(":status")
-                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
+            p.sample.status = response.get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
             read_outcome(&mut p.sample, &p.config, &response);
         }
-        if let Some(r) = p
-            .table
-            .rollouts()
-            .get(p.index)
-            .filter(|_| p.config.response_header)
-        {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                &p.config.route_header,
-                Some(r.version(p.side)),
-            );
+        if let Some(r) = p.table.rollouts().get(p.index).filter(|_| p.config.response_header) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, &p.config.route_header, Some(r.version(p.side)));
         }
         // Added, not set: the agent's own cookies stay.
         if let Some(cookie) = p.set_cookie.take() {
@@ -274,9 +221,7 @@ impl HttpContext for Http {
                 p.sample.ttft_us = Some(now_ns().saturating_sub(p.start_ns) / 1_000);
             }
             if let (Some(s), true) = (&mut p.shadow, body_size > 0) {
-                if let Ok(Some(chunk)) =
-                    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                {
+                if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
                     s.answer.update(&chunk);
                 }
             }
@@ -287,29 +232,17 @@ impl HttpContext for Http {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let Some(p) = self.picked.as_mut().filter(|p| p.measured) {
             p.complete = true;
-            read_outcome(
-                &mut p.sample,
-                &p.config,
-                &Headers::fetch(MapType::HttpResponseTrailers),
-            );
+            read_outcome(&mut p.sample, &p.config, &Headers::fetch(MapType::HttpResponseTrailers));
         }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        let Some(mut p) = self.picked.take() else {
-            return;
-        };
+        let Some(mut p) = self.picked.take() else { return };
         if !p.measured {
             if let Some(r) = p.table.rollouts().get(p.index) {
-                let segment = p
-                    .segment
-                    .and_then(|i| r.segments.get(i))
-                    .map(|s| s.name.as_str());
-                self.worker
-                    .borrow_mut()
-                    .telemetry
-                    .unmeasured(&r.name, r.version(p.side), segment);
+                let segment = p.segment.and_then(|i| r.segments.get(i)).map(|s| s.name.as_str());
+                self.worker.borrow_mut().telemetry.unmeasured(&r.name, r.version(p.side), segment);
             }
             return;
         }
@@ -317,25 +250,13 @@ impl HttpContext for Http {
         // Only failed-looking requests pay for the flags lookup: a 5xx, no response, or a response cut
         // off before its end (an upstream reset after the headers).
         if !p.complete || p.sample.status.is_none_or(|s| s >= 500) {
-            let flags = hostcalls::get_property(vec!["response", "flags"])
-                .ok()
-                .flatten();
-            let flags = flags
-                .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
-                .map_or(0, u64::from_le_bytes);
+            let flags = hostcalls::get_property(vec!["response", "flags"]).ok().flatten();
+            let flags = flags.and_then(|b| b.get(..8).and_then(|b| b.try_into().ok())).map_or(0, u64::from_le_bytes);
             p.sample.upstream_failure = flags & UPSTREAM_FAILURE_FLAGS != 0;
         }
         if let Some(r) = p.table.rollouts().get(p.index) {
-            let segment = p
-                .segment
-                .and_then(|i| r.segments.get(i))
-                .map(|s| s.name.as_str());
-            self.worker.borrow_mut().telemetry.record(
-                &r.name,
-                r.version(p.side),
-                segment,
-                &p.sample,
-            );
+            let segment = p.segment.and_then(|i| r.segments.get(i)).map(|s| s.name.as_str());
+            self.worker.borrow_mut().telemetry.record(&r.name, r.version(p.side), segment, &p.sample);
         }
         if let Some(s) = p.shadow.take() {
             let mut w = self.worker.borrow_mut();
@@ -346,14 +267,7 @@ impl HttpContext for Http {
                 None => {
                     let answer = stable_answer(&p.sample, s.answer.hasher);
                     let now = p.start_ns / 1_000_000;
-                    w.shadows.complete(
-                        s.pair,
-                        crate::shadow::Side::Stable,
-                        answer,
-                        s.answer.sample(),
-                        now,
-                        &mut w.telemetry,
-                    );
+                    w.shadows.complete(s.pair, crate::shadow::Side::Stable, answer, s.answer.sample(), now, &mut w.telemetry);
                 }
             }
         }
@@ -362,14 +276,7 @@ impl HttpContext for Http {
 
 impl Http {
     /// Starts a copy of this request if the draw picks it (no hostcall when it does not).
-    fn shadow(
-        &mut self,
-        rollout: &fledge_core::route::CompiledRollout,
-        spec: &fledge_core::shadow::ShadowSpec,
-        route_header: &str,
-        start_ns: u64,
-        end_of_stream: bool,
-    ) -> Option<Shadowed> {
+    fn shadow(&mut self, rollout: &fledge_core::route::CompiledRollout, spec: &fledge_core::shadow::ShadowSpec, route_header: &str, start_ns: u64, end_of_stream: bool) -> Option<Shadowed> {
         let picked = {
             let mut w = self.worker.borrow_mut();
             spec.weight().admits(Bucket::of_random(w.rng.next_u32()))
@@ -381,21 +288,9 @@ impl Http {
         let copy = {
             let mut w = self.worker.borrow_mut();
             let w = &mut *w;
-            w.shadows.start(
-                &rollout.name,
-                spec,
-                &request,
-                route_header,
-                &rollout.canary,
-                start_ns / 1_000_000,
-                &mut w.telemetry,
-            )?
+            w.shadows.start(&rollout.name, spec, &request, route_header, &rollout.canary, start_ns / 1_000_000, &mut w.telemetry)?
         };
-        let mut shadowed = Shadowed {
-            pair: copy.pair,
-            copy: Some(copy),
-            answer: BodyTap::new(spec.capture.bodies),
-        };
+        let mut shadowed = Shadowed { pair: copy.pair, copy: Some(copy), answer: BodyTap::new(spec.capture.bodies) };
         if end_of_stream {
             if let Some(copy) = shadowed.copy.take() {
                 self.send(copy);
@@ -420,24 +315,7 @@ impl Http {
 
 /// The user's answer, as the shadow comparison takes it.
 fn stable_answer(sample: &Sample, body: fledge_core::shadow::BodyHasher) -> Answer {
-    let value = |s: &Signal<f64>| {
-        if let Signal::Value(v) = s {
-            Some(*v)
-        } else {
-            None
-        }
-    };
-    let violations = if let Signal::Value(v) = sample.violations {
-        Some(v)
-    } else {
-        None
-    };
-    Answer {
-        status: sample.status,
-        result: sample.result,
-        cost: value(&sample.cost),
-        violations,
-        total_us: sample.total_us.unwrap_or(0),
-        body,
-    }
+    let value = |s: &Signal<f64>| if let Signal::Value(v) = s { Some(*v) } else { None };
+    let violations = if let Signal::Value(v) = sample.violations { Some(v) } else { None };
+    Answer { status: sample.status, result: sample.result, cost: value(&sample.cost), violations, total_us: sample.total_us.unwrap_or(0), body }
 }

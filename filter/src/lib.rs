@@ -8,15 +8,7 @@
 //! sticky header reads, one murmur3 hash and one header write. Config arrives through shared data,
 //! fetched by a single long-polling context per Envoy process.
 
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod headers;
 pub mod poller;

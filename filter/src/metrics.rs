@@ -43,10 +43,7 @@ fn counters(s: &VersionStats) -> [(&'static str, u64); 14] {
         ("cost_tasks_total", s.cost_count),
         ("cost_micros_total", (s.cost_sum * 1e6) as u64),
         ("policy_violations_total", s.policy_violations),
-        (
-            "policy_violating_requests_total",
-            s.policy_violating_requests,
-        ),
+        ("policy_violating_requests_total", s.policy_violating_requests),
     ]
 }
 
@@ -71,8 +68,7 @@ impl Metrics {
     }
 
     pub fn reports_unacknowledged(&mut self, now: usize) {
-        let delta = i64::try_from(now).unwrap_or(i64::MAX)
-            - i64::try_from(self.unacknowledged).unwrap_or(i64::MAX);
+        let delta = i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(self.unacknowledged).unwrap_or(i64::MAX);
         if delta != 0 {
             if let Some(id) = self.id(MetricType::Gauge, UNACKNOWLEDGED.to_string()) {
                 if hostcalls::increment_metric(id, delta).is_ok() {
@@ -84,8 +80,7 @@ impl Metrics {
 
     /// This VM's linear memory now, added to the process-wide gauge as a change.
     pub fn vm_memory(&mut self, bytes: u64) {
-        let delta = i64::try_from(bytes).unwrap_or(i64::MAX)
-            - i64::try_from(self.memory).unwrap_or(i64::MAX);
+        let delta = i64::try_from(bytes).unwrap_or(i64::MAX) - i64::try_from(self.memory).unwrap_or(i64::MAX);
         if delta != 0 {
             if let Some(id) = self.id(MetricType::Gauge, VM_MEMORY.to_string()) {
                 if hostcalls::increment_metric(id, delta).is_ok() {

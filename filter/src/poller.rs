@@ -40,12 +40,7 @@ impl Default for Poller {
 
 impl Poller {
     pub fn new() -> Self {
-        Self {
-            backoff: Backoff::new(100, 2_000),
-            in_flight: false,
-            next_attempt_ms: 0,
-            health: Health::Starting,
-        }
+        Self { backoff: Backoff::new(100, 2_000), in_flight: false, next_attempt_ms: 0, health: Health::Starting }
     }
 
     pub fn due(&self, now_ms: u64) -> bool {
@@ -60,9 +55,7 @@ impl Poller {
     /// it came from, so that a controller whose data was reset answers at once.
     pub fn path(applied: Option<(&str, u64)>) -> String {
         match applied {
-            Some((epoch, generation)) if !epoch.is_empty() => {
-                format!("/v1/config?since={generation}&epoch={epoch}")
-            }
+            Some((epoch, generation)) if !epoch.is_empty() => format!("/v1/config?since={generation}&epoch={epoch}"),
             Some((_, generation)) => format!("/v1/config?since={generation}"),
             None => "/v1/config?since=0".to_string(),
         }
@@ -70,36 +63,23 @@ impl Poller {
 
     /// Classifies a response. `status` is None when Envoy could not reach the controller at all.
     /// `applied` is the (epoch, generation) installed now: only the same pair is "unchanged".
-    pub fn classify(
-        status: Option<u16>,
-        body: Option<&[u8]>,
-        applied: Option<(&str, u64)>,
-    ) -> PollResult {
+    pub fn classify(status: Option<u16>, body: Option<&[u8]>, applied: Option<(&str, u64)>) -> PollResult {
         match status {
             Some(200) => {
                 let snap = match ConfigSnapshot::parse(body.unwrap_or_default()) {
                     Ok(s) => s,
-                    Err(e) => {
-                        return PollResult::Failed(format!(
-                            "controller sent an invalid config: {e}"
-                        ))
-                    }
+                    Err(e) => return PollResult::Failed(format!("controller sent an invalid config: {e}")),
                 };
                 if applied == Some((snap.epoch.as_str(), snap.generation)) {
                     return PollResult::Unchanged;
                 }
                 match RouteTable::compile(&snap) {
-                    Ok(table) => PollResult::Apply {
-                        generation: snap.generation,
-                        table,
-                    },
+                    Ok(table) => PollResult::Apply { generation: snap.generation, table },
                     Err(e) => PollResult::Failed(format!("controller sent an invalid config: {e}")),
                 }
             }
             Some(304) => PollResult::Unchanged,
-            Some(s @ (401 | 403)) => PollResult::Failed(format!(
-                "controller answered HTTP {s}; check controller.token"
-            )),
+            Some(s @ (401 | 403)) => PollResult::Failed(format!("controller answered HTTP {s}; check controller.token")),
             Some(s) => PollResult::Failed(format!("controller answered HTTP {s}")),
             None => PollResult::Failed("controller unreachable".to_string()),
         }
@@ -148,50 +128,21 @@ mod tests {
 
     #[test]
     fn classifies_responses() {
-        assert!(matches!(
-            Poller::classify(Some(200), Some(BODY), None),
-            PollResult::Apply { generation: 4, .. }
-        ));
-        assert!(matches!(
-            Poller::classify(Some(200), Some(BODY), Some(("e1", 4))),
-            PollResult::Unchanged
-        ));
+        assert!(matches!(Poller::classify(Some(200), Some(BODY), None), PollResult::Apply { generation: 4, .. }));
+        assert!(matches!(Poller::classify(Some(200), Some(BODY), Some(("e1", 4))), PollResult::Unchanged));
         assert!(
-            matches!(
-                Poller::classify(Some(200), Some(BODY), Some(("e0", 4))),
-                PollResult::Apply { generation: 4, .. }
-            ),
+            matches!(Poller::classify(Some(200), Some(BODY), Some(("e0", 4))), PollResult::Apply { generation: 4, .. }),
             "generation 4 of other data is new"
         );
-        assert!(matches!(
-            Poller::classify(Some(304), None, Some(("e1", 4))),
-            PollResult::Unchanged
-        ));
-        assert!(matches!(
-            Poller::classify(Some(200), Some(b"{"), None),
-            PollResult::Failed(_)
-        ));
-        assert!(matches!(
-            Poller::classify(Some(200), None, None),
-            PollResult::Failed(_)
-        ));
-        assert!(matches!(
-            Poller::classify(Some(503), None, None),
-            PollResult::Failed(_)
-        ));
-        assert!(matches!(
-            Poller::classify(None, None, None),
-            PollResult::Failed(_)
-        ));
-        let PollResult::Failed(why) = Poller::classify(Some(401), None, None) else {
-            panic!("401 is a failure")
-        };
+        assert!(matches!(Poller::classify(Some(304), None, Some(("e1", 4))), PollResult::Unchanged));
+        assert!(matches!(Poller::classify(Some(200), Some(b"{"), None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(Some(200), None, None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(Some(503), None, None), PollResult::Failed(_)));
+        assert!(matches!(Poller::classify(None, None, None), PollResult::Failed(_)));
+        let PollResult::Failed(why) = Poller::classify(Some(401), None, None) else { panic!("401 is a failure") };
         assert!(why.contains("check controller.token"), "{why}");
         let weight_out_of_range = br#"{"generation":1,"rollouts":[{"name":"r","hosts":["a"],"stable":"v1","canary":"v2","weight":101,"salt":1}]}"#;
-        assert!(matches!(
-            Poller::classify(Some(200), Some(weight_out_of_range), None),
-            PollResult::Failed(_)
-        ));
+        assert!(matches!(Poller::classify(Some(200), Some(weight_out_of_range), None), PollResult::Failed(_)));
     }
 
     #[test]
@@ -203,53 +154,24 @@ mod tests {
             )
         };
         let good = with(r#"[{"name":"beta","match":{"source_cidr":"10.0.0.0/8"},"weight":50}]"#);
-        let PollResult::Apply { table, .. } =
-            Poller::classify(Some(200), Some(good.as_bytes()), None)
-        else {
-            panic!("valid")
-        };
+        let PollResult::Apply { table, .. } = Poller::classify(Some(200), Some(good.as_bytes()), None) else { panic!("valid") };
         assert_eq!(table.rollouts()[0].segments.len(), 1);
-        assert_eq!(
-            table.rollouts()[0]
-                .session
-                .as_ref()
-                .map(|s| s.cookie.as_str()),
-            Some("sid")
-        );
+        assert_eq!(table.rollouts()[0].session.as_ref().map(|s| s.cookie.as_str()), Some("sid"));
         let bad = with(r#"[{"name":"beta","match":{"source_cidr":"10.0.0.0/33"},"weight":50}]"#);
-        let PollResult::Failed(why) =
-            Poller::classify(Some(200), Some(bad.as_bytes()), Some(("e1", 4)))
-        else {
-            panic!("refused")
-        };
-        assert!(
-            why.contains(r#"rollout "r": segments[0] "beta": match.source_cidr"#),
-            "{why}"
-        );
+        let PollResult::Failed(why) = Poller::classify(Some(200), Some(bad.as_bytes()), Some(("e1", 4))) else { panic!("refused") };
+        assert!(why.contains(r#"rollout "r": segments[0] "beta": match.source_cidr"#), "{why}");
         let unknown = with(r#"[{"name":"beta","match":{"regex":"x"},"weight":50}]"#);
-        assert!(matches!(
-            Poller::classify(Some(200), Some(unknown.as_bytes()), None),
-            PollResult::Failed(_)
-        ));
+        assert!(matches!(Poller::classify(Some(200), Some(unknown.as_bytes()), None), PollResult::Failed(_)));
         // A controller older than segments: no field, no segments.
-        let PollResult::Apply { table, .. } = Poller::classify(Some(200), Some(BODY), None) else {
-            panic!()
-        };
+        let PollResult::Apply { table, .. } = Poller::classify(Some(200), Some(BODY), None) else { panic!() };
         assert!(table.rollouts()[0].segments.is_empty() && table.rollouts()[0].session.is_none());
     }
 
     #[test]
     fn the_path_names_epoch_and_generation() {
         assert_eq!(Poller::path(None), "/v1/config?since=0");
-        assert_eq!(
-            Poller::path(Some(("ab12", 7))),
-            "/v1/config?since=7&epoch=ab12"
-        );
-        assert_eq!(
-            Poller::path(Some(("", 7))),
-            "/v1/config?since=7",
-            "a controller older than epochs"
-        );
+        assert_eq!(Poller::path(Some(("ab12", 7))), "/v1/config?since=7&epoch=ab12");
+        assert_eq!(Poller::path(Some(("", 7))), "/v1/config?since=7", "a controller older than epochs");
     }
 
     #[test]
@@ -262,17 +184,10 @@ mod tests {
         assert!(p.finished(0, &fail, 0).is_some());
         assert!(!p.due(50) && p.due(100));
         p.dispatched();
-        assert_eq!(
-            p.finished(100, &fail, 0),
-            None,
-            "same failure again: no new log line"
-        );
+        assert_eq!(p.finished(100, &fail, 0), None, "same failure again: no new log line");
         assert!(!p.due(299) && p.due(300), "backoff doubled");
         p.dispatched();
-        assert_eq!(
-            p.finished(300, &PollResult::Unchanged, 0).as_deref(),
-            Some("config poll recovered")
-        );
+        assert_eq!(p.finished(300, &PollResult::Unchanged, 0).as_deref(), Some("config poll recovered"));
         assert!(p.due(300), "after a success the next poll goes out at once");
         p.dispatched();
         assert_eq!(p.finished(300, &PollResult::Unchanged, 0), None);

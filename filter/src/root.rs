@@ -8,15 +8,15 @@ use std::time::Duration;
 use fledge_core::fallback::LossWatch;
 use fledge_core::lease::{Fetcher, Renewal};
 use fledge_core::outbox::{Delivery, Outbox};
-use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
-use fledge_core::plugin::PluginConfig;
 use fledge_core::report::Report;
+use fledge_core::plugin::PluginConfig;
 use fledge_core::rng::SplitMix64;
 use fledge_core::route::RouteTable;
-use fledge_core::shadow::Answer;
 use fledge_core::snapshot::ConfigSnapshot;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use fledge_core::outcome::{parse_cost, parse_result, parse_violations};
+use fledge_core::shadow::Answer;
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use crate::http::Http;
@@ -88,12 +88,7 @@ impl Root {
         // before the attribute move) as `node`. Without this, every sidecar got a random id.
         let node = [vec!["xds", "node", "id"], vec!["node", "id"]]
             .into_iter()
-            .find_map(|path| {
-                hostcalls::get_property(path)
-                    .ok()
-                    .flatten()
-                    .filter(|b| !b.is_empty())
-            });
+            .find_map(|path| hostcalls::get_property(path).ok().flatten().filter(|b| !b.is_empty()));
         match node.and_then(|b| String::from_utf8(b).ok()) {
             Some(id) if fledge_core::report::valid_identifier(&id) => return id,
             Some(id) => log(LogLevel::Warn, &format!("node id {id:?} cannot name this proxy in reports (1-253 bytes, no control characters); using a random id")),
@@ -134,10 +129,7 @@ impl Root {
             let mut w = self.worker.borrow_mut();
             // The report interval is the sampler's: the next one's share of stable from this one's counts.
             w.sampler.end_interval();
-            w.telemetry
-                .drain(&proxy, &self.worker_id, generation, |fresh| {
-                    metrics.export(fresh)
-                })
+            w.telemetry.drain(&proxy, &self.worker_id, generation, |fresh| metrics.export(fresh))
         };
         report.epoch = self.applied_epoch();
         self.metrics.vm_memory(crate::worker::vm_memory_bytes());
@@ -150,14 +142,11 @@ impl Root {
         for seq in self.outbox.waiting(SENDS_PER_TICK) {
             self.send_report(&cfg, seq);
         }
-        self.metrics
-            .reports_unacknowledged(self.outbox.unconfirmed());
+        self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
     }
 
     fn send_report(&mut self, cfg: &PluginConfig, seq: u64) {
-        let Some(body) = self.outbox.get(seq).and_then(|r| serde_json_body(r).ok()) else {
-            return;
-        };
+        let Some(body) = self.outbox.get(seq).and_then(|r| serde_json_body(r).ok()) else { return };
         let timeout = Duration::from_millis(cfg.report_interval_ms.max(1_000));
         match call_controller(cfg, "POST", "/v1/reports", Some(&body), None, timeout) {
             Ok(token) => self.outbox.sent(seq, token),
@@ -175,31 +164,19 @@ impl Root {
         let status: Option<u16> = if num_headers == 0 {
             None
         } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse().ok())
+            self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
         let delivery = Delivery::from_status(status);
         let ours = self.outbox.answered(token, delivery);
         if !ours {
             return false;
         }
-        self.metrics
-            .reports_unacknowledged(self.outbox.unconfirmed());
+        self.metrics.reports_unacknowledged(self.outbox.unconfirmed());
         match delivery {
             Delivery::Refused if self.refused != status => {
                 self.refused = status;
-                let hint = if matches!(status, Some(401 | 403)) {
-                    " (check controller.token)"
-                } else {
-                    ""
-                };
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "controller refused a report with status {}{hint}; its counts are dropped",
-                        status.unwrap_or(0)
-                    ),
-                );
+                let hint = if matches!(status, Some(401 | 403)) { " (check controller.token)" } else { "" };
+                log(LogLevel::Warn, &format!("controller refused a report with status {}{hint}; its counts are dropped", status.unwrap_or(0)));
             }
             Delivery::Acknowledged if self.refused.is_some() => {
                 self.refused = None;
@@ -222,12 +199,7 @@ impl Root {
     }
 
     fn applied_epoch(&self) -> Option<String> {
-        self.worker
-            .borrow()
-            .table
-            .as_ref()
-            .map(|t| t.epoch.clone())
-            .filter(|e| !e.is_empty())
+        self.worker.borrow().table.as_ref().map(|t| t.epoch.clone()).filter(|e| !e.is_empty())
     }
 
     /// The installed table, if any, for comparisons that need its epoch and generation together.
@@ -247,11 +219,9 @@ impl Root {
         }
         let table = self.loss.apply(table);
         let mut w = self.worker.borrow_mut();
-        w.sessions
-            .retain(|name| table.rollouts().iter().any(|r| r.name == name));
+        w.sessions.retain(|name| table.rollouts().iter().any(|r| r.name == name));
         // A new table, a new sampler: its first interval measures every request.
-        w.sampler =
-            fledge_core::sampling::Sampler::new(w.config.stable_sampling, table.rollouts().len());
+        w.sampler = fledge_core::sampling::Sampler::new(w.config.stable_sampling, table.rollouts().len());
         w.table = Some(Rc::new(table));
     }
 
@@ -270,13 +240,7 @@ impl Root {
                 f.rollout, f.after_seconds
             ));
         }
-        let rebuilt = self
-            .worker
-            .borrow()
-            .table
-            .as_deref()
-            .cloned()
-            .map(|t| self.loss.apply(t));
+        let rebuilt = self.worker.borrow().table.as_deref().cloned().map(|t| self.loss.apply(t));
         if let Some(t) = rebuilt {
             self.worker.borrow_mut().table = Some(Rc::new(t));
         }
@@ -284,31 +248,22 @@ impl Root {
 
     /// Re-reads the stored config only when its CAS moved: a tick costs one shared-data read.
     fn refresh_from_shared(&mut self) {
-        let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(CONFIG_KEY) else {
-            return;
-        };
+        let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(CONFIG_KEY) else { return };
         if cas == self.config_cas {
             return;
         }
         self.config_cas = cas;
         let installed = self.table();
         match ConfigSnapshot::parse(&bytes).and_then(|s| RouteTable::compile(&s)) {
-            Ok(table) if !installed.is_some_and(|t| t.is(&table.epoch, table.generation)) => {
-                self.install(table)
-            }
+            Ok(table) if !installed.is_some_and(|t| t.is(&table.epoch, table.generation)) => self.install(table),
             Ok(_) => {}
-            Err(e) => log(
-                LogLevel::Error,
-                &format!("stored config rejected, keeping the last good one: {e}"),
-            ),
+            Err(e) => log(LogLevel::Error, &format!("stored config rejected, keeping the last good one: {e}")),
         }
     }
 
     /// Renews (or tries to take) the fetcher lease; runs on every tick, poll in flight or not.
     fn renew_lease(&mut self, now: u64) {
-        let Ok((current, cas)) = hostcalls::get_shared_data(LEASE_KEY) else {
-            return;
-        };
+        let Ok((current, cas)) = hostcalls::get_shared_data(LEASE_KEY) else { return };
         if let Renewal::Write(value) = self.fetcher.tick(current.as_deref(), now) {
             let won = hostcalls::set_shared_data(LEASE_KEY, Some(value.as_bytes()), cas).is_ok();
             self.fetcher.written(won);
@@ -334,10 +289,7 @@ impl Root {
                 self.poller.dispatched();
             }
             Err(status) => {
-                let reason = format!(
-                    "cannot call cluster {:?}: {status:?}",
-                    cfg.controller.cluster
-                );
+                let reason = format!("cannot call cluster {:?}: {status:?}", cfg.controller.cluster);
                 let jitter = self.jitter();
                 if let Some(line) = self.poller.dispatch_failed(now, reason, jitter) {
                     log(LogLevel::Warn, &line);
@@ -354,42 +306,25 @@ impl Root {
         let status = if num_headers == 0 {
             None
         } else {
-            self.get_http_call_response_header(":status")
-                .and_then(|s| s.parse().ok())
+            self.get_http_call_response_header(":status").and_then(|s| s.parse().ok())
         };
         let body = self.get_http_call_response_body(0, body_size);
         if matches!(status, Some(200 | 304)) {
             self.loss.contact(now);
         }
         let installed = self.table();
-        let result = Poller::classify(
-            status,
-            body.as_deref(),
-            installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)),
-        );
+        let result = Poller::classify(status, body.as_deref(), installed.as_ref().map(|t| (t.epoch.as_str(), t.generation)));
         if let (PollResult::Apply { .. }, Some(bytes)) = (&result, &body) {
             let _ = hostcalls::set_shared_data(CONFIG_KEY, Some(bytes), None);
-            self.config_cas = hostcalls::get_shared_data(CONFIG_KEY)
-                .ok()
-                .and_then(|(_, cas)| cas);
+            self.config_cas = hostcalls::get_shared_data(CONFIG_KEY).ok().and_then(|(_, cas)| cas);
         }
         let jitter = self.jitter();
         if let Some(line) = self.poller.finished(now, &result, jitter) {
-            let level = if matches!(result, PollResult::Failed(_)) {
-                LogLevel::Warn
-            } else {
-                LogLevel::Info
-            };
+            let level = if matches!(result, PollResult::Failed(_)) { LogLevel::Warn } else { LogLevel::Info };
             log(level, &line);
         }
         if let PollResult::Apply { table, generation } = result {
-            log(
-                LogLevel::Info,
-                &format!(
-                    "applied config generation {generation} ({} rollouts)",
-                    table.rollouts().len()
-                ),
-            );
+            log(LogLevel::Info, &format!("applied config generation {generation} ({} rollouts)", table.rollouts().len()));
             self.install(table);
         }
         if self.poller.due(now) && self.fetcher.holds() {
@@ -404,8 +339,7 @@ impl Root {
         let mut w = self.worker.borrow_mut();
         if w.shadows.queue_id.is_none() {
             // One queue per worker: a notification reaches the context that registered the name.
-            w.shadows.queue_id =
-                hostcalls::register_shared_queue(&format!("fledge.shadow.{}", self.worker_id)).ok();
+            w.shadows.queue_id = hostcalls::register_shared_queue(&format!("fledge.shadow.{}", self.worker_id)).ok();
         }
     }
 
@@ -413,25 +347,16 @@ impl Root {
     /// answers inline.
     fn send_copies(&mut self) {
         loop {
-            let Some(copy) = self.worker.borrow_mut().shadows.ready.pop_front() else {
-                return;
-            };
-            let headers: Vec<(&str, &str)> = copy
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
+            let Some(copy) = self.worker.borrow_mut().shadows.ready.pop_front() else { return };
+            let headers: Vec<(&str, &str)> = copy.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let body = (!copy.body.is_empty()).then_some(copy.body.as_slice());
             let timeout = Duration::from_millis(u64::from(copy.timeout_ms));
             let started = now_ns();
-            let result =
-                hostcalls::dispatch_http_call(&copy.cluster, headers, body, vec![], timeout);
+            let result = hostcalls::dispatch_http_call(&copy.cluster, headers, body, vec![], timeout);
             let mut w = self.worker.borrow_mut();
             let w = &mut *w;
             match result {
-                Ok(token) => w
-                    .shadows
-                    .dispatched(token, &copy, started, &mut w.telemetry),
+                Ok(token) => w.shadows.dispatched(token, &copy, started, &mut w.telemetry),
                 Err(status) => {
                     w.shadows.not_dispatched(&copy, &mut w.telemetry);
                     if self.shadow_refused.insert(copy.cluster.clone()) {
@@ -444,56 +369,23 @@ impl Root {
 
     /// A copy's answer: read, hashed, and paired with the user's.
     fn on_shadow_response(&mut self, token: u32, num_headers: usize, body_size: usize) -> bool {
-        let Some(call) = self.worker.borrow().shadows.dispatched.get(&token).copied() else {
-            return false;
-        };
+        let Some(call) = self.worker.borrow().shadows.dispatched.get(&token).copied() else { return false };
         let cfg = self.config();
         let total_us = now_ns().saturating_sub(call.started_ns) / 1_000;
         let (answer, body) = if num_headers == 0 {
-            (
-                Answer {
-                    total_us,
-                    ..Answer::default()
-                },
-                None,
-            )
+            (Answer { total_us, ..Answer::default() }, None)
         } else {
-            let headers =
-                hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
-            let get = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_slice())
-            };
-            let keep = self.worker.borrow().table.as_ref().is_some_and(|t| {
-                t.rollouts()
-                    .iter()
-                    .any(|r| r.shadow.as_ref().is_some_and(|s| s.capture.bodies))
-            });
+            let headers = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+            let keep = self.worker.borrow().table.as_ref().is_some_and(|t| t.rollouts().iter().any(|r| r.shadow.as_ref().is_some_and(|s| s.capture.bodies)));
             let mut tap = BodyTap::new(keep);
-            let body = if body_size > 0 {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
+            let body = if body_size > 0 { hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten() } else { None };
             tap.update(body.as_deref().unwrap_or_default());
             let status = get(":status").and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
             if crate::shadow::envoy_gave_up(status, body.as_deref().unwrap_or_default()) {
                 let mut w = self.worker.borrow_mut();
                 let w = &mut *w;
-                return w.shadows.answered(
-                    token,
-                    Answer {
-                        total_us,
-                        ..Answer::default()
-                    },
-                    None,
-                    now_ms(),
-                    &mut w.telemetry,
-                );
+                return w.shadows.answered(token, Answer { total_us, ..Answer::default() }, None, now_ms(), &mut w.telemetry);
             }
             let answer = Answer {
                 status,
@@ -507,19 +399,12 @@ impl Root {
         };
         let mut w = self.worker.borrow_mut();
         let w = &mut *w;
-        w.shadows
-            .answered(token, answer, body, now_ms(), &mut w.telemetry)
+        w.shadows.answered(token, answer, body, now_ms(), &mut w.telemetry)
     }
 }
 
 impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if self.on_shadow_response(token, num_headers, body_size) {
             return;
         }
@@ -534,11 +419,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = if size == 0 {
-            Vec::new()
-        } else {
-            self.get_plugin_configuration().unwrap_or_default()
-        };
+        let bytes = if size == 0 { Vec::new() } else { self.get_plugin_configuration().unwrap_or_default() };
         match PluginConfig::parse(&bytes) {
             Ok(cfg) => {
                 let _ = hostcalls::set_tick_period(Duration::from_millis(cfg.tick_ms));
@@ -551,10 +432,7 @@ impl RootContext for Root {
                 true
             }
             Err(e) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("invalid plugin configuration: {e}"),
-                );
+                log(LogLevel::Critical, &format!("invalid plugin configuration: {e}"));
                 false
             }
         }
@@ -618,6 +496,6 @@ fn call_controller(
 }
 
 fn serde_json_body(report: &Report) -> Result<Vec<u8>, ()> {
-    fledge_core::report::encode(report)
-        .map_err(|e| log(LogLevel::Error, &format!("cannot encode report: {e}")))
+    fledge_core::report::encode(report).map_err(|e| log(LogLevel::Error, &format!("cannot encode report: {e}")))
 }
+

@@ -32,15 +32,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(seed: u64) -> Self {
-        Self {
-            config: Rc::new(PluginConfig::default()),
-            table: None,
-            rng: SplitMix64::new(seed),
-            sessions: SessionKeys::new(seed),
-            telemetry: Telemetry::default(),
-            shadows: Shadows::default(),
-            sampler: Sampler::default(),
-        }
+        Self { config: Rc::new(PluginConfig::default()), table: None, rng: SplitMix64::new(seed), sessions: SessionKeys::new(seed), telemetry: Telemetry::default(), shadows: Shadows::default(), sampler: Sampler::default() }
     }
 }
 

@@ -39,9 +39,7 @@ pub const TARGETS: [(&str, Check); 7] = [
 ];
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_lower_token(s: &str) -> bool {
@@ -53,15 +51,9 @@ fn is_lower_token(s: &str) -> bool {
 /// and the proxy id it sets is one the controller's report parser accepts (the filter sends
 /// `proxy_id` verbatim as the report's `proxy`).
 pub fn check_plugin_config(data: &[u8]) {
-    let Ok(c) = PluginConfig::parse(data) else {
-        return;
-    };
+    let Ok(c) = PluginConfig::parse(data) else { return };
     assert!((10..=10_000).contains(&c.tick_ms), "tick_ms {}", c.tick_ms);
-    assert!(
-        (100..=60_000).contains(&c.report_interval_ms),
-        "report_interval_ms {}",
-        c.report_interval_ms
-    );
+    assert!((100..=60_000).contains(&c.report_interval_ms), "report_interval_ms {}", c.report_interval_ms);
     assert!(
         (1_000..=600_000).contains(&c.controller.poll_timeout_ms),
         "poll_timeout_ms {}",
@@ -71,12 +63,7 @@ pub fn check_plugin_config(data: &[u8]) {
     if let Some(t) = &c.controller.token {
         assert!(!t.trim().is_empty(), "empty token accepted");
     }
-    for h in [
-        &c.route_header,
-        &c.outcome.result,
-        &c.outcome.cost,
-        &c.outcome.policy_violations,
-    ] {
+    for h in [&c.route_header, &c.outcome.result, &c.outcome.cost, &c.outcome.policy_violations] {
         assert!(is_lower_token(h), "header name {h:?}");
     }
     for s in &c.sticky {
@@ -134,16 +121,13 @@ pub fn check_rollout_spec(data: &[u8]) {
         if rollout::validate_name(name).is_ok() {
             assert!((1..=63).contains(&name.len()));
             assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)),
+                name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)),
                 "name {name:?}"
             );
         }
         let _ = rollout::default_salt(name);
     }
-    let Ok(spec) = serde_json::from_slice::<RolloutSpec>(data) else {
-        return;
-    };
+    let Ok(spec) = serde_json::from_slice::<RolloutSpec>(data) else { return };
     let verdict = spec.validate();
     let mode = spec.mode();
     let _ = spec.salt_for("fuzz");
@@ -161,42 +145,20 @@ pub fn check_rollout_spec(data: &[u8]) {
 
     if verdict.is_ok() {
         assert!(mode.is_ok(), "validate() is Ok but mode() is {mode:?}");
-        let mut hosts: Vec<String> = spec
-            .hosts
-            .iter()
-            .map(|h| rollout::normalize_host(h))
-            .collect();
+        let mut hosts: Vec<String> = spec.hosts.iter().map(|h| rollout::normalize_host(h)).collect();
         hosts.sort();
         hosts.dedup();
-        assert_eq!(
-            hosts.len(),
-            spec.hosts.len(),
-            "a valid spec lists a host twice"
-        );
+        assert_eq!(hosts.len(), spec.hosts.len(), "a valid spec lists a host twice");
         assert_ne!(spec.stable, spec.canary);
         // Notifications: at most 8, each to an http(s) URL with a host and no credentials, for known
         // events only.
         let notifications = spec.notifications.as_deref().unwrap_or_default();
         assert!(notifications.len() <= rollout::MAX_NOTIFICATIONS);
         for n in notifications {
-            let rest = n
-                .url
-                .strip_prefix("https://")
-                .or_else(|| n.url.strip_prefix("http://"));
+            let rest = n.url.strip_prefix("https://").or_else(|| n.url.strip_prefix("http://"));
             let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
-            assert!(
-                authority.is_some_and(|a| !a.is_empty() && !a.contains('@')),
-                "notification url {:?}",
-                n.url
-            );
-            assert!(
-                !n.events.is_empty()
-                    && n.events
-                        .iter()
-                        .all(|e| rollout::EVENT_KINDS.contains(&e.as_str())),
-                "events {:?}",
-                n.events
-            );
+            assert!(authority.is_some_and(|a| !a.is_empty() && !a.contains('@')), "notification url {:?}", n.url);
+            assert!(!n.events.is_empty() && n.events.iter().all(|e| rollout::EVENT_KINDS.contains(&e.as_str())), "events {:?}", n.events);
         }
     }
     match mode {
@@ -210,16 +172,8 @@ pub fn check_rollout_spec(data: &[u8]) {
             assert!(!steps.is_empty());
             // Only a blue-green preview or a shadow phase is a step at 0 %.
             let zero_ok = |i: usize| a.is_preview(i) || a.is_shadow(i);
-            assert!(
-                steps.iter().enumerate().all(|(i, s)| s.is_finite()
-                    && (*s > 0.0 || (*s == 0.0 && zero_ok(i)))
-                    && *s <= 100.0),
-                "steps {steps:?}"
-            );
-            assert!(
-                steps.windows(2).all(|w| w.first() < w.last()),
-                "steps {steps:?} do not increase"
-            );
+            assert!(steps.iter().enumerate().all(|(i, s)| s.is_finite() && (*s > 0.0 || (*s == 0.0 && zero_ok(i))) && *s <= 100.0), "steps {steps:?}");
+            assert!(steps.windows(2).all(|w| w.first() < w.last()), "steps {steps:?} do not increase");
             assert!(a.interval_seconds() > 0.0 && a.interval_seconds() <= 3_600.0);
             assert!(a.failure_limit() >= 1 && a.min_requests() >= 1);
             assert!(!a.gates().is_empty());
@@ -231,20 +185,13 @@ pub fn check_rollout_spec(data: &[u8]) {
             // `weight_of`, which falls back to 0 % on an error).
             for s in steps.iter().filter(|s| verdict.is_ok() && **s > 0.0) {
                 match Weight::try_from_percent(*s) {
-                    Ok(w) => assert!(
-                        w.basis_points() > 0,
-                        "step {s} % is accepted but routes 0 basis points"
-                    ),
-                    Err(e) => panic!(
-                        "step {s} % is accepted by the analysis spec but is not a weight: {e}"
-                    ),
+                    Ok(w) => assert!(w.basis_points() > 0, "step {s} % is accepted but routes 0 basis points"),
+                    Err(e) => panic!("step {s} % is accepted by the analysis spec but is not a weight: {e}"),
                 }
             }
             let encoded = serde_json::to_vec(&a).unwrap_or_default();
             match serde_json::from_slice::<fledge_core::analysis::AnalysisSpec>(&encoded) {
-                Ok(back) => {
-                    assert_same_json(&back, &a, "analysis spec changed in a JSON round trip")
-                }
+                Ok(back) => assert_same_json(&back, &a, "analysis spec changed in a JSON round trip"),
                 Err(e) => panic!("re-encoded analysis spec is refused: {e}"),
             }
         }
@@ -258,21 +205,13 @@ pub fn check_rollout_spec(data: &[u8]) {
 fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) => {
-                    x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
-                }
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs()),
+            _ => false,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
         }
         _ => a == b,
     }
@@ -296,11 +235,7 @@ fn sat(a: u64, b: u64) -> u64 {
 /// ingest does) adds the counters and histogram totals and keeps the cost sums finite.
 pub fn check_report(data: &[u8]) {
     let Ok(r) = report::parse(data) else { return };
-    assert!(
-        r.versions.len() <= MAX_VERSION_ENTRIES,
-        "{} entries accepted",
-        r.versions.len()
-    );
+    assert!(r.versions.len() <= MAX_VERSION_ENTRIES, "{} entries accepted", r.versions.len());
     assert!(valid_identifier(&r.proxy) && valid_identifier(&r.worker));
     if let Some(e) = &r.epoch {
         assert!(valid_identifier(e), "epoch {e:?}");
@@ -313,10 +248,7 @@ pub fn check_report(data: &[u8]) {
         assert_eq!(v.stats.latency_headers.validate(), Ok(()));
         let mut alone = VersionStats::default();
         v.stats.merge_into(&mut alone);
-        assert!(
-            alone.cost_sum.is_finite() && alone.cost_sum_sq.is_finite(),
-            "one entry's cost sums are not finite"
-        );
+        assert!(alone.cost_sum.is_finite() && alone.cost_sum_sq.is_finite(), "one entry's cost sums are not finite");
         assert_eq!(alone.latency_total.count(), v.stats.latency_total.total());
         v.stats.merge_into(&mut merged);
         requests = sat(requests, v.stats.requests);
@@ -351,21 +283,14 @@ pub fn check_outcomes(data: &[u8]) {
                 assert_eq!(s.requests, 0);
                 assert!(s.outcome_success + s.outcome_failure <= 1);
                 assert!(s.cost_count <= 1);
-                assert!(
-                    s.cost_sum.is_finite() && s.cost_sum >= 0.0,
-                    "cost_sum {:e}",
-                    s.cost_sum
-                );
+                assert!(s.cost_sum.is_finite() && s.cost_sum >= 0.0, "cost_sum {:e}", s.cost_sum);
                 assert!(
                     s.cost_sum_sq.is_finite() && s.cost_sum_sq >= 0.0,
                     "cost {:e} gives cost_sum_sq {:e}",
                     s.cost_sum,
                     s.cost_sum_sq
                 );
-                assert_eq!(
-                    s.policy_violating_requests,
-                    u64::from(s.policy_violations > 0)
-                );
+                assert_eq!(s.policy_violating_requests, u64::from(s.policy_violations > 0));
             }
         }
         Err(ApiError::BadRequest(_) | ApiError::Invalid(_)) => {}
@@ -380,20 +305,14 @@ fn expected_owner(snap: &ConfigSnapshot, authority: &str) -> Option<usize> {
     if host.is_empty() {
         return None;
     }
-    let patterns = || {
-        snap.rollouts
-            .iter()
-            .enumerate()
-            .flat_map(|(i, r)| r.hosts.iter().map(move |h| (i, h.to_ascii_lowercase())))
-    };
+    let patterns =
+        || snap.rollouts.iter().enumerate().flat_map(|(i, r)| r.hosts.iter().map(move |h| (i, h.to_ascii_lowercase())));
     if let Some((i, _)) = patterns().find(|(_, h)| !h.starts_with('*') && *h == host) {
         return Some(i);
     }
     let wildcard = patterns()
         .filter_map(|(i, h)| {
-            h.strip_prefix("*.")
-                .map(|s| (i, s.len()))
-                .filter(|_| host.ends_with(&h[1..]) && host.len() > h.len() - 1)
+            h.strip_prefix("*.").map(|s| (i, s.len())).filter(|_| host.ends_with(&h[1..]) && host.len() > h.len() - 1)
         })
         .max_by_key(|(_, len)| *len);
     if let Some((i, _)) = wildcard {
@@ -403,30 +322,16 @@ fn expected_owner(snap: &ConfigSnapshot, authority: &str) -> Option<usize> {
 }
 
 fn check_decision(r: &CompiledRollout, key: &[u8], random: u32) {
-    let keyed = r.decide(Some((1, key)), || {
-        panic!("decide() drew randomness for a keyed request")
-    });
-    let again = r.decide(Some((0, key)), || {
-        panic!("decide() drew randomness for a keyed request")
-    });
-    assert_eq!(
-        (keyed.side, keyed.bucket),
-        (again.side, again.bucket),
-        "same key, different decision"
-    );
+    let keyed = r.decide(Some((1, key)), || panic!("decide() drew randomness for a keyed request"));
+    let again = r.decide(Some((0, key)), || panic!("decide() drew randomness for a keyed request"));
+    assert_eq!((keyed.side, keyed.bucket), (again.side, again.bucket), "same key, different decision");
     assert_eq!(keyed.source, KeySource::Sticky(1));
     let unkeyed = r.decide(None, || random);
     assert_eq!(unkeyed.source, KeySource::Random);
     for d in [keyed, unkeyed] {
         assert!(d.bucket.get() < BUCKETS);
         let canary = d.bucket.get() < r.weight.basis_points();
-        assert_eq!(
-            d.side == Side::Canary,
-            canary,
-            "bucket {} weight {}",
-            d.bucket.get(),
-            r.weight.basis_points()
-        );
+        assert_eq!(d.side == Side::Canary, canary, "bucket {} weight {}", d.bucket.get(), r.weight.basis_points());
         if r.weight == Weight::ZERO {
             assert_eq!(d.side, Side::Stable);
         }
@@ -442,9 +347,7 @@ fn check_decision(r: &CompiledRollout, key: &[u8], random: u32) {
 /// compiles, survives a JSON round trip, and routes every host exactly as Istio's rules say
 /// (checked against an independent matcher) for hosts built from its own patterns and the input.
 pub fn check_config_snapshot(data: &[u8]) {
-    let Ok(snap) = ConfigSnapshot::parse(data) else {
-        return;
-    };
+    let Ok(snap) = ConfigSnapshot::parse(data) else { return };
     let table = match RouteTable::compile(&snap) {
         Ok(t) => t,
         Err(e) => panic!("a parsed (validated) snapshot does not compile: {e}"),
@@ -457,13 +360,8 @@ pub fn check_config_snapshot(data: &[u8]) {
         Err(e) => panic!("re-encoded snapshot is refused: {e}"),
     }
 
-    let mut probes: Vec<String> = vec![
-        String::new(),
-        "other.invalid".into(),
-        "a".into(),
-        ":80".into(),
-        "[::1]:80".into(),
-    ];
+    let mut probes: Vec<String> =
+        vec![String::new(), "other.invalid".into(), "a".into(), ":80".into(), "[::1]:80".into()];
     for r in snap.rollouts.iter().take(16) {
         for h in r.hosts.iter().take(16) {
             match h.strip_prefix('*') {
@@ -480,22 +378,13 @@ pub fn check_config_snapshot(data: &[u8]) {
                     probes.push(h.to_ascii_uppercase());
                     probes.push(format!("{h}:8080"));
                     probes.push(format!("x.{h}"));
-                    probes.push(
-                        h.split_once('.')
-                            .map(|(_, rest)| rest.to_string())
-                            .unwrap_or_default(),
-                    );
+                    probes.push(h.split_once('.').map(|(_, rest)| rest.to_string()).unwrap_or_default());
                 }
             }
         }
     }
     let text = String::from_utf8_lossy(data);
-    probes.extend(
-        text.split(['"', ',', ' '])
-            .filter(|s| s.len() <= 300)
-            .take(32)
-            .map(str::to_string),
-    );
+    probes.extend(text.split(['"', ',', ' ']).filter(|s| s.len() <= 300).take(32).map(str::to_string));
 
     for (n, probe) in probes.iter().enumerate() {
         let got = table.lookup(probe);
@@ -533,20 +422,14 @@ pub fn check_outcome_headers(data: &[u8]) {
     }
     if let Some(v) = parse_violations(data) {
         let text = std::str::from_utf8(data.trim_ascii()).unwrap_or_default();
-        assert!(
-            !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()),
-            "violations {v} from {text:?}"
-        );
+        assert!(!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()), "violations {v} from {text:?}");
     }
     // The same value with surrounding whitespace parses the same.
     let mut padded = b" \t".to_vec();
     padded.extend_from_slice(data);
     padded.extend_from_slice(b"\t ");
     assert_eq!(parse_result(&padded), result);
-    assert_eq!(
-        parse_cost(&padded).map(f64::to_bits),
-        parse_cost(data).map(f64::to_bits)
-    );
+    assert_eq!(parse_cost(&padded).map(f64::to_bits), parse_cost(data).map(f64::to_bits));
     assert_eq!(parse_violations(&padded), parse_violations(data));
 }
 
@@ -572,11 +455,7 @@ pub fn sparse_from_bytes(data: &[u8]) -> SparseHistogram {
 /// round-trip.
 pub fn check_sparse_histogram(data: &[u8]) {
     let sparse = sparse_from_bytes(data);
-    let first_bad = sparse
-        .buckets
-        .iter()
-        .find(|(i, _)| usize::from(*i) >= BUCKET_COUNT)
-        .map(|&(index, _)| index);
+    let first_bad = sparse.buckets.iter().find(|(i, _)| usize::from(*i) >= BUCKET_COUNT).map(|&(index, _)| index);
     let h = match Histogram::try_from(sparse.clone()) {
         Ok(h) => {
             assert_eq!(first_bad, None, "index {first_bad:?} accepted");
@@ -603,22 +482,12 @@ pub fn check_sparse_histogram(data: &[u8]) {
     }
     let round = h.to_sparse();
     assert!(
-        round
-            .buckets
-            .windows(2)
-            .all(|w| w.first().map(|a| a.0) < w.last().map(|b| b.0)),
+        round.buckets.windows(2).all(|w| w.first().map(|a| a.0) < w.last().map(|b| b.0)),
         "to_sparse is not ascending"
     );
-    assert!(round
-        .buckets
-        .iter()
-        .all(|&(i, n)| n > 0 && usize::from(i) < BUCKET_COUNT));
-    let nonzero: Vec<(u16, u64)> = expected
-        .iter()
-        .enumerate()
-        .filter(|(_, &n)| n > 0)
-        .map(|(i, &n)| (i as u16, n))
-        .collect();
+    assert!(round.buckets.iter().all(|&(i, n)| n > 0 && usize::from(i) < BUCKET_COUNT));
+    let nonzero: Vec<(u16, u64)> =
+        expected.iter().enumerate().filter(|(_, &n)| n > 0).map(|(i, &n)| (i as u16, n)).collect();
     assert_eq!(round.buckets, nonzero, "per-bucket counts changed");
     assert_eq!(round.total(), h.count(), "to_sparse lost count");
     match Histogram::try_from(round.clone()) {
@@ -649,20 +518,10 @@ pub fn check_sparse_histogram(data: &[u8]) {
     sorted.sort_by(f64::total_cmp);
     for q in sorted {
         match h.quantile(q) {
-            None => assert!(
-                h.is_empty(),
-                "quantile({q}) is None on a histogram of {}",
-                h.count()
-            ),
+            None => assert!(h.is_empty(), "quantile({q}) is None on a histogram of {}", h.count()),
             Some(v) => {
-                assert!(
-                    v.is_finite() && v >= MIN_MICROS as f64 && v <= MAX_MICROS as f64,
-                    "quantile({q}) = {v}"
-                );
-                assert!(
-                    v >= previous,
-                    "quantile is not monotone at q={q}: {v} < {previous}"
-                );
+                assert!(v.is_finite() && v >= MIN_MICROS as f64 && v <= MAX_MICROS as f64, "quantile({q}) = {v}");
+                assert!(v >= previous, "quantile is not monotone at q={q}: {v} < {previous}");
                 previous = v;
             }
         }
@@ -688,22 +547,15 @@ pub fn check_sparse_histogram(data: &[u8]) {
             .filter_map(|&(i, _)| fledge_core::histogram::bucket_bounds(usize::from(i)))
             .flat_map(|(lo, hi)| [lo, hi, hi.saturating_add(1)]),
     );
-    if let Some(c) = data
-        .get(tail..)
-        .filter(|t| t.len() >= 8)
-        .and_then(|t| t.get(..8))
-    {
+    if let Some(c) = data.get(tail..).filter(|t| t.len() >= 8).and_then(|t| t.get(..8)) {
         let mut b = [0u8; 8];
         b.copy_from_slice(c);
         probes.push(u64::from_le_bytes(b));
     }
     for micros in probes {
         let edge = bucket_index(micros);
-        let want = round
-            .buckets
-            .iter()
-            .filter(|(i, _)| usize::from(*i) > edge)
-            .fold(0u64, |a, (_, n)| a.saturating_add(*n));
+        let want =
+            round.buckets.iter().filter(|(i, _)| usize::from(*i) > edge).fold(0u64, |a, (_, n)| a.saturating_add(*n));
         assert_eq!(h.count_above(micros), want, "count_above({micros})");
         assert!(h.count_above(micros) <= h.count());
     }

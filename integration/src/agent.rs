@@ -60,10 +60,7 @@ impl Default for Behaviour {
 
 impl Behaviour {
     pub fn version(v: &str) -> Self {
-        Self {
-            version: v.into(),
-            ..Self::default()
-        }
+        Self { version: v.into(), ..Self::default() }
     }
 }
 
@@ -158,11 +155,7 @@ impl Agent {
 
     /// The last requests received, oldest first.
     pub fn received(&self) -> Vec<Received> {
-        self.shared
-            .received
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
+        self.shared.received.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub fn marks(&self) -> Marks {
@@ -191,34 +184,19 @@ impl MultiAgent {
     }
 
     pub async fn start_on(addr: SocketAddr, behaviours: Vec<Behaviour>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !behaviours.is_empty(),
-            "a multi-version agent needs at least one version"
-        );
+        anyhow::ensure!(!behaviours.is_empty(), "a multi-version agent needs at least one version");
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let versions: Vec<(String, Arc<Shared>)> = behaviours
             .into_iter()
             .map(|b| {
                 let v = b.version.clone();
-                (
-                    v,
-                    Arc::new(Shared {
-                        behaviour: RwLock::new(b),
-                        requests: AtomicU64::new(0),
-                        marks: Mutex::new(Marks::default()),
-                        received: Mutex::new(Default::default()),
-                    }),
-                )
+                (v, Arc::new(Shared { behaviour: RwLock::new(b), requests: AtomicU64::new(0), marks: Mutex::new(Marks::default()), received: Mutex::new(Default::default()) }))
             })
             .collect();
         let routes = versions.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let wanted = req
-                .headers()
-                .get("x-fledge-version")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let wanted = req.headers().get("x-fledge-version").and_then(|v| v.to_str().ok()).map(str::to_string);
             let shared = wanted
                 .and_then(|w| routes.iter().find(|(v, _)| *v == w))
                 .or_else(|| routes.first())
@@ -236,24 +214,16 @@ impl MultiAgent {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self {
-            addr,
-            versions,
-            task,
-        })
+        Ok(Self { addr, versions, task })
     }
 
     fn shared(&self, version: &str) -> Option<&Arc<Shared>> {
-        self.versions
-            .iter()
-            .find(|(v, _)| v == version)
-            .map(|(_, s)| s)
+        self.versions.iter().find(|(v, _)| v == version).map(|(_, s)| s)
     }
 
     /// Requests answered as `version`.
     pub fn requests(&self, version: &str) -> u64 {
-        self.shared(version)
-            .map_or(0, |s| s.requests.load(Ordering::Relaxed))
+        self.shared(version).map_or(0, |s| s.requests.load(Ordering::Relaxed))
     }
 
     pub fn update(&self, version: &str, f: impl FnOnce(&mut Behaviour)) {
@@ -286,42 +256,18 @@ async fn health(shared: Arc<Shared>) -> StatusCode {
 
 async fn handle(shared: Arc<Shared>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 8 << 20)
-        .await
-        .map(|b| b.to_vec())
-        .unwrap_or_default();
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let shadow = parts
-        .headers
-        .get("x-fledge-shadow")
-        .is_some_and(|v| v == "1");
+    let body = axum::body::to_bytes(body, 8 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let shadow = parts.headers.get("x-fledge-shadow").is_some_and(|v| v == "1");
     if let Ok(mut r) = shared.received.lock() {
         if r.len() == RECEIVED {
             r.pop_front();
         }
-        r.push_back(Received {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_string(),
-            shadow,
-            headers,
-            body,
-        });
+        r.push_back(Received { method: parts.method.to_string(), path: parts.uri.path().to_string(), shadow, headers, body });
     }
     let n = shared.requests.fetch_add(1, Ordering::Relaxed);
-    let b = shared
-        .behaviour
-        .read()
-        .map(|b| b.clone())
-        .unwrap_or_default();
+    let b = shared.behaviour.read().map(|b| b.clone()).unwrap_or_default();
     if b.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
     }
@@ -329,28 +275,14 @@ async fn handle(shared: Arc<Shared>, req: axum::extract::Request) -> Response {
     if let Ok(mut m) = shared.marks.lock() {
         let now = Instant::now();
         m.last_request = Some(now);
-        m.last_request_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_millis() as u64);
+        m.last_request_at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64);
         if failed && m.first_error.is_none() {
             m.first_error = Some(now);
         }
     }
-    let status = if failed {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    let outcome = if every(n, 1.0 - b.success_rate) {
-        "failure"
-    } else {
-        "success"
-    };
-    let mut signals = vec![
-        ("x-agent-outcome", outcome.to_string()),
-        ("x-agent-cost", b.cost.to_string()),
-    ];
+    let status = if failed { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    let outcome = if every(n, 1.0 - b.success_rate) { "failure" } else { "success" };
+    let mut signals = vec![("x-agent-outcome", outcome.to_string()), ("x-agent-cost", b.cost.to_string())];
     if every(n, b.violation_rate) {
         signals.push(("x-agent-policy-violations", "1".to_string()));
     }
@@ -359,9 +291,9 @@ async fn handle(shared: Arc<Shared>, req: axum::extract::Request) -> Response {
         signals.clear();
     }
     let mut resp = if b.stall_after_headers {
-        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
-            http_body::Frame::data(axum::body::Bytes::from_static(b"partial")),
-        )]);
+        let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+            axum::body::Bytes::from_static(b"partial"),
+        ))]);
         let stalled = futures_util::StreamExt::chain(first, futures_util::stream::pending());
         Response::new(Body::new(http_body_util::StreamBody::new(stalled)))
     } else if b.first_byte_ms > 0 {
@@ -410,10 +342,7 @@ fn with_trailers(body: String, signals: Vec<(&'static str, String)>) -> Response
     ];
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
     let mut r = Response::new(Body::new(stream));
-    r.headers_mut().insert(
-        "trailer",
-        HeaderValue::from_static("x-agent-outcome, x-agent-cost, x-agent-policy-violations"),
-    );
+    r.headers_mut().insert("trailer", HeaderValue::from_static("x-agent-outcome, x-agent-cost, x-agent-policy-violations"));
     r
 }
 

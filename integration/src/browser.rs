@@ -56,9 +56,7 @@ impl Browser {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| {
-                format!("cannot start {} (run `make setup-browser`)", bin.display())
-            })?;
+            .with_context(|| format!("cannot start {} (run `make setup-browser`)", bin.display()))?;
         let mut stdout = driver.stdout.take().context("no stdout")?;
         // "ChromeDriver was started successfully on port 39637." — possibly without a newline yet.
         let port = tokio::time::timeout(Duration::from_secs(20), async {
@@ -82,13 +80,7 @@ impl Browser {
             let mut sink = Vec::new();
             let _ = stdout.read_to_end(&mut sink).await;
         });
-        let mut b = Browser {
-            driver: Some(driver),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            session: None,
-            http: reqwest::Client::new(),
-            width,
-        };
+        let mut b = Browser { driver: Some(driver), addr: SocketAddr::from(([127, 0, 0, 1], port)), session: None, http: reqwest::Client::new(), width };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -98,154 +90,77 @@ impl Browser {
                          format!("--window-size={width},{height}")],
             },
         }}});
-        let created = b
-            .command(reqwest::Method::POST, "/session", Some(caps))
-            .await?;
-        let id = created["sessionId"]
-            .as_str()
-            .context("no sessionId in the new session")?;
+        let created = b.command(reqwest::Method::POST, "/session", Some(caps)).await?;
+        let id = created["sessionId"].as_str().context("no sessionId in the new session")?;
         b.session = Some(id.to_string());
         Ok(b)
     }
 
-    async fn command(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("http://{}{}", self.addr, path);
-        let resp = self
-            .http
-            .request(method.clone(), &url)
-            .json(&body.unwrap_or_else(|| json!({})))
-            .send()
-            .await?;
+        let resp = self.http.request(method.clone(), &url).json(&body.unwrap_or_else(|| json!({}))).send().await?;
         let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("{method} {path}: not JSON"))?;
-        anyhow::ensure!(
-            status.is_success(),
-            "{method} {path}: {status} {}: {}",
-            v["value"]["error"],
-            v["value"]["message"]
-        );
+        let v: Value = resp.json().await.with_context(|| format!("{method} {path}: not JSON"))?;
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {}: {}", v["value"]["error"], v["value"]["message"]);
         Ok(v["value"].clone())
     }
 
-    async fn session_cmd(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    async fn session_cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let id = self.session.as_deref().context("no session")?;
-        self.command(method, &format!("/session/{id}{path}"), body)
-            .await
+        self.command(method, &format!("/session/{id}{path}"), body).await
     }
 
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.session_cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await
-            .map(|_| ())
+        self.session_cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await.map(|_| ())
     }
 
     async fn element(&self, css: &str) -> anyhow::Result<String> {
-        let v = self
-            .session_cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await?;
-        v[ELEMENT]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("no element for {css:?}: {v}"))
+        let v = self.session_cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await?;
+        v[ELEMENT].as_str().map(str::to_string).with_context(|| format!("no element for {css:?}: {v}"))
     }
 
     /// Whether an element matches `css` now.
     pub async fn exists(&self, css: &str) -> anyhow::Result<bool> {
-        let v = self
-            .session_cmd(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await?;
+        let v = self.session_cmd(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css}))).await?;
         Ok(v.as_array().is_some_and(|a| !a.is_empty()))
     }
 
     /// The rendered text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> anyhow::Result<String> {
         let e = self.element(css).await?;
-        let v = self
-            .session_cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await?;
+        let v = self.session_cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None).await?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
 
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         let e = self.element(css).await?;
-        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/click"), None)
-            .await
-            .map(|_| ())
+        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/click"), None).await.map(|_| ())
     }
 
     /// Empties an input.
     pub async fn clear(&self, css: &str) -> anyhow::Result<()> {
         let e = self.element(css).await?;
-        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/clear"), None)
-            .await
-            .map(|_| ())
+        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/clear"), None).await.map(|_| ())
     }
 
     pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let e = self.element(css).await?;
-        self.session_cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await
-        .map(|_| ())
+        self.session_cmd(reqwest::Method::POST, &format!("/element/{e}/value"), Some(json!({ "text": text }))).await.map(|_| ())
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) in the page and returns its value.
     pub async fn execute(&self, script: &str, args: Value) -> anyhow::Result<Value> {
-        self.session_cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        self.session_cmd(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": args}))).await
     }
 
     /// A PNG of the whole page (the window is stretched to the page's height first), written to
     /// `path`.
     pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
-        let height = self
-            .execute(
-                "return Math.ceil(document.documentElement.scrollHeight);",
-                json!([]),
-            )
-            .await?
-            .as_u64()
-            .unwrap_or(1200);
+        let height = self.execute("return Math.ceil(document.documentElement.scrollHeight);", json!([])).await?.as_u64().unwrap_or(1200);
         let height = height.clamp(600, 6000);
-        self.session_cmd(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": self.width, "height": height})),
-        )
-        .await?;
-        let png = self
-            .session_cmd(reqwest::Method::GET, "/screenshot", None)
-            .await?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().context("screenshot is not a string")?)?;
+        self.session_cmd(reqwest::Method::POST, "/window/rect", Some(json!({"width": self.width, "height": height}))).await?;
+        let png = self.session_cmd(reqwest::Method::GET, "/screenshot", None).await?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().context("screenshot is not a string")?)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -270,12 +185,8 @@ impl Drop for Browser {
     /// A test that failed half-way still closes its browser: the session is deleted with a plain
     /// blocking request (chromedriver then ends Chromium), before chromedriver itself is killed.
     fn drop(&mut self) {
-        let Some(id) = self.session.take() else {
-            return;
-        };
-        if let Ok(mut conn) =
-            std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-        {
+        let Some(id) = self.session.take() else { return };
+        if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
             let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
             let req = format!("DELETE /session/{id} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.addr);
             if conn.write_all(req.as_bytes()).is_ok() {

@@ -75,10 +75,7 @@ impl Controller {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = crate::fledge_bin();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.join("controller.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.join("controller.log"))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -86,12 +83,7 @@ impl Controller {
             .arg("--data")
             .arg(&self.data)
             // FLEDGE_TEST_LOG (e.g. "info,fledge_controller::cluster=debug") sets the controllers' log filter.
-            .env(
-                "FLEDGE_LOG",
-                std::env::var("FLEDGE_TEST_LOG")
-                    .as_deref()
-                    .unwrap_or("info"),
-            )
+            .env("FLEDGE_LOG", std::env::var("FLEDGE_TEST_LOG").as_deref().unwrap_or("info"))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
@@ -105,23 +97,14 @@ impl Controller {
         for (k, v) in &self.builder.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} (run `make build`)", bin.display()))?;
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {} (run `make build`)", bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
             .await
             .context("controller did not start within 20 s")??
-            .with_context(|| {
-                format!(
-                    "controller exited; see {}",
-                    self.data.join("controller.log").display()
-                )
-            })?;
-        let url = line
-            .strip_prefix("fledge listening on http://")
-            .with_context(|| format!("unexpected line {line:?}"))?;
+            .with_context(|| format!("controller exited; see {}", self.data.join("controller.log").display()))?;
+        let url = line.strip_prefix("fledge listening on http://").with_context(|| format!("unexpected line {line:?}"))?;
         self.addr = url.parse()?;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
@@ -145,32 +128,18 @@ impl Controller {
     /// or a partition would, its sockets open and its timers not firing.
     pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.pid().context("controller not running")?;
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .await?;
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
         anyhow::ensure!(sent.success(), "kill -{signal} {pid} failed");
         Ok(())
     }
 
     /// SIGTERM, then waits up to `within` for the process to exit; returns its exit status.
-    pub async fn terminate(
-        &mut self,
-        within: Duration,
-    ) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let mut c = self.child.take().context("controller not running")?;
         let pid = c.id().context("controller already exited")?;
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await?;
+        let sent = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
         anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
-        tokio::time::timeout(within, c.wait())
-            .await
-            .context("controller did not exit after SIGTERM")?
-            .map_err(Into::into)
+        tokio::time::timeout(within, c.wait()).await.context("controller did not exit after SIGTERM")?.map_err(Into::into)
     }
 
     /// Starts again on the same address and data directory.
@@ -184,10 +153,7 @@ impl Controller {
         self.kill().await?;
         for entry in std::fs::read_dir(&self.data)? {
             let p = entry?.path();
-            if p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("fledge.db"))
-            {
+            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("fledge.db")) {
                 std::fs::remove_file(p)?;
             }
         }
@@ -210,12 +176,7 @@ impl Controller {
     }
 
     /// Sends a request and returns status and JSON body (Null when empty).
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let mut rb = self.authed(self.http.request(method, self.url(path)));
         if let Some(b) = body {
             rb = rb.json(&b);
@@ -223,51 +184,30 @@ impl Controller {
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)?
-        };
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
         Ok((status, v))
     }
 
     /// The rollout's `status.phase`.
     pub async fn phase(&self, name: &str) -> anyhow::Result<String> {
         let v = self.get(&format!("/v1/rollouts/{name}")).await?;
-        v["status"]["phase"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow::anyhow!("no phase in {v}"))
+        v["status"]["phase"].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("no phase in {v}"))
     }
 
     /// Waits until the rollout reaches `phase`; fails at once if it ends in another terminal phase.
-    pub async fn wait_phase(
-        &self,
-        name: &str,
-        phase: &str,
-        within: std::time::Duration,
-    ) -> anyhow::Result<Value> {
+    pub async fn wait_phase(&self, name: &str, phase: &str, within: std::time::Duration) -> anyhow::Result<Value> {
         let deadline = std::time::Instant::now() + within;
         loop {
             let v = self.get(&format!("/v1/rollouts/{name}")).await?;
-            let now = v["status"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let now = v["status"]["phase"].as_str().unwrap_or_default().to_string();
             if now == phase {
                 return Ok(v);
             }
             if ["succeeded", "rolled_back", "aborted"].contains(&now.as_str()) {
-                anyhow::bail!(
-                    "rollout {name} ended {now} instead of {phase}: {}",
-                    v["status"]["message"]
-                );
+                anyhow::bail!("rollout {name} ended {now} instead of {phase}: {}", v["status"]["message"]);
             }
             if std::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "rollout {name} not {phase} within {within:?}: {now}: {}",
-                    v["status"]["message"]
-                );
+                anyhow::bail!("rollout {name} not {phase} within {within:?}: {now}: {}", v["status"]["message"]);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -276,29 +216,13 @@ impl Controller {
     /// Waits until every active proxy has applied the rollout's current generation in all its workers,
     /// and at least `contexts` workers have reported (a worker not yet heard from cannot be counted;
     /// `Envoy::contexts` gives the number for one Envoy). From reports only; sends no traffic.
-    pub async fn wait_confirmed(
-        &self,
-        name: &str,
-        contexts: usize,
-        within: std::time::Duration,
-    ) -> anyhow::Result<Value> {
+    pub async fn wait_confirmed(&self, name: &str, contexts: usize, within: std::time::Duration) -> anyhow::Result<Value> {
         let (v, _) = crate::eventually(within, "proxies confirmed the generation", || async {
             let v = self.get(&format!("/v1/rollouts/{name}")).await?;
             let c = &v["live"]["confirmation"];
-            let workers: u64 = c["details"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d["workers"].as_u64())
-                .sum();
-            anyhow::ensure!(
-                c["proxies"].as_u64().unwrap_or(0) > 0 && c["confirmed"] == c["proxies"],
-                "{c}"
-            );
-            anyhow::ensure!(
-                workers >= contexts as u64,
-                "{workers} of {contexts} workers reported: {c}"
-            );
+            let workers: u64 = c["details"].as_array().into_iter().flatten().filter_map(|d| d["workers"].as_u64()).sum();
+            anyhow::ensure!(c["proxies"].as_u64().unwrap_or(0) > 0 && c["confirmed"] == c["proxies"], "{c}");
+            anyhow::ensure!(workers >= contexts as u64, "{workers} of {contexts} workers reported: {c}");
             Ok(v)
         })
         .await?;
@@ -312,26 +236,13 @@ impl Controller {
 
     /// PUT rollout `name` on `host`, v1 → v2, at a manual `weight`, and insist on success.
     pub async fn put_manual(&self, name: &str, host: &str, weight: f64) -> anyhow::Result<Value> {
-        self.put_rollout(
-            name,
-            serde_json::json!({"hosts": [host], "stable": "v1", "canary": "v2", "weight": weight}),
-        )
-        .await
+        self.put_rollout(name, serde_json::json!({"hosts": [host], "stable": "v1", "canary": "v2", "weight": weight})).await
     }
 
     /// PUT a rollout and insist on success.
     pub async fn put_rollout(&self, name: &str, spec: Value) -> anyhow::Result<Value> {
-        let (status, body) = self
-            .call(
-                reqwest::Method::PUT,
-                &format!("/v1/rollouts/{name}"),
-                Some(spec),
-            )
-            .await?;
-        anyhow::ensure!(
-            status == 200 || status == 201,
-            "PUT rollout {name}: {status} {body}"
-        );
+        let (status, body) = self.call(reqwest::Method::PUT, &format!("/v1/rollouts/{name}"), Some(spec)).await?;
+        anyhow::ensure!(status == 200 || status == 201, "PUT rollout {name}: {status} {body}");
         Ok(body)
     }
 

@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
+
 struct HostRoute {
     host: String,
     /// (version, backend); the first is where requests without a route header go.
@@ -144,18 +145,8 @@ impl EnvoyBuilder {
             .spawn()
             .context("cannot start envoy (run `make setup`)")?;
         let contexts = self.concurrency as usize + 1;
-        let mut envoy = Envoy {
-            listener: "0.0.0.0:0".parse()?,
-            admin: "0.0.0.0:0".parse()?,
-            contexts,
-            child,
-            log_path,
-            dir,
-        };
-        envoy
-            .wait_ready(&admin_path)
-            .await
-            .with_context(|| format!("envoy log:\n{}", envoy.log_tail(40)))?;
+        let mut envoy = Envoy { listener: "0.0.0.0:0".parse()?, admin: "0.0.0.0:0".parse()?, contexts, child, log_path, dir };
+        envoy.wait_ready(&admin_path).await.with_context(|| format!("envoy log:\n{}", envoy.log_tail(40)))?;
         Ok(envoy)
     }
 
@@ -179,15 +170,9 @@ impl EnvoyBuilder {
                 }));
             }
             if let Some((v, _)) = h.versions.first() {
-                routes.push(
-                    json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{stem}_{v}")}}),
-                );
+                routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": format!("{stem}_{v}")}}));
             }
-            let domains = if h.host.contains('*') {
-                json!([h.host])
-            } else {
-                json!([h.host, format!("{}:*", h.host)])
-            };
+            let domains = if h.host.contains('*') { json!([h.host]) } else { json!([h.host, format!("{}:*", h.host)]) };
             let mut vhost = json!({"name": stem, "domains": domains, "routes": routes});
             if h.filter_disabled {
                 vhost["typed_per_filter_config"] = json!({"fledge": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}});
@@ -231,10 +216,7 @@ impl EnvoyBuilder {
         };
         let router = json!({"name": "envoy.filters.http.router", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}});
-        let http_filters: Vec<Value> = self
-            .filters_before
-            .iter()
-            .cloned()
+        let http_filters: Vec<Value> = self.filters_before.iter().cloned()
             .chain([wasm])
             .chain(self.filters_after.iter().cloned())
             .chain([router])
@@ -311,17 +293,8 @@ pub struct Envoy {
 impl Envoy {
     /// An Envoy routing `host` by the fledge header to `v1` (the default) and `v2`, with the filter
     /// reporting to `controller`: the setup most acceptance tests share.
-    pub fn for_versions(
-        host: &str,
-        v1: SocketAddr,
-        v2: SocketAddr,
-        controller: SocketAddr,
-        plugin_config: Value,
-    ) -> EnvoyBuilder {
-        Self::builder()
-            .route(host, &[("v1", v1), ("v2", v2)])
-            .controller(controller)
-            .plugin_config(plugin_config)
+    pub fn for_versions(host: &str, v1: SocketAddr, v2: SocketAddr, controller: SocketAddr, plugin_config: Value) -> EnvoyBuilder {
+        Self::builder().route(host, &[("v1", v1), ("v2", v2)]).controller(controller).plugin_config(plugin_config)
     }
 
     pub fn builder() -> EnvoyBuilder {
@@ -354,9 +327,7 @@ impl Envoy {
                 anyhow::bail!("envoy logged a critical error: {line}");
             }
             if admin.is_none() {
-                admin = std::fs::read_to_string(admin_path)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<SocketAddr>().ok());
+                admin = std::fs::read_to_string(admin_path).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok());
             }
             if let Some(a) = admin {
                 let url = format!("http://{a}/listeners?format=json");
@@ -364,20 +335,14 @@ impl Envoy {
                     Ok(r) => r.json().await.ok(),
                     Err(_) => None,
                 };
-                let port = v.as_ref().and_then(|v| {
-                    v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-                        .as_u64()
-                });
+                let port = v.as_ref().and_then(|v| v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64());
                 if let Some(port) = port {
                     self.admin = a;
                     self.listener = SocketAddr::from(([127, 0, 0, 1], port as u16));
                     return Ok(());
                 }
             }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "envoy not ready within 30 s (admin {admin:?})"
-            );
+            anyhow::ensure!(std::time::Instant::now() < deadline, "envoy not ready within 30 s (admin {admin:?})");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -390,13 +355,7 @@ impl Envoy {
 
     /// The Envoy process id (or `None` once it has exited): stays the same across weight changes.
     pub fn pid(&mut self) -> Option<u32> {
-        self.child
-            .try_wait()
-            .ok()
-            .flatten()
-            .is_none()
-            .then(|| self.child.id())
-            .flatten()
+        self.child.try_wait().ok().flatten().is_none().then(|| self.child.id()).flatten()
     }
 
     pub fn log(&self) -> String {
@@ -405,11 +364,6 @@ impl Envoy {
 
     /// Envoy's admin stats in Prometheus format.
     pub async fn prometheus(&self) -> anyhow::Result<String> {
-        Ok(
-            reqwest::get(format!("http://{}/stats/prometheus", self.admin))
-                .await?
-                .text()
-                .await?,
-        )
+        Ok(reqwest::get(format!("http://{}/stats/prometheus", self.admin)).await?.text().await?)
     }
 }

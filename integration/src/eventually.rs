@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Polls `check` every 20 ms until it returns `Ok`, or fails with the last error once `within` has
 /// passed. Returns the value and how long it took.
-pub async fn eventually<T, F, Fut>(
-    within: Duration,
-    what: &str,
-    mut check: F,
-) -> anyhow::Result<(T, Duration)>
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<(T, Duration)>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,

@@ -33,22 +33,12 @@ fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
 }
 
 pub fn fledge_bin() -> PathBuf {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    from_env_or(
-        "FLEDGE_BIN",
-        workspace_root().join("target").join(profile).join("fledge"),
-    )
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    from_env_or("FLEDGE_BIN", workspace_root().join("target").join(profile).join("fledge"))
 }
 
 pub fn wasm_path() -> PathBuf {
-    from_env_or(
-        "FLEDGE_WASM",
-        workspace_root().join("target/wasm32-wasip1/wasm/fledge_filter.wasm"),
-    )
+    from_env_or("FLEDGE_WASM", workspace_root().join("target/wasm32-wasip1/wasm/fledge_filter.wasm"))
 }
 
 pub fn envoy_bin() -> PathBuf {

@@ -21,22 +21,14 @@ impl LossyRelay {
     pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (lose, lost) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-        );
+        let (lose, lost) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let (l, n) = (lose.clone(), lost.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 tokio::spawn(relay(client, upstream, l.clone(), n.clone()));
             }
         });
-        Ok(Self {
-            addr,
-            lose,
-            lost,
-            task,
-        })
+        Ok(Self { addr, lose, lost, task })
     }
 
     /// From now on, answers are lost (true) or delivered (false).
@@ -56,21 +48,13 @@ impl Drop for LossyRelay {
     }
 }
 
-async fn relay(
-    client: TcpStream,
-    upstream: SocketAddr,
-    lose: Arc<AtomicBool>,
-    lost: Arc<AtomicU64>,
-) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
+async fn relay(client: TcpStream, upstream: SocketAddr, lose: Arc<AtomicBool>, lost: Arc<AtomicU64>) {
+    let Ok(server) = TcpStream::connect(upstream).await else { return };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
-    let forward =
-        tokio::spawn(async move { tokio::io::copy(&mut client_rx, &mut server_tx).await });
+    let forward = tokio::spawn(async move { tokio::io::copy(&mut client_rx, &mut server_tx).await });
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match server_rx.read(&mut buf).await {
@@ -81,11 +65,7 @@ async fn relay(
             lost.fetch_add(1, Ordering::SeqCst);
             break;
         }
-        if client_tx
-            .write_all(buf.get(..n).unwrap_or_default())
-            .await
-            .is_err()
-        {
+        if client_tx.write_all(buf.get(..n).unwrap_or_default()).await.is_err() {
             break;
         }
     }

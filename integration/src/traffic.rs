@@ -27,16 +27,8 @@ impl Traffic {
 
     /// With a per-request timeout, for answers that may never finish.
     pub fn with_timeout(envoy: SocketAddr, host: &str, timeout: std::time::Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
-        Self {
-            http,
-            url: format!("http://{envoy}/task"),
-            host: host.into(),
-        }
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(timeout).build().unwrap_or_default();
+        Self { http, url: format!("http://{envoy}/task"), host: host.into() }
     }
 
     /// One request, keyed by `user` in `x-user-id` when given.
@@ -50,27 +42,14 @@ impl Traffic {
             rb = rb.header(k, v);
         }
         let resp = rb.send().await?;
-        let get = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let reply = Reply {
-            status: resp.status().as_u16(),
-            routed: get("x-fledge-version"),
-            served_by: get("x-served-by"),
-        };
+        let get = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let reply = Reply { status: resp.status().as_u16(), routed: get("x-fledge-version"), served_by: get("x-served-by") };
         let _ = resp.bytes().await?;
         Ok(reply)
     }
 
     /// One request per user, `concurrency` in flight; results in the order of `users`.
-    pub async fn send_users(
-        &self,
-        users: &[String],
-        concurrency: usize,
-    ) -> anyhow::Result<Vec<Reply>> {
+    pub async fn send_users(&self, users: &[String], concurrency: usize) -> anyhow::Result<Vec<Reply>> {
         let replies: Vec<anyhow::Result<Reply>> = stream::iter(users.iter())
             .map(|u| self.send(Some(u)))
             .buffered(concurrency)
@@ -82,10 +61,7 @@ impl Traffic {
 
 /// Share of replies served by `version`.
 pub fn share(replies: &[Reply], version: &str) -> f64 {
-    let n = replies
-        .iter()
-        .filter(|r| r.served_by.as_deref() == Some(version))
-        .count();
+    let n = replies.iter().filter(|r| r.served_by.as_deref() == Some(version)).count();
     n as f64 / replies.len().max(1) as f64
 }
 
@@ -105,8 +81,7 @@ impl Load {
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = sent.clone();
         let task = tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rps.max(1)));
+            let mut tick = tokio::time::interval(std::time::Duration::from_micros(1_000_000 / rps.max(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut n: u64 = 0;
             loop {

@@ -14,29 +14,11 @@ const MAX_EXAMPLES: &str = "40";
 async fn controller_honours_its_openapi_contract() {
     let root = workspace_root();
     let st = root.join(".venv/bin/schemathesis");
-    assert!(
-        st.exists(),
-        "{} is missing: run `make setup` (make test installs it)",
-        st.display()
-    );
-    let ctl = Controller::builder()
-        .token("contract-token")
-        .poll_hold_secs(0.2)
-        .start()
-        .await
-        .unwrap();
-    let served = reqwest::get(ctl.url("/v1/openapi.yaml"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert!(st.exists(), "{} is missing: run `make setup` (make test installs it)", st.display());
+    let ctl = Controller::builder().token("contract-token").poll_hold_secs(0.2).start().await.unwrap();
+    let served = reqwest::get(ctl.url("/v1/openapi.yaml")).await.unwrap().text().await.unwrap();
     let spec = root.join("controller/openapi.yaml");
-    assert_eq!(
-        served,
-        std::fs::read_to_string(&spec).unwrap(),
-        "the controller serves the committed spec"
-    );
+    assert_eq!(served, std::fs::read_to_string(&spec).unwrap(), "the controller serves the committed spec");
 
     let start = Instant::now();
     let out = tokio::process::Command::new(&st)
@@ -54,25 +36,9 @@ async fn controller_honours_its_openapi_contract() {
         .output()
         .await
         .unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    println!(
-        "schemathesis ({:?}):\n{}",
-        start.elapsed(),
-        report
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        out.status.success(),
-        "schemathesis found contract violations (see above)"
-    );
+    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    println!("schemathesis ({:?}):\n{}", start.elapsed(), report.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n"));
+    assert!(out.status.success(), "schemathesis found contract violations (see above)");
     assert!(report.contains("Tested: 27"), "every operation tested");
-    assert!(
-        !ctl.log().contains("panicked"),
-        "the controller panicked:\n{}",
-        ctl.log()
-    );
+    assert!(!ctl.log().contains("panicked"), "the controller panicked:\n{}", ctl.log());
 }

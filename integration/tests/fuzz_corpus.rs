@@ -68,13 +68,7 @@ fn every_target_has_a_replay_test() {
     let targets: Vec<&str> = checks::TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(targets, tested);
     for t in targets {
-        assert!(
-            workspace_root()
-                .join("fuzz/fuzz_targets")
-                .join(format!("{t}.rs"))
-                .is_file(),
-            "fuzz target {t}"
-        );
+        assert!(workspace_root().join("fuzz/fuzz_targets").join(format!("{t}.rs")).is_file(), "fuzz target {t}");
     }
 }
 

@@ -10,12 +10,7 @@ use serde_json::{json, Value};
 
 const HOST: &str = "support-agent";
 
-fn envoy_for(
-    v1: std::net::SocketAddr,
-    v2: std::net::SocketAddr,
-    controller: std::net::SocketAddr,
-    plugin_config: Value,
-) -> fledge_integration::envoy::EnvoyBuilder {
+fn envoy_for(v1: std::net::SocketAddr, v2: std::net::SocketAddr, controller: std::net::SocketAddr, plugin_config: Value) -> fledge_integration::envoy::EnvoyBuilder {
     Envoy::for_versions(HOST, v1, v2, controller, plugin_config)
 }
 
@@ -24,10 +19,7 @@ async fn manual(ctl: &Controller, weight: f64) -> Value {
 }
 
 async fn held_polls(ctl: &Controller) -> u64 {
-    ctl.get("/healthz")
-        .await
-        .map(|h| h["held_polls"].as_u64().unwrap_or(u64::MAX))
-        .unwrap_or(u64::MAX)
+    ctl.get("/healthz").await.map(|h| h["held_polls"].as_u64().unwrap_or(u64::MAX)).unwrap_or(u64::MAX)
 }
 
 /// Two Envoys with four workers each (ten root contexts in all): one long poll per Envoy, across a
@@ -50,9 +42,7 @@ async fn one_poller_per_envoy_across_a_hold_and_a_restart() {
         .await
         .unwrap();
     manual(&ctl, 0.0).await;
-    ctl.wait_confirmed("support", a.contexts + b.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ctl.wait_confirmed("support", a.contexts + b.contexts, Duration::from_secs(10)).await.unwrap();
     assert_eventually!(Duration::from_secs(5), "one poll per Envoy", async {
         let n = held_polls(&ctl).await;
         anyhow::ensure!(n == 2, "{n} polls held");
@@ -64,31 +54,20 @@ async fn one_poller_per_envoy_across_a_hold_and_a_restart() {
     let until = Instant::now() + Duration::from_secs(40);
     while Instant::now() < until {
         let n = held_polls(&ctl).await;
-        assert!(
-            n <= 2,
-            "{n} polls held at {:?} into the hold",
-            Instant::now()
-        );
+        assert!(n <= 2, "{n} polls held at {:?} into the hold", Instant::now());
         samples += 1;
         two += u32::from(n == 2);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        two * 100 >= samples * 95,
-        "held_polls was 2 in only {two} of {samples} samples"
-    );
+    assert!(two * 100 >= samples * 95, "held_polls was 2 in only {two} of {samples} samples");
     println!("held_polls = 2 in {two} of {samples} samples over 40 s");
 
     ctl.restart().await.unwrap();
-    assert_eventually!(
-        Duration::from_secs(10),
-        "one poll per Envoy after the restart",
-        async {
-            let n = held_polls(&ctl).await;
-            anyhow::ensure!(n == 2, "{n} polls held");
-            Ok(())
-        }
-    );
+    assert_eventually!(Duration::from_secs(10), "one poll per Envoy after the restart", async {
+        let n = held_polls(&ctl).await;
+        anyhow::ensure!(n == 2, "{n} polls held");
+        Ok(())
+    });
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         let n = held_polls(&ctl).await;
@@ -128,19 +107,10 @@ async fn one_poller_per_envoy_across_a_hold_and_a_restart() {
     takeover.abort();
     // Routing still follows pushes.
     manual(&ctl, 100.0).await;
-    ctl.wait_confirmed("support", a.contexts + b.contexts, Duration::from_secs(5))
-        .await
-        .unwrap();
+    ctl.wait_confirmed("support", a.contexts + b.contexts, Duration::from_secs(5)).await.unwrap();
     for envoy in [&a, &b] {
-        let replies = Traffic::new(envoy.listener, HOST)
-            .send_users(&users("after", 20), 4)
-            .await
-            .unwrap();
-        assert!(
-            replies.iter().all(|r| r.served_by.as_deref() == Some("v2")),
-            "{:?}",
-            replies.first()
-        );
+        let replies = Traffic::new(envoy.listener, HOST).send_users(&users("after", 20), 4).await.unwrap();
+        assert!(replies.iter().all(|r| r.served_by.as_deref() == Some("v2")), "{:?}", replies.first());
     }
 }
 
@@ -159,66 +129,34 @@ async fn counts_stay_exact_across_a_controller_outage() {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let mut ctl = Controller::builder().start().await.unwrap();
-    let envoy = envoy_for(
-        v1.addr,
-        v2.addr,
-        ctl.addr,
-        json!({"report_interval_ms": 200}),
-    )
-    .start()
-    .await
-    .unwrap();
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 200})).start().await.unwrap();
     manual(&ctl, 50.0).await;
-    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
 
     ctl.kill().await.unwrap();
     let t = Traffic::new(envoy.listener, HOST);
     let outage = Instant::now();
     let mut served = 0;
     while outage.elapsed() < Duration::from_millis(10 * 200) {
-        served += t
-            .send_users(&users(&format!("outage-{served}"), 50), 8)
-            .await
-            .unwrap()
-            .len() as u64;
+        served += t.send_users(&users(&format!("outage-{served}"), 50), 8).await.unwrap().len() as u64;
     }
     ctl.restart().await.unwrap();
     assert_eq!(v1.requests() + v2.requests(), served);
 
-    assert_eventually!(
-        Duration::from_secs(15),
-        "every request counted once, in Envoy and the controller",
-        async {
-            let s = ctl.get("/v1/rollouts/support").await?;
-            let w = &s["live"]["window"];
-            let (stable, canary) = (
-                w["stable"]["requests"].as_u64().unwrap_or(0),
-                w["canary"]["requests"].as_u64().unwrap_or(0),
-            );
-            anyhow::ensure!(
-                (stable, canary) == (v1.requests(), v2.requests()),
-                "controller {stable}/{canary}, agents {}/{}",
-                v1.requests(),
-                v2.requests()
-            );
-            let exported = exported_requests(&envoy.prometheus().await?);
-            anyhow::ensure!(exported == served, "Envoy exported {exported} of {served}");
-            Ok(())
-        }
-    );
+    assert_eventually!(Duration::from_secs(15), "every request counted once, in Envoy and the controller", async {
+        let s = ctl.get("/v1/rollouts/support").await?;
+        let w = &s["live"]["window"];
+        let (stable, canary) = (w["stable"]["requests"].as_u64().unwrap_or(0), w["canary"]["requests"].as_u64().unwrap_or(0));
+        anyhow::ensure!((stable, canary) == (v1.requests(), v2.requests()), "controller {stable}/{canary}, agents {}/{}", v1.requests(), v2.requests());
+        let exported = exported_requests(&envoy.prometheus().await?);
+        anyhow::ensure!(exported == served, "Envoy exported {exported} of {served}");
+        Ok(())
+    });
     // And it stays exact: nothing is exported or counted again later.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        exported_requests(&envoy.prometheus().await.unwrap()),
-        served
-    );
+    assert_eq!(exported_requests(&envoy.prometheus().await.unwrap()), served);
     let s = ctl.get("/v1/rollouts/support").await.unwrap();
-    assert_eq!(
-        s["live"]["window"]["canary"]["requests"].as_u64(),
-        Some(v2.requests())
-    );
+    assert_eq!(s["live"]["window"]["canary"]["requests"].as_u64(), Some(v2.requests()));
     println!("{served} requests served during a 2 s outage; counted exactly once");
 }
 
@@ -229,60 +167,28 @@ async fn a_data_reset_is_applied_at_once() {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let mut ctl = Controller::builder().start().await.unwrap();
-    let envoy = envoy_for(
-        v1.addr,
-        v2.addr,
-        ctl.addr,
-        json!({"report_interval_ms": 100}),
-    )
-    .start()
-    .await
-    .unwrap();
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 100})).start().await.unwrap();
     let before = manual(&ctl, 0.0).await;
     assert_eq!(before["status"]["generation"], json!(1));
     let old_epoch = ctl.get("/healthz").await.unwrap()["epoch"].clone();
-    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(10)).await.unwrap();
 
     ctl.restart_empty().await.unwrap();
-    assert_ne!(
-        ctl.get("/healthz").await.unwrap()["epoch"],
-        old_epoch,
-        "new data, new epoch"
-    );
+    assert_ne!(ctl.get("/healthz").await.unwrap()["epoch"], old_epoch, "new data, new epoch");
     let put_at = fledge_controller_now_ms();
     let after = manual(&ctl, 100.0).await;
-    assert_eq!(
-        after["status"]["generation"],
-        json!(1),
-        "the same generation number as before the reset"
-    );
-    let v = ctl
-        .wait_confirmed("support", envoy.contexts, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let confirmed_at = v["live"]["confirmation"]["details"][0]["confirmed_at_ms"]
-        .as_u64()
-        .unwrap();
+    assert_eq!(after["status"]["generation"], json!(1), "the same generation number as before the reset");
+    let v = ctl.wait_confirmed("support", envoy.contexts, Duration::from_secs(5)).await.unwrap();
+    let confirmed_at = v["live"]["confirmation"]["details"][0]["confirmed_at_ms"].as_u64().unwrap();
     let took = confirmed_at.saturating_sub(put_at);
     println!("every worker applied the new data's generation 1 within {took} ms of the change");
     assert!(took <= 1_000, "{took} ms");
-    let replies = Traffic::new(envoy.listener, HOST)
-        .send_users(&users("reset", 20), 4)
-        .await
-        .unwrap();
-    assert!(
-        replies.iter().all(|r| r.served_by.as_deref() == Some("v2")),
-        "{:?}",
-        replies.first()
-    );
+    let replies = Traffic::new(envoy.listener, HOST).send_users(&users("reset", 20), 4).await.unwrap();
+    assert!(replies.iter().all(|r| r.served_by.as_deref() == Some("v2")), "{:?}", replies.first());
 }
 
 fn fledge_controller_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// kill -9 of a progressing rollout with a failing gate: after the restart the status shows the same
@@ -295,59 +201,28 @@ async fn kill_9_while_progressing_keeps_what_the_status_shows() {
         "min_requests": 20, "analysis": {"interval_seconds": 2, "failure_limit": 50},
         "gates": [{"metric": "error_rate", "max_increase": 0.01}]
     })).await.unwrap();
-    ctl.wait_phase("support", "progressing", Duration::from_secs(5))
-        .await
-        .unwrap();
+    ctl.wait_phase("support", "progressing", Duration::from_secs(5)).await.unwrap();
     // Proxies' reports: a canary failing half its requests.
     let seq = std::sync::atomic::AtomicU64::new(0);
-    let (status, _) = assert_eventually!(
-        Duration::from_secs(15),
-        "two failing intervals counted",
-        async {
-            let seq = seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            let report = json!({"proxy": "p", "worker": "w", "seq": seq, "generation": 2, "versions": [
+    let (status, _) = assert_eventually!(Duration::from_secs(15), "two failing intervals counted", async {
+        let seq = seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let report = json!({"proxy": "p", "worker": "w", "seq": seq, "generation": 2, "versions": [
             {"rollout": "support", "version": "v1", "stats": {"requests": 400, "status_2xx": 400}},
             {"rollout": "support", "version": "v2", "stats": {"requests": 40, "errors": 20, "status_5xx": 20, "status_2xx": 20}}]});
-            ctl.post("/v1/reports", report).await?;
-            let s = ctl.get("/v1/rollouts/support").await?;
-            anyhow::ensure!(
-                s["status"]["consecutive_failures"].as_u64() >= Some(2),
-                "{}",
-                s["status"]["message"]
-            );
-            Ok(s["status"].clone())
-        }
-    );
+        ctl.post("/v1/reports", report).await?;
+        let s = ctl.get("/v1/rollouts/support").await?;
+        anyhow::ensure!(s["status"]["consecutive_failures"].as_u64() >= Some(2), "{}", s["status"]["message"]);
+        Ok(s["status"].clone())
+    });
     let events = ctl.events("support").await.unwrap();
-    if let Err(e) = ctl.restart().await {
-        panic!("{e}: {}", ctl.log());
-    }
+    if let Err(e) = ctl.restart().await { panic!("{e}: {}", ctl.log()); }
     let after = ctl.get("/v1/rollouts/support").await.unwrap()["status"].clone();
-    for field in [
-        "phase",
-        "step",
-        "weight",
-        "generation",
-        "consecutive_failures",
-        "step_started_at_ms",
-        "message",
-        "last_verdict",
-    ] {
-        assert_eq!(
-            after[field], status[field],
-            "{field} changed across kill -9"
-        );
+    for field in ["phase", "step", "weight", "generation", "consecutive_failures", "step_started_at_ms", "message", "last_verdict"] {
+        assert_eq!(after[field], status[field], "{field} changed across kill -9");
     }
-    assert_eq!(
-        ctl.events("support").await.unwrap(),
-        events,
-        "the same events"
-    );
+    assert_eq!(ctl.events("support").await.unwrap(), events, "the same events");
     assert_eq!(after["phase"], json!("progressing"));
-    println!(
-        "after kill -9: step {} weight {} failures {}",
-        after["step"], after["weight"], after["consecutive_failures"]
-    );
+    println!("after kill -9: step {} weight {} failures {}", after["step"], after["weight"], after["consecutive_failures"]);
 }
 
 /// Hosts with Istio's meaning: `*.example.com` covers any name under it, an exact host wins over it,
@@ -367,67 +242,27 @@ async fn wildcard_hosts_route_the_most_specific_match() {
         .start()
         .await
         .unwrap();
-    ctl.put_rollout(
-        "wild",
-        json!({"hosts": ["*.example.com"], "stable": "v1", "canary": "v2", "weight": 100}),
-    )
-    .await
-    .unwrap();
-    ctl.put_rollout(
-        "chat",
-        json!({"hosts": ["chat.example.com"], "stable": "v1", "canary": "v2", "weight": 0}),
-    )
-    .await
-    .unwrap();
-    ctl.wait_confirmed("chat", envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ctl.put_rollout("wild", json!({"hosts": ["*.example.com"], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
+    ctl.put_rollout("chat", json!({"hosts": ["chat.example.com"], "stable": "v1", "canary": "v2", "weight": 0})).await.unwrap();
+    ctl.wait_confirmed("chat", envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let served = |host: &str| {
         let t = Traffic::new(envoy.listener, host);
         async move { t.send(Some("u-1")).await.unwrap() }
     };
     let r = served("voice.example.com").await;
-    assert_eq!(
-        (r.routed.as_deref(), r.served_by.as_deref()),
-        (Some("v2"), Some("v2")),
-        "*.example.com at 100 %"
-    );
+    assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (Some("v2"), Some("v2")), "*.example.com at 100 %");
     let r = served("a.b.example.com").await;
     assert_eq!(r.served_by.as_deref(), Some("v2"), "any depth");
     let r = served("chat.example.com").await;
-    assert_eq!(
-        (r.routed.as_deref(), r.served_by.as_deref()),
-        (Some("v1"), Some("v1")),
-        "the exact host wins"
-    );
+    assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (Some("v1"), Some("v1")), "the exact host wins");
     let r = served(HOST).await;
     assert_eq!(r.routed, None, "no rollout owns it: untouched");
     // Two rollouts may not claim the same pattern.
-    let (code, body) = ctl
-        .call(
-            reqwest::Method::PUT,
-            "/v1/rollouts/other",
-            Some(json!({"hosts": ["*.Example.com"], "stable": "v1", "canary": "v2", "weight": 1})),
-        )
-        .await
-        .unwrap();
+    let (code, body) = ctl.call(reqwest::Method::PUT, "/v1/rollouts/other", Some(json!({"hosts": ["*.Example.com"], "stable": "v1", "canary": "v2", "weight": 1}))).await.unwrap();
     assert_eq!(code, 409, "{body}");
-    let (code, body) = ctl
-        .call(
-            reqwest::Method::PUT,
-            "/v1/rollouts/bad",
-            Some(json!({"hosts": ["chat.*.com"], "stable": "v1", "canary": "v2", "weight": 1})),
-        )
-        .await
-        .unwrap();
+    let (code, body) = ctl.call(reqwest::Method::PUT, "/v1/rollouts/bad", Some(json!({"hosts": ["chat.*.com"], "stable": "v1", "canary": "v2", "weight": 1}))).await.unwrap();
     assert_eq!(code, 422, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("wildcard"),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("wildcard"), "{body}");
 }
 
 /// Hostile requests from many connections beside a real rollout: each gets a 4xx, none a 5xx, and the
@@ -437,15 +272,7 @@ async fn a_hostile_flood_gets_4xx_and_a_rollout_beside_it_is_promoted() {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = envoy_for(
-        v1.addr,
-        v2.addr,
-        ctl.addr,
-        json!({"report_interval_ms": 200}),
-    )
-    .start()
-    .await
-    .unwrap();
+    let envoy = envoy_for(v1.addr, v2.addr, ctl.addr, json!({"report_interval_ms": 200})).start().await.unwrap();
     ctl.put_rollout("support", json!({
         "hosts": [HOST], "stable": "v1", "canary": "v2", "steps": [50, 100], "step_seconds": 3, "min_requests": 50,
         "gates": [{"metric": "error_rate", "max_increase": 0.05}]
@@ -466,13 +293,7 @@ async fn a_hostile_flood_gets_4xx_and_a_rollout_beside_it_is_promoted() {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let (what, body) = &bodies[k % bodies.len()];
                     k += 1;
-                    let status = match http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                    {
+                    let status = match http.post(&url).header("content-type", "application/json").body(body.clone()).send().await {
                         Ok(r) => r.status().as_u16(),
                         Err(e) => panic!("{what}: {e}"),
                     };
@@ -482,9 +303,7 @@ async fn a_hostile_flood_gets_4xx_and_a_rollout_beside_it_is_promoted() {
             })
         })
         .collect();
-    let promoted = ctl
-        .wait_phase("support", "succeeded", Duration::from_secs(60))
-        .await;
+    let promoted = ctl.wait_phase("support", "succeeded", Duration::from_secs(60)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut total = 0;
     for f in floods {
@@ -503,10 +322,7 @@ async fn a_hostile_flood_gets_4xx_and_a_rollout_beside_it_is_promoted() {
 /// One of each kind of hostile report body.
 fn hostile_bodies() -> Vec<(&'static str, Vec<u8>)> {
     let entry = r#"{"rollout":"support","version":"v2","stats":{"requests":1}}"#;
-    let many = format!(
-        r#"{{"proxy":"x","worker":"y","seq":1,"generation":1,"versions":[{}]}}"#,
-        vec![entry; 10_000].join(",")
-    );
+    let many = format!(r#"{{"proxy":"x","worker":"y","seq":1,"generation":1,"versions":[{}]}}"#, vec![entry; 10_000].join(","));
     vec![
         ("oversized", vec![b' '; 2 << 20]),
         ("10,000 entries", many.into_bytes()),

@@ -15,16 +15,13 @@ use std::time::{Duration, Instant};
 
 use fledge_core::rollout::default_salt;
 use fledge_core::{Bucket, Weight};
-use fledge_integration::{
-    assert_eventually, envoy_bin, wasm_path, workspace_root, Agent, Behaviour, Controller, Envoy,
-};
+use fledge_integration::{assert_eventually, envoy_bin, wasm_path, workspace_root, Agent, Behaviour, Controller, Envoy};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const CONTROLLER_CLUSTER: &str = "outbound|7070||fledge.fledge-system.svc.cluster.local";
 /// The caller's sidecar, as Istio names its Envoy node.
-const NODE_ID: &str =
-    "sidecar~10.244.0.17~support-frontend-7d9f8-abcde.agents~agents.svc.cluster.local";
+const NODE_ID: &str = "sidecar~10.244.0.17~support-frontend-7d9f8-abcde.agents~agents.svc.cluster.local";
 const HOST: &str = "support-agent";
 const ROLLOUT: &str = "support";
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -32,25 +29,17 @@ const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.
 
 /// The first document of a manifest file, as JSON.
 fn manifest(file: &str) -> Value {
-    let text =
-        std::fs::read_to_string(workspace_root().join("manifests/istio").join(file)).unwrap();
-    let doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text.split("\n---").next().unwrap()).unwrap();
+    let text = std::fs::read_to_string(workspace_root().join("manifests/istio").join(file)).unwrap();
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text.split("\n---").next().unwrap()).unwrap();
     serde_json::to_value(doc).unwrap()
 }
 
 /// What istiod sends for a WasmPlugin over ECDS: `TypedExtensionConfig` named
 /// `extensions.istio.io/wasmplugin/<ns>.<name>` holding a Wasm filter whose code is still remote.
 fn istiod(plugin: &Value) -> Value {
-    let (ns, name) = (
-        plugin["metadata"]["namespace"].as_str().unwrap(),
-        plugin["metadata"]["name"].as_str().unwrap(),
-    );
+    let (ns, name) = (plugin["metadata"]["namespace"].as_str().unwrap(), plugin["metadata"]["name"].as_str().unwrap());
     let spec = &plugin["spec"];
-    assert!(
-        spec["type"].is_null() || spec["type"] == "HTTP",
-        "an HTTP plugin"
-    );
+    assert!(spec["type"].is_null() || spec["type"] == "HTTP", "an HTTP plugin");
     let mut config = json!({
         "name": format!("{ns}.{name}"),
         "root_id": spec["pluginName"],
@@ -61,10 +50,7 @@ fn istiod(plugin: &Value) -> Value {
         },
     });
     // pluginConfig as compact JSON in a StringValue (istiod: protomarshal.ToJSON of the Struct).
-    if spec["pluginConfig"]
-        .as_object()
-        .is_some_and(|o| !o.is_empty())
-    {
+    if spec["pluginConfig"].as_object().is_some_and(|o| !o.is_empty()) {
         config["configuration"] = json!({
             "@type": "type.googleapis.com/google.protobuf.StringValue",
             "value": serde_json::to_string(&spec["pluginConfig"]).unwrap(),
@@ -94,9 +80,7 @@ async fn istio_agent(resource: &Value, controller: &Controller, cache: &Path) ->
     let config = &resource["typed_config"]["config"];
     let remote = &config["vm_config"]["code"]["remote"];
     let uri = remote["http_uri"]["uri"].as_str().unwrap();
-    let path = uri
-        .strip_prefix("http://fledge.fledge-system:7070")
-        .expect("the module comes from the controller");
+    let path = uri.strip_prefix("http://fledge.fledge-system:7070").expect("the module comes from the controller");
     let want = remote["sha256"].as_str().unwrap_or("");
     let fetched = match reqwest::get(controller.url(path)).await {
         Ok(r) if r.status().is_success() => r.bytes().await.ok(),
@@ -107,8 +91,7 @@ async fn istio_agent(resource: &Value, controller: &Controller, cache: &Path) ->
         Some(m) => {
             let file = cache.join(format!("{}.wasm", hex(&Sha256::digest(&m))));
             std::fs::write(&file, &m).unwrap();
-            out["typed_config"]["config"]["vm_config"]["code"] =
-                json!({"local": {"filename": file}});
+            out["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": file}});
         }
         None => {
             let open = config["failure_policy"] == "FAIL_OPEN";
@@ -132,11 +115,7 @@ fn publish(file: &Path, resource: &Value) {
     let mut r = resource.clone();
     r["@type"] = json!("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig");
     let tmp = file.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&json!({"resources": [r]})).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json!({"resources": [r]})).unwrap()).unwrap();
     std::fs::rename(&tmp, file).unwrap();
 }
 
@@ -145,12 +124,7 @@ fn publish(file: &Path, resource: &Value) {
 /// filter, STATS before Istio's stats, unspecified last before the router.
 fn istio_chain(phase: Option<&str>) -> (Vec<Value>, Vec<Value>) {
     let standin = |name: &str| json!({"name": name, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}});
-    let chain = [
-        "istio.metadata_exchange",
-        "istio_authn",
-        "envoy.filters.http.rbac",
-        "istio.stats",
-    ];
+    let chain = ["istio.metadata_exchange", "istio_authn", "envoy.filters.http.rbac", "istio.stats"];
     let at = match phase {
         Some("AUTHN") => 1,
         Some("AUTHZ") => 2,
@@ -158,16 +132,12 @@ fn istio_chain(phase: Option<&str>) -> (Vec<Value>, Vec<Value>) {
         None | Some("UNSPECIFIED_PHASE") => 4,
         Some(other) => panic!("phase {other}"),
     };
-    (
-        chain[..at].iter().map(|n| standin(n)).collect(),
-        chain[at..].iter().map(|n| standin(n)).collect(),
-    )
+    (chain[..at].iter().map(|n| standin(n)).collect(), chain[at..].iter().map(|n| standin(n)).collect())
 }
 
 /// The inclusion prefixes of the shipped `proxyStatsMatcher` (manifests/istio/mesh-config.yaml).
 fn proxy_stats_prefixes() -> Vec<String> {
-    let text =
-        std::fs::read_to_string(workspace_root().join("manifests/istio/mesh-config.yaml")).unwrap();
+    let text = std::fs::read_to_string(workspace_root().join("manifests/istio/mesh-config.yaml")).unwrap();
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let v = serde_json::to_value(v).unwrap();
     v["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]["inclusionPrefixes"]
@@ -220,32 +190,17 @@ impl Sidecar {
             .start()
             .await
             .unwrap();
-        Sidecar {
-            ctl,
-            envoy,
-            ecds_file,
-            cache,
-            _v1: v1,
-            _v2: v2,
-            http: reqwest::Client::new(),
-        }
+        Sidecar { ctl, envoy, ecds_file, cache, _v1: v1, _v2: v2, http: reqwest::Client::new() }
     }
 
     /// One request keyed by the given headers: (status, served by).
     async fn send(&self, headers: &[(&str, &str)]) -> anyhow::Result<(u16, Option<String>)> {
-        let mut rb = self
-            .http
-            .get(format!("http://{}/task", self.envoy.listener))
-            .header("host", HOST);
+        let mut rb = self.http.get(format!("http://{}/task", self.envoy.listener)).header("host", HOST);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
         let r = rb.send().await?;
-        let served = r
-            .headers()
-            .get("x-served-by")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let served = r.headers().get("x-served-by").and_then(|v| v.to_str().ok()).map(str::to_string);
         let status = r.status().as_u16();
         r.bytes().await?;
         Ok((status, served))
@@ -253,31 +208,10 @@ impl Sidecar {
 
     /// The HTTP filter chain as Envoy holds it (admin config dump).
     async fn filter_names(&self) -> Vec<String> {
-        let all: Value = reqwest::get(format!("http://{}/config_dump", self.envoy.admin))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let listeners = all["configs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| {
-                c["@type"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("ListenersConfigDump")
-            })
-            .unwrap();
-        let hcm = &listeners["static_listeners"][0]["listener"]["filter_chains"][0]["filters"][0]
-            ["typed_config"];
-        hcm["http_filters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap().to_string())
-            .collect()
+        let all: Value = reqwest::get(format!("http://{}/config_dump", self.envoy.admin)).await.unwrap().json().await.unwrap();
+        let listeners = all["configs"].as_array().unwrap().iter().find(|c| c["@type"].as_str().unwrap_or("").contains("ListenersConfigDump")).unwrap();
+        let hcm = &listeners["static_listeners"][0]["listener"]["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["http_filters"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
     }
 }
 
@@ -287,135 +221,64 @@ impl Sidecar {
 async fn sidecar_runs_the_wasmplugin_from_its_extension_config() {
     let mut plugin = manifest("wasmplugin.yaml");
     assert_eq!(plugin["spec"]["failStrategy"], "FAIL_OPEN");
-    assert_eq!(
-        plugin["spec"]["pluginConfig"]["controller"]["cluster"],
-        CONTROLLER_CLUSTER
-    );
-    assert!(
-        plugin["spec"]["pluginConfig"]["proxy_id"].is_null(),
-        "the proxy id comes from the node id"
-    );
+    assert_eq!(plugin["spec"]["pluginConfig"]["controller"]["cluster"], CONTROLLER_CLUSTER);
+    assert!(plugin["spec"]["pluginConfig"]["proxy_id"].is_null(), "the proxy id comes from the node id");
     // Pinned as docs/istio.md says: the sha256 the controller publishes, which istio-agent checks.
     let probe = Controller::builder().start().await.unwrap();
-    let sum = reqwest::get(probe.url("/v1/filter.wasm.sha256"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sum = reqwest::get(probe.url("/v1/filter.wasm.sha256")).await.unwrap().text().await.unwrap();
     plugin["spec"]["sha256"] = json!(sum.trim());
     // Reports every 100 ms keep the test short; everything else is the committed pluginConfig.
     plugin["spec"]["pluginConfig"]["report_interval_ms"] = json!(100);
 
     let generated = istiod(&plugin);
-    assert_eq!(
-        generated["name"],
-        "extensions.istio.io/wasmplugin/agents.fledge"
-    );
+    assert_eq!(generated["name"], "extensions.istio.io/wasmplugin/agents.fledge");
     assert_eq!(generated["typed_config"]["config"]["root_id"], "fledge");
-    assert_eq!(
-        generated["typed_config"]["config"]["failure_policy"],
-        "FAIL_OPEN"
-    );
+    assert_eq!(generated["typed_config"]["config"]["failure_policy"], "FAIL_OPEN");
     let s = Sidecar::start(&plugin).await;
     let served = &s.ecds_file;
     let on_disk: Value = serde_json::from_slice(&std::fs::read(served).unwrap()).unwrap();
     let cfg = &on_disk["resources"][0]["typed_config"]["config"];
     assert_eq!(cfg["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
-    assert!(cfg["vm_config"]["code"]["local"]["filename"]
-        .as_str()
-        .unwrap()
-        .starts_with(s.cache.path().to_str().unwrap()));
-    let configuration: Value =
-        serde_json::from_str(cfg["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert!(cfg["vm_config"]["code"]["local"]["filename"].as_str().unwrap().starts_with(s.cache.path().to_str().unwrap()));
+    let configuration: Value = serde_json::from_str(cfg["configuration"]["value"].as_str().unwrap()).unwrap();
     assert_eq!(configuration, plugin["spec"]["pluginConfig"]);
 
     // The phase's position: after Istio's authorization, before its stats.
     let names = s.filter_names().await;
-    let pos = |n: &str| {
-        names
-            .iter()
-            .position(|x| x == n)
-            .unwrap_or_else(|| panic!("{n} not in {names:?}"))
-    };
+    let pos = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} not in {names:?}"));
     let fledge = pos("extensions.istio.io/wasmplugin/agents.fledge");
-    assert!(
-        pos("envoy.filters.http.rbac") < fledge && fledge < pos("istio.stats"),
-        "{names:?}"
-    );
+    assert!(pos("envoy.filters.http.rbac") < fledge && fledge < pos("istio.stats"), "{names:?}");
 
     // Routing and push: a weight set at the controller reaches the filter and routes by the sticky key.
-    s.ctl
-        .put_rollout(
-            ROLLOUT,
-            json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50}),
-        )
-        .await
-        .unwrap();
+    s.ctl.put_rollout(ROLLOUT, json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 50})).await.unwrap();
     let contexts = s.envoy.contexts;
-    let confirmed = s
-        .ctl
-        .wait_confirmed(ROLLOUT, contexts, Duration::from_secs(15))
-        .await
-        .unwrap();
-    let details = confirmed["live"]["confirmation"]["details"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let confirmed = s.ctl.wait_confirmed(ROLLOUT, contexts, Duration::from_secs(15)).await.unwrap();
+    let details = confirmed["live"]["confirmation"]["details"].as_array().unwrap().clone();
     assert_eq!(details.len(), 1, "{details:?}");
-    assert_eq!(
-        details[0]["proxy"], NODE_ID,
-        "the filter names itself by the sidecar's node id"
-    );
+    assert_eq!(details[0]["proxy"], NODE_ID, "the filter names itself by the sidecar's node id");
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
-    assert_eventually!(
-        Duration::from_secs(10),
-        "routing by x-user-id at 50 %",
-        async {
-            for u in &users {
-                let (status, by) = s.send(&[("x-user-id", u)]).await?;
-                anyhow::ensure!(
-                    status == 200 && by.as_deref() == Some(predicted(u, 50.0)),
-                    "{u}: {status} {by:?}"
-                );
-            }
-            Ok(())
+    assert_eventually!(Duration::from_secs(10), "routing by x-user-id at 50 %", async {
+        for u in &users {
+            let (status, by) = s.send(&[("x-user-id", u)]).await?;
+            anyhow::ensure!(status == 200 && by.as_deref() == Some(predicted(u, 50.0)), "{u}: {status} {by:?}");
         }
-    );
+        Ok(())
+    });
 
     // Telemetry: the controller counts both versions, and the counters survive Istio's stats matcher.
-    assert_eventually!(
-        Duration::from_secs(10),
-        "per-version telemetry at the controller",
-        async {
-            let v = s.ctl.get(&format!("/v1/rollouts/{ROLLOUT}")).await?;
-            let w = &v["live"]["window"];
-            let (a, b) = (
-                w["stable"]["requests"].as_u64().unwrap_or(0),
-                w["canary"]["requests"].as_u64().unwrap_or(0),
-            );
-            anyhow::ensure!(a + b >= users.len() as u64 && a > 0 && b > 0, "{w}");
-            Ok(())
-        }
-    );
-    assert_eventually!(
-        Duration::from_secs(10),
-        "fledge counters kept by proxyStatsMatcher",
-        async {
-            let prom = s.envoy.prometheus().await?;
-            anyhow::ensure!(
-                prom.contains(
-                    r#"fledge_requests_total{fledge_rollout="support",fledge_version="v2"}"#
-                ),
-                "no fledge counters"
-            );
-            anyhow::ensure!(
-                !prom.contains("envoy_cluster_upstream_rq_total"),
-                "the matcher drops what it does not include"
-            );
-            Ok(())
-        }
-    );
+    assert_eventually!(Duration::from_secs(10), "per-version telemetry at the controller", async {
+        let v = s.ctl.get(&format!("/v1/rollouts/{ROLLOUT}")).await?;
+        let w = &v["live"]["window"];
+        let (a, b) = (w["stable"]["requests"].as_u64().unwrap_or(0), w["canary"]["requests"].as_u64().unwrap_or(0));
+        anyhow::ensure!(a + b >= users.len() as u64 && a > 0 && b > 0, "{w}");
+        Ok(())
+    });
+    assert_eventually!(Duration::from_secs(10), "fledge counters kept by proxyStatsMatcher", async {
+        let prom = s.envoy.prometheus().await?;
+        anyhow::ensure!(prom.contains(r#"fledge_requests_total{fledge_rollout="support",fledge_version="v2"}"#), "no fledge counters");
+        anyhow::ensure!(!prom.contains("envoy_cluster_upstream_rq_total"), "the matcher drops what it does not include");
+        Ok(())
+    });
 
     // An updated resource (new pluginConfig: sticky by tenant), swapped atomically under traffic.
     let pairs: Vec<(String, String)> = (0..400)
@@ -443,34 +306,20 @@ async fn sidecar_runs_the_wasmplugin_from_its_extension_config() {
     plugin["spec"]["pluginConfig"]["sticky"] = json!(["header:x-tenant-id"]);
     let updated = istio_agent(&istiod(&plugin), &s.ctl, s.cache.path()).await;
     publish(&s.ecds_file, &updated);
-    assert_eventually!(
-        Duration::from_secs(15),
-        "the new pluginConfig applies (sticky by tenant)",
-        async {
-            for (u, t) in &pairs {
-                let (status, by) = s.send(&[("x-user-id", u), ("x-tenant-id", t)]).await?;
-                anyhow::ensure!(
-                    status == 200 && by.as_deref() == Some(predicted(t, 50.0)),
-                    "{u}/{t}: {status} {by:?}"
-                );
-            }
-            Ok(())
+    assert_eventually!(Duration::from_secs(15), "the new pluginConfig applies (sticky by tenant)", async {
+        for (u, t) in &pairs {
+            let (status, by) = s.send(&[("x-user-id", u), ("x-tenant-id", t)]).await?;
+            anyhow::ensure!(status == 200 && by.as_deref() == Some(predicted(t, 50.0)), "{u}/{t}: {status} {by:?}");
         }
-    );
+        Ok(())
+    });
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("{sent} requests during the update, {failed} failed");
     assert!(sent > 10, "load ran: {sent}");
-    assert_eq!(
-        failed, 0,
-        "requests failed while the extension config was swapped"
-    );
-    assert!(
-        !s.envoy.log().contains("[critical]"),
-        "{}",
-        s.envoy.log_tail(30)
-    );
+    assert_eq!(failed, 0, "requests failed while the extension config was swapped");
+    assert!(!s.envoy.log().contains("[critical]"), "{}", s.envoy.log_tail(30));
 }
 
 /// A module that cannot be fetched (here: its sha256 does not match) is replaced as istio-agent does:
@@ -484,33 +333,17 @@ async fn unfetchable_module_fails_open_or_closed_like_istio_agent() {
         plugin["spec"]["sha256"] = json!("0".repeat(64));
         let s = Sidecar::start(&plugin).await;
         let on_disk: Value = serde_json::from_slice(&std::fs::read(&s.ecds_file).unwrap()).unwrap();
-        assert_eq!(
-            on_disk["resources"][0]["typed_config"]["@type"], RBAC_TYPE,
-            "{strategy}"
-        );
-        s.ctl
-            .put_rollout(
-                ROLLOUT,
-                json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100}),
-            )
-            .await
-            .unwrap();
+        assert_eq!(on_disk["resources"][0]["typed_config"]["@type"], RBAC_TYPE, "{strategy}");
+        s.ctl.put_rollout(ROLLOUT, json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": 100})).await.unwrap();
         for u in ["alice", "bob", "carol"] {
             let (status, by) = s.send(&[("x-user-id", u)]).await.unwrap();
             assert_eq!(status, want_status, "{strategy}: {u}");
             if want_status == 200 {
-                assert_eq!(
-                    by.as_deref(),
-                    Some("v1"),
-                    "{strategy}: without fledge the default route is stable"
-                );
+                assert_eq!(by.as_deref(), Some("v1"), "{strategy}: without fledge the default route is stable");
             }
         }
         let prom = s.envoy.prometheus().await.unwrap();
-        assert!(
-            !prom.contains("fledge_requests_total"),
-            "{strategy}: no filter ran"
-        );
+        assert!(!prom.contains("fledge_requests_total"), "{strategy}: no filter ran");
     }
 }
 
@@ -519,29 +352,15 @@ async fn unfetchable_module_fails_open_or_closed_like_istio_agent() {
 async fn controller_serves_the_module_it_was_built_with() {
     let ctl = Controller::builder().start().await.unwrap();
     let r = reqwest::get(ctl.url("/v1/filter.wasm")).await.unwrap();
-    assert_eq!(
-        r.status(),
-        200,
-        "built without the filter? run `make build`"
-    );
+    assert_eq!(r.status(), 200, "built without the filter? run `make build`");
     assert_eq!(r.headers()["content-type"], "application/wasm");
     let header = r.headers()["x-fledge-sha256"].to_str().unwrap().to_string();
     let body = r.bytes().await.unwrap();
     let built = std::fs::read(wasm_path()).unwrap();
-    assert!(
-        body[..] == built[..],
-        "served {} bytes, built {} bytes",
-        body.len(),
-        built.len()
-    );
+    assert!(body[..] == built[..], "served {} bytes, built {} bytes", body.len(), built.len());
     let sum = hex(&Sha256::digest(&built));
     assert_eq!(header, sum);
-    let text = reqwest::get(ctl.url("/v1/filter.wasm.sha256"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(ctl.url("/v1/filter.wasm.sha256")).await.unwrap().text().await.unwrap();
     assert_eq!(text, format!("{sum}\n"));
 }
 
@@ -582,8 +401,7 @@ fn validate_with_filter(filter: Value) -> (bool, String) {
         .arg(&file)
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -596,17 +414,12 @@ fn envoyfilter_patch_validates_in_envoy() {
     let patch = &ef["spec"]["configPatches"][0];
     assert_eq!(patch["applyTo"], "HTTP_FILTER");
     assert_eq!(patch["patch"]["operation"], "INSERT_BEFORE");
-    assert_eq!(
-        patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"],
-        "envoy.filters.http.router"
-    );
+    assert_eq!(patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"], "envoy.filters.http.router");
     let mut filter = patch["patch"]["value"].clone();
     let code = &mut filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"];
     assert_eq!(code, "/var/local/lib/fledge/plugin.wasm");
     *code = json!(wasm_path());
-    let configuration = filter["typed_config"]["config"]["configuration"]["value"]
-        .as_str()
-        .unwrap();
+    let configuration = filter["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
     let parsed: Value = serde_json::from_str(configuration).unwrap();
     assert_eq!(parsed["controller"]["cluster"], CONTROLLER_CLUSTER);
     let (ok, text) = validate_with_filter(filter.clone());
@@ -620,20 +433,13 @@ fn envoyfilter_patch_validates_in_envoy() {
 /// Every failStrategy maps to the failure_policy istiod sets, and Envoy accepts each resulting filter.
 #[test]
 fn fail_strategies_map_to_envoy_failure_policies() {
-    for (strategy, policy) in [
-        ("FAIL_CLOSE", "FAIL_CLOSED"),
-        ("FAIL_OPEN", "FAIL_OPEN"),
-        ("FAIL_RELOAD", "FAIL_RELOAD"),
-    ] {
+    for (strategy, policy) in [("FAIL_CLOSE", "FAIL_CLOSED"), ("FAIL_OPEN", "FAIL_OPEN"), ("FAIL_RELOAD", "FAIL_RELOAD")] {
         let mut plugin = manifest("wasmplugin.yaml");
         plugin["spec"]["failStrategy"] = json!(strategy);
         let mut resource = istiod(&plugin);
         assert_eq!(resource["typed_config"]["config"]["failure_policy"], policy);
-        resource["typed_config"]["config"]["vm_config"]["code"] =
-            json!({"local": {"filename": wasm_path()}});
-        let (ok, text) = validate_with_filter(
-            json!({"name": resource["name"], "typed_config": resource["typed_config"]}),
-        );
+        resource["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": wasm_path()}});
+        let (ok, text) = validate_with_filter(json!({"name": resource["name"], "typed_config": resource["typed_config"]}));
         assert!(ok, "{strategy}: {text}");
     }
 }
@@ -658,8 +464,7 @@ fn trafficextension_declares_the_same_filter() {
     let (from_te, from_wp) = (istiod(&as_plugin), istiod(&wp));
     assert_eq!(from_te["typed_config"], from_wp["typed_config"]);
     let mut filter = json!({"name": "extensions.istio.io/trafficextension/agents.fledge", "typed_config": from_te["typed_config"]});
-    filter["typed_config"]["config"]["vm_config"]["code"] =
-        json!({"local": {"filename": wasm_path()}});
+    filter["typed_config"]["config"]["vm_config"]["code"] = json!({"local": {"filename": wasm_path()}});
     let (ok, text) = validate_with_filter(filter);
     assert!(ok, "{text}");
 }

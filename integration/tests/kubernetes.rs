@@ -14,18 +14,13 @@ fn manifests_pass_kubernetes_and_istio_validation() {
     let python = root.join(".venv/bin/python");
     for tool in ["kubectl", "kubernetes-validate", "check-jsonschema"] {
         let p = root.join(".venv/bin").join(tool);
-        assert!(
-            p.exists(),
-            "{} is missing: run `make setup-k8s` (make test installs it)",
-            p.display()
-        );
+        assert!(p.exists(), "{} is missing: run `make setup-k8s` (make test installs it)", p.display());
     }
     let out = std::process::Command::new(python)
         .arg(root.join("integration/scripts/check_manifests.py"))
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     assert!(out.status.success(), "manifest checks failed (see above)");
     assert!(text.contains("all manifest checks passed"));

@@ -31,18 +31,9 @@ async fn setup_with(mut plugin_config: serde_json::Value) -> Env {
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
     let ctl = Controller::builder().start().await.unwrap();
-    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, plugin_config)
-        .start()
-        .await
-        .unwrap();
+    let envoy = Envoy::for_versions(HOST, v1.addr, v2.addr, ctl.addr, plugin_config).start().await.unwrap();
     let traffic = Traffic::new(envoy.listener, HOST);
-    Env {
-        ctl,
-        envoy,
-        _v1: v1,
-        _v2: v2,
-        traffic,
-    }
+    Env { ctl, envoy, _v1: v1, _v2: v2, traffic }
 }
 
 /// The version core's bucketing assigns `user` at `weight` — what the filter must do.
@@ -57,10 +48,7 @@ fn predicted(user: &str, weight: f64) -> &'static str {
 
 async fn set_weight(env: &Env, weight: f64) {
     env.ctl
-        .put_rollout(
-            ROLLOUT,
-            json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight}),
-        )
+        .put_rollout(ROLLOUT, json!({"hosts": [HOST], "stable": "v1", "canary": "v2", "weight": weight}))
         .await
         .unwrap();
 }
@@ -70,11 +58,7 @@ async fn routes_at(env: &Env, weight: f64, probes: &[String]) -> anyhow::Result<
     let replies = env.traffic.send_users(probes, 16).await?;
     for (u, r) in probes.iter().zip(&replies) {
         let want = predicted(u, weight);
-        anyhow::ensure!(
-            r.served_by.as_deref() == Some(want),
-            "{u}: served by {:?}, want {want}",
-            r.served_by
-        );
+        anyhow::ensure!(r.served_by.as_deref() == Some(want), "{u}: served by {:?}, want {want}", r.served_by);
     }
     Ok(())
 }
@@ -83,16 +67,9 @@ async fn routes_at(env: &Env, weight: f64, probes: &[String]) -> anyhow::Result<
 /// follows it. Probes alone could pass while a worker not reached by their connections still lags.
 async fn wait_for_weight(env: &Env, weight: f64) -> Duration {
     let start = Instant::now();
-    env.ctl
-        .wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let probes = users("probe", 64);
-    let (_, _) = assert_eventually!(
-        Duration::from_secs(10),
-        "routing follows the weight",
-        routes_at(env, weight, &probes)
-    );
+    let (_, _) = assert_eventually!(Duration::from_secs(10), "routing follows the weight", routes_at(env, weight, &probes));
     start.elapsed()
 }
 
@@ -106,29 +83,19 @@ async fn weighted_split_is_exact_sticky_and_monotonic() {
     let all = users("user", 5_000);
     let replies = env.traffic.send_users(&all, 32).await.unwrap();
     let canary = share(&replies, "v2");
-    println!(
-        "weight 10: canary share {:.2} % over {} users",
-        canary * 100.0,
-        all.len()
-    );
+    println!("weight 10: canary share {:.2} % over {} users", canary * 100.0, all.len());
     assert!((canary - 0.10).abs() <= 0.015, "canary share {canary}");
     for (u, r) in all.iter().zip(&replies) {
         assert_eq!(r.status, 200);
         assert_eq!(r.served_by.as_deref(), Some(predicted(u, 10.0)), "{u}");
-        assert_eq!(
-            r.routed, r.served_by,
-            "response header names the version that served it"
-        );
+        assert_eq!(r.routed, r.served_by, "response header names the version that served it");
     }
 
     // 2. Stickiness: 200 users x 10 requests, each user always on one version.
     let cohort = users("sticky", 200);
     let mut seen: HashMap<String, String> = HashMap::new();
     for _ in 0..10 {
-        for (u, r) in cohort
-            .iter()
-            .zip(env.traffic.send_users(&cohort, 32).await.unwrap())
-        {
+        for (u, r) in cohort.iter().zip(env.traffic.send_users(&cohort, 32).await.unwrap()) {
             let v = r.served_by.unwrap();
             let first = seen.entry(u.clone()).or_insert_with(|| v.clone());
             assert_eq!(*first, v, "{u} switched versions");
@@ -141,11 +108,7 @@ async fn weighted_split_is_exact_sticky_and_monotonic() {
     let replies50 = env.traffic.send_users(&all, 32).await.unwrap();
     for ((u, at10), at50) in all.iter().zip(&replies).zip(&replies50) {
         if at10.served_by.as_deref() == Some("v2") {
-            assert_eq!(
-                at50.served_by.as_deref(),
-                Some("v2"),
-                "{u} left the canary when the weight rose"
-            );
+            assert_eq!(at50.served_by.as_deref(), Some("v2"), "{u} left the canary when the weight rose");
         }
     }
     let canary50 = share(&replies50, "v2");
@@ -166,42 +129,23 @@ async fn weight_change_reaches_routing_within_a_second() {
         let put_ms = epoch_ms();
         set_weight(&env, weight).await;
         let probes = users(&format!("push-{weight}"), 32);
-        let (_, _) = assert_eventually!(
-            Duration::from_secs(1),
-            "weight change applied",
-            routes_at(&env, weight, &probes)
-        );
+        let (_, _) = assert_eventually!(Duration::from_secs(1), "weight change applied", routes_at(&env, weight, &probes));
         delays.push(start.elapsed());
         // The probes reach some workers; the reports cover all of them. The controller stamps when the
         // last worker first reported the new generation: an upper bound on its apply time (reports go
         // every 100 ms).
-        let v = env
-            .ctl
-            .wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(5))
-            .await
-            .unwrap();
-        let at = v["live"]["confirmation"]["details"][0]["confirmed_at_ms"]
-            .as_u64()
-            .unwrap();
+        let v = env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(5)).await.unwrap();
+        let at = v["live"]["confirmation"]["details"][0]["confirmed_at_ms"].as_u64().unwrap();
         let all_workers = Duration::from_millis(at.saturating_sub(put_ms));
-        assert!(
-            all_workers <= Duration::from_secs(1),
-            "every worker applied weight {weight} only after {all_workers:?}"
-        );
+        assert!(all_workers <= Duration::from_secs(1), "every worker applied weight {weight} only after {all_workers:?}");
         confirmed.push(all_workers);
     }
     println!("push delay (API call → routing, no Envoy restart): {delays:?}; reported by every worker within {confirmed:?}");
-    assert_eq!(
-        env.envoy.pid(),
-        pid_before,
-        "the same Envoy process throughout"
-    );
+    assert_eq!(env.envoy.pid(), pid_before, "the same Envoy process throughout");
 }
 
 fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[tokio::test]
@@ -224,23 +168,16 @@ async fn controller_down_keeps_last_config_then_catches_up() {
     println!("after controller restart, new weight applied in {took:?}");
     // The outage is logged once, then the recovery: by the same fetcher ("recovered"), or by another
     // context that took over the lease after a failed dispatch ("connected").
-    assert_eventually!(
-        Duration::from_secs(5),
-        "outage and recovery logged",
-        async {
-            let log = env.envoy.log();
-            let failing = log
-                .find("config poll failing")
-                .ok_or_else(|| anyhow::anyhow!("no outage line"))?;
-            let after = &log[failing..];
-            anyhow::ensure!(
-                after.contains("config poll recovered")
-                    || after.contains("connected to the controller"),
-                "no recovery line after the outage"
-            );
-            Ok(())
-        }
-    );
+    assert_eventually!(Duration::from_secs(5), "outage and recovery logged", async {
+        let log = env.envoy.log();
+        let failing = log.find("config poll failing").ok_or_else(|| anyhow::anyhow!("no outage line"))?;
+        let after = &log[failing..];
+        anyhow::ensure!(
+            after.contains("config poll recovered") || after.contains("connected to the controller"),
+            "no recovery line after the outage"
+        );
+        Ok(())
+    });
 }
 
 #[tokio::test]
@@ -248,17 +185,10 @@ async fn untouched_before_config_and_for_other_hosts() {
     // No controller at all: requests pass untouched to the default (stable) route.
     let v1 = Agent::start(Behaviour::version("v1")).await.unwrap();
     let v2 = Agent::start(Behaviour::version("v2")).await.unwrap();
-    let envoy = Envoy::builder()
-        .route(HOST, &[("v1", v1.addr), ("v2", v2.addr)])
-        .start()
-        .await
-        .unwrap();
+    let envoy = Envoy::builder().route(HOST, &[("v1", v1.addr), ("v2", v2.addr)]).start().await.unwrap();
     let t = Traffic::new(envoy.listener, HOST);
     for r in t.send_users(&users("early", 50), 8).await.unwrap() {
-        assert_eq!(
-            (r.routed.as_deref(), r.served_by.as_deref()),
-            (None, Some("v1"))
-        );
+        assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (None, Some("v1")));
     }
 
     let env = setup().await;
@@ -266,17 +196,9 @@ async fn untouched_before_config_and_for_other_hosts() {
     wait_for_weight(&env, 100.0).await;
     let other = Traffic::new(env.envoy.listener, "billing-agent");
     let r = other.send(Some("user-1")).await.unwrap();
-    assert_eq!(
-        (r.status, r.routed),
-        (200, None),
-        "a host without a rollout is not touched"
-    );
+    assert_eq!((r.status, r.routed), (200, None), "a host without a rollout is not touched");
     // A client cannot pick its version by sending the route header itself.
-    let r = env
-        .traffic
-        .send_with(Some(("x-fledge-version", "v1")))
-        .await
-        .unwrap();
+    let r = env.traffic.send_with(Some(("x-fledge-version", "v1"))).await.unwrap();
     assert_eq!(r.served_by.as_deref(), Some("v2"));
 }
 
@@ -285,29 +207,13 @@ async fn cookie_and_session_keys_are_sticky() {
     let env = setup_with(json!({"sticky": ["cookie:fledge_uid", "header:x-session-id"]})).await;
     set_weight(&env, 50.0).await;
     let t = env.traffic.clone();
-    env.ctl
-        .wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
     for i in 0..100 {
         let key = format!("u-{i}");
-        let by_cookie = t
-            .send_with(Some(("cookie", &format!("a=b; fledge_uid={key}"))))
-            .await
-            .unwrap();
-        let by_session = t
-            .send_with(Some(("x-session-id", key.as_str())))
-            .await
-            .unwrap();
-        assert_eq!(
-            by_cookie.served_by.as_deref(),
-            Some(predicted(&key, 50.0)),
-            "cookie {key}"
-        );
-        assert_eq!(
-            by_session.served_by, by_cookie.served_by,
-            "same key, same version, whatever the source"
-        );
+        let by_cookie = t.send_with(Some(("cookie", &format!("a=b; fledge_uid={key}")))).await.unwrap();
+        let by_session = t.send_with(Some(("x-session-id", key.as_str()))).await.unwrap();
+        assert_eq!(by_cookie.served_by.as_deref(), Some(predicted(&key, 50.0)), "cookie {key}");
+        assert_eq!(by_session.served_by, by_cookie.served_by, "same key, same version, whatever the source");
     }
 }
 
@@ -329,35 +235,18 @@ async fn invalid_plugin_config_is_refused_with_the_field_named() {
 /// request by that rollout without reading `:authority` — here the rollout lists another host, so a
 /// lookup by authority would not find it — and `response_header: false` leaves the answer unstamped.
 #[tokio::test]
-async fn a_filter_bound_to_its_rollout_routes_without_the_authority_and_can_skip_the_response_header(
-) {
+async fn a_filter_bound_to_its_rollout_routes_without_the_authority_and_can_skip_the_response_header() {
     let env = setup_with(json!({"rollout": ROLLOUT, "response_header": false})).await;
     env.ctl
-        .put_rollout(
-            ROLLOUT,
-            json!({"hosts": ["listed-elsewhere"], "stable": "v1", "canary": "v2", "weight": 50.0}),
-        )
+        .put_rollout(ROLLOUT, json!({"hosts": ["listed-elsewhere"], "stable": "v1", "canary": "v2", "weight": 50.0}))
         .await
         .unwrap();
-    env.ctl
-        .wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    env.ctl.wait_confirmed(ROLLOUT, env.envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let probes = users("bound", 64);
-    assert_eventually!(
-        Duration::from_secs(10),
-        "routing follows the bound rollout",
-        routes_at(&env, 50.0, &probes)
-    );
+    assert_eventually!(Duration::from_secs(10), "routing follows the bound rollout", routes_at(&env, 50.0, &probes));
     let replies = env.traffic.send_users(&probes, 8).await.unwrap();
-    assert!(
-        replies.iter().all(|r| r.routed.is_none()),
-        "no x-fledge-version on the response"
-    );
-    assert!(
-        share(&replies, "v2") > 0.2 && share(&replies, "v1") > 0.2,
-        "both versions served"
-    );
+    assert!(replies.iter().all(|r| r.routed.is_none()), "no x-fledge-version on the response");
+    assert!(share(&replies, "v2") > 0.2 && share(&replies, "v1") > 0.2, "both versions served");
 }
 
 /// A host whose routes switch the filter off (`typed_per_filter_config` … `disabled: true`) is not
@@ -375,35 +264,17 @@ async fn routes_that_switch_the_filter_off_are_not_touched() {
         .start()
         .await
         .unwrap();
-    ctl.put_rollout(
-        ROLLOUT,
-        json!({"hosts": [HOST, "docs-agent"], "stable": "v1", "canary": "v2", "weight": 100.0}),
-    )
-    .await
-    .unwrap();
-    ctl.wait_confirmed(ROLLOUT, envoy.contexts, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ctl.put_rollout(ROLLOUT, json!({"hosts": [HOST, "docs-agent"], "stable": "v1", "canary": "v2", "weight": 100.0})).await.unwrap();
+    ctl.wait_confirmed(ROLLOUT, envoy.contexts, Duration::from_secs(10)).await.unwrap();
     let on = Traffic::new(envoy.listener, HOST);
-    assert_eventually!(
-        Duration::from_secs(10),
-        "the filtered host goes to the canary",
-        async {
-            let r = on.send(Some("u1")).await?;
-            anyhow::ensure!(
-                r.routed.as_deref() == Some("v2") && r.served_by.as_deref() == Some("v2"),
-                "{r:?}"
-            );
-            Ok(())
-        }
-    );
+    assert_eventually!(Duration::from_secs(10), "the filtered host goes to the canary", async {
+        let r = on.send(Some("u1")).await?;
+        anyhow::ensure!(r.routed.as_deref() == Some("v2") && r.served_by.as_deref() == Some("v2"), "{r:?}");
+        Ok(())
+    });
     let off = Traffic::new(envoy.listener, "docs-agent");
     for u in users("docs", 20) {
         let r = off.send(Some(&u)).await.unwrap();
-        assert_eq!(
-            (r.routed.as_deref(), r.served_by.as_deref()),
-            (None, Some("v1")),
-            "{u}: the filter did not run"
-        );
+        assert_eq!((r.routed.as_deref(), r.served_by.as_deref()), (None, Some("v1")), "{u}: the filter did not run");
     }
 }

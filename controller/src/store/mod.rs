@@ -36,69 +36,39 @@ pub const DB_FILE: &str = "fledge.db";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open data file {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error("data file {path} is corrupt or not a fledge database: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("data file {path} has schema version {found}, newer than this fledge supports ({supported}); upgrade fledge")]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
     #[error("data file {path}: SQLite could not enable WAL journaling (got journal_mode={mode}); use a local file system")]
     JournalMode { path: PathBuf, mode: String },
     #[error("cannot create data directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("invalid PostgreSQL URL: {reason}")]
     PgUrl { reason: String },
     #[error("database {location} asks for TLS (sslmode={mode}), which this fledge does not support: use sslmode=disable or prefer, on loopback or a private network")]
     PgTls { location: String, mode: String },
-    #[error(
-        "cannot connect to PostgreSQL at {location}: {}",
-        postgres::message(source)
-    )]
-    PgConnect {
-        location: String,
-        source: ::postgres::Error,
-    },
-    #[error(
-        "cannot check or migrate the schema of database {location}: {}",
-        postgres::message(source)
-    )]
-    PgMigrate {
-        location: String,
-        source: ::postgres::Error,
-    },
+    #[error("cannot connect to PostgreSQL at {location}: {}", postgres::message(source))]
+    PgConnect { location: String, source: ::postgres::Error },
+    #[error("cannot check or migrate the schema of database {location}: {}", postgres::message(source))]
+    PgMigrate { location: String, source: ::postgres::Error },
     #[error("database {location} is not a fledge database: {reason}")]
     PgCorrupt { location: String, reason: String },
     #[error("database {location} has schema version {found}, newer than this fledge supports ({supported}); upgrade fledge")]
-    PgNewerSchema {
-        location: String,
-        found: i64,
-        supported: i64,
-    },
+    PgNewerSchema { location: String, found: i64, supported: i64 },
     #[error("cannot start the PostgreSQL connection thread: {0}")]
     PgThread(std::io::Error),
-    #[error(
-        "the PostgreSQL connection thread did not answer (it stopped, or the call failed in it)"
-    )]
+    #[error("the PostgreSQL connection thread did not answer (it stopped, or the call failed in it)")]
     PgGone,
     #[error("PostgreSQL error: {}", postgres::message(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("stored record is unreadable: {0}")]
     Record(#[from] serde_json::Error),
     /// Another replica committed since this one looked: the decision was made on an old view.
-    #[error(
-        "the database changed since this replica looked (another replica committed); look again"
-    )]
+    #[error("the database changed since this replica looked (another replica committed); look again")]
     Stale,
     /// The analysis' commit of a replica that no longer holds the leader's lease with its epoch.
     #[error("replica {replica} no longer holds the leader's lease of epoch {epoch}: its decision is not committed")]
@@ -225,6 +195,7 @@ pub struct Loaded {
     pub rollouts: Vec<Rollout>,
 }
 
+
 impl Store {
     /// The SQLite file `dir/fledge.db` (created if missing), every commit fully synced.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -282,14 +253,7 @@ impl Store {
         interval: Option<&IntervalRecord>,
         deliveries: &dyn Fn(i64) -> Vec<NewDelivery>,
     ) -> Result<Queued, StoreError> {
-        self.put_checked(
-            rollout,
-            generation,
-            event,
-            interval,
-            deliveries,
-            &Expect::default(),
-        )
+        self.put_checked(rollout, generation, event, interval, deliveries, &Expect::default())
     }
 
     /// As [`put`](Self::put), refused with [`StoreError::Stale`] or [`StoreError::Fenced`] (and nothing
@@ -323,20 +287,13 @@ impl Store {
 
     /// Acquires or renews the leader's lease for `replica` (this process: `instance`) for `ttl_ms` on
     /// the database's clock, and tells who holds it.
-    pub fn lease_tick(
-        &self,
-        replica: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<LeaseState, StoreError> {
-        self.pg("a leader's lease")?
-            .lease_tick(replica, instance, ttl_ms)
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
+        self.pg("a leader's lease")?.lease_tick(replica, instance, ttl_ms)
     }
 
     /// Gives up this process' lease, if it holds it (a graceful shutdown).
     pub fn lease_release(&self, replica: &str, instance: &str) -> Result<(), StoreError> {
-        self.pg("a leader's lease")?
-            .lease_release(replica, instance)
+        self.pg("a leader's lease")?.lease_release(replica, instance)
     }
 
     /// Appends entries to the shared data log in one transaction; for each, whether it was new (a
@@ -346,11 +303,7 @@ impl Store {
     }
 
     /// Up to `limit` log entries after `after_id`, in commit order: (id, kind, body).
-    pub fn log_after(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
         self.pg("the shared data log")?.log_after(after_id, limit)
     }
 
@@ -388,13 +341,7 @@ impl Store {
     }
 
     /// Records a failed attempt: the next one is due at `next_attempt_ms`.
-    pub fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_attempt_ms: u64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.outbox_retry(id, attempts, next_attempt_ms, error),
             Self::Postgres(p) => p.outbox_retry(id, attempts, next_attempt_ms, error),
@@ -416,12 +363,7 @@ impl Store {
     }
 
     /// As [`delete`](Self::delete), checked against `expect` as [`put_checked`](Self::put_checked) is.
-    pub fn delete_checked(
-        &mut self,
-        name: &str,
-        generation: u64,
-        expect: &Expect,
-    ) -> Result<(), StoreError> {
+    pub fn delete_checked(&mut self, name: &str, generation: u64, expect: &Expect) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.delete(name, generation),
             Self::Postgres(p) => p.delete(name, generation, expect),
@@ -438,13 +380,7 @@ impl Store {
 
     /// Up to `limit` of a rollout's events after `after_seq` and at most `upto_seq`, oldest first (the
     /// export reads them a page at a time).
-    pub fn events_page(
-        &self,
-        rollout: &str,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+    pub fn events_page(&self, rollout: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
         match self {
             Self::Sqlite(s) => s.events_page(rollout, after_seq, upto_seq, limit),
             Self::Postgres(p) => p.events_page(rollout, after_seq, upto_seq, limit),
@@ -461,13 +397,7 @@ impl Store {
 
     /// Up to `limit` of a rollout's judged intervals numbered after `after_n` and at most `upto_n`,
     /// oldest first.
-    pub fn intervals_page(
-        &self,
-        rollout: &str,
-        after_n: u64,
-        upto_n: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+    pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
         match self {
             Self::Sqlite(s) => s.intervals_page(rollout, after_n, upto_n, limit),
             Self::Postgres(p) => p.intervals_page(rollout, after_n, upto_n, limit),
@@ -498,13 +428,12 @@ fn from_sql(n: i64) -> u64 {
 fn new_epoch() -> String {
     let random = getrandom::u64().unwrap_or_else(|_| {
         // No OS randomness: the clock and the process still tell two data directories apart.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         nanos ^ u64::from(std::process::id()).rotate_left(32)
     });
     format!("{random:016x}")
 }
+
 
 #[cfg(test)]
 #[path = "../../tests/common/pg.rs"]
@@ -596,22 +525,12 @@ mod tests {
     );
 
     fn rollout(name: &str) -> Rollout {
-        let spec = fledge_core::rollout::RolloutSpec::manual(
-            &["a"],
-            "v1",
-            "v2",
-            fledge_core::Weight::ZERO,
-        );
+        let spec = fledge_core::rollout::RolloutSpec::manual(&["a"], "v1", "v2", fledge_core::Weight::ZERO);
         Rollout::new(name, spec, 5).unwrap()
     }
 
     fn delivery(seq: i64, url: &str) -> NewDelivery {
-        NewDelivery {
-            delivery: format!("e-{seq}-0"),
-            kind: "paused".into(),
-            url: url.into(),
-            body: format!("{{\"seq\":{seq}}}").into_bytes(),
-        }
+        NewDelivery { delivery: format!("e-{seq}-0"), kind: "paused".into(), url: url.into(), body: format!("{{\"seq\":{seq}}}").into_bytes() }
     }
 
     fn a_new_store_is_empty_and_answers(b: &Backend) {
@@ -619,10 +538,7 @@ mod tests {
         store.check().unwrap();
         let loaded = store.load().unwrap();
         assert_eq!((loaded.generation, loaded.rollouts.len()), (0, 0));
-        assert_eq!(
-            (store.last_event_seq().unwrap(), store.outbox_len().unwrap()),
-            (0, 0)
-        );
+        assert_eq!((store.last_event_seq().unwrap(), store.outbox_len().unwrap()), (0, 0));
         assert_eq!(store.outbox_heads().unwrap(), []);
         assert_eq!(store.first_interval("support").unwrap(), None);
     }
@@ -631,11 +547,7 @@ mod tests {
         let first = b.store().load().unwrap().epoch;
         assert_eq!(first.len(), 16);
         assert!(first.bytes().all(|c| c.is_ascii_hexdigit()), "{first}");
-        assert_eq!(
-            b.store().load().unwrap().epoch,
-            first,
-            "kept across restarts"
-        );
+        assert_eq!(b.store().load().unwrap().epoch, first, "kept across restarts");
         let other = match b {
             Backend::Sqlite(_) => Backend::Sqlite(tempfile::tempdir().unwrap()),
             Backend::Postgres(_) => Backend::Postgres(pg_cluster::database()),
@@ -646,9 +558,7 @@ mod tests {
     fn a_newer_schema_is_refused(b: &Backend) {
         {
             let mut store = b.store();
-            store
-                .put(&rollout("support"), 1, None, None, &|_| Vec::new())
-                .unwrap();
+            store.put(&rollout("support"), 1, None, None, &|_| Vec::new()).unwrap();
             b.set_schema_version(&mut store, SCHEMA_VERSION + 95);
         }
         let err = b.open().err().unwrap().to_string();
@@ -660,36 +570,19 @@ mod tests {
         let mut r = rollout("support");
         {
             let mut store = b.store();
-            store
-                .put(
-                    &r,
-                    1,
-                    Some(&serde_json::json!({"kind": "created"})),
-                    None,
-                    &|_| Vec::new(),
-                )
-                .unwrap();
+            store.put(&r, 1, Some(&serde_json::json!({"kind": "created"})), None, &|_| Vec::new()).unwrap();
             r.status.revision = 2;
             r.status.message = "ünïcode and \"quotes\"".into();
             store.put(&r, 3, None, None, &|_| Vec::new()).unwrap();
-            store
-                .put(&rollout("another"), 4, None, None, &|_| Vec::new())
-                .unwrap();
+            store.put(&rollout("another"), 4, None, None, &|_| Vec::new()).unwrap();
         }
         let store = b.store();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.generation, 4);
         let names: Vec<&str> = loaded.rollouts.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["another", "support"], "by name");
-        assert_eq!(
-            serde_json::to_value(&loaded.rollouts[1]).unwrap(),
-            serde_json::to_value(&r).unwrap(),
-            "the rollout as written"
-        );
-        assert_eq!(
-            store.events("support").unwrap(),
-            [(1, serde_json::json!({"kind": "created"}))]
-        );
+        assert_eq!(serde_json::to_value(&loaded.rollouts[1]).unwrap(), serde_json::to_value(&r).unwrap(), "the rollout as written");
+        assert_eq!(store.events("support").unwrap(), [(1, serde_json::json!({"kind": "created"}))]);
     }
 
     fn deliveries_are_written_with_their_event_and_queued_per_receiver(b: &Backend) {
@@ -697,96 +590,36 @@ mod tests {
         let r = rollout("support");
         let event = serde_json::json!({"kind": "paused"});
         // No event, no delivery; an event renders its deliveries from its own seq.
-        store
-            .put(&r, 1, None, None, &|seq| vec![delivery(seq, "http://a/")])
-            .unwrap();
+        store.put(&r, 1, None, None, &|seq| vec![delivery(seq, "http://a/")]).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 0);
         for seq in 1..=3 {
-            let queued = store
-                .put(&r, 1, Some(&event), None, &|seq| {
-                    vec![
-                        delivery(seq, "http://a/"),
-                        NewDelivery {
-                            delivery: format!("e-{seq}-1"),
-                            ..delivery(seq, "http://b/")
-                        },
-                    ]
-                })
-                .unwrap();
-            assert_eq!(
-                queued,
-                Queued {
-                    seq: Some(seq),
-                    deliveries: 2,
-                    dropped: 0
-                }
-            );
+            let queued = store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/"), NewDelivery { delivery: format!("e-{seq}-1"), ..delivery(seq, "http://b/") }]).unwrap();
+            assert_eq!(queued, Queued { seq: Some(seq), deliveries: 2, dropped: 0 });
         }
         assert_eq!(store.outbox_len().unwrap(), 6);
         let heads = store.outbox_heads().unwrap();
-        let named: Vec<(&str, &str)> = heads
-            .iter()
-            .map(|h| (h.url.as_str(), h.delivery.as_str()))
-            .collect();
-        assert_eq!(
-            named,
-            [("http://a/", "e-1-0"), ("http://b/", "e-1-1")],
-            "one head per receiver, oldest first"
-        );
-        assert_eq!(
-            (
-                heads[0].attempts,
-                heads[0].next_attempt_ms,
-                heads[0].created_ms
-            ),
-            (0, 5, 5),
-            "due at once"
-        );
-        assert_eq!(
-            (
-                heads[0].rollout.as_str(),
-                heads[0].kind.as_str(),
-                heads[0].body.as_slice()
-            ),
-            ("support", "paused", b"{\"seq\":1}".as_slice())
-        );
+        let named: Vec<(&str, &str)> = heads.iter().map(|h| (h.url.as_str(), h.delivery.as_str())).collect();
+        assert_eq!(named, [("http://a/", "e-1-0"), ("http://b/", "e-1-1")], "one head per receiver, oldest first");
+        assert_eq!((heads[0].attempts, heads[0].next_attempt_ms, heads[0].created_ms), (0, 5, 5), "due at once");
+        assert_eq!((heads[0].rollout.as_str(), heads[0].kind.as_str(), heads[0].body.as_slice()), ("support", "paused", b"{\"seq\":1}".as_slice()));
         store.outbox_retry(heads[0].id, 1, 900, "HTTP 503").unwrap();
         store.outbox_remove(heads[1].id).unwrap();
         drop(store);
         // Durable: a reopened store has the same queue.
         let mut store = b.store();
         let heads = store.outbox_heads().unwrap();
-        let named: Vec<(&str, u32, u64)> = heads
-            .iter()
-            .map(|h| (h.delivery.as_str(), h.attempts, h.next_attempt_ms))
-            .collect();
+        let named: Vec<(&str, u32, u64)> = heads.iter().map(|h| (h.delivery.as_str(), h.attempts, h.next_attempt_ms)).collect();
         assert_eq!(named, [("e-1-0", 1, 900), ("e-2-1", 0, 5)]);
         assert_eq!(store.outbox_len().unwrap(), 5);
         // A failing transaction writes neither the rollout, the generation, the event nor its deliveries.
         b.break_outbox(&mut store);
         let mut changed = r.clone();
         changed.status.message = "not written".into();
-        let err = store
-            .put(&changed, 2, Some(&event), None, &|seq| {
-                vec![delivery(seq, "http://a/")]
-            })
-            .unwrap_err();
+        let err = store.put(&changed, 2, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
-        assert_eq!(
-            (
-                store.events("support").unwrap().len(),
-                store.outbox_len().unwrap()
-            ),
-            (3, 5)
-        );
+        assert_eq!((store.events("support").unwrap().len(), store.outbox_len().unwrap()), (3, 5));
         let loaded = store.load().unwrap();
-        assert_eq!(
-            (
-                loaded.generation,
-                loaded.rollouts[0].status.message.as_str()
-            ),
-            (1, r.status.message.as_str())
-        );
+        assert_eq!((loaded.generation, loaded.rollouts[0].status.message.as_str()), (1, r.status.message.as_str()));
         // The store is still usable after the failed transaction.
         store.put(&changed, 2, None, None, &|_| Vec::new()).unwrap();
         assert_eq!(store.load().unwrap().generation, 2);
@@ -796,46 +629,17 @@ mod tests {
         let mut store = b.store();
         let (a, z) = (rollout("a"), rollout("z"));
         for i in 0..5 {
-            store
-                .put(&a, 1, Some(&serde_json::json!({"i": i})), None, &|_| {
-                    Vec::new()
-                })
-                .unwrap();
-            store
-                .put(&z, 1, Some(&serde_json::json!({"i": i})), None, &|_| {
-                    Vec::new()
-                })
-                .unwrap();
+            store.put(&a, 1, Some(&serde_json::json!({"i": i})), None, &|_| Vec::new()).unwrap();
+            store.put(&z, 1, Some(&serde_json::json!({"i": i})), None, &|_| Vec::new()).unwrap();
         }
-        let seqs: Vec<i64> = store
-            .events("a")
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect();
+        let seqs: Vec<i64> = store.events("a").unwrap().iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, [1, 3, 5, 7, 9]);
         assert_eq!(store.last_event_seq().unwrap(), 10);
         let page = store.events_page("a", 1, 7, 2).unwrap();
-        assert_eq!(
-            page,
-            [
-                (3, serde_json::json!({"i": 1})),
-                (5, serde_json::json!({"i": 2}))
-            ]
-        );
-        assert_eq!(
-            store.events_page("a", 5, 7, 100).unwrap().len(),
-            1,
-            "none past upto_seq"
-        );
+        assert_eq!(page, [(3, serde_json::json!({"i": 1})), (5, serde_json::json!({"i": 2}))]);
+        assert_eq!(store.events_page("a", 5, 7, 100).unwrap().len(), 1, "none past upto_seq");
         store.delete("a", 2).unwrap();
-        assert_eq!(
-            (
-                store.events("a").unwrap().len(),
-                store.events("z").unwrap().len()
-            ),
-            (0, 5)
-        );
+        assert_eq!((store.events("a").unwrap().len(), store.events("z").unwrap().len()), (0, 5));
         let loaded = store.load().unwrap();
         assert_eq!((loaded.generation, loaded.rollouts.len()), (2, 1));
     }
@@ -843,59 +647,20 @@ mod tests {
     fn intervals_are_written_with_their_rollout_paged_bounded_and_deleted_with_it(b: &Backend) {
         let mut store = b.store();
         let r = rollout("support");
-        let record = |n: u64| IntervalRecord {
-            n,
-            body: serde_json::json!({"n": n}),
-        };
+        let record = |n: u64| IntervalRecord { n, body: serde_json::json!({"n": n}) };
         for n in 1..=10 {
-            store
-                .put(&r, 1, None, Some(&record(n)), &|_| Vec::new())
-                .unwrap();
+            store.put(&r, 1, None, Some(&record(n)), &|_| Vec::new()).unwrap();
         }
         let page = store.intervals_page("support", 3, 8, 2).unwrap();
-        assert_eq!(
-            page.iter()
-                .map(|(n, b)| (*n, b["n"].as_u64().unwrap()))
-                .collect::<Vec<_>>(),
-            [(4, 4), (5, 5)]
-        );
-        assert_eq!(
-            store.intervals_page("support", 0, 3, 100).unwrap().len(),
-            3,
-            "none past upto_n"
-        );
-        assert_eq!(
-            store
-                .intervals_page("support", 0, u64::MAX, 100)
-                .unwrap()
-                .len(),
-            10,
-            "bounds above i64 are clamped"
-        );
+        assert_eq!(page.iter().map(|(n, b)| (*n, b["n"].as_u64().unwrap())).collect::<Vec<_>>(), [(4, 4), (5, 5)]);
+        assert_eq!(store.intervals_page("support", 0, 3, 100).unwrap().len(), 3, "none past upto_n");
+        assert_eq!(store.intervals_page("support", 0, u64::MAX, 100).unwrap().len(), 10, "bounds above i64 are clamped");
         assert_eq!(store.first_interval("support").unwrap(), Some(1));
         // The same number again replaces it.
-        store
-            .put(
-                &r,
-                1,
-                None,
-                Some(&IntervalRecord {
-                    n: 10,
-                    body: serde_json::json!({"n": 10, "again": true}),
-                }),
-                &|_| Vec::new(),
-            )
-            .unwrap();
-        assert_eq!(
-            store.intervals_page("support", 9, 10, 100).unwrap()[0].1["again"],
-            true
-        );
+        store.put(&r, 1, None, Some(&IntervalRecord { n: 10, body: serde_json::json!({"n": 10, "again": true}) }), &|_| Vec::new()).unwrap();
+        assert_eq!(store.intervals_page("support", 9, 10, 100).unwrap()[0].1["again"], true);
         // The interval numbered MAX_INTERVALS + 5 leaves the newest MAX_INTERVALS: 1..=5 go.
-        store
-            .put(&r, 1, None, Some(&record(MAX_INTERVALS + 5)), &|_| {
-                Vec::new()
-            })
-            .unwrap();
+        store.put(&r, 1, None, Some(&record(MAX_INTERVALS + 5)), &|_| Vec::new()).unwrap();
         assert_eq!(store.first_interval("support").unwrap(), Some(6));
         store.delete("support", 2).unwrap();
         assert_eq!(store.first_interval("support").unwrap(), None);
@@ -907,21 +672,9 @@ mod tests {
         let event = serde_json::json!({"kind": "paused"});
         let mut dropped = 0;
         for _ in 0..(MAX_OUTBOX + 5) {
-            dropped += store
-                .put(&r, 1, Some(&event), None, &|seq| {
-                    vec![delivery(seq, "http://a/")]
-                })
-                .unwrap()
-                .dropped;
+            dropped += store.put(&r, 1, Some(&event), None, &|seq| vec![delivery(seq, "http://a/")]).unwrap().dropped;
         }
-        assert_eq!(
-            (store.outbox_len().unwrap(), dropped),
-            (MAX_OUTBOX as u64, 5)
-        );
-        assert_eq!(
-            store.outbox_heads().unwrap()[0].delivery,
-            "e-6-0",
-            "the oldest went first"
-        );
+        assert_eq!((store.outbox_len().unwrap(), dropped), (MAX_OUTBOX as u64, 5));
+        assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-6-0", "the oldest went first");
     }
 }

@@ -27,10 +27,7 @@ use std::time::Duration;
 use ::postgres::config::{Host, SslMode};
 use ::postgres::{Client, Config, GenericClient, NoTls, Statement};
 
-use super::{
-    from_sql, new_epoch, to_sql, Durability, Expect, LeaseState, Loaded, LogEntry, NewDelivery,
-    Pending, Queued, StoreError, Wake, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION,
-};
+use super::{from_sql, new_epoch, to_sql, Durability, Expect, LeaseState, LogEntry, Loaded, Wake, NewDelivery, Pending, Queued, StoreError, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
@@ -152,11 +149,7 @@ impl Connection {
 
 /// A statement prepared once per connection (on the client or in a transaction: prepared
 /// statements outlive transactions in PostgreSQL).
-fn prepared(
-    client: &mut impl GenericClient,
-    statements: &mut HashMap<&'static str, Statement>,
-    sql: &'static str,
-) -> Result<Statement, ::postgres::Error> {
+fn prepared(client: &mut impl GenericClient, statements: &mut HashMap<&'static str, Statement>, sql: &'static str) -> Result<Statement, ::postgres::Error> {
     if let Some(s) = statements.get(sql) {
         return Ok(s.clone());
     }
@@ -192,19 +185,11 @@ pub fn redacted(config: &Config) -> String {
                 #[cfg(unix)]
                 Host::Unix(dir) => dir.display().to_string(),
             };
-            let port = config
-                .get_ports()
-                .get(i)
-                .or_else(|| config.get_ports().first())
-                .copied()
-                .unwrap_or(5432);
+            let port = config.get_ports().get(i).or_else(|| config.get_ports().first()).copied().unwrap_or(5432);
             format!("{host}:{port}")
         })
         .collect();
-    let user = config
-        .get_user()
-        .map(|u| format!("{u}@"))
-        .unwrap_or_default();
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
     let db = config.get_dbname().unwrap_or_default();
     format!("postgres://{user}{}/{db}", hosts.join(","))
 }
@@ -215,18 +200,11 @@ impl PgStore {
     /// for this connection (a server crash may lose the last commits, never corrupt them); `Full`
     /// keeps the server's setting.
     pub fn connect(url: &str, durability: Durability) -> Result<Self, StoreError> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e: ::postgres::Error| StoreError::PgUrl {
-                reason: message(&e),
-            })?;
+        let mut config: Config = url.parse().map_err(|e: ::postgres::Error| StoreError::PgUrl { reason: message(&e) })?;
         let location = redacted(&config);
         let mode = config.get_ssl_mode();
         if !matches!(mode, SslMode::Disable | SslMode::Prefer) {
-            return Err(StoreError::PgTls {
-                location,
-                mode: format!("{mode:?}").to_lowercase(),
-            });
+            return Err(StoreError::PgTls { location, mode: format!("{mode:?}").to_lowercase() });
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -256,11 +234,7 @@ impl PgStore {
                 while let Ok(job) = queue.recv() {
                     // A panic in a job (a bug) fails that call only (its caller sees PgGone): the
                     // thread goes on, on a new connection, as the state's mutex clears its poisoning.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        job(&mut connection)
-                    }))
-                    .is_err()
-                    {
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut connection))).is_err() {
                         connection.session = None;
                     }
                 }
@@ -293,19 +267,12 @@ impl PgStore {
             let result = connection.session().and_then(job);
             let _ = reply.send(result);
         });
-        self.jobs
-            .as_ref()
-            .ok_or(StoreError::PgGone)?
-            .send(job)
-            .map_err(|_| StoreError::PgGone)?;
+        self.jobs.as_ref().ok_or(StoreError::PgGone)?.send(job).map_err(|_| StoreError::PgGone)?;
         Ok(answer)
     }
 
     /// Runs `job` on the connection thread and waits for its answer.
-    fn call<R: Send + 'static>(
-        &self,
-        job: impl FnOnce(&mut Session) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+    fn call<R: Send + 'static>(&self, job: impl FnOnce(&mut Session) -> Result<R, StoreError> + Send + 'static) -> Result<R, StoreError> {
         self.submit(job)?.recv().map_err(|_| StoreError::PgGone)?
     }
 
@@ -318,9 +285,7 @@ impl PgStore {
 
     pub fn load(&self) -> Result<Loaded, StoreError> {
         self.call(|s| {
-            let meta = s
-                .client
-                .query_one("SELECT generation, epoch FROM meta", &[])?;
+            let meta = s.client.query_one("SELECT generation, epoch FROM meta", &[])?;
             let (generation, epoch): (i64, String) = (meta.try_get(0)?, meta.try_get(1)?);
             let rollouts = s
                 .client
@@ -328,11 +293,7 @@ impl PgStore {
                 .iter()
                 .map(|row| Ok(serde_json::from_str(row.try_get::<_, &str>(0)?)?))
                 .collect::<Result<Vec<Rollout>, StoreError>>()?;
-            Ok(Loaded {
-                epoch,
-                generation: from_sql(generation),
-                rollouts,
-            })
+            Ok(Loaded { epoch, generation: from_sql(generation), rollouts })
         })
     }
 
@@ -441,23 +402,13 @@ impl PgStore {
 
     pub fn outbox_remove(&self, id: i64) -> Result<(), StoreError> {
         self.call(move |s| {
-            let st = prepared(
-                &mut s.client,
-                &mut s.statements,
-                "DELETE FROM outbox WHERE id = $1",
-            )?;
+            let st = prepared(&mut s.client, &mut s.statements, "DELETE FROM outbox WHERE id = $1")?;
             s.client.execute(&st, &[&id])?;
             Ok(())
         })
     }
 
-    pub fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_attempt_ms: u64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
         let error = error.to_string();
         self.call(move |s| {
             let st = prepared(&mut s.client, &mut s.statements, "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, last_error = $4 WHERE id = $1")?;
@@ -467,21 +418,10 @@ impl PgStore {
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        self.call(|s| {
-            Ok(from_sql(
-                s.client
-                    .query_one("SELECT COUNT(*) FROM outbox", &[])?
-                    .try_get::<_, i64>(0)?,
-            ))
-        })
+        self.call(|s| Ok(from_sql(s.client.query_one("SELECT COUNT(*) FROM outbox", &[])?.try_get::<_, i64>(0)?)))
     }
 
-    pub fn delete(
-        &mut self,
-        name: &str,
-        generation: u64,
-        expect: &Expect,
-    ) -> Result<(), StoreError> {
+    pub fn delete(&mut self, name: &str, generation: u64, expect: &Expect) -> Result<(), StoreError> {
         let name = name.to_string();
         let generation = generation as i64;
         let expect = expect.clone();
@@ -503,28 +443,14 @@ impl PgStore {
         let rollout = rollout.to_string();
         self.call(move |s| {
             s.client
-                .query(
-                    "SELECT seq, body FROM events WHERE rollout = $1 ORDER BY seq",
-                    &[&rollout],
-                )?
+                .query("SELECT seq, body FROM events WHERE rollout = $1 ORDER BY seq", &[&rollout])?
                 .iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get(0)?,
-                        serde_json::from_str(r.try_get::<_, &str>(1)?)?,
-                    ))
-                })
+                .map(|r| Ok((r.try_get(0)?, serde_json::from_str(r.try_get::<_, &str>(1)?)?)))
                 .collect()
         })
     }
 
-    pub fn events_page(
-        &self,
-        rollout: &str,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+    pub fn events_page(&self, rollout: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
         let rollout = rollout.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |s| {
@@ -538,20 +464,10 @@ impl PgStore {
     }
 
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
-        self.call(|s| {
-            Ok(s.client
-                .query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM events", &[])?
-                .try_get(0)?)
-        })
+        self.call(|s| Ok(s.client.query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM events", &[])?.try_get(0)?))
     }
 
-    pub fn intervals_page(
-        &self,
-        rollout: &str,
-        after_n: u64,
-        upto_n: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+    pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
         let (rollout, after_n, upto_n) = (rollout.to_string(), to_sql(after_n), to_sql(upto_n));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |s| {
@@ -567,13 +483,7 @@ impl PgStore {
     pub fn first_interval(&self, rollout: &str) -> Result<Option<u64>, StoreError> {
         let rollout = rollout.to_string();
         self.call(move |s| {
-            let n: Option<i64> = s
-                .client
-                .query_one(
-                    "SELECT MIN(n) FROM intervals WHERE rollout = $1",
-                    &[&rollout],
-                )?
-                .try_get(0)?;
+            let n: Option<i64> = s.client.query_one("SELECT MIN(n) FROM intervals WHERE rollout = $1", &[&rollout])?.try_get(0)?;
             Ok(n.map(from_sql))
         })
     }
@@ -581,17 +491,8 @@ impl PgStore {
     /// As [`super::Store::lease_tick`]: one statement, on the database's clock, so replicas whose
     /// clocks disagree still agree on who holds the lease. The epoch grows whenever the holder (or
     /// the holding process) changes, never on a renewal.
-    pub fn lease_tick(
-        &self,
-        replica: &str,
-        instance: &str,
-        ttl_ms: u64,
-    ) -> Result<LeaseState, StoreError> {
-        let (replica, instance, ttl) = (
-            replica.to_string(),
-            instance.to_string(),
-            to_sql(ttl_ms) as f64 / 1_000.0,
-        );
+    pub fn lease_tick(&self, replica: &str, instance: &str, ttl_ms: u64) -> Result<LeaseState, StoreError> {
+        let (replica, instance, ttl) = (replica.to_string(), instance.to_string(), to_sql(ttl_ms) as f64 / 1_000.0);
         self.call(move |s| {
             let take = prepared(
                 &mut s.client,
@@ -613,10 +514,7 @@ impl PgStore {
     pub fn lease_release(&self, replica: &str, instance: &str) -> Result<(), StoreError> {
         let (replica, instance) = (replica.to_string(), instance.to_string());
         self.call(move |s| {
-            s.client.execute(
-                "UPDATE lease SET expires_at = '-infinity' WHERE holder = $1 AND instance = $2",
-                &[&replica, &instance],
-            )?;
+            s.client.execute("UPDATE lease SET expires_at = '-infinity' WHERE holder = $1 AND instance = $2", &[&replica, &instance])?;
             Ok(())
         })
     }
@@ -649,18 +547,10 @@ impl PgStore {
         })
     }
 
-    pub fn log_after(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+    pub fn log_after(&self, after_id: i64, limit: usize) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |s| {
-            let st = prepared(
-                &mut s.client,
-                &mut s.statements,
-                "SELECT id, kind, body FROM data_log WHERE id > $1 ORDER BY id LIMIT $2",
-            )?;
+            let st = prepared(&mut s.client, &mut s.statements, "SELECT id, kind, body FROM data_log WHERE id > $1 ORDER BY id LIMIT $2")?;
             s.client
                 .query(&st, &[&after_id, &limit])?
                 .iter()
@@ -670,19 +560,12 @@ impl PgStore {
     }
 
     pub fn log_head(&self) -> Result<i64, StoreError> {
-        self.call(|s| {
-            Ok(s.client
-                .query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM data_log", &[])?
-                .try_get(0)?)
-        })
+        self.call(|s| Ok(s.client.query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM data_log", &[])?.try_get(0)?))
     }
 
     pub fn log_prune(&self, before_ms: u64) -> Result<u64, StoreError> {
         let before = to_sql(before_ms);
-        self.call(move |s| {
-            Ok(s.client
-                .execute("DELETE FROM data_log WHERE at_ms < $1", &[&before])?)
-        })
+        self.call(move |s| Ok(s.client.execute("DELETE FROM data_log WHERE at_ms < $1", &[&before])?))
     }
 
     /// As [`super::Store::listen`]: a connection of its own on a thread of its own, which waits for
@@ -768,39 +651,20 @@ impl Drop for PgStore {
 /// [`StoreError::Stale`]), and the deciding leader still holds its lease (else
 /// [`StoreError::Fenced`]). `meta`'s row is locked first, so commits of every replica queue one
 /// after another, and the lease's row is share-locked, so no takeover can slip in before the commit.
-fn check(
-    tx: &mut ::postgres::Transaction<'_>,
-    statements: &mut HashMap<&'static str, Statement>,
-    name: &str,
-    expect: &Expect,
-) -> Result<(), StoreError> {
+fn check(tx: &mut ::postgres::Transaction<'_>, statements: &mut HashMap<&'static str, Statement>, name: &str, expect: &Expect) -> Result<(), StoreError> {
     let lock = prepared(tx, statements, "SELECT generation FROM meta FOR UPDATE")?;
     let generation = from_sql(tx.query_one(&lock, &[])?.try_get::<_, i64>(0)?);
     if let Some((seen_generation, seen_revision)) = expect.seen {
-        let revision = prepared(
-            tx,
-            statements,
-            "SELECT revision FROM rollouts WHERE name = $1",
-        )?;
-        let found = tx
-            .query_opt(&revision, &[&name])?
-            .map(|r| r.try_get::<_, i64>(0))
-            .transpose()?
-            .map(from_sql);
+        let revision = prepared(tx, statements, "SELECT revision FROM rollouts WHERE name = $1")?;
+        let found = tx.query_opt(&revision, &[&name])?.map(|r| r.try_get::<_, i64>(0)).transpose()?.map(from_sql);
         if generation != seen_generation || found != seen_revision {
             return Err(StoreError::Stale);
         }
     }
     if let Some(fence) = &expect.fence {
         let held = prepared(tx, statements, "SELECT 1 FROM lease WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() FOR SHARE")?;
-        if tx
-            .query_opt(&held, &[&fence.replica, &to_sql(fence.epoch)])?
-            .is_none()
-        {
-            return Err(StoreError::Fenced {
-                replica: fence.replica.clone(),
-                epoch: fence.epoch,
-            });
+        if tx.query_opt(&held, &[&fence.replica, &to_sql(fence.epoch)])?.is_none() {
+            return Err(StoreError::Fenced { replica: fence.replica.clone(), epoch: fence.epoch });
         }
     }
     Ok(())
@@ -808,34 +672,19 @@ fn check(
 
 /// Checks the schema version and brings the database to [`SCHEMA_VERSION`], in one transaction.
 fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
-    let failed = |source: ::postgres::Error| StoreError::PgMigrate {
-        location: location.to_string(),
-        source,
-    };
+    let failed = |source: ::postgres::Error| StoreError::PgMigrate { location: location.to_string(), source };
     let mut tx = client.transaction().map_err(failed)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(failed)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(failed)?;
     // Without the notice "relation fledge_schema already exists, skipping" at every start.
     tx.batch_execute("SET LOCAL client_min_messages TO warning; CREATE TABLE IF NOT EXISTS fledge_schema (version BIGINT NOT NULL)").map_err(failed)?;
-    let rows = tx
-        .query("SELECT version FROM fledge_schema", &[])
-        .map_err(failed)?;
+    let rows = tx.query("SELECT version FROM fledge_schema", &[]).map_err(failed)?;
     let found: i64 = match rows.as_slice() {
         [] => 0,
         [row] => row.try_get(0).map_err(failed)?,
-        _ => {
-            return Err(StoreError::PgCorrupt {
-                location: location.to_string(),
-                reason: format!("fledge_schema has {} rows, not one", rows.len()),
-            })
-        }
+        _ => return Err(StoreError::PgCorrupt { location: location.to_string(), reason: format!("fledge_schema has {} rows, not one", rows.len()) }),
     };
     if found > SCHEMA_VERSION {
-        return Err(StoreError::PgNewerSchema {
-            location: location.to_string(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(StoreError::PgNewerSchema { location: location.to_string(), found, supported: SCHEMA_VERSION });
     }
     if found == SCHEMA_VERSION {
         return Ok(());
@@ -846,29 +695,17 @@ fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> {
             .and_then(|r| r.try_get(0))
             .map_err(failed)?;
         if existing > 0 {
-            return Err(StoreError::PgCorrupt {
-                location: location.to_string(),
-                reason: "it has tables named like fledge's but no fledge_schema version".into(),
-            });
+            return Err(StoreError::PgCorrupt { location: location.to_string(), reason: "it has tables named like fledge's but no fledge_schema version".into() });
         }
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
         tx.batch_execute(sql).map_err(failed)?;
         if *version == 4 {
-            tx.execute(
-                "INSERT INTO meta (generation, epoch) VALUES (0, $1)",
-                &[&new_epoch()],
-            )
-            .map_err(failed)?;
+            tx.execute("INSERT INTO meta (generation, epoch) VALUES (0, $1)", &[&new_epoch()]).map_err(failed)?;
         }
     }
-    tx.execute("DELETE FROM fledge_schema", &[])
-        .map_err(failed)?;
-    tx.execute(
-        "INSERT INTO fledge_schema (version) VALUES ($1)",
-        &[&SCHEMA_VERSION],
-    )
-    .map_err(failed)?;
+    tx.execute("DELETE FROM fledge_schema", &[]).map_err(failed)?;
+    tx.execute("INSERT INTO fledge_schema (version) VALUES ($1)", &[&SCHEMA_VERSION]).map_err(failed)?;
     tx.commit().map_err(failed)?;
     tracing::info!(database = %location, from = found, to = SCHEMA_VERSION, "PostgreSQL schema migrated");
     Ok(())
@@ -880,23 +717,12 @@ mod tests {
     use super::*;
 
     fn rollout(name: &str) -> Rollout {
-        let spec = fledge_core::rollout::RolloutSpec::manual(
-            &["a"],
-            "v1",
-            "v2",
-            fledge_core::Weight::ZERO,
-        );
+        let spec = fledge_core::rollout::RolloutSpec::manual(&["a"], "v1", "v2", fledge_core::Weight::ZERO);
         Rollout::new(name, spec, 5).unwrap()
     }
 
     fn setting(store: &PgStore, name: &'static str) -> String {
-        store
-            .call(move |s| {
-                Ok(s.client
-                    .query_one(&format!("SHOW {name}"), &[])?
-                    .try_get::<_, String>(0)?)
-            })
-            .unwrap()
+        store.call(move |s| Ok(s.client.query_one(&format!("SHOW {name}"), &[])?.try_get::<_, String>(0)?)).unwrap()
     }
 
     #[test]
@@ -907,79 +733,38 @@ mod tests {
 
     #[test]
     fn a_url_that_demands_tls_is_refused_and_no_password_is_shown() {
-        let err = PgStore::connect(
-            "postgres://fledge:hunter2@127.0.0.1:1/db?sslmode=require",
-            Durability::Full,
-        )
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(
-            err.contains("asks for TLS (sslmode=require)")
-                && err.contains("postgres://fledge@127.0.0.1:1/db"),
-            "{err}"
-        );
+        let err = PgStore::connect("postgres://fledge:hunter2@127.0.0.1:1/db?sslmode=require", Durability::Full).err().unwrap().to_string();
+        assert!(err.contains("asks for TLS (sslmode=require)") && err.contains("postgres://fledge@127.0.0.1:1/db"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-        let err = PgStore::connect(
-            "postgres://fledge:hunter2@127.0.0.1:1/db?sslmode=bogus",
-            Durability::Full,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = PgStore::connect("postgres://fledge:hunter2@127.0.0.1:1/db?sslmode=bogus", Durability::Full).err().unwrap().to_string();
         assert!(err.starts_with("invalid PostgreSQL URL"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
     fn an_unreachable_server_is_a_clear_error() {
-        let err = PgStore::connect("postgres://fledge:hunter2@127.0.0.1:1/db", Durability::Full)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = PgStore::connect("postgres://fledge:hunter2@127.0.0.1:1/db", Durability::Full).err().unwrap().to_string();
         assert!(err.starts_with("cannot connect to PostgreSQL at postgres://fledge@127.0.0.1:1/db: error connecting to server"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]
     fn the_location_is_the_url_without_its_password() {
-        let url =
-            pg_cluster::database().replace("postgres://postgres@", "postgres://postgres:hunter2@");
+        let url = pg_cluster::database().replace("postgres://postgres@", "postgres://postgres:hunter2@");
         let store = Store::postgres(&url, Durability::Full).unwrap();
-        assert_eq!(
-            store.describe(),
-            format!("postgres {}", url.replace(":hunter2", ""))
-        );
-        let config: Config =
-            "host=/run/postgresql,db.internal port=5433 user=fledge password=x dbname=f"
-                .parse()
-                .unwrap();
-        assert_eq!(
-            redacted(&config),
-            "postgres://fledge@/run/postgresql:5433,db.internal:5433/f"
-        );
+        assert_eq!(store.describe(), format!("postgres {}", url.replace(":hunter2", "")));
+        let config: Config = "host=/run/postgresql,db.internal port=5433 user=fledge password=x dbname=f".parse().unwrap();
+        assert_eq!(redacted(&config), "postgres://fledge@/run/postgresql:5433,db.internal:5433/f");
     }
 
     #[test]
     fn durability_normal_turns_synchronous_commit_off() {
         let url = pg_cluster::database();
         // The test cluster runs with synchronous_commit=off: Full keeps the server's setting.
-        assert_eq!(
-            setting(
-                &PgStore::connect(&url, Durability::Full).unwrap(),
-                "synchronous_commit"
-            ),
-            "off"
-        );
+        assert_eq!(setting(&PgStore::connect(&url, Durability::Full).unwrap(), "synchronous_commit"), "off");
         let with_options = format!("{url}?options=-c%20statement_timeout%3D5000");
         let normal = PgStore::connect(&with_options, Durability::Normal).unwrap();
-        assert_eq!(
-            (
-                setting(&normal, "synchronous_commit").as_str(),
-                setting(&normal, "statement_timeout").as_str()
-            ),
-            ("off", "5s")
-        );
+        assert_eq!((setting(&normal, "synchronous_commit").as_str(), setting(&normal, "statement_timeout").as_str()), ("off", "5s"));
         assert_eq!(setting(&normal, "application_name"), "fledge");
     }
 
@@ -989,31 +774,15 @@ mod tests {
         let mut store = PgStore::connect(&url, Durability::Full).unwrap();
         store.execute_batch("DROP TABLE fledge_schema").unwrap();
         drop(store);
-        let err = PgStore::connect(&url, Durability::Full)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("is not a fledge database: it has tables named like fledge's"),
-            "{err}"
-        );
+        let err = PgStore::connect(&url, Durability::Full).err().unwrap().to_string();
+        assert!(err.contains("is not a fledge database: it has tables named like fledge's"), "{err}");
     }
 
     #[test]
     fn controllers_starting_at_once_migrate_once() {
         let url = pg_cluster::database();
         let epochs: Vec<String> = std::thread::scope(|s| {
-            let starts: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| {
-                        PgStore::connect(&url, Durability::Full)
-                            .unwrap()
-                            .load()
-                            .unwrap()
-                            .epoch
-                    })
-                })
-                .collect();
+            let starts: Vec<_> = (0..4).map(|_| s.spawn(|| PgStore::connect(&url, Durability::Full).unwrap().load().unwrap().epoch)).collect();
             starts.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
@@ -1022,9 +791,7 @@ mod tests {
     #[test]
     fn a_panicking_job_fails_only_its_call() {
         let store = PgStore::connect(&pg_cluster::database(), Durability::Full).unwrap();
-        let err = store
-            .call(|_| -> Result<(), StoreError> { panic!("a bug in a job") })
-            .unwrap_err();
+        let err = store.call(|_| -> Result<(), StoreError> { panic!("a bug in a job") }).unwrap_err();
         assert!(matches!(err, StoreError::PgGone), "{err}");
         store.check().unwrap();
     }
@@ -1033,13 +800,7 @@ mod tests {
     fn a_lost_connection_is_reestablished() {
         let url = pg_cluster::database();
         let mut store = PgStore::connect(&url, Durability::Full).unwrap();
-        let pid = |s: &PgStore| {
-            s.call(|s| {
-                Ok(s.client
-                    .query_one("SELECT pg_backend_pid()", &[])?
-                    .try_get::<_, i32>(0)?)
-            })
-        };
+        let pid = |s: &PgStore| s.call(|s| Ok(s.client.query_one("SELECT pg_backend_pid()", &[])?.try_get::<_, i32>(0)?));
         let before = pid(&store).unwrap();
         let mut other = PgStore::connect(&url, Durability::Full).unwrap();
         other.execute_batch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").unwrap();
@@ -1047,16 +808,7 @@ mod tests {
         let _ = store.check();
         store.check().unwrap();
         assert_ne!(pid(&store).unwrap(), before, "a new connection");
-        store
-            .put(
-                &rollout("support"),
-                1,
-                None,
-                None,
-                &|_| Vec::new(),
-                &Expect::default(),
-            )
-            .unwrap();
+        store.put(&rollout("support"), 1, None, None, &|_| Vec::new(), &Expect::default()).unwrap();
         assert_eq!(other.load().unwrap().generation, 1);
     }
 
@@ -1065,27 +817,12 @@ mod tests {
     async fn from_a_tokio_task() {
         let url = pg_cluster::database();
         let mut store = Store::postgres(&url, Durability::Full).unwrap();
-        let queued = store
-            .put(
-                &rollout("support"),
-                1,
-                Some(&serde_json::json!({"kind": "created"})),
-                None,
-                &|_| Vec::new(),
-            )
-            .unwrap();
+        let queued = store.put(&rollout("support"), 1, Some(&serde_json::json!({"kind": "created"})), None, &|_| Vec::new()).unwrap();
         assert_eq!(queued.seq, Some(1));
         tokio::task::yield_now().await;
         assert_eq!(store.load().unwrap().rollouts.len(), 1);
         drop(store);
-        assert_eq!(
-            Store::postgres(&url, Durability::Full)
-                .unwrap()
-                .events("support")
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(Store::postgres(&url, Durability::Full).unwrap().events("support").unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -11,10 +11,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 
-use super::{
-    from_sql, new_epoch, to_sql, Durability, Loaded, NewDelivery, Pending, Queued, StoreError,
-    DB_FILE, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION,
-};
+use super::{from_sql, new_epoch, to_sql, Durability, Loaded, NewDelivery, Pending, Queued, StoreError, DB_FILE, MAX_INTERVALS, MAX_OUTBOX, SCHEMA_VERSION};
 use crate::model::Rollout;
 use crate::totals::IntervalRecord;
 
@@ -28,22 +25,11 @@ impl SqliteStore {
     }
 
     pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(corrupt)?;
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt { path: path.clone(), reason: e.to_string() };
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(corrupt)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::JournalMode { path, mode });
         }
@@ -51,28 +37,15 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(corrupt)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(corrupt)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", sync).map_err(corrupt)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(corrupt)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(corrupt)?;
         if check != "ok" {
-            return Err(StoreError::Corrupt {
-                path,
-                reason: check,
-            });
+            return Err(StoreError::Corrupt { path, reason: check });
         }
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(corrupt)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(corrupt)?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path,
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(StoreError::NewerSchema { path, found: version, supported: SCHEMA_VERSION });
         }
         if version < SCHEMA_VERSION {
             migrate(&conn).map_err(corrupt)?;
@@ -97,29 +70,19 @@ impl SqliteStore {
 
     /// A trivial read: the database answers (for readiness checks).
     pub fn check(&self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("SELECT generation FROM meta", [], |r| r.get::<_, i64>(0))?;
+        self.conn.query_row("SELECT generation FROM meta", [], |r| r.get::<_, i64>(0))?;
         Ok(())
     }
 
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let (generation, epoch): (i64, String) =
-            self.conn
-                .query_row("SELECT generation, epoch FROM meta", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM rollouts ORDER BY name")?;
+            self.conn.query_row("SELECT generation, epoch FROM meta", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = self.conn.prepare("SELECT body FROM rollouts ORDER BY name")?;
         let rollouts = stmt
             .query_map([], |r| r.get::<_, String>(0))?
             .map(|body| Ok(serde_json::from_str(&body?)?))
             .collect::<Result<Vec<Rollout>, StoreError>>()?;
-        Ok(Loaded {
-            epoch,
-            generation: generation as u64,
-            rollouts,
-        })
+        Ok(Loaded { epoch, generation: generation as u64, rollouts })
     }
 
     /// Writes a rollout (insert or replace), the new generation, the event of the change, the judged
@@ -142,22 +105,13 @@ impl SqliteStore {
         )?;
         if let Some(i) = interval {
             let n = to_sql(i.n);
-            tx.execute(
-                "INSERT OR REPLACE INTO intervals (rollout, n, body) VALUES (?1, ?2, ?3)",
-                params![rollout.name, n, i.body.to_string()],
-            )?;
-            tx.execute(
-                "DELETE FROM intervals WHERE rollout = ?1 AND n <= ?2",
-                params![rollout.name, n - MAX_INTERVALS as i64],
-            )?;
+            tx.execute("INSERT OR REPLACE INTO intervals (rollout, n, body) VALUES (?1, ?2, ?3)", params![rollout.name, n, i.body.to_string()])?;
+            tx.execute("DELETE FROM intervals WHERE rollout = ?1 AND n <= ?2", params![rollout.name, n - MAX_INTERVALS as i64])?;
         }
         let mut queued = Queued::default();
         if let Some(e) = event {
             let at_ms = rollout.status.updated_at_ms as i64;
-            tx.execute(
-                "INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)",
-                params![rollout.name, at_ms, e.to_string()],
-            )?;
+            tx.execute("INSERT INTO events (rollout, at_ms, body) VALUES (?1, ?2, ?3)", params![rollout.name, at_ms, e.to_string()])?;
             let seq = tx.last_insert_rowid();
             queued.seq = Some(seq);
             for d in deliveries(seq) {
@@ -169,16 +123,10 @@ impl SqliteStore {
                 queued.deliveries += 1;
             }
             if queued.deliveries > 0 {
-                queued.dropped = tx.execute(
-                    "DELETE FROM outbox WHERE id <= (SELECT MAX(id) FROM outbox) - ?1",
-                    params![MAX_OUTBOX],
-                )?;
+                queued.dropped = tx.execute("DELETE FROM outbox WHERE id <= (SELECT MAX(id) FROM outbox) - ?1", params![MAX_OUTBOX])?;
             }
         }
-        tx.execute(
-            "UPDATE meta SET generation = ?1",
-            params![generation as i64],
-        )?;
+        tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
         Ok(queued)
     }
@@ -210,19 +158,12 @@ impl SqliteStore {
 
     /// Removes a delivered (or given-up) notification.
     pub fn outbox_remove(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+        self.conn.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
         Ok(())
     }
 
     /// Records a failed attempt: the next one is due at `next_attempt_ms`.
-    pub fn outbox_retry(
-        &self,
-        id: i64,
-        attempts: u32,
-        next_attempt_ms: u64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    pub fn outbox_retry(&self, id: i64, attempts: u32, next_attempt_ms: u64, error: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
             params![id, i64::from(attempts), next_attempt_ms as i64, error],
@@ -232,11 +173,7 @@ impl SqliteStore {
 
     /// Undelivered notifications.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        Ok(from_sql(self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox",
-            [],
-            |r| r.get::<_, i64>(0),
-        )?))
+        Ok(from_sql(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?))
     }
 
     pub fn delete(&mut self, name: &str, generation: u64) -> Result<(), StoreError> {
@@ -244,22 +181,15 @@ impl SqliteStore {
         tx.execute("DELETE FROM rollouts WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM events WHERE rollout = ?1", params![name])?;
         tx.execute("DELETE FROM intervals WHERE rollout = ?1", params![name])?;
-        tx.execute(
-            "UPDATE meta SET generation = ?1",
-            params![generation as i64],
-        )?;
+        tx.execute("UPDATE meta SET generation = ?1", params![generation as i64])?;
         tx.commit()?;
         Ok(())
     }
 
     pub fn events(&self, rollout: &str) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, body FROM events WHERE rollout = ?1 ORDER BY seq")?;
+        let mut stmt = self.conn.prepare("SELECT seq, body FROM events WHERE rollout = ?1 ORDER BY seq")?;
         let rows = stmt
-            .query_map(params![rollout], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })?
+            .query_map(params![rollout], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
             .map(|row| {
                 let (seq, body) = row?;
                 Ok((seq, serde_json::from_str(&body)?))
@@ -270,18 +200,10 @@ impl SqliteStore {
 
     /// Up to `limit` of a rollout's events after `after_seq` and at most `upto_seq`, oldest first (the
     /// export reads them a page at a time).
-    pub fn events_page(
-        &self,
-        rollout: &str,
-        after_seq: i64,
-        upto_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+    pub fn events_page(&self, rollout: &str, after_seq: i64, upto_seq: i64, limit: usize) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT seq, body FROM events WHERE rollout = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4")?;
         let rows = stmt
-            .query_map(params![rollout, after_seq, upto_seq, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })?
+            .query_map(params![rollout, after_seq, upto_seq, limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
             .map(|row| {
                 let (seq, body) = row?;
                 Ok((seq, serde_json::from_str(&body)?))
@@ -292,26 +214,15 @@ impl SqliteStore {
 
     /// The newest event's sequence number (0 without events).
     pub fn last_event_seq(&self) -> Result<i64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
     }
 
     /// Up to `limit` of a rollout's judged intervals numbered after `after_n` and at most `upto_n`,
     /// oldest first.
-    pub fn intervals_page(
-        &self,
-        rollout: &str,
-        after_n: u64,
-        upto_n: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
+    pub fn intervals_page(&self, rollout: &str, after_n: u64, upto_n: u64, limit: usize) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT n, body FROM intervals WHERE rollout = ?1 AND n > ?2 AND n <= ?3 ORDER BY n LIMIT ?4")?;
         let rows = stmt
-            .query_map(
-                params![rollout, to_sql(after_n), to_sql(upto_n), limit as i64],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )?
+            .query_map(params![rollout, to_sql(after_n), to_sql(upto_n), limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
             .map(|row| {
                 let (n, body) = row?;
                 Ok((from_sql(n), serde_json::from_str(&body)?))
@@ -322,11 +233,7 @@ impl SqliteStore {
 
     /// The number of the oldest interval kept of a rollout (None without any).
     pub fn first_interval(&self, rollout: &str) -> Result<Option<u64>, StoreError> {
-        let n: Option<i64> = self.conn.query_row(
-            "SELECT MIN(n) FROM intervals WHERE rollout = ?1",
-            params![rollout],
-            |r| r.get(0),
-        )?;
+        let n: Option<i64> = self.conn.query_row("SELECT MIN(n) FROM intervals WHERE rollout = ?1", params![rollout], |r| r.get(0))?;
         Ok(n.map(from_sql))
     }
 }
@@ -403,11 +310,7 @@ mod tests {
         assert!(err.contains("newer than this fledge supports"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(DB_FILE),
-            b"this is not sqlite, just some bytes that are long enough ......",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"this is not sqlite, just some bytes that are long enough ......").unwrap();
         let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("corrupt or not a fledge database"), "{err}");
     }
@@ -415,17 +318,9 @@ mod tests {
     #[test]
     fn durability_sets_synchronous() {
         let a = tempfile::tempdir().unwrap();
-        let sync: i64 = SqliteStore::open(a.path())
-            .unwrap()
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync: i64 = SqliteStore::open(a.path()).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "FULL by default");
-        let sync: i64 = SqliteStore::open_with(a.path(), Durability::Normal)
-            .unwrap()
-            .conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync: i64 = SqliteStore::open_with(a.path(), Durability::Normal).unwrap().conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 1);
     }
 
@@ -447,22 +342,12 @@ mod tests {
     }
 
     fn rollout(name: &str) -> Rollout {
-        let spec = fledge_core::rollout::RolloutSpec::manual(
-            &["a"],
-            "v1",
-            "v2",
-            fledge_core::Weight::ZERO,
-        );
+        let spec = fledge_core::rollout::RolloutSpec::manual(&["a"], "v1", "v2", fledge_core::Weight::ZERO);
         Rollout::new(name, spec, 5).unwrap()
     }
 
     fn delivery(seq: i64, url: &str) -> NewDelivery {
-        NewDelivery {
-            delivery: format!("e-{seq}-0"),
-            kind: "paused".into(),
-            url: url.into(),
-            body: format!("{{\"seq\":{seq}}}").into_bytes(),
-        }
+        NewDelivery { delivery: format!("e-{seq}-0"), kind: "paused".into(), url: url.into(), body: format!("{{\"seq\":{seq}}}").into_bytes() }
     }
 
     #[test]
@@ -480,49 +365,19 @@ mod tests {
                  PRAGMA user_version = 2;",
             )
             .unwrap();
-            conn.execute("INSERT INTO rollouts VALUES ('support', ?1)", params![body])
-                .unwrap();
+            conn.execute("INSERT INTO rollouts VALUES ('support', ?1)", params![body]).unwrap();
         }
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        let version: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let loaded = store.load().unwrap();
-        assert_eq!(
-            (
-                loaded.generation,
-                loaded.epoch.as_str(),
-                loaded.rollouts.len()
-            ),
-            (3, "feedc0de00000000", 1)
-        );
+        assert_eq!((loaded.generation, loaded.epoch.as_str(), loaded.rollouts.len()), (3, "feedc0de00000000", 1));
         assert_eq!(store.events("support").unwrap().len(), 1);
         assert_eq!(store.outbox_len().unwrap(), 0);
         // The migrated file takes deliveries.
-        let queued = store
-            .put(
-                &loaded.rollouts[0],
-                4,
-                Some(&serde_json::json!({"kind": "paused"})),
-                None,
-                &|seq| vec![delivery(seq, "http://r/")],
-            )
-            .unwrap();
-        assert_eq!(
-            queued,
-            Queued {
-                seq: Some(2),
-                deliveries: 1,
-                dropped: 0
-            }
-        );
-        assert_eq!(
-            store.outbox_heads().unwrap()[0].delivery,
-            "e-2-0",
-            "named by the event's seq"
-        );
+        let queued = store.put(&loaded.rollouts[0], 4, Some(&serde_json::json!({"kind": "paused"})), None, &|seq| vec![delivery(seq, "http://r/")]).unwrap();
+        assert_eq!(queued, Queued { seq: Some(2), deliveries: 1, dropped: 0 });
+        assert_eq!(store.outbox_heads().unwrap()[0].delivery, "e-2-0", "named by the event's seq");
     }
 
     #[test]
@@ -530,24 +385,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SqliteStore::open(dir.path()).unwrap();
-            store
-                .conn
-                .execute_batch("DROP TABLE intervals; PRAGMA user_version = 3;")
-                .unwrap();
+            store.conn.execute_batch("DROP TABLE intervals; PRAGMA user_version = 3;").unwrap();
         }
         let mut store = SqliteStore::open(dir.path()).unwrap();
-        let version: i64 = store
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        let record = IntervalRecord {
-            n: 1,
-            body: serde_json::json!({}),
-        };
-        store
-            .put(&rollout("support"), 1, None, Some(&record), &|_| Vec::new())
-            .unwrap();
+        let record = IntervalRecord { n: 1, body: serde_json::json!({}) };
+        store.put(&rollout("support"), 1, None, Some(&record), &|_| Vec::new()).unwrap();
         assert_eq!(store.first_interval("support").unwrap(), Some(1));
     }
 }

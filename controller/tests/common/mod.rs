@@ -19,68 +19,34 @@ pub fn state_with(settings: Settings) -> AppState {
 
 /// A state whose long polls hold for `poll_hold_ms`.
 pub fn state(poll_hold_ms: u64) -> AppState {
-    state_with(Settings {
-        poll_hold: Duration::from_millis(poll_hold_ms),
-        ..Settings::default()
-    })
+    state_with(Settings { poll_hold: Duration::from_millis(poll_hold_ms), ..Settings::default() })
 }
 
-pub async fn request(
-    state: &AppState,
-    method: &str,
-    uri: &str,
-    body: Option<Vec<u8>>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    let req = req
-        .body(body.map(Body::from).unwrap_or_else(Body::empty))
-        .unwrap();
+pub async fn request(state: &AppState, method: &str, uri: &str, body: Option<Vec<u8>>) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 /// [`request`] with a JSON body.
-pub async fn call(
-    state: &AppState,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
+pub async fn call(state: &AppState, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
     request(state, method, uri, body.map(|b| b.to_string().into_bytes())).await
 }
 
 /// The export of rollout `name`: status, content type and lines, each parsed (every line of a 200
 /// ends with a newline).
 pub async fn export(state: &AppState, name: &str) -> (StatusCode, String, Vec<Value>) {
-    let req = Request::builder()
-        .uri(format!("/v1/rollouts/{name}/export"))
-        .body(Body::empty())
-        .unwrap();
+    let req = Request::builder().uri(format!("/v1/rollouts/{name}/export")).body(Body::empty()).unwrap();
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
-    assert!(
-        status != StatusCode::OK || text.ends_with('\n'),
-        "every line ends with a newline"
-    );
-    let lines = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    assert!(status != StatusCode::OK || text.ends_with('\n'), "every line ends with a newline");
+    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
     (status, ct, lines)
 }
 
@@ -104,24 +70,12 @@ pub async fn status(s: &AppState) -> Value {
 /// requests), an advance and the last step's dwell to its promotion, checking each stage. Returns the
 /// final body of `GET /v1/rollouts/support` and of its events.
 pub async fn promote_healthy(s: &AppState) -> (Value, Value) {
-    let (code, body) = call(
-        s,
-        "PUT",
-        "/v1/rollouts/support",
-        Some(serde_json::from_str(SPEC).unwrap()),
-    )
-    .await;
+    let (code, body) = call(s, "PUT", "/v1/rollouts/support", Some(serde_json::from_str(SPEC).unwrap())).await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
     assert_eq!(body["status"]["phase"], "pending");
     tick_once(s, 1_000).unwrap();
     let st = status(s).await;
-    assert_eq!(
-        (
-            st["status"]["phase"].as_str(),
-            st["status"]["weight"].as_f64()
-        ),
-        (Some("progressing"), Some(10.0))
-    );
+    assert_eq!((st["status"]["phase"].as_str(), st["status"]["weight"].as_f64()), (Some("progressing"), Some(10.0)));
 
     // Before min_requests: hold, whatever the dwell.
     call(s, "POST", "/v1/reports", Some(report(1, "v2", 10, 0))).await;
@@ -134,35 +88,15 @@ pub async fn promote_healthy(s: &AppState) -> (Value, Value) {
     call(s, "POST", "/v1/reports", Some(report(3, "v1", 2000, 0))).await;
     tick_once(s, 61_000).unwrap();
     let st = status(s).await;
-    assert_eq!(
-        (
-            st["status"]["step"].clone(),
-            st["status"]["weight"].as_f64()
-        ),
-        (json!(1), Some(100.0)),
-        "{}",
-        st["status"]["message"]
-    );
+    assert_eq!((st["status"]["step"].clone(), st["status"]["weight"].as_f64()), (json!(1), Some(100.0)), "{}", st["status"]["message"]);
     tick_once(s, 62_000).unwrap();
-    assert_eq!(
-        status(s).await["status"]["phase"],
-        "progressing",
-        "dwell at the last step first"
-    );
+    assert_eq!(status(s).await["status"]["phase"], "progressing", "dwell at the last step first");
     tick_once(s, 67_000).unwrap();
     let st = status(s).await;
     assert_eq!(st["status"]["phase"], "succeeded");
-    assert_eq!(
-        (st["spec"]["stable"].as_str(), st["spec"]["canary"].as_str()),
-        (Some("v2"), Some("v1"))
-    );
+    assert_eq!((st["spec"]["stable"].as_str(), st["spec"]["canary"].as_str()), (Some("v2"), Some("v1")));
     let (_, ev) = call(s, "GET", "/v1/rollouts/support/events", None).await;
-    let kinds: Vec<&str> = ev["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = ev["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "started", "advanced", "promoted"]);
     (st, ev)
 }

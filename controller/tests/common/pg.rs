@@ -55,9 +55,7 @@ fn bin_dir() -> Result<PathBuf, String> {
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 impl Cluster {
@@ -67,38 +65,20 @@ impl Cluster {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log"))
-            .unwrap_or_else(|e| format!("(no server log: {e})"))
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_else(|e| format!("(no server log: {e})"))
     }
 
     /// A new, empty database; its URL.
     pub fn database(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "t_{}_{:016x}",
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            getrandom::u64().unwrap_or(0)
-        );
+        let name = format!("t_{}_{:016x}", NEXT.fetch_add(1, Ordering::Relaxed), getrandom::u64().unwrap_or(0));
         let out = self
             .command("createdb")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                &name,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name])
             .stdin(Stdio::null())
             .output()
             .expect("cannot run createdb");
-        assert!(
-            out.status.success(),
-            "createdb {name} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
+        assert!(out.status.success(), "createdb {name} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -114,37 +94,22 @@ fn command(bin: &Path, as_postgres: bool, name: &str) -> Command {
 }
 
 fn run(mut c: Command, what: &str) -> Result<(), String> {
-    let out = c
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{what}: cannot run: {e}"))?;
+    let out = c.stdin(Stdio::null()).output().map_err(|e| format!("{what}: cannot run: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(format!("{what} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on 127.0.0.1")
 }
 
 fn start() -> Result<Cluster, String> {
     let bin = bin_dir()?;
     let as_postgres = is_root();
-    let dir = tempfile::Builder::new()
-        .prefix("fledge-pg-")
-        .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?
-        .keep();
+    let dir = tempfile::Builder::new().prefix("fledge-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?.keep();
     if as_postgres {
         run(
             {
@@ -158,11 +123,7 @@ fn start() -> Result<Cluster, String> {
     // The watchdog, first, so that the dir goes whatever fails next: when this process ends, its stdin
     // closes, and it stops the server and removes the dir (ignoring the ctrl-c that may have ended the
     // tests, so that it still cleans up).
-    let pg_ctl = if as_postgres {
-        format!("runuser -u postgres -- {}", bin.join("pg_ctl").display())
-    } else {
-        bin.join("pg_ctl").display().to_string()
-    };
+    let pg_ctl = if as_postgres { format!("runuser -u postgres -- {}", bin.join("pg_ctl").display()) } else { bin.join("pg_ctl").display().to_string() };
     let watchdog = Command::new("sh")
         .arg("-c")
         .arg(format!("trap '' INT TERM HUP; cat >/dev/null; {pg_ctl} stop -D {} -m immediate >/dev/null 2>&1; rm -rf {}", dir.join("data").display(), dir.display()))
@@ -173,17 +134,7 @@ fn start() -> Result<Cluster, String> {
         .map_err(|e| format!("cannot start the watchdog: {e}"))?;
     let data = dir.join("data");
     let mut initdb = command(&bin, as_postgres, "initdb");
-    initdb.arg("-D").arg(&data).args([
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-        "-E",
-        "UTF8",
-        "--locale=C",
-        "--no-sync",
-        "--no-instructions",
-    ]);
+    initdb.arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
     run(initdb, "initdb")?;
     let mut last = String::new();
     // A port found free may be taken before the server binds it: a few tries.
@@ -194,28 +145,10 @@ fn start() -> Result<Cluster, String> {
             dir.display()
         );
         let mut c = command(&bin, as_postgres, "pg_ctl");
-        c.arg("start")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "-t", "60", "-o", &options]);
+        c.arg("start").arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-w", "-t", "60", "-o", &options]);
         match run(c, "pg_ctl start") {
-            Ok(()) => {
-                return Ok(Cluster {
-                    port,
-                    bin,
-                    dir,
-                    as_postgres,
-                    _watchdog: Mutex::new(watchdog),
-                })
-            }
-            Err(e) => {
-                last = format!(
-                    "{e}\nserver log:\n{}",
-                    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-                )
-            }
+            Ok(()) => return Ok(Cluster { port, bin, dir, as_postgres, _watchdog: Mutex::new(watchdog) }),
+            Err(e) => last = format!("{e}\nserver log:\n{}", std::fs::read_to_string(dir.join("log")).unwrap_or_default()),
         }
     }
     Err(last)

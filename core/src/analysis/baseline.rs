@@ -12,9 +12,7 @@
 //! traffic that changes between the preview and the bake is not cancelled, which is why the result
 //! is labelled `concurrent: false`.
 
-use super::evaluate::{
-    bad_events, mean_and_variance, rate_bounds, unit_name, upper_quantile_bound, Comparison,
-};
+use super::evaluate::{bad_events, mean_and_variance, rate_bounds, unit_name, upper_quantile_bound, Comparison};
 use super::gate::{Gate, Threshold};
 use super::metric::MetricKind;
 use super::version_stats::VersionStats;
@@ -24,12 +22,7 @@ pub(crate) const AGAINST: &str = "blue_pre_switch";
 
 /// The absolute gate a relative `gate` becomes against blue's pre-switch counts `base`, with the
 /// comparison to show; `Err` says why there is nothing to compare with.
-pub(crate) fn against_baseline(
-    gate: &Gate,
-    base: &VersionStats,
-    min_n: u64,
-    alpha_b: f64,
-) -> Result<(Gate, Comparison), String> {
+pub(crate) fn against_baseline(gate: &Gate, base: &VersionStats, min_n: u64, alpha_b: f64) -> Result<(Gate, Comparison), String> {
     let metric = gate.metric();
     let n = base.sample_size(metric);
     if n < min_n.max(1) {
@@ -64,9 +57,7 @@ pub(crate) fn against_baseline(
         (MetricKind::Latency { quantile }, t) => {
             let high_ms = upper_quantile_bound(base.latency(metric), quantile, alpha_b)
                 .map(|us| us / 1000.0)
-                .ok_or_else(|| {
-                    "blue's window before the switch cannot bound this quantile".to_string()
-                })?;
+                .ok_or_else(|| "blue's window before the switch cannot bound this quantile".to_string())?;
             let l = match t {
                 Threshold::MaxRatio(r) => r * high_ms,
                 Threshold::MaxIncrease(d) => high_ms + d,
@@ -75,8 +66,8 @@ pub(crate) fn against_baseline(
             (l, Threshold::Max(l))
         }
         (MetricKind::Mean, t) => {
-            let (mean, variance, count) = mean_and_variance(base, &[base], 0.0)
-                .ok_or_else(|| "blue has no cost before the switch".to_string())?;
+            let (mean, variance, count) =
+                mean_and_variance(base, &[base], 0.0).ok_or_else(|| "blue has no cost before the switch".to_string())?;
             let z = normal::quantile(1.0 - alpha_b).unwrap_or(4.0);
             let high = mean + z * (variance / count).sqrt();
             let l = match t {
@@ -87,25 +78,11 @@ pub(crate) fn against_baseline(
             (l, Threshold::Max(l))
         }
     };
-    let absolute = Gate::try_new(metric, threshold, gate.critical())
-        .map_err(|e| format!("no usable limit from blue's window: {e}"))?;
-    Ok((
-        absolute,
-        Comparison {
-            against: AGAINST.into(),
-            concurrent: false,
-            baseline,
-            baseline_n: n,
-            limit: tolerated,
-        },
-    ))
+    let absolute = Gate::try_new(metric, threshold, gate.critical()).map_err(|e| format!("no usable limit from blue's window: {e}"))?;
+    Ok((absolute, Comparison { against: AGAINST.into(), concurrent: false, baseline, baseline_n: n, limit: tolerated }))
 }
 
 /// "canary ≤ 1.25× stable, against blue before the switch (not concurrent): canary ≤ 2.50%".
 pub(crate) fn describe(gate: &Gate, absolute: &Gate) -> String {
-    format!(
-        "{}, against blue before the switch (not concurrent): {}",
-        gate.describe(),
-        absolute.describe()
-    )
+    format!("{}, against blue before the switch (not concurrent): {}", gate.describe(), absolute.describe())
 }

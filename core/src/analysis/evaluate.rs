@@ -172,20 +172,13 @@ impl Context<'_> {
     /// The same look with `share` of this gate's α (blue-green splits a relative gate's α between
     /// the preview's concurrent test and the bake's comparison with blue's pre-switch window).
     pub fn with_alpha_share(&self, share: f64) -> Self {
-        Self {
-            alpha_gate: self.alpha_gate * share,
-            segment_alpha: self.segment_alpha * share,
-            ..*self
-        }
+        Self { alpha_gate: self.alpha_gate * share, segment_alpha: self.segment_alpha * share, ..*self }
     }
 }
 
 /// The canary observations the current step gets in its dwell, at its rate so far.
 fn step_observations(ctx: &Context, canary_step_n: u64) -> f64 {
-    let elapsed = ctx
-        .step_elapsed_s
-        .max(ctx.spec.interval_seconds())
-        .max(1e-3);
+    let elapsed = ctx.step_elapsed_s.max(ctx.spec.interval_seconds()).max(1e-3);
     canary_step_n as f64 * ctx.dwell_seconds / elapsed
 }
 
@@ -274,8 +267,7 @@ pub(crate) fn evaluate_with(
     let relative = gate.threshold().is_relative();
     if relative && !ctx.split {
         result.status = GateStatus::Pass;
-        result.note =
-            "no concurrent stable at 100%: relative judgement ended at the last split step".into();
+        result.note = "no concurrent stable at 100%: relative judgement ended at the last split step".into();
         return (result, prior.clone());
     }
     if !ctx.scheduled && (!gate.critical() || relative) {
@@ -309,22 +301,14 @@ fn default_test(ctx: &Context, gate: &Gate, next: &mut GateEvidence, data: &Data
 }
 
 /// The gate's status from its test's outcome.
-fn finish(
-    ctx: &Context,
-    gate: &Gate,
-    prior: &GateEvidence,
-    mut next: GateEvidence,
-    outcome: Outcome,
-    mut result: GateResult,
-) -> (GateResult, GateEvidence) {
+fn finish(ctx: &Context, gate: &Gate, prior: &GateEvidence, mut next: GateEvidence, outcome: Outcome, mut result: GateResult) -> (GateResult, GateEvidence) {
     let metric = gate.metric();
     let relative = gate.threshold().is_relative();
     result.evidence = outcome.evidence;
     result.proof = outcome.proof;
     result.bounds = outcome.bounds;
     let unit = unit_name(metric);
-    let enough = next.proof_n >= ctx.spec.min_requests()
-        || matches!(metric.kind(), MetricKind::Latency { .. }) && relative;
+    let enough = next.proof_n >= ctx.spec.min_requests() || matches!(metric.kind(), MetricKind::Latency { .. }) && relative;
     result.status = if outcome.failed {
         GateStatus::Fail
     } else if gate.critical() {
@@ -365,29 +349,15 @@ fn finish(
 
 /// Keeps every number of the result and the state finite (they are stored as JSON).
 fn sanitize(result: &mut GateResult, next: &mut GateEvidence) {
-    for e in [&mut result.evidence, &mut result.proof]
-        .into_iter()
-        .flatten()
-    {
+    for e in [&mut result.evidence, &mut result.proof].into_iter().flatten() {
         e.value = finite(e.value);
         e.threshold = finite(e.threshold);
     }
-    for v in [&mut result.canary, &mut result.stable]
-        .into_iter()
-        .flatten()
-    {
+    for v in [&mut result.canary, &mut result.stable].into_iter().flatten() {
         *v = finite(*v);
     }
     if let Some(b) = &mut result.bounds {
-        for v in [
-            &mut b.canary_low,
-            &mut b.canary_high,
-            &mut b.stable_low,
-            &mut b.stable_high,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for v in [&mut b.canary_low, &mut b.canary_high, &mut b.stable_low, &mut b.stable_high].into_iter().flatten() {
             *v = finite(*v);
         }
     }
@@ -413,9 +383,7 @@ pub(crate) fn unit_name(metric: Metric) -> &'static str {
 /// (events, trials) that count against a rate metric: task success is judged by its failures.
 pub(crate) fn bad_events(metric: Metric, s: &VersionStats) -> (u64, u64) {
     match metric.live_base().unwrap_or(metric) {
-        Metric::TaskSuccessRate | Metric::EvaluationPassRate => {
-            (s.outcome_failure.min(s.outcomes()), s.outcomes())
-        }
+        Metric::TaskSuccessRate | Metric::EvaluationPassRate => (s.outcome_failure.min(s.outcomes()), s.outcomes()),
         Metric::PolicyViolationRate => (s.policy_violating_requests.min(s.requests), s.requests),
         _ => (s.errors.min(s.requests), s.requests),
     }
@@ -435,11 +403,7 @@ pub(crate) fn regression_words(metric: Metric, delta: f64) -> String {
     match metric {
         Metric::TaskSuccessRate => format!("a {:.2} pp drop in task success", delta * 100.0),
         Metric::EvaluationPassRate => format!("a {:.2} pp drop in the pass rate", delta * 100.0),
-        _ => format!(
-            "an increase of {:.2} pp in {}",
-            delta * 100.0,
-            metric.name()
-        ),
+        _ => format!("an increase of {:.2} pp in {}", delta * 100.0, metric.name()),
     }
 }
 
@@ -470,12 +434,7 @@ fn detector_threshold(ctx: &Context) -> f64 {
 }
 
 /// Runs the Shiryaev–Roberts update on the gate's components and says whether it fired.
-pub(crate) fn detect(
-    ctx: &Context,
-    next: &mut GateEvidence,
-    llrs: &[f64],
-    detail: String,
-) -> (bool, Evidence) {
+pub(crate) fn detect(ctx: &Context, next: &mut GateEvidence, llrs: &[f64], detail: String) -> (bool, Evidence) {
     if next.detector.len() != llrs.len() {
         next.detector = vec![0.0; llrs.len()];
     }
@@ -493,12 +452,7 @@ pub(crate) fn detect(
 /// Gaussian-increment advance proof: adds this interval's (d, σ²) — d the excess over the
 /// regression to rule out, negative when the canary is better — and tests mean d < 0 with the
 /// one-sided normal-mixture mSPRT (mixing scale `tau`).
-pub(crate) fn gaussian_proof(
-    next: &mut GateEvidence,
-    increment: Option<(f64, f64)>,
-    canary_n: u64,
-    tau: f64,
-) -> (f64, f64) {
+pub(crate) fn gaussian_proof(next: &mut GateEvidence, increment: Option<(f64, f64)>, canary_n: u64, tau: f64) -> (f64, f64) {
     if next.proof.len() != 4 {
         next.proof = vec![0.0; 4];
     }
@@ -519,10 +473,7 @@ pub(crate) fn gaussian_proof(
         return (0.0, 0.0);
     }
     let mean = s1 / s0;
-    (
-        finite(ln_one_sided_msprt(-mean, 0.0, 1.0 / s0, tau * tau).exp()),
-        mean,
-    )
+    (finite(ln_one_sided_msprt(-mean, 0.0, 1.0 / s0, tau * tau).exp()), mean)
 }
 
 /// Every number the verdict carries is finite (JSON has no infinity or NaN, and the status is
@@ -567,18 +518,10 @@ fn interval_variance(nc: u64, ns: u64, step_variance: f64) -> Option<f64> {
 fn step_variance(metric: Metric, data: &Data) -> (f64, u64) {
     let (xc, nc) = bad_events(metric, data.canary_step);
     let (xs, ns) = bad_events(metric, data.stable_step);
-    (
-        smoothed_variance(xc.saturating_add(xs), nc.saturating_add(ns)),
-        nc,
-    )
+    (smoothed_variance(xc.saturating_add(xs), nc.saturating_add(ns)), nc)
 }
 
-pub(crate) fn step_rate_bounds(
-    metric: Metric,
-    ctx: &Context,
-    data: &Data,
-    relative: bool,
-) -> Bounds {
+pub(crate) fn step_rate_bounds(metric: Metric, ctx: &Context, data: &Data, relative: bool) -> Bounds {
     let (xc, nc) = bad_events(metric, data.canary_step);
     let (xs, ns) = bad_events(metric, data.stable_step);
     let flip = |(lo, hi): (f64, f64)| {
@@ -598,13 +541,7 @@ pub(crate) fn step_rate_bounds(
     }
 }
 
-fn rate_ratio(
-    ctx: &Context,
-    metric: Metric,
-    r: f64,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn rate_ratio(ctx: &Context, metric: Metric, r: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (xc, nc) = bad_events(metric, data.canary);
     let (xs, ns) = bad_events(metric, data.stable);
     let llrs: Vec<f64> = RATIO_GRID
@@ -628,8 +565,8 @@ fn rate_ratio(
     let (v_step, nc_step) = step_variance(metric, data);
     let floor = reachable(ctx, v_step, nc_step).max(MIN_FLOOR);
     let delta = (2.0 * (r - 1.0) * stable_so_far).max(floor);
-    let increment =
-        interval_variance(nc, ns, v_step).map(|var| (rate(xc, nc) - rate(xs, ns) - delta, var));
+    let increment = interval_variance(nc, ns, v_step)
+        .map(|var| (rate(xc, nc) - rate(xs, ns) - delta, var));
     if let (Some(x), Some(n)) = (next.proof.get_mut(2), Some(xs as f64)) {
         *x += n;
     }
@@ -638,25 +575,10 @@ fn rate_ratio(
     }
     let (value, mean) = gaussian_proof(next, increment, nc, delta);
     let what = regression_words(metric, delta);
-    proof_outcome(
-        failed,
-        evidence,
-        value,
-        mean,
-        next,
-        metric,
-        &what,
-        step_rate_bounds(metric, ctx, data, true),
-    )
+    proof_outcome(failed, evidence, value, mean, next, metric, &what, step_rate_bounds(metric, ctx, data, true))
 }
 
-fn rate_difference(
-    ctx: &Context,
-    metric: Metric,
-    delta: f64,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn rate_difference(ctx: &Context, metric: Metric, delta: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (xc, nc) = bad_events(metric, data.canary);
     let (xs, ns) = bad_events(metric, data.stable);
     let diff = (nc > 0 && ns > 0).then(|| rate(xc, nc) - rate(xs, ns));
@@ -684,23 +606,11 @@ fn rate_difference(
     );
     let (failed, evidence) = detect(ctx, next, &llrs, detail);
     let (v_step, nc_step) = step_variance(metric, data);
-    let target = (2.0 * delta)
-        .max(reachable(ctx, v_step, nc_step))
-        .max(MIN_FLOOR);
-    let increment =
-        diff.and_then(|d| interval_variance(nc, ns, v_step).map(|var| (d - target, var)));
+    let target = (2.0 * delta).max(reachable(ctx, v_step, nc_step)).max(MIN_FLOOR);
+    let increment = diff.and_then(|d| interval_variance(nc, ns, v_step).map(|var| (d - target, var)));
     let (value, mean) = gaussian_proof(next, increment, nc, target);
     let what = regression_words(metric, target);
-    proof_outcome(
-        failed,
-        evidence,
-        value,
-        mean,
-        next,
-        metric,
-        &what,
-        step_rate_bounds(metric, ctx, data, true),
-    )
+    proof_outcome(failed, evidence, value, mean, next, metric, &what, step_rate_bounds(metric, ctx, data, true))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -738,15 +648,7 @@ pub(crate) fn proof_outcome(
 
 /// Detector and proof of a Bernoulli rate against an absolute limit, on (events, trials) of the
 /// interval. `what` names the events for people.
-fn bernoulli_limit(
-    ctx: &Context,
-    x: u64,
-    n: u64,
-    limit: f64,
-    step_n: u64,
-    next: &mut GateEvidence,
-    what: &str,
-) -> (bool, Option<Evidence>, Option<Evidence>, bool, String) {
+fn bernoulli_limit(ctx: &Context, x: u64, n: u64, limit: f64, step_n: u64, next: &mut GateEvidence, what: &str) -> (bool, Option<Evidence>, Option<Evidence>, bool, String) {
     if next.proof.len() != 2 {
         next.proof = vec![0.0; 2];
     }
@@ -789,10 +691,7 @@ fn bernoulli_limit(
         ctx,
         next,
         &llrs,
-        format!(
-            "{what}: {x}/{n} this interval, {b}/{t} so far, vs limit {:.3}%",
-            limit * 100.0
-        ),
+        format!("{what}: {x}/{n} this interval, {b}/{t} so far, vs limit {:.3}%", limit * 100.0),
     );
     let target = (2.0 * limit).max(limit + reachable(ctx, limit * (1.0 - limit), step_n));
     if target >= 1.0 {
@@ -825,36 +724,15 @@ fn bernoulli_limit(
     (failed, Some(evidence), Some(proof), proven, missing)
 }
 
-fn rate_limit(
-    ctx: &Context,
-    metric: Metric,
-    limit: f64,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn rate_limit(ctx: &Context, metric: Metric, limit: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (x, n) = bad_events(metric, data.canary);
     let what = format!("{} rate", bad_name(metric));
     let step_n = bad_events(metric, data.canary_step).1;
-    let (failed, evidence, proof, proven, missing) =
-        bernoulli_limit(ctx, x, n, limit, step_n, next, &what);
-    Outcome {
-        failed,
-        evidence,
-        proof,
-        proven,
-        missing,
-        bounds: Some(step_rate_bounds(metric, ctx, data, false)),
-    }
+    let (failed, evidence, proof, proven, missing) = bernoulli_limit(ctx, x, n, limit, step_n, next, &what);
+    Outcome { failed, evidence, proof, proven, missing, bounds: Some(step_rate_bounds(metric, ctx, data, false)) }
 }
 
-fn latency_limit(
-    ctx: &Context,
-    metric: Metric,
-    q: f64,
-    limit_ms: f64,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn latency_limit(ctx: &Context, metric: Metric, q: f64, limit_ms: f64, next: &mut GateEvidence, data: &Data) -> Outcome {
     let hist = data.canary.latency(metric);
     let limit_micros = (limit_ms * 1000.0).round() as u64;
     let (x, n) = (hist.count_above(limit_micros), hist.count());
@@ -863,9 +741,7 @@ fn latency_limit(
     let step_n = data.canary_step.latency(metric).count();
     let (failed, evidence, _, _, _) = bernoulli_limit(ctx, x, n, allowed, step_n, next, &what);
     // The proof looks at a share of max(2(1 − q), TAIL_COUNT / n) above the limit.
-    let target = (2.0 * allowed)
-        .max(TAIL_COUNT / step_observations(ctx, step_n).max(1.0))
-        .min(1.0);
+    let target = (2.0 * allowed).max(TAIL_COUNT / step_observations(ctx, step_n).max(1.0)).min(1.0);
     let (b, t) = (
         next.proof.first().copied().unwrap_or(0.0) as u64,
         next.proof.get(1).copied().unwrap_or(0.0) as u64,
@@ -888,10 +764,7 @@ fn latency_limit(
             test: "e_process".into(),
             value,
             threshold,
-            detail: format!(
-                "rules out more than {:.1}% of requests above {limit_ms:.1} ms",
-                target * 100.0
-            ),
+            detail: format!("rules out more than {:.1}% of requests above {limit_ms:.1} ms", target * 100.0),
         }),
         proven,
         missing: if proven {
@@ -951,8 +824,7 @@ fn exceedances_for_upper_bound(n: u64, q: f64, alpha: f64) -> Option<u64> {
 /// y-th largest request, y the fewest exceedances that are evidence. `None`: no bound yet.
 pub(crate) fn lower_quantile_bound(h: &Histogram, q: f64, alpha: f64) -> Option<f64> {
     let y = exceedances_for_lower_bound(h.count(), q, alpha)?;
-    h.bucket_of_rank_from_top(y.max(1))
-        .map(|(low, _)| low as f64)
+    h.bucket_of_rank_from_top(y.max(1)).map(|(low, _)| low as f64)
 }
 
 /// An upper confidence bound (µs) of the q-quantile: the largest value of the bucket holding the
@@ -965,17 +837,8 @@ pub(crate) fn upper_quantile_bound(h: &Histogram, q: f64, alpha: f64) -> Option<
     }
 }
 
-fn latency_relative(
-    ctx: &Context,
-    metric: Metric,
-    q: f64,
-    threshold: Threshold,
-    data: &Data,
-) -> Outcome {
-    let (c, s) = (
-        data.canary_step.latency(metric),
-        data.stable_step.latency(metric),
-    );
+fn latency_relative(ctx: &Context, metric: Metric, q: f64, threshold: Threshold, data: &Data) -> Outcome {
+    let (c, s) = (data.canary_step.latency(metric), data.stable_step.latency(metric));
     let alpha = ctx.segment_alpha / 2.0;
     let (ratio, add) = match threshold {
         Threshold::MaxIncrease(d) => (1.0, d * 1000.0),
@@ -986,12 +849,7 @@ fn latency_relative(
     let stable_high = upper_quantile_bound(s, q, alpha);
     let limit = stable_high.map(|h| ratio * h + add);
     let failed = matches!((canary_low, limit), (Some(lo), Some(l)) if lo > l);
-    let ms = |v: Option<f64>| {
-        v.map_or_else(
-            || "none yet".to_string(),
-            |v| format!("{:.1} ms", v / 1000.0),
-        )
-    };
+    let ms = |v: Option<f64>| v.map_or_else(|| "none yet".to_string(), |v| format!("{:.1} ms", v / 1000.0));
     let evidence = Evidence {
         test: "quantile_cs".into(),
         value: canary_low.unwrap_or(0.0) / 1000.0,
@@ -1045,14 +903,7 @@ fn latency_relative(
         stable_low: lower_quantile_bound(s, q, alpha).map(|v| v / 1000.0),
         stable_high: stable_high.map(|v| v / 1000.0),
     };
-    Outcome {
-        failed,
-        evidence: Some(evidence),
-        proof: Some(proof),
-        proven,
-        missing,
-        bounds: Some(bounds),
-    }
+    Outcome { failed, evidence: Some(evidence), proof: Some(proof), proven, missing, bounds: Some(bounds) }
 }
 
 /// Values a per-observation variance is estimated from at least.
@@ -1065,11 +916,7 @@ pub const MIN_VARIANCE_N: u64 = 30;
 /// back 45 % of identical canaries that way). It is the largest of the `variance_from` estimates —
 /// the step's counts, which include the interval's — that rest on [`MIN_VARIANCE_N`] values or more;
 /// `None` (no evidence this interval) when none does.
-pub(crate) fn mean_and_variance(
-    interval: &VersionStats,
-    variance_from: &[&VersionStats],
-    scale: f64,
-) -> Option<(f64, f64, f64)> {
+pub(crate) fn mean_and_variance(interval: &VersionStats, variance_from: &[&VersionStats], scale: f64) -> Option<(f64, f64, f64)> {
     let summary = interval.cost_summary();
     let mean = summary.mean()?;
     let variance = variance_from
@@ -1078,18 +925,11 @@ pub(crate) fn mean_and_variance(
         .filter(|s| s.count >= MIN_VARIANCE_N)
         .filter_map(|s| s.variance())
         .reduce(f64::max)?;
-    let floor = (MEAN_SD_FLOOR * scale.abs().max(mean.abs()))
-        .powi(2)
-        .max(1e-18);
+    let floor = (MEAN_SD_FLOOR * scale.abs().max(mean.abs())).powi(2).max(1e-18);
     Some((mean, variance.max(floor), summary.count as f64))
 }
 
-pub(crate) fn mean_gate(
-    ctx: &Context,
-    threshold: Threshold,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+pub(crate) fn mean_gate(ctx: &Context, threshold: Threshold, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (ratio, delta, absolute) = match threshold {
         Threshold::MaxRatio(r) => (r, 0.0, None),
         Threshold::MaxIncrease(d) => (1.0, d, None),
@@ -1104,11 +944,9 @@ pub(crate) fn mean_gate(
     // (d, σ², per-observation sd) of "canary − ratio·stable − delta" (or canary − limit).
     let increment = |ratio: f64, delta: f64| match (absolute, canary, stable) {
         (Some(m), Some((mc, vc, nc)), _) => Some((mc - m, vc / nc, vc.sqrt())),
-        (None, Some((mc, vc, nc)), Some((ms, vs, ns))) => Some((
-            mc - ratio * ms - delta,
-            vc / nc + ratio * ratio * vs / ns,
-            vs.sqrt(),
-        )),
+        (None, Some((mc, vc, nc)), Some((ms, vs, ns))) => {
+            Some((mc - ratio * ms - delta, vc / nc + ratio * ratio * vs / ns, vs.sqrt()))
+        }
         _ => None,
     };
     let llrs: Vec<f64> = match increment(ratio, delta) {
@@ -1121,12 +959,7 @@ pub(crate) fn mean_gate(
             .collect(),
         None => vec![0.0; MEAN_GRID.len()],
     };
-    let (failed, evidence) = detect(
-        ctx,
-        next,
-        &llrs,
-        "mean cost this interval, Gaussian increments".into(),
-    );
+    let (failed, evidence) = detect(ctx, next, &llrs, "mean cost this interval, Gaussian increments".into());
     let (ratio_adv, delta_adv) = match absolute {
         Some(m) => (0.0, m),
         None => (1.0 + 2.0 * (ratio - 1.0), 2.0 * delta),
@@ -1144,20 +977,11 @@ pub(crate) fn mean_gate(
     };
     let threshold = 1.0 / ADVANCE_ALPHA;
     let proven = value >= threshold;
-    let missing = if proven {
-        String::new()
-    } else {
-        missing_for_gaussian(next, mean, "cost reports", &what)
-    };
+    let missing = if proven { String::new() } else { missing_for_gaussian(next, mean, "cost reports", &what) };
     Outcome {
         failed,
         evidence: Some(evidence),
-        proof: Some(Evidence {
-            test: "msprt".into(),
-            value,
-            threshold,
-            detail: format!("rules out {what}"),
-        }),
+        proof: Some(Evidence { test: "msprt".into(), value, threshold, detail: format!("rules out {what}") }),
         proven,
         missing,
         bounds: None,

@@ -124,9 +124,7 @@ impl EvalName {
     pub const MAX: usize = 64;
 
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = (1..=Self::MAX).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let ok = (1..=Self::MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok {
             return None;
         }
@@ -134,15 +132,11 @@ impl EvalName {
         for (slot, b) in bytes.iter_mut().zip(s.bytes()) {
             *slot = b;
         }
-        Some(Self {
-            bytes,
-            len: s.len() as u8,
-        })
+        Some(Self { bytes, len: s.len() as u8 })
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default())
-            .unwrap_or_default()
+        std::str::from_utf8(self.bytes.get(..usize::from(self.len)).unwrap_or_default()).unwrap_or_default()
     }
 }
 
@@ -169,48 +163,24 @@ impl Gate {
         critical: bool,
     ) -> Result<Self, GateError> {
         if metric.is_evaluation() {
-            return Err(GateError::Name {
-                metric,
-                why: "name the evaluation it judges (\"name\": \"helpfulness\")",
-            });
+            return Err(GateError::Name { metric, why: "name the evaluation it judges (\"name\": \"helpfulness\")" });
         }
         Self::checked(metric, threshold, critical, None)
     }
 
     /// A gate on one named evaluation (`evaluation_score`, `evaluation_pass_rate`).
-    pub fn evaluation(
-        metric: Metric,
-        name: &str,
-        threshold: Threshold,
-        critical: bool,
-    ) -> Result<Self, GateError> {
+    pub fn evaluation(metric: Metric, name: &str, threshold: Threshold, critical: bool) -> Result<Self, GateError> {
         if !metric.is_evaluation() {
-            return Err(GateError::Name {
-                metric,
-                why: "name applies to evaluation_score and evaluation_pass_rate only",
-            });
+            return Err(GateError::Name { metric, why: "name applies to evaluation_score and evaluation_pass_rate only" });
         }
-        let name = EvalName::parse(name).ok_or(GateError::Name {
-            metric,
-            why: "name must be 1-64 letters, digits, '.', '_' or '-'",
-        })?;
+        let name = EvalName::parse(name).ok_or(GateError::Name { metric, why: "name must be 1-64 letters, digits, '.', '_' or '-'" })?;
         Self::checked(metric, threshold, critical, Some(name))
     }
 
-    fn checked(
-        metric: Metric,
-        threshold: Threshold,
-        critical: bool,
-        name: Option<EvalName>,
-    ) -> Result<Self, GateError> {
+    fn checked(metric: Metric, threshold: Threshold, critical: bool, name: Option<EvalName>) -> Result<Self, GateError> {
         check_direction(metric, threshold)?;
         check_range(metric, threshold)?;
-        Ok(Self {
-            metric,
-            threshold,
-            critical,
-            name,
-        })
+        Ok(Self { metric, threshold, critical, name })
     }
 
     /// The evaluation an evaluation gate judges.
@@ -251,11 +221,7 @@ fn check_direction(metric: Metric, threshold: Threshold) -> Result<(), GateError
         return Ok(());
     }
     if metric == Metric::ShadowMismatchRate && !matches!(threshold, Threshold::Max(_)) {
-        return Err(GateError::WrongDirection {
-            metric,
-            field,
-            hint: "a mismatch rate has no stable counterpart: use max",
-        });
+        return Err(GateError::WrongDirection { metric, field, hint: "a mismatch rate has no stable counterpart: use max" });
     }
     let allowed = match threshold {
         Threshold::Min(_) | Threshold::MaxDecrease(_) => metric.higher_is_better(),

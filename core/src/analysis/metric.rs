@@ -122,13 +122,7 @@ impl Metric {
 
     /// Only task success is "higher is better"; for every other metric an increase is a regression.
     pub fn higher_is_better(self) -> bool {
-        matches!(
-            self,
-            Metric::TaskSuccessRate
-                | Metric::ShadowTaskSuccessRate
-                | Metric::EvaluationScore
-                | Metric::EvaluationPassRate
-        )
+        matches!(self, Metric::TaskSuccessRate | Metric::ShadowTaskSuccessRate | Metric::EvaluationScore | Metric::EvaluationPassRate)
     }
 
     /// Judged on one named evaluation's results (the gate names it).
@@ -141,18 +135,12 @@ impl Metric {
             Metric::ErrorRate | Metric::TaskSuccessRate | Metric::PolicyViolationRate => {
                 MetricKind::Rate
             }
-            Metric::ShadowErrorRate
-            | Metric::ShadowTaskSuccessRate
-            | Metric::ShadowMismatchRate => MetricKind::Rate,
+            Metric::ShadowErrorRate | Metric::ShadowTaskSuccessRate | Metric::ShadowMismatchRate => MetricKind::Rate,
             Metric::EvaluationPassRate => MetricKind::Rate,
             Metric::EvaluationScore => MetricKind::Mean,
-            Metric::LatencyP50Ms | Metric::LatencyTtftP50Ms => {
-                MetricKind::Latency { quantile: 0.5 }
-            }
+            Metric::LatencyP50Ms | Metric::LatencyTtftP50Ms => MetricKind::Latency { quantile: 0.5 },
             Metric::LatencyTtftP99Ms => MetricKind::Latency { quantile: 0.99 },
-            Metric::LatencyP99Ms | Metric::ShadowLatencyP99Ms => {
-                MetricKind::Latency { quantile: 0.99 }
-            }
+            Metric::LatencyP99Ms | Metric::ShadowLatencyP99Ms => MetricKind::Latency { quantile: 0.99 },
             Metric::CostPerTask | Metric::ShadowCostPerTask => MetricKind::Mean,
         }
     }

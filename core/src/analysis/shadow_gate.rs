@@ -11,8 +11,8 @@
 //! alone). See `docs/analysis-method.md`.
 
 use super::evaluate::{
-    evaluate_with, gaussian_proof, proof_outcome, reachable, regression_words, step_rate_bounds,
-    Context, Data, GateEvidence, GateResult, Outcome, DIFF_GRID, MEAN_GRID, MIN_FLOOR,
+    evaluate_with, gaussian_proof, proof_outcome, reachable, regression_words, step_rate_bounds, Context, Data, GateEvidence, GateResult,
+    Outcome, DIFF_GRID, MEAN_GRID, MIN_FLOOR,
 };
 use super::gate::{Gate, Threshold};
 use super::metric::Metric;
@@ -20,21 +20,12 @@ use super::version_stats::VersionStats;
 use crate::shadow::{Paired, ShadowStats};
 
 /// Evaluates a shadow gate on this look's shadow counts.
-pub(crate) fn evaluate(
-    ctx: &Context,
-    gate: &Gate,
-    prior: &GateEvidence,
-    data: &Data,
-) -> (GateResult, GateEvidence) {
+pub(crate) fn evaluate(ctx: &Context, gate: &Gate, prior: &GateEvidence, data: &Data) -> (GateResult, GateEvidence) {
     let metric = gate.metric();
     let view = |s: &ShadowStats, canary: bool| -> VersionStats {
         if metric == Metric::ShadowMismatchRate {
             // Only the shadow side has a mismatch rate: pairs, and those differing in any dimension.
-            return VersionStats {
-                requests: s.pairs,
-                errors: if canary { s.mismatch.any } else { 0 },
-                ..VersionStats::default()
-            };
+            return VersionStats { requests: s.pairs, errors: if canary { s.mismatch.any } else { 0 }, ..VersionStats::default() };
         }
         if canary {
             s.canary_view()
@@ -44,24 +35,10 @@ pub(crate) fn evaluate(
     };
     let (stable, canary) = (view(data.shadow, false), view(data.shadow, true));
     let (stable_step, canary_step) = (view(data.shadow_step, false), view(data.shadow_step, true));
-    let views = Data {
-        stable: &stable,
-        canary: &canary,
-        stable_step: &stable_step,
-        canary_step: &canary_step,
-        shadow: data.shadow,
-        shadow_step: data.shadow_step,
-    };
+    let views = Data { stable: &stable, canary: &canary, stable_step: &stable_step, canary_step: &canary_step, shadow: data.shadow, shadow_step: data.shadow_step };
     // Copies always have a concurrent stable answer, whatever the weight.
-    let ctx = Context {
-        split: true,
-        ..*ctx
-    };
-    let paired = gate.threshold().is_relative()
-        && matches!(
-            metric,
-            Metric::ShadowErrorRate | Metric::ShadowTaskSuccessRate | Metric::ShadowCostPerTask
-        );
+    let ctx = Context { split: true, ..*ctx };
+    let paired = gate.threshold().is_relative() && matches!(metric, Metric::ShadowErrorRate | Metric::ShadowTaskSuccessRate | Metric::ShadowCostPerTask);
     if paired {
         let threshold = gate.threshold();
         let run = |ctx: &Context, next: &mut GateEvidence, views: &Data| match metric {
@@ -109,13 +86,7 @@ fn paired_llrs(m: Option<(f64, f64, u64)>, tol: f64, grid: &[f64]) -> Vec<f64> {
     }
 }
 
-fn paired_rate(
-    ctx: &Context,
-    metric: Metric,
-    threshold: Threshold,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn paired_rate(ctx: &Context, metric: Metric, threshold: Threshold, next: &mut GateEvidence, data: &Data) -> Outcome {
     let base = metric.live_base().unwrap_or(Metric::ErrorRate);
     let (ratio, tol) = match threshold {
         Threshold::MaxRatio(r) => (r, 0.0),
@@ -131,15 +102,10 @@ fn paired_rate(
         interval.stable_events(),
         tol * 100.0
     );
-    let (failed, evidence) =
-        super::evaluate::detect(ctx, next, &paired_llrs(m, tol, &DIFF_GRID), detail);
+    let (failed, evidence) = super::evaluate::detect(ctx, next, &paired_llrs(m, tol, &DIFF_GRID), detail);
     // The proof rules out shadow ≥ stable + target: twice the tolerance (for a ratio, twice its
     // excess over stable's rate so far), at least what the phase's copies can reach.
-    let stable_rate = if step.n > 0 {
-        step.stable_events() as f64 / step.n as f64
-    } else {
-        0.0
-    };
+    let stable_rate = if step.n > 0 { step.stable_events() as f64 / step.n as f64 } else { 0.0 };
     let v_step = moments(&step, 1.0).map_or(0.25, |(_, v, _)| v);
     let floor = reachable(ctx, v_step, step.n).max(MIN_FLOOR);
     let target = match threshold {
@@ -153,71 +119,29 @@ fn paired_rate(
     let increment = moments(&interval, 1.0).map(|(mean, _, n)| (mean - target, v_step / n as f64));
     let (value, mean) = gaussian_proof(next, increment, interval.n, target);
     let what = regression_words(base, target);
-    proof_outcome(
-        failed,
-        evidence,
-        value,
-        mean,
-        next,
-        metric,
-        &what,
-        step_rate_bounds(base, ctx, data, true),
-    )
+    proof_outcome(failed, evidence, value, mean, next, metric, &what, step_rate_bounds(base, ctx, data, true))
 }
 
-fn paired_cost(
-    ctx: &Context,
-    threshold: Threshold,
-    next: &mut GateEvidence,
-    data: &Data,
-) -> Outcome {
+fn paired_cost(ctx: &Context, threshold: Threshold, next: &mut GateEvidence, data: &Data) -> Outcome {
     let (ratio, tol) = match threshold {
         Threshold::MaxRatio(r) => (r, 0.0),
         Threshold::MaxIncrease(d) => (1.0, d),
         _ => (1.0, 0.0),
     };
     let interval = &data.shadow.cost;
-    let floor_sd = |mean: f64| {
-        (super::evaluate::MEAN_SD_FLOOR * mean.abs())
-            .powi(2)
-            .max(1e-18)
-    };
-    let stable_mean = |s: &crate::shadow::PairedSums| {
-        if s.n > 0 {
-            s.stable_sum / s.n as f64
-        } else {
-            0.0
-        }
-    };
-    let m = interval
-        .difference(ratio, tol)
-        .map(|(d, v)| (d + tol, v.max(floor_sd(stable_mean(interval))), interval.n));
-    let detail = format!(
-        "paired over {} costed copies this interval: mean of shadow − {ratio}× stable − {tol:.4}",
-        interval.n
-    );
-    let (failed, evidence) =
-        super::evaluate::detect(ctx, next, &paired_llrs(m, tol, &MEAN_GRID), detail);
+    let floor_sd = |mean: f64| (super::evaluate::MEAN_SD_FLOOR * mean.abs()).powi(2).max(1e-18);
+    let stable_mean = |s: &crate::shadow::PairedSums| if s.n > 0 { s.stable_sum / s.n as f64 } else { 0.0 };
+    let m = interval.difference(ratio, tol).map(|(d, v)| (d + tol, v.max(floor_sd(stable_mean(interval))), interval.n));
+    let detail = format!("paired over {} costed copies this interval: mean of shadow − {ratio}× stable − {tol:.4}", interval.n);
+    let (failed, evidence) = super::evaluate::detect(ctx, next, &paired_llrs(m, tol, &MEAN_GRID), detail);
     let (ratio_adv, delta_adv) = (1.0 + 2.0 * (ratio - 1.0), 2.0 * tol);
-    let increment = interval.difference(ratio_adv, delta_adv).map(|(d, v)| {
-        (
-            d,
-            v.max(floor_sd(stable_mean(interval))) / interval.n.max(1) as f64,
-        )
-    });
+    let increment = interval
+        .difference(ratio_adv, delta_adv)
+        .map(|(d, v)| (d, v.max(floor_sd(stable_mean(interval))) / interval.n.max(1) as f64));
     let tau = increment.map_or(1.0, |(_, v)| v.sqrt().max(1e-9));
     let (value, mean) = gaussian_proof(next, increment, interval.n, tau);
     let what = format!("shadow ≥ {ratio_adv}× stable + {delta_adv:.4} on the same requests");
-    let mut outcome = proof_outcome(
-        failed,
-        evidence,
-        value,
-        mean,
-        next,
-        Metric::ShadowCostPerTask,
-        &what,
-        Default::default(),
-    );
+    let mut outcome = proof_outcome(failed, evidence, value, mean, next, Metric::ShadowCostPerTask, &what, Default::default());
     outcome.bounds = None;
     outcome
 }

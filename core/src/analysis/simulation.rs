@@ -118,16 +118,10 @@ impl StableSample {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     Promoted,
-    RolledBack {
-        step: usize,
-        at_s: u64,
-        failing: Vec<Metric>,
-    },
+    RolledBack { step: usize, at_s: u64, failing: Vec<Metric> },
     TimedOut,
     /// A shadow row's end: the shadowing phase passed (the verdict advanced to the first step).
-    ShadowPassed {
-        at_s: u64,
-    },
+    ShadowPassed { at_s: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,29 +178,13 @@ impl Default for Simulator {
 impl Simulator {
     pub fn new() -> Self {
         let size = 1usize << LATENCY_TABLE_BITS;
-        let normal = (0..size)
-            .map(|i| normal::quantile((i as f64 + 0.5) / size as f64).unwrap_or(0.0))
-            .collect();
-        Self {
-            latency: latency_table(),
-            normal,
-        }
+        let normal = (0..size).map(|i| normal::quantile((i as f64 + 0.5) / size as f64).unwrap_or(0.0)).collect();
+        Self { latency: latency_table(), normal }
     }
 
-    fn request(
-        &self,
-        rng: &mut SplitMix64,
-        p: &Profile,
-        error_rate: f64,
-        (evaluated, integer_scores): (f64, bool),
-        s: &mut VersionStats,
-    ) {
+    fn request(&self, rng: &mut SplitMix64, p: &Profile, error_rate: f64, (evaluated, integer_scores): (f64, bool), s: &mut VersionStats) {
         if evaluated > 0.0 && rng.next_f64() < evaluated {
-            let z = self
-                .normal
-                .get((rng.next_u64() >> (64 - LATENCY_TABLE_BITS)) as usize)
-                .copied()
-                .unwrap_or(0.0);
+            let z = self.normal.get((rng.next_u64() >> (64 - LATENCY_TABLE_BITS)) as usize).copied().unwrap_or(0.0);
             let mut score = p.score_mean + SCORE_SD * z;
             if integer_scores {
                 score = score.round().clamp(1.0, 5.0);
@@ -245,12 +223,7 @@ impl Simulator {
     }
 
     /// [`Self::run`], showing every verdict (with the simulated second) to `trace`.
-    pub fn run_traced(
-        &self,
-        sc: &Scenario,
-        seed: u64,
-        mut trace: impl FnMut(u64, &super::Verdict),
-    ) -> Run {
+    pub fn run_traced(&self, sc: &Scenario, seed: u64, mut trace: impl FnMut(u64, &super::Verdict)) -> Run {
         if let Some(sh) = &sc.shadow {
             return shadow::run(self, sc, sh, seed, trace);
         }
@@ -265,23 +238,15 @@ impl Simulator {
         let mut now_s = 0;
         let mut p_stable = 1.0;
         while now_s < horizon {
-            let Some(weight) = spec.weight(state.step_index) else {
-                break;
-            };
-            let share = if weight == 0.0 {
-                sc.preview_share
-            } else {
-                weight / 100.0
-            };
+            let Some(weight) = spec.weight(state.step_index) else { break };
+            let share = if weight == 0.0 { sc.preview_share } else { weight / 100.0 };
             let canary = match sc.change {
                 Some(c) if now_s >= c.at_s => c.after,
                 _ => sc.canary,
             };
             let incident_rate = sc.incident.and_then(|i| {
                 let since = now_s.checked_sub(step_start_s)?;
-                (state.step_index == i.step
-                    && since >= i.offset_s
-                    && since < i.offset_s + i.seconds)
+                (state.step_index == i.step && since >= i.offset_s && since < i.offset_s + i.seconds)
                     .then_some(i.error_rate)
             });
             let (mut ds, mut dc) = (VersionStats::default(), VersionStats::default());
@@ -289,13 +254,7 @@ impl Simulator {
             for _ in 0..sc.rps * interval_s {
                 if rng.next_f64() < share {
                     let e = incident_rate.unwrap_or(canary.error_rate);
-                    self.request(
-                        &mut rng,
-                        &canary,
-                        e,
-                        (sc.evaluated, sc.integer_scores),
-                        &mut dc,
-                    );
+                    self.request(&mut rng, &canary, e, (sc.evaluated, sc.integer_scores), &mut dc);
                 } else {
                     stable_routed += 1;
                     // Chosen before the answer exists: the outcome cannot bias the sample.
@@ -303,13 +262,7 @@ impl Simulator {
                         continue;
                     }
                     let e = incident_rate.unwrap_or(sc.stable.error_rate);
-                    self.request(
-                        &mut rng,
-                        &sc.stable,
-                        e,
-                        (sc.evaluated, sc.integer_scores),
-                        &mut ds,
-                    );
+                    self.request(&mut rng, &sc.stable, e, (sc.evaluated, sc.integer_scores), &mut ds);
                 }
             }
             if let Some(s) = &sc.stable_sample {
@@ -334,12 +287,7 @@ impl Simulator {
                 *last = now_s - step_start_s;
             }
             match verdict.action {
-                Action::Promote => {
-                    return Run {
-                        ending: Ending::Promoted,
-                        step_seconds,
-                    }
-                }
+                Action::Promote => return Run { ending: Ending::Promoted, step_seconds },
                 Action::Rollback => {
                     let failing = verdict
                         .gates
@@ -347,15 +295,8 @@ impl Simulator {
                         .filter(|g| g.status == GateStatus::Fail)
                         .map(|g| g.metric)
                         .collect();
-                    let ending = Ending::RolledBack {
-                        step: state.step_index,
-                        at_s: now_s,
-                        failing,
-                    };
-                    return Run {
-                        ending,
-                        step_seconds,
-                    };
+                    let ending = Ending::RolledBack { step: state.step_index, at_s: now_s, failing };
+                    return Run { ending, step_seconds };
                 }
                 Action::Advance => {
                     stable_step = VersionStats::default();
@@ -367,31 +308,18 @@ impl Simulator {
             }
             state = verdict.next_state;
         }
-        Run {
-            ending: Ending::TimedOut,
-            step_seconds,
-        }
+        Run { ending: Ending::TimedOut, step_seconds }
     }
 
     pub fn run_many(&self, sc: &Scenario, runs: usize, seed: u64) -> Tally {
-        let mut t = Tally {
-            name: sc.name.clone(),
-            runs,
-            shadow_phase_only: sc.shadow.is_some(),
-            ..Tally::default()
-        };
+        let mut t = Tally { name: sc.name.clone(), runs, shadow_phase_only: sc.shadow.is_some(), ..Tally::default() };
         let onset = sc.change.map(|c| c.at_s);
         // A shadow row's only step is the shadowing phase.
-        let step_limit = if sc.shadow.is_some() {
-            sc.spec.dwell_seconds(0)
-        } else {
-            sc.spec.step_seconds()
-        };
+        let step_limit = if sc.shadow.is_some() { sc.spec.dwell_seconds(0) } else { sc.spec.step_seconds() };
         for i in 0..runs {
             let run = self.run(sc, seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             let longest = run.step_seconds.iter().copied().max().unwrap_or(0);
-            t.first_step_s
-                .push(run.step_seconds.first().copied().unwrap_or(0));
+            t.first_step_s.push(run.step_seconds.first().copied().unwrap_or(0));
             t.longest_step_s = t.longest_step_s.max(longest);
             if longest > 3 * step_limit {
                 t.held_over_3x += 1;
@@ -518,178 +446,77 @@ pub fn scenarios() -> Vec<(Scenario, &'static str)> {
         stable_sample: None,
     };
     let mut rows = vec![
+        (base("A/A, both versions identical", BASELINE, None), "false rollbacks ≤ 1 %"),
         (
-            base("A/A, both versions identical", BASELINE, None),
-            "false rollbacks ≤ 1 %",
-        ),
-        (
-            base(
-                "error rate at the tolerance (1 % → 1.25 %, max_ratio 1.25)",
-                Profile {
-                    error_rate: 0.0125,
-                    ..BASELINE
-                },
-                Some(Metric::ErrorRate),
-            ),
+            base("error rate at the tolerance (1 % → 1.25 %, max_ratio 1.25)", Profile { error_rate: 0.0125, ..BASELINE }, Some(Metric::ErrorRate)),
             "rollbacks on error_rate ≤ α_gate = 0.25 %",
         ),
         (
-            base(
-                "task success at the tolerance (95 % → 93 %, max_decrease 0.02)",
-                Profile {
-                    success_rate: 0.93,
-                    ..BASELINE
-                },
-                Some(Metric::TaskSuccessRate),
-            ),
+            base("task success at the tolerance (95 % → 93 %, max_decrease 0.02)", Profile { success_rate: 0.93, ..BASELINE }, Some(Metric::TaskSuccessRate)),
             "rollbacks on task_success_rate ≤ 0.25 %",
         ),
         (
-            base(
-                "policy violations at the tolerance (0.1 % → 0.2 %, max_increase 0.001, critical)",
-                Profile {
-                    violation_rate: 0.002,
-                    ..BASELINE
-                },
-                Some(Metric::PolicyViolationRate),
-            ),
+            base("policy violations at the tolerance (0.1 % → 0.2 %, max_increase 0.001, critical)", Profile { violation_rate: 0.002, ..BASELINE }, Some(Metric::PolicyViolationRate)),
             "rollbacks on policy_violation_rate ≤ 0.25 %",
         ),
     ];
     for step in 0..5 {
         let mut sc = base(
-            &format!(
-                "shared incident (both 1 % → 5 % errors for 30 s) in step {} ({} %)",
-                step + 1,
-                [1, 5, 25, 50, 100].get(step).copied().unwrap_or(0)
-            ),
+            &format!("shared incident (both 1 % → 5 % errors for 30 s) in step {} ({} %)", step + 1, [1, 5, 25, 50, 100].get(step).copied().unwrap_or(0)),
             BASELINE,
             None,
         );
-        sc.incident = Some(Incident {
-            step,
-            offset_s: 15,
-            seconds: 30,
-            error_rate: 0.05,
-        });
+        sc.incident = Some(Incident { step, offset_s: 15, seconds: 30, error_rate: 0.05 });
         rows.push((sc, "false rollbacks ≤ 1 %"));
     }
     rows.push((
-        base(
-            "latency, canary 1.15× (max_ratio 1.2 on p99)",
-            Profile {
-                latency_factor: 1.15,
-                ..BASELINE
-            },
-            Some(Metric::LatencyP99Ms),
-        ),
+        base("latency, canary 1.15× (max_ratio 1.2 on p99)", Profile { latency_factor: 1.15, ..BASELINE }, Some(Metric::LatencyP99Ms)),
         "rollbacks ≤ 1 %",
     ));
     rows.push((
-        base(
-            "latency, canary 1.2× (exactly at max_ratio 1.2)",
-            Profile {
-                latency_factor: 1.2,
-                ..BASELINE
-            },
-            Some(Metric::LatencyP99Ms),
-        ),
+        base("latency, canary 1.2× (exactly at max_ratio 1.2)", Profile { latency_factor: 1.2, ..BASELINE }, Some(Metric::LatencyP99Ms)),
         "rollbacks ≤ α_gate = 0.25 %",
     ));
     rows.push((
-        base(
-            "latency, canary 1.5×",
-            Profile {
-                latency_factor: 1.5,
-                ..BASELINE
-            },
-            Some(Metric::LatencyP99Ms),
-        ),
+        base("latency, canary 1.5×", Profile { latency_factor: 1.5, ..BASELINE }, Some(Metric::LatencyP99Ms)),
         "rollbacks ≥ 95 %",
     ));
-    for (critical, name) in [
-        (
-            false,
-            "absolute limit, canary exactly at it (policy_violation_rate max 0.001)",
-        ),
-        (
-            true,
-            "absolute limit, critical (watched from the first request), canary exactly at it",
-        ),
-    ] {
+    for (critical, name) in [(false, "absolute limit, canary exactly at it (policy_violation_rate max 0.001)"), (true, "absolute limit, critical (watched from the first request), canary exactly at it")] {
         let mut sc = base(name, BASELINE, Some(Metric::PolicyViolationRate));
         // Replace the relative policy gate by the absolute one under test.
         let gates: Vec<Gate> = default_gates()
             .into_iter()
             .filter(|g| g.metric() != Metric::PolicyViolationRate)
-            .chain(gate(
-                Metric::PolicyViolationRate,
-                Threshold::Max(0.001),
-                critical,
-            ))
+            .chain(gate(Metric::PolicyViolationRate, Threshold::Max(0.001), critical))
             .collect();
         sc.spec = issue_spec(gates).unwrap_or_default();
         rows.push((sc, "failures ≤ α_gate = 0.25 %"));
     }
     for minutes in [0u64, 10, 30] {
         let mut sc = base(
-            &format!(
-                "sudden 1 % → 10 % errors at a 5 % step after {minutes} min of healthy history"
-            ),
+            &format!("sudden 1 % → 10 % errors at a 5 % step after {minutes} min of healthy history"),
             BASELINE,
             Some(Metric::ErrorRate),
         );
         // A 5 % step held long enough for the history, then the canary breaks.
-        sc.spec =
-            spec_with(vec![5.0, 100.0], 60 * minutes + 600, default_gates()).unwrap_or_default();
-        sc.change = Some(Change {
-            at_s: 60 * minutes + 1,
-            after: Profile {
-                error_rate: 0.10,
-                ..BASELINE
-            },
-        });
+        sc.spec = spec_with(vec![5.0, 100.0], 60 * minutes + 600, default_gates()).unwrap_or_default();
+        sc.change = Some(Change { at_s: 60 * minutes + 1, after: Profile { error_rate: 0.10, ..BASELINE } });
         rows.push((sc, "median detection ≤ 20 s"));
     }
     rows.push((
-        base(
-            "power: errors 1 % → 2 %",
-            Profile {
-                error_rate: 0.02,
-                ..BASELINE
-            },
-            Some(Metric::ErrorRate),
-        ),
+        base("power: errors 1 % → 2 %", Profile { error_rate: 0.02, ..BASELINE }, Some(Metric::ErrorRate)),
         "rolled back ≥ 90 %",
     ));
     rows.push((
-        base(
-            "power: errors 1 % → 1.5 %",
-            Profile {
-                error_rate: 0.015,
-                ..BASELINE
-            },
-            Some(Metric::ErrorRate),
-        ),
+        base("power: errors 1 % → 1.5 %", Profile { error_rate: 0.015, ..BASELINE }, Some(Metric::ErrorRate)),
         "reported only",
     ));
     rows.push((
-        base(
-            "the demo's planner: task success 95 % → 80 %",
-            Profile {
-                success_rate: 0.80,
-                ..BASELINE
-            },
-            Some(Metric::TaskSuccessRate),
-        ),
+        base("the demo's planner: task success 95 % → 80 %", Profile { success_rate: 0.80, ..BASELINE }, Some(Metric::TaskSuccessRate)),
         "never past the first step",
     ));
     rows.push((
-        base(
-            "healthy canary (1 % errors, 95 % success), promotion time",
-            BASELINE,
-            None,
-        ),
+        base("healthy canary (1 % errors, 95 % success), promotion time", BASELINE, None),
         "promoted, no step held over 3 × 60 s",
     ));
     rows.extend(evaluation_rows(&base));
@@ -705,17 +532,12 @@ pub fn evaluation_gates() -> Vec<Gate> {
     default_gates()
         .into_iter()
         .chain(named(Metric::EvaluationScore, Threshold::MaxDecrease(0.3)))
-        .chain(named(
-            Metric::EvaluationPassRate,
-            Threshold::MaxDecrease(0.05),
-        ))
+        .chain(named(Metric::EvaluationPassRate, Threshold::MaxDecrease(0.05)))
         .collect()
 }
 
 /// Evaluation gates: a judge scores and labels half of the answers (the issue's setting otherwise).
-fn evaluation_rows(
-    base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario,
-) -> Vec<(Scenario, &'static str)> {
+fn evaluation_rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> Vec<(Scenario, &'static str)> {
     let eval = |name: &str, canary: Profile, watch: Option<Metric>| {
         let mut sc = base(name, canary, watch);
         sc.spec = issue_spec(evaluation_gates()).unwrap_or_default();
@@ -728,78 +550,30 @@ fn evaluation_rows(
         Some(Metric::EvaluationScore),
     );
     after_history.spec = spec_with(vec![5.0, 100.0], 1_200, evaluation_gates()).unwrap_or_default();
-    after_history.change = Some(Change {
-        at_s: 601,
-        after: Profile {
-            score_mean: 3.4,
-            ..BASELINE
-        },
-    });
+    after_history.change = Some(Change { at_s: 601, after: Profile { score_mean: 3.4, ..BASELINE } });
     let from_start = |mut sc: Scenario| {
-        sc.change = Some(Change {
-            at_s: 0,
-            after: sc.canary,
-        });
+        sc.change = Some(Change { at_s: 0, after: sc.canary });
         sc
     };
-    let mut whole = eval(
-        "evaluations A/A with whole scores 1–5 (skewed: mean 4.15, 81 % of answers 4 or 5)",
-        BASELINE,
-        None,
-    );
+    let mut whole = eval("evaluations A/A with whole scores 1–5 (skewed: mean 4.15, 81 % of answers 4 or 5)", BASELINE, None);
     whole.integer_scores = true;
     vec![
-        (
-            eval(
-                "evaluations A/A: equal judge scores and labels (half the answers evaluated)",
-                BASELINE,
-                None,
-            ),
-            "false rollbacks ≤ 1 %, promoted ≥ 95 %",
-        ),
+        (eval("evaluations A/A: equal judge scores and labels (half the answers evaluated)", BASELINE, None), "false rollbacks ≤ 1 %, promoted ≥ 95 %"),
         (whole, "false rollbacks ≤ 1 %, promoted ≥ 95 %"),
         (
-            eval(
-                "evaluations: mean score at the tolerance (4.2 → 3.9, max_decrease 0.3)",
-                Profile {
-                    score_mean: 3.9,
-                    ..BASELINE
-                },
-                Some(Metric::EvaluationScore),
-            ),
+            eval("evaluations: mean score at the tolerance (4.2 → 3.9, max_decrease 0.3)", Profile { score_mean: 3.9, ..BASELINE }, Some(Metric::EvaluationScore)),
             "rollbacks on evaluation_score ≤ α_gate = 0.17 %",
         ),
         (
-            eval(
-                "evaluations: pass rate at the tolerance (90 % → 85 %, max_decrease 0.05)",
-                Profile {
-                    pass_rate: 0.85,
-                    ..BASELINE
-                },
-                Some(Metric::EvaluationPassRate),
-            ),
+            eval("evaluations: pass rate at the tolerance (90 % → 85 %, max_decrease 0.05)", Profile { pass_rate: 0.85, ..BASELINE }, Some(Metric::EvaluationPassRate)),
             "rollbacks on evaluation_pass_rate ≤ α_gate = 0.17 %",
         ),
         (
-            from_start(eval(
-                "evaluations: judge scores 4.2 → 3.4 from the start",
-                Profile {
-                    score_mean: 3.4,
-                    ..BASELINE
-                },
-                Some(Metric::EvaluationScore),
-            )),
+            from_start(eval("evaluations: judge scores 4.2 → 3.4 from the start", Profile { score_mean: 3.4, ..BASELINE }, Some(Metric::EvaluationScore))),
             "rolled back ≥ 95 %, never past the first step",
         ),
         (
-            from_start(eval(
-                "evaluations: pass rate 90 % → 75 % from the start",
-                Profile {
-                    pass_rate: 0.75,
-                    ..BASELINE
-                },
-                Some(Metric::EvaluationPassRate),
-            )),
+            from_start(eval("evaluations: pass rate 90 % → 75 % from the start", Profile { pass_rate: 0.75, ..BASELINE }, Some(Metric::EvaluationPassRate))),
             "rolled back ≥ 95 %",
         ),
         (after_history, "rolled back ≥ 95 %, median detection ≤ 60 s"),
@@ -808,9 +582,7 @@ fn evaluation_rows(
 
 /// Blue-green: a 120 s preview with 5 % of the traffic (a `version: canary` segment) on green, the
 /// switch, a 120 s bake judged against blue's preview counts.
-fn blue_green_rows(
-    base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario,
-) -> Vec<(Scenario, &'static str)> {
+fn blue_green_rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> Vec<(Scenario, &'static str)> {
     let bg = |name: &str, canary: Profile, watch: Option<Metric>, change: Option<Change>| {
         let mut sc = base(name, canary, watch);
         sc.spec = blue_green_spec(120, 120, default_gates()).unwrap_or_default();
@@ -821,67 +593,28 @@ fn blue_green_rows(
     // The switch comes at 120 s at the earliest; a change at 125 s falls in the bake.
     let after_switch = |after: Profile| Some(Change { at_s: 125, after });
     vec![
+        (bg("blue-green: identical versions", BASELINE, None, None), "false rollbacks ≤ 1 %"),
         (
-            bg("blue-green: identical versions", BASELINE, None, None),
-            "false rollbacks ≤ 1 %",
-        ),
-        (
-            bg(
-                "blue-green: green at the error tolerance (1 % → 1.25 %) throughout",
-                Profile {
-                    error_rate: 0.0125,
-                    ..BASELINE
-                },
-                Some(Metric::ErrorRate),
-                None,
-            ),
+            bg("blue-green: green at the error tolerance (1 % → 1.25 %) throughout", Profile { error_rate: 0.0125, ..BASELINE }, Some(Metric::ErrorRate), None),
             "rollbacks on error_rate ≤ α_gate = 0.25 %",
         ),
         (
-            bg(
-                "blue-green: green's errors 1 % → 5 % just after the switch",
-                BASELINE,
-                Some(Metric::ErrorRate),
-                after_switch(Profile {
-                    error_rate: 0.05,
-                    ..BASELINE
-                }),
-            ),
+            bg("blue-green: green's errors 1 % → 5 % just after the switch", BASELINE, Some(Metric::ErrorRate), after_switch(Profile { error_rate: 0.05, ..BASELINE })),
             "rolled back ≥ 95 %",
         ),
         (
-            bg(
-                "blue-green: green's task success 95 % → 85 % just after the switch",
-                BASELINE,
-                Some(Metric::TaskSuccessRate),
-                after_switch(Profile {
-                    success_rate: 0.85,
-                    ..BASELINE
-                }),
-            ),
+            bg("blue-green: green's task success 95 % → 85 % just after the switch", BASELINE, Some(Metric::TaskSuccessRate), after_switch(Profile { success_rate: 0.85, ..BASELINE })),
             "rolled back ≥ 95 %",
         ),
         (
-            bg(
-                "blue-green: green's latency 2× just after the switch",
-                BASELINE,
-                Some(Metric::LatencyP99Ms),
-                after_switch(Profile {
-                    latency_factor: 2.0,
-                    ..BASELINE
-                }),
-            ),
+            bg("blue-green: green's latency 2× just after the switch", BASELINE, Some(Metric::LatencyP99Ms), after_switch(Profile { latency_factor: 2.0, ..BASELINE })),
             "rolled back ≥ 95 %",
         ),
     ]
 }
 
 /// A blue-green spec with the simulations' other settings.
-pub fn blue_green_spec(
-    preview_seconds: u64,
-    bake_seconds: u64,
-    gates: Vec<Gate>,
-) -> Option<AnalysisSpec> {
+pub fn blue_green_spec(preview_seconds: u64, bake_seconds: u64, gates: Vec<Gate>) -> Option<AnalysisSpec> {
     AnalysisSpec::try_new(AnalysisSpecConfig {
         steps: Vec::new(),
         step_seconds: 0,
@@ -889,10 +622,7 @@ pub fn blue_green_spec(
         interval_seconds: 1.0,
         failure_limit: 1,
         gates: gates.into_iter().map(GateConfig::from).collect(),
-        blue_green: Some(super::BlueGreen {
-            preview_seconds,
-            bake_seconds,
-        }),
+        blue_green: Some(super::BlueGreen { preview_seconds, bake_seconds }),
         shadow_seconds: None,
         holds: Vec::new(),
     })

@@ -150,10 +150,7 @@ impl Default for AnalysisSpec {
 impl AnalysisSpec {
     pub fn try_new(mut config: AnalysisSpecConfig) -> Result<Self, SpecError> {
         if let Some(bg) = config.blue_green {
-            for (field, value) in [
-                ("preview_seconds", bg.preview_seconds),
-                ("bake_seconds", bg.bake_seconds),
-            ] {
+            for (field, value) in [("preview_seconds", bg.preview_seconds), ("bake_seconds", bg.bake_seconds)] {
                 if value > MAX_PHASE_SECONDS {
                     return Err(SpecError::PhaseTooLong { field, value });
                 }
@@ -162,11 +159,7 @@ impl AnalysisSpec {
                 return Err(SpecError::NoBake);
             }
             // The preview is a step at weight 0 (only segments reach green), the bake one at 100 %.
-            config.steps = if bg.preview_seconds > 0 {
-                vec![0.0, 100.0]
-            } else {
-                vec![100.0]
-            };
+            config.steps = if bg.preview_seconds > 0 { vec![0.0, 100.0] } else { vec![100.0] };
             config.step_seconds = bg.preview_seconds.max(bg.bake_seconds);
         } else {
             // A stored spec with a shadow phase already carries its weight-0 step in front.
@@ -181,10 +174,7 @@ impl AnalysisSpec {
                 return Err(SpecError::ShadowAndBlueGreen);
             }
             if !(1..=MAX_PHASE_SECONDS).contains(&s) {
-                return Err(SpecError::PhaseTooLong {
-                    field: "shadow_seconds",
-                    value: s,
-                });
+                return Err(SpecError::PhaseTooLong { field: "shadow_seconds", value: s });
             }
             // The shadow phase is a step at weight 0 in front of the others (a stored spec already
             // has it).

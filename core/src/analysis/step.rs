@@ -72,35 +72,18 @@ impl StepConfig {
 
     /// The hold, checked: `steps[i]: …` on a bad one.
     pub fn hold(&self, index: usize) -> Result<StepHold, String> {
-        let StepConfig::Held(h) = self else {
-            return Ok(StepHold::None);
-        };
+        let StepConfig::Held(h) = self else { return Ok(StepHold::None) };
         match (&h.pause, &h.approval) {
-            (Some(_), Some(_)) => Err(format!(
-                "steps[{index}]: give either pause or approval, not both"
-            )),
+            (Some(_), Some(_)) => Err(format!("steps[{index}]: give either pause or approval, not both")),
             (Some(PauseKind::Manual), None) => Ok(StepHold::Manual),
             (None, Some(a)) => {
-                let rest = a
-                    .url
-                    .strip_prefix("http://")
-                    .or_else(|| a.url.strip_prefix("https://"))
-                    .unwrap_or_default();
+                let rest = a.url.strip_prefix("http://").or_else(|| a.url.strip_prefix("https://")).unwrap_or_default();
                 let host = rest.split(['/', '?']).next().unwrap_or_default();
-                if host.is_empty()
-                    || host.contains('@')
-                    || a.url.len() > 2048
-                    || a.url.chars().any(|c| c.is_control() || c == ' ')
-                {
+                if host.is_empty() || host.contains('@') || a.url.len() > 2048 || a.url.chars().any(|c| c.is_control() || c == ' ') {
                     return Err(format!("steps[{index}].approval.url: give an http:// or https:// URL with a host and no credentials"));
                 }
-                if !(a.timeout_seconds.is_finite()
-                    && a.timeout_seconds > 0.0
-                    && a.timeout_seconds <= MAX_APPROVAL_TIMEOUT_SECONDS)
-                {
-                    return Err(format!(
-                        "steps[{index}].approval.timeout_seconds: must be above 0 and at most 60"
-                    ));
+                if !(a.timeout_seconds.is_finite() && a.timeout_seconds > 0.0 && a.timeout_seconds <= MAX_APPROVAL_TIMEOUT_SECONDS) {
+                    return Err(format!("steps[{index}].approval.timeout_seconds: must be above 0 and at most 60"));
                 }
                 Ok(StepHold::Approval(a.clone()))
             }
@@ -115,16 +98,9 @@ impl<'de> Deserialize<'de> for StepConfig {
         use serde::de::Error;
         let v = serde_json::Value::deserialize(d)?;
         match v {
-            serde_json::Value::Number(n) => n
-                .as_f64()
-                .map(StepConfig::Weight)
-                .ok_or_else(|| D::Error::custom("a step weight must be a number")),
-            serde_json::Value::Object(_) => serde_json::from_value::<HeldStep>(v)
-                .map(StepConfig::Held)
-                .map_err(D::Error::custom),
-            other => Err(D::Error::custom(format!(
-                "a step is a weight or an object with weight and pause or approval, not {other}"
-            ))),
+            serde_json::Value::Number(n) => n.as_f64().map(StepConfig::Weight).ok_or_else(|| D::Error::custom("a step weight must be a number")),
+            serde_json::Value::Object(_) => serde_json::from_value::<HeldStep>(v).map(StepConfig::Held).map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!("a step is a weight or an object with weight and pause or approval, not {other}"))),
         }
     }
 }

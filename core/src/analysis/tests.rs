@@ -4,8 +4,7 @@
 use super::simulation::{issue_spec, scenarios, Simulator, Tally};
 use super::*;
 
-static NO_SHADOW: std::sync::LazyLock<crate::shadow::ShadowStats> =
-    std::sync::LazyLock::new(Default::default);
+static NO_SHADOW: std::sync::LazyLock<crate::shadow::ShadowStats> = std::sync::LazyLock::new(Default::default);
 
 fn stats(requests: u64, errors: u64) -> VersionStats {
     VersionStats {
@@ -19,15 +18,7 @@ fn stats(requests: u64, errors: u64) -> VersionStats {
 }
 
 fn look<'a>(s: &'a VersionStats, c: &'a VersionStats, scheduled: bool) -> Look<'a> {
-    Look {
-        stable: s,
-        canary: c,
-        stable_step: s,
-        canary_step: c,
-        shadow: &NO_SHADOW,
-        shadow_step: &NO_SHADOW,
-        scheduled,
-    }
+    Look { stable: s, canary: c, stable_step: s, canary_step: c, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled }
 }
 
 fn only(gates: Vec<Gate>) -> AnalysisSpec {
@@ -61,50 +52,21 @@ fn a_step_holds_until_the_proof_is_in_and_says_how_much_more() {
     let mut canary = stats(51, 0);
     canary.outcome_success = 41;
     canary.outcome_failure = 10;
-    let state = StepState {
-        step_started_at_ms: 0,
-        ..StepState::start(0)
-    };
+    let state = StepState { step_started_at_ms: 0, ..StepState::start(0) };
     let v = judge(&spec, &state, &look(&stable, &canary, true), 120_000);
     assert_eq!(v.action, Action::Hold, "{}", v.reason);
-    let task = v
-        .gates
-        .iter()
-        .find(|g| g.metric == Metric::TaskSuccessRate)
-        .unwrap();
+    let task = v.gates.iter().find(|g| g.metric == Metric::TaskSuccessRate).unwrap();
     assert_eq!(task.status, GateStatus::InsufficientData);
-    assert!(
-        task.note.contains(" pp drop in task success"),
-        "{}",
-        task.note
-    );
+    assert!(task.note.contains(" pp drop in task success"), "{}", task.note);
     // A healthy interval: the note counts what is missing.
     let mut canary = stats(20, 0);
     canary.outcome_success = 19;
     canary.outcome_failure = 1;
-    let v = judge(
-        &spec,
-        &StepState::start(0),
-        &look(&stable, &canary, true),
-        1000,
-    );
-    let task = v
-        .gates
-        .iter()
-        .find(|g| g.metric == Metric::TaskSuccessRate)
-        .unwrap();
+    let v = judge(&spec, &StepState::start(0), &look(&stable, &canary, true), 1000);
+    let task = v.gates.iter().find(|g| g.metric == Metric::TaskSuccessRate).unwrap();
     assert!(task.note.starts_with("needs about "), "{}", task.note);
-    assert!(
-        task.note
-            .contains("more canary task outcomes to rule out a "),
-        "{}",
-        task.note
-    );
-    assert!(
-        task.note.ends_with(" pp drop in task success"),
-        "{}",
-        task.note
-    );
+    assert!(task.note.contains("more canary task outcomes to rule out a "), "{}", task.note);
+    assert!(task.note.ends_with(" pp drop in task success"), "{}", task.note);
     assert!(task.proof.is_some() && task.evidence.is_some() && task.bounds.is_some());
 }
 
@@ -115,37 +77,13 @@ fn a_critical_absolute_gate_acts_between_intervals_and_others_wait() {
     let spec = only(vec![e, g]);
     let stable = stats(100, 1);
     let mut canary = stats(10, 10);
-    let v = judge(
-        &spec,
-        &StepState::start(0),
-        &look(&stable, &canary, false),
-        500,
-    );
-    assert_eq!(
-        v.action,
-        Action::Hold,
-        "non-critical gates wait: {}",
-        v.reason
-    );
-    assert_eq!(
-        v.next_state,
-        StepState::start(0),
-        "a look between intervals keeps no state"
-    );
+    let v = judge(&spec, &StepState::start(0), &look(&stable, &canary, false), 500);
+    assert_eq!(v.action, Action::Hold, "non-critical gates wait: {}", v.reason);
+    assert_eq!(v.next_state, StepState::start(0), "a look between intervals keeps no state");
     canary.policy_violating_requests = 1;
-    let v = judge(
-        &spec,
-        &StepState::start(0),
-        &look(&stable, &canary, false),
-        500,
-    );
+    let v = judge(&spec, &StepState::start(0), &look(&stable, &canary, false), 500);
     assert_eq!(v.action, Action::Rollback, "{}", v.reason);
-    assert!(
-        v.reason
-            .starts_with("critical gate failed: policy_violation_rate"),
-        "{}",
-        v.reason
-    );
+    assert!(v.reason.starts_with("critical gate failed: policy_violation_rate"), "{}", v.reason);
 }
 
 #[test]
@@ -162,12 +100,7 @@ fn a_shared_incident_cancels_and_a_canary_only_one_does_not() {
     }
     let (st, ca) = (stats(100, 1), stats(100, 30));
     let v = judge(&spec, &state, &look(&st, &ca, true), 61_000);
-    assert_eq!(
-        v.action,
-        Action::Hold,
-        "one interval is not enough here: {}",
-        v.reason
-    );
+    assert_eq!(v.action, Action::Hold, "one interval is not enough here: {}", v.reason);
     let v = judge(&spec, &v.next_state, &look(&st, &ca, true), 62_000);
     assert_eq!(v.action, Action::Rollback, "{}", v.reason);
     let gate = &v.gates[0];
@@ -179,17 +112,11 @@ fn a_shared_incident_cancels_and_a_canary_only_one_does_not() {
 #[test]
 fn relative_gates_end_at_the_last_split_step() {
     let spec = issue_spec(default_gates()).unwrap();
-    let state = StepState {
-        step_index: 4,
-        ..StepState::start(0)
-    };
+    let state = StepState { step_index: 4, ..StepState::start(0) };
     let (st, ca) = (VersionStats::default(), stats(200, 100));
     let v = judge(&spec, &state, &look(&st, &ca, true), 1000);
     assert_ne!(v.action, Action::Rollback);
-    assert!(v
-        .gates
-        .iter()
-        .all(|g| g.status == GateStatus::Pass && g.note.contains("100%")));
+    assert!(v.gates.iter().all(|g| g.status == GateStatus::Pass && g.note.contains("100%")));
 }
 
 #[test]
@@ -200,9 +127,7 @@ fn evidence_survives_serde_and_old_records_default() {
     let json = serde_json::to_string(&v.next_state).unwrap();
     let back: StepState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, v.next_state);
-    let old: StepState =
-        serde_json::from_str(r#"{"step_index":1,"step_started_at_ms":5,"consecutive_failures":0}"#)
-            .unwrap();
+    let old: StepState = serde_json::from_str(r#"{"step_index":1,"step_started_at_ms":5,"consecutive_failures":0}"#).unwrap();
     assert_eq!(old.evidence, EvidenceState::default());
 }
 
@@ -218,15 +143,11 @@ fn every_verdict_survives_json_even_on_extreme_counts() {
         (stats(10, 0), stats(huge, 0)),
     ];
     for (st, ca) in cases {
-        let mut state = StepState {
-            step_index: 2,
-            ..StepState::start(0)
-        };
+        let mut state = StepState { step_index: 2, ..StepState::start(0) };
         for k in 1..=20u64 {
             let v = judge(&spec, &state, &look(&st, &ca, true), k * 1000);
             let json = serde_json::to_string(&v).unwrap();
-            let back: Verdict =
-                serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+            let back: Verdict = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
             assert_eq!(back.next_state, v.next_state);
             state = v.next_state;
         }
@@ -240,10 +161,7 @@ fn segment_alpha_sums_to_at_most_one() {
 }
 
 fn row(name_starts: &str, runs: usize) -> Tally {
-    let (sc, _) = scenarios()
-        .into_iter()
-        .find(|(s, _)| s.name.starts_with(name_starts))
-        .unwrap();
+    let (sc, _) = scenarios().into_iter().find(|(s, _)| s.name.starts_with(name_starts)).unwrap();
     let t = Simulator::new().run_many(&sc, runs, 7);
     println!("{}", t.line());
     t
@@ -259,11 +177,7 @@ fn sim_a_a_rarely_rolls_back() {
 
 #[test]
 fn sim_at_the_tolerance_stays_under_alpha_gate() {
-    for name in [
-        "error rate at the tolerance",
-        "task success at the tolerance",
-        "policy violations at the tolerance",
-    ] {
+    for name in ["error rate at the tolerance", "task success at the tolerance", "policy violations at the tolerance"] {
         let t = row(name, 2_000);
         assert!(t.rollback_rate() <= ALPHA_GATE, "{}", t.line());
     }
@@ -272,10 +186,7 @@ fn sim_at_the_tolerance_stays_under_alpha_gate() {
 #[test]
 fn sim_shared_incidents_do_not_roll_back() {
     for step in 1..=5 {
-        let t = row(
-            &format!("shared incident (both 1 % → 5 % errors for 30 s) in step {step}"),
-            500,
-        );
+        let t = row(&format!("shared incident (both 1 % → 5 % errors for 30 s) in step {step}"), 500);
         assert!(t.rollback_rate() <= 0.01, "{}", t.line());
     }
 }
@@ -387,14 +298,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
     let spec = simulation::blue_green_spec(10, 10, gates).unwrap();
     assert_eq!(spec.steps(), &[0.0, 100.0]);
     assert!(spec.is_preview(0) && !spec.is_preview(1));
-    assert_eq!(
-        (
-            spec.dwell_seconds(0),
-            spec.dwell_seconds(1),
-            spec.nominal_seconds()
-        ),
-        (10, 10, 20)
-    );
+    assert_eq!((spec.dwell_seconds(0), spec.dwell_seconds(1), spec.nominal_seconds()), (10, 10, 20));
     // Preview: green (the segment) 1 % errors against blue's 1 %, until the proof and the dwell are in.
     let mut state = StepState::start(0);
     let (mut blue, mut green) = (VersionStats::default(), VersionStats::default());
@@ -405,20 +309,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
         let (b, g) = (stats(1000, 10), stats(100, 1));
         blue.merge(&b);
         green.merge(&g);
-        let v = judge(
-            &spec,
-            &state,
-            &Look {
-                stable: &b,
-                canary: &g,
-                stable_step: &blue,
-                canary_step: &green,
-                shadow: &NO_SHADOW,
-                shadow_step: &NO_SHADOW,
-                scheduled: true,
-            },
-            s * 1000,
-        );
+        let v = judge(&spec, &state, &Look { stable: &b, canary: &g, stable_step: &blue, canary_step: &green, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, s * 1000);
         assert_ne!(v.action, Action::Rollback, "{}", v.reason);
         assert_eq!(v.gates[0].comparison, None, "the preview is concurrent");
         if v.action == Action::Advance {
@@ -428,12 +319,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
     };
     assert!(s >= 10, "not before the preview's dwell: {s}");
     assert_eq!(verdict.canary_weight, 100.0);
-    let baseline = verdict
-        .next_state
-        .evidence
-        .baseline
-        .clone()
-        .expect("the switch freezes blue's counts");
+    let baseline = verdict.next_state.evidence.baseline.clone().expect("the switch freezes blue's counts");
     assert_eq!(baseline.requests, blue.requests);
     let mut state = verdict.next_state;
     // Bake: green alone. At 1 % it stays within 1.25× blue's bound and is promoted after the dwell.
@@ -445,39 +331,13 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
         assert!(s < start + 600, "the bake never ended");
         let g = stats(1000, 10);
         green.merge(&g);
-        let v = judge(
-            &spec,
-            &state,
-            &Look {
-                stable: &empty,
-                canary: &g,
-                stable_step: &empty,
-                canary_step: &green,
-                shadow: &NO_SHADOW,
-                shadow_step: &NO_SHADOW,
-                scheduled: true,
-            },
-            s * 1000,
-        );
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &green, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, s * 1000);
         let ratio = &v.gates[0];
-        let c = ratio
-            .comparison
-            .as_ref()
-            .expect("the bake compares with blue before the switch");
-        assert_eq!(
-            (c.against.as_str(), c.concurrent, c.baseline_n),
-            ("blue_pre_switch", false, baseline.requests)
-        );
-        assert!(
-            c.limit > 0.0125 && c.limit < 0.02,
-            "1.25 × blue's upper bound: {c:?}"
-        );
+        let c = ratio.comparison.as_ref().expect("the bake compares with blue before the switch");
+        assert_eq!((c.against.as_str(), c.concurrent, c.baseline_n), ("blue_pre_switch", false, baseline.requests));
+        assert!(c.limit > 0.0125 && c.limit < 0.02, "1.25 × blue's upper bound: {c:?}");
         assert_eq!(ratio.stable, Some(0.01));
-        assert!(
-            ratio.threshold.contains("not concurrent"),
-            "{}",
-            ratio.threshold
-        );
+        assert!(ratio.threshold.contains("not concurrent"), "{}", ratio.threshold);
         assert_ne!(v.action, Action::Rollback, "{}", v.reason);
         if v.action == Action::Promote {
             break s;
@@ -491,20 +351,7 @@ fn blue_green_previews_switches_with_a_frozen_baseline_and_bakes_against_it() {
     for t in 1..=60u64 {
         let g = stats(1000, 30);
         bad.merge(&g);
-        let v = judge(
-            &spec,
-            &state,
-            &Look {
-                stable: &empty,
-                canary: &g,
-                stable_step: &empty,
-                canary_step: &bad,
-                shadow: &NO_SHADOW,
-                shadow_step: &NO_SHADOW,
-                scheduled: true,
-            },
-            t * 1000,
-        );
+        let v = judge(&spec, &state, &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &bad, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, t * 1000);
         if v.action == Action::Rollback {
             assert!(v.reason.contains("error_rate regressed"), "{}", v.reason);
             assert_eq!(v.gates[0].status, GateStatus::Fail);
@@ -529,26 +376,9 @@ fn blue_green_without_a_preview_skips_the_relative_comparison() {
     let spec = simulation::blue_green_spec(0, 10, gates).unwrap();
     assert_eq!(spec.steps(), &[100.0]);
     let (empty, g) = (VersionStats::default(), stats(1000, 10));
-    let v = judge(
-        &spec,
-        &StepState::start(0),
-        &Look {
-            stable: &empty,
-            canary: &g,
-            stable_step: &empty,
-            canary_step: &g,
-            shadow: &NO_SHADOW,
-            shadow_step: &NO_SHADOW,
-            scheduled: true,
-        },
-        1000,
-    );
+    let v = judge(&spec, &StepState::start(0), &Look { stable: &empty, canary: &g, stable_step: &empty, canary_step: &g, shadow: &NO_SHADOW, shadow_step: &NO_SHADOW, scheduled: true }, 1000);
     assert_eq!(v.gates[0].status, GateStatus::Pass);
-    assert!(
-        v.gates[0].note.contains("no preview"),
-        "{}",
-        v.gates[0].note
-    );
+    assert!(v.gates[0].note.contains("no preview"), "{}", v.gates[0].note);
 }
 
 #[test]
@@ -559,9 +389,7 @@ fn shadow_and_blue_green_specs_survive_a_json_round_trip() {
         r#"{"hosts":["a"],"stable":"v1","canary":"v2","steps":[{"weight":10,"pause":"manual"},100]}"#,
     ] {
         let spec: crate::rollout::RolloutSpec = serde_json::from_str(json).unwrap();
-        let crate::rollout::Mode::Automated(a) = spec.mode().unwrap() else {
-            panic!("automated")
-        };
+        let crate::rollout::Mode::Automated(a) = spec.mode().unwrap() else { panic!("automated") };
         let back: AnalysisSpec = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a, "{json}");
     }
@@ -569,13 +397,7 @@ fn shadow_and_blue_green_specs_survive_a_json_round_trip() {
 
 fn scored(n: u64, mean: f64, sd: f64, pass: u64) -> VersionStats {
     let mut s = VersionStats::default();
-    let e = EvaluationStats {
-        count: n,
-        sum: mean * n as f64,
-        sum_sq: (sd * sd + mean * mean) * n as f64,
-        labelled: n,
-        pass,
-    };
+    let e = EvaluationStats { count: n, sum: mean * n as f64, sum_sq: (sd * sd + mean * mean) * n as f64, labelled: n, pass };
     s.evaluations.insert("helpfulness".into(), e);
     s
 }
@@ -584,15 +406,10 @@ fn scored(n: u64, mean: f64, sd: f64, pass: u64) -> VersionStats {
 fn evaluation_gates_fail_a_lower_score_and_pass_an_equal_one() {
     let gate = |json: &str| -> Gate { serde_json::from_str(json).unwrap() };
     let score = gate(r#"{"metric":"evaluation_score","name":"helpfulness","max_decrease":0.3}"#);
-    let pass =
-        gate(r#"{"metric":"evaluation_pass_rate","name":"helpfulness","max_decrease":0.05}"#);
+    let pass = gate(r#"{"metric":"evaluation_pass_rate","name":"helpfulness","max_decrease":0.05}"#);
     let min = gate(r#"{"metric":"evaluation_score","name":"helpfulness","min":3.0}"#);
     assert_eq!(score.describe(), "canary ≥ stable − 0.3000");
-    for (g, bad) in [
-        (score, scored(40, 3.4, 0.8, 36)),
-        (pass, scored(40, 4.2, 0.8, 24)),
-        (min, scored(40, 2.0, 0.8, 36)),
-    ] {
+    for (g, bad) in [(score, scored(40, 3.4, 0.8, 36)), (pass, scored(40, 4.2, 0.8, 24)), (min, scored(40, 2.0, 0.8, 36))] {
         let spec = simulation::spec_with(vec![50.0, 100.0], 10, vec![g]).unwrap();
         // Equal scores: no failure, and the gate passes once its proof is in.
         let mut state = StepState::start(0);
@@ -600,13 +417,7 @@ fn evaluation_gates_fail_a_lower_score_and_pass_an_equal_one() {
         for s in 1..=120u64 {
             let (st, ca) = (scored(40, 4.2, 0.8, 36), scored(40, 4.2, 0.8, 36));
             let v = judge(&spec, &state, &look(&st, &ca, true), s * 1000);
-            assert_ne!(
-                v.gates[0].status,
-                GateStatus::Fail,
-                "{:?}: {}",
-                g.metric(),
-                v.reason
-            );
+            assert_ne!(v.gates[0].status, GateStatus::Fail, "{:?}: {}", g.metric(), v.reason);
             passed |= v.gates[0].status == GateStatus::Pass;
             state = v.next_state;
         }
@@ -621,22 +432,9 @@ fn evaluation_gates_fail_a_lower_score_and_pass_an_equal_one() {
         });
         assert!(failed, "{:?} missed the drop", g.metric());
     }
-    assert!(
-        serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","max_decrease":0.3}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("name the evaluation")
-    );
-    assert!(
-        serde_json::from_str::<Gate>(r#"{"metric":"error_rate","name":"x","max":0.1}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("name applies to")
-    );
-    assert!(
-        serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","name":"a b","min":1}"#)
-            .is_err()
-    );
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","max_decrease":0.3}"#).unwrap_err().to_string().contains("name the evaluation"));
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"error_rate","name":"x","max":0.1}"#).unwrap_err().to_string().contains("name applies to"));
+    assert!(serde_json::from_str::<Gate>(r#"{"metric":"evaluation_score","name":"a b","min":1}"#).is_err());
 }
 
 /// α_gate of the shadow rows' spec: the four default gates and three shadow counterparts.
@@ -648,20 +446,8 @@ fn the_shadow_rows_spec_is_the_controllers() {
     assert!(spec.is_shadow(0) && !spec.is_shadow(1));
     assert_eq!(spec.steps(), &[0.0, 1.0, 5.0, 25.0, 50.0, 100.0]);
     assert_eq!((spec.dwell_seconds(0), spec.failure_limit()), (300, 1));
-    let shadow: Vec<Metric> = spec
-        .gates()
-        .iter()
-        .map(|g| g.metric())
-        .filter(|m| m.is_shadow())
-        .collect();
-    assert_eq!(
-        shadow,
-        [
-            Metric::ShadowErrorRate,
-            Metric::ShadowLatencyP99Ms,
-            Metric::ShadowTaskSuccessRate
-        ]
-    );
+    let shadow: Vec<Metric> = spec.gates().iter().map(|g| g.metric()).filter(|m| m.is_shadow()).collect();
+    assert_eq!(shadow, [Metric::ShadowErrorRate, Metric::ShadowLatencyP99Ms, Metric::ShadowTaskSuccessRate]);
     assert_eq!(spec.gates().len(), 7);
 }
 
@@ -669,31 +455,16 @@ fn the_shadow_rows_spec_is_the_controllers() {
 fn sim_shadow_a_a_and_a_healthy_shadow_pass_the_phase() {
     let t = row("shadow A/A", 1_000);
     assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
-    assert!(
-        t.advanced_past_first as f64 >= 0.95 * t.runs as f64,
-        "{}",
-        t.line()
-    );
-    assert!(
-        t.median_first_step_s().unwrap() <= 310,
-        "passes at the phase's dwell: {}",
-        t.line()
-    );
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
+    assert!(t.median_first_step_s().unwrap() <= 310, "passes at the phase's dwell: {}", t.line());
     let t = row("shadow: healthy canary, independent answers", 500);
     assert!(t.any_rollback_rate() <= 0.01, "{}", t.line());
-    assert!(
-        t.advanced_past_first as f64 >= 0.95 * t.runs as f64,
-        "{}",
-        t.line()
-    );
+    assert!(t.advanced_past_first as f64 >= 0.95 * t.runs as f64, "{}", t.line());
 }
 
 #[test]
 fn sim_shadow_at_the_tolerance_stays_under_alpha_gate() {
-    for name in [
-        "shadow: errors at the tolerance",
-        "shadow: task success at the tolerance",
-    ] {
+    for name in ["shadow: errors at the tolerance", "shadow: task success at the tolerance"] {
         let t = row(name, 1_000);
         assert!(t.rollback_rate() <= SHADOW_ALPHA_GATE, "{}", t.line());
     }
@@ -714,11 +485,7 @@ fn sim_shadow_failures_roll_back_while_shadowing() {
 #[test]
 fn sim_shadow_advance_proof_at_the_regression_it_rules_out() {
     let t = row("shadow: errors 1 % → 1.5 %", 300);
-    assert!(
-        t.advanced_past_first as f64 <= 0.15 * t.runs as f64,
-        "{}",
-        t.line()
-    );
+    assert!(t.advanced_past_first as f64 <= 0.15 * t.runs as f64, "{}", t.line());
 }
 
 #[test]
@@ -726,22 +493,13 @@ fn sim_shadow_pairing_gain() {
     // The same copies (the same seed) judged paired and unpaired.
     let paired = row("shadow pairing gain: task success 95 % → 91 %", 500);
     let unpaired = row("shadow pairing gain: the same at 91 %", 500);
-    assert!(
-        paired.rolled_back > unpaired.rolled_back,
-        "{}\n{}",
-        paired.line(),
-        unpaired.line()
-    );
+    assert!(paired.rolled_back > unpaired.rolled_back, "{}\n{}", paired.line(), unpaired.line());
 }
 
 fn pair(status: u16, failed: bool, ms: u64) -> crate::shadow::Answer {
     crate::shadow::Answer {
         status: Some(status),
-        result: Some(if failed {
-            crate::outcome::TaskResult::Failure
-        } else {
-            crate::outcome::TaskResult::Success
-        }),
+        result: Some(if failed { crate::outcome::TaskResult::Failure } else { crate::outcome::TaskResult::Success }),
         total_us: ms * 1000,
         ..Default::default()
     }
@@ -757,14 +515,9 @@ fn a_shadow_answering_like_stable_passes_the_phase_at_its_dwell() {
         r#"{"hosts":["a"],"stable":"v1","canary":"v2","shadow":{"cluster":"v2","percent":10},"shadow_seconds":300,"analysis":{"failure_limit":1}}"#,
     )
     .unwrap();
-    let Ok(crate::rollout::Mode::Automated(spec)) = rollout.mode() else {
-        panic!("automated")
-    };
+    let Ok(crate::rollout::Mode::Automated(spec)) = rollout.mode() else { panic!("automated") };
     let mut state = StepState::start(0);
-    let (mut step, mut live_step) = (
-        crate::shadow::ShadowStats::default(),
-        VersionStats::default(),
-    );
+    let (mut step, mut live_step) = (crate::shadow::ShadowStats::default(), VersionStats::default());
     for s in 1..=400u64 {
         let mut pairs = crate::shadow::ShadowStats::default();
         for i in 0..20u64 {
@@ -775,23 +528,12 @@ fn a_shadow_answering_like_stable_passes_the_phase_at_its_dwell() {
             let stable_fails = i == 1 || (s % 40 == 0 && i == 2);
             let shadow_fails = i == 1 || (s % 40 == 20 && i == 2);
             let status = if error { 503 } else { 200 };
-            pairs.record_pair(
-                &pair(status, stable_fails, ms),
-                &pair(status, shadow_fails, ms),
-            );
+            pairs.record_pair(&pair(status, stable_fails, ms), &pair(status, shadow_fails, ms));
         }
         step.merge(&pairs);
         let (live, empty) = (pairs.stable_view(), VersionStats::default());
         live_step.merge(&live);
-        let look = Look {
-            stable: &live,
-            canary: &empty,
-            stable_step: &live_step,
-            canary_step: &empty,
-            shadow: &pairs,
-            shadow_step: &step,
-            scheduled: true,
-        };
+        let look = Look { stable: &live, canary: &empty, stable_step: &live_step, canary_step: &empty, shadow: &pairs, shadow_step: &step, scheduled: true };
         let v = judge(&spec, &state, &look, s * 1000);
         assert_ne!(v.action, Action::Rollback, "{}", v.reason);
         if v.action == Action::Advance {
@@ -809,21 +551,11 @@ const ALPHA_GATE_6: f64 = OVERALL_ALPHA / 6.0;
 
 #[test]
 fn sim_evaluation_gates_keep_their_level_on_equal_and_tolerated_judges() {
-    for name in [
-        "evaluations A/A: equal",
-        "evaluations A/A with whole scores",
-    ] {
+    for name in ["evaluations A/A: equal", "evaluations A/A with whole scores"] {
         let t = row(name, 500);
-        assert!(
-            t.any_rollback_rate() <= 0.01 && t.promoted as f64 >= 0.95 * t.runs as f64,
-            "{}",
-            t.line()
-        );
+        assert!(t.any_rollback_rate() <= 0.01 && t.promoted as f64 >= 0.95 * t.runs as f64, "{}", t.line());
     }
-    for name in [
-        "evaluations: mean score at the tolerance",
-        "evaluations: pass rate at the tolerance",
-    ] {
+    for name in ["evaluations: mean score at the tolerance", "evaluations: pass rate at the tolerance"] {
         let t = row(name, 1_000);
         assert!(t.rollback_rate() <= ALPHA_GATE_6, "{}", t.line());
     }
@@ -832,32 +564,18 @@ fn sim_evaluation_gates_keep_their_level_on_equal_and_tolerated_judges() {
 #[test]
 fn sim_evaluation_gates_catch_a_worse_judge_verdict() {
     let t = row("evaluations: judge scores 4.2 → 3.4 from", 300);
-    assert!(
-        t.rollback_rate() >= 0.95 && t.advanced_past_first == 0,
-        "{}",
-        t.line()
-    );
+    assert!(t.rollback_rate() >= 0.95 && t.advanced_past_first == 0, "{}", t.line());
     let t = row("evaluations: pass rate 90 % → 75 %", 200);
     assert!(t.rollback_rate() >= 0.95, "{}", t.line());
     let t = row("evaluations: judge scores 4.2 → 3.4 at a 5 %", 200);
-    assert!(
-        t.rollback_rate() >= 0.95 && t.median_delay_s().is_some_and(|d| d <= 60),
-        "{}",
-        t.line()
-    );
+    assert!(t.rollback_rate() >= 0.95 && t.median_delay_s().is_some_and(|d| d <= 60), "{}", t.line());
 }
 
 /// A row with stable's requests measured in part (the hot-path design under study, see
 /// [`simulation::StableSample`]): 4 × the canary's requests plus 50 per interval.
 fn sampled_row(name_starts: &str, runs: usize) -> Tally {
-    let (mut sc, _) = scenarios()
-        .into_iter()
-        .find(|(s, _)| s.name.starts_with(name_starts))
-        .unwrap();
-    sc.stable_sample = Some(simulation::StableSample {
-        multiple: 4.0,
-        floor: 50,
-    });
+    let (mut sc, _) = scenarios().into_iter().find(|(s, _)| s.name.starts_with(name_starts)).unwrap();
+    sc.stable_sample = Some(simulation::StableSample { multiple: 4.0, floor: 50 });
     sc.name = format!("{} — stable sampled (4 × canary + 50)", sc.name);
     let t = Simulator::new().run_many(&sc, runs, 11);
     println!("{}", t.line());
@@ -867,22 +585,10 @@ fn sampled_row(name_starts: &str, runs: usize) -> Tally {
 #[test]
 fn sim_stable_sampling_keeps_level_and_power() {
     let t = sampled_row("A/A", 1_000);
-    assert!(
-        t.rollback_rate() <= 0.01 && t.promoted as f64 >= 0.99 * t.runs as f64,
-        "{}",
-        t.line()
-    );
-    for name in [
-        "error rate at the tolerance",
-        "task success at the tolerance",
-        "latency, canary 1.2×",
-    ] {
+    assert!(t.rollback_rate() <= 0.01 && t.promoted as f64 >= 0.99 * t.runs as f64, "{}", t.line());
+    for name in ["error rate at the tolerance", "task success at the tolerance", "latency, canary 1.2×"] {
         let t = sampled_row(name, 1_000);
-        assert!(
-            t.rollback_rate() <= ALPHA_GATE && t.any_rollback_rate() <= 0.01,
-            "{}",
-            t.line()
-        );
+        assert!(t.rollback_rate() <= ALPHA_GATE && t.any_rollback_rate() <= 0.01, "{}", t.line());
     }
     let t = sampled_row("power: errors 1 % → 2 %", 500);
     assert!(t.rollback_rate() >= 0.90, "{}", t.line());
@@ -891,9 +597,5 @@ fn sim_stable_sampling_keeps_level_and_power() {
     let t = sampled_row("the demo's planner", 300);
     assert_eq!(t.advanced_past_first, 0, "{}", t.line());
     let t = sampled_row("healthy canary", 500);
-    assert!(
-        t.promoted as f64 >= 0.99 * t.runs as f64 && t.held_over_3x == 0,
-        "{}",
-        t.line()
-    );
+    assert!(t.promoted as f64 >= 0.99 * t.runs as f64 && t.held_over_3x == 0, "{}", t.line());
 }

@@ -5,10 +5,10 @@
 //! advance proof rules out the regression it names (and `min_requests` canary observations are in);
 //! only then, and once the step's dwell is over, does the rollout move on.
 
-use super::baseline::{self, against_baseline};
 use super::evaluate::{
     evaluate_gate, Context, Data, GateEvidence, GateResult, GateStatus, OVERALL_ALPHA,
 };
+use super::baseline::{self, against_baseline};
 use super::gate::Gate;
 use super::spec::AnalysisSpec;
 use super::step::StepHold;
@@ -225,13 +225,7 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
             let half = ctx.with_alpha_share(0.5);
             if bake {
                 let slot = bake_evidence.get_mut(i);
-                let (result, next) = judge_against_baseline(
-                    &half,
-                    g,
-                    evidence.baseline.as_ref(),
-                    slot.as_deref(),
-                    &data,
-                );
+                let (result, next) = judge_against_baseline(&half, g, evidence.baseline.as_ref(), slot.as_deref(), &data);
                 if let (Some(slot), Some(next)) = (slot, next) {
                     *slot = next;
                 }
@@ -272,26 +266,15 @@ pub fn judge(spec: &AnalysisSpec, state: &StepState, look: &Look, now_ms: u64) -
     // A held step that could advance waits for its release (the gates keep judging meanwhile).
     let waiting = match (action, spec.hold(state.step_index), state.released) {
         (Action::Advance | Action::Promote, StepHold::Manual, false) => Some(Waiting::Manual),
-        (Action::Advance | Action::Promote, StepHold::Approval(a), false) => {
-            Some(Waiting::Approval { url: a.url.clone() })
-        }
+        (Action::Advance | Action::Promote, StepHold::Approval(a), false) => Some(Waiting::Approval { url: a.url.clone() }),
         _ => None,
     };
     if let Some(w) = &waiting {
         action = Action::Hold;
-        next_state = StepState {
-            consecutive_failures: 0,
-            ..state.clone()
-        };
+        next_state = StepState { consecutive_failures: 0, ..state.clone() };
         reason = match w {
-            Waiting::Manual => format!(
-                "step {} ({weight}%) is a manual pause: resume or promote to continue; {reason}",
-                state.step_index + 1
-            ),
-            Waiting::Approval { url } => format!(
-                "step {} ({weight}%) waits for approval from {url}; {reason}",
-                state.step_index + 1
-            ),
+            Waiting::Manual => format!("step {} ({weight}%) is a manual pause: resume or promote to continue; {reason}", state.step_index + 1),
+            Waiting::Approval { url } => format!("step {} ({weight}%) waits for approval from {url}; {reason}", state.step_index + 1),
         };
     }
     if action == Action::Advance && spec.is_preview(state.step_index) {
@@ -418,19 +401,10 @@ fn without_failures(
 
 /// Why a gate is not judged at this step, if it is not: live gates while shadowing (no user is on
 /// the canary), shadow gates once the shadow phase is over or at 100 % (no stable request to copy).
-fn not_judged_now(
-    spec: &AnalysisSpec,
-    gate: &Gate,
-    shadowing: bool,
-    split: bool,
-) -> Option<&'static str> {
+fn not_judged_now(spec: &AnalysisSpec, gate: &Gate, shadowing: bool, split: bool) -> Option<&'static str> {
     match (gate.metric().is_shadow(), shadowing) {
-        (false, true) => {
-            Some("shadowing: no user is on the canary; live gates start with the first step")
-        }
-        (true, false) if spec.shadow_seconds().is_some() => {
-            Some("the shadow ended with the shadowing phase")
-        }
+        (false, true) => Some("shadowing: no user is on the canary; live gates start with the first step"),
+        (true, false) if spec.shadow_seconds().is_some() => Some("the shadow ended with the shadowing phase"),
         (true, false) if !split => Some("no stable request to shadow at 100%"),
         _ => None,
     }
@@ -446,10 +420,7 @@ fn judge_against_baseline(
     data: &Data,
 ) -> (GateResult, Option<GateEvidence>) {
     let derived = baseline
-        .ok_or_else(|| {
-            "no preview, so no window of blue before the switch: relative judgement skipped"
-                .to_string()
-        })
+        .ok_or_else(|| "no preview, so no window of blue before the switch: relative judgement skipped".to_string())
         .and_then(|b| against_baseline(gate, b, ctx.spec.min_requests(), ctx.alpha_gate / 2.0));
     match derived {
         Ok((absolute, comparison)) => {

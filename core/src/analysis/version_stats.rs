@@ -207,9 +207,7 @@ impl VersionStats {
     /// How many observations the metric rests on (its denominator).
     pub fn sample_size(&self, metric: Metric) -> u64 {
         match metric.live_base().unwrap_or(metric) {
-            Metric::ErrorRate | Metric::PolicyViolationRate | Metric::ShadowMismatchRate => {
-                self.requests
-            }
+            Metric::ErrorRate | Metric::PolicyViolationRate | Metric::ShadowMismatchRate => self.requests,
             Metric::LatencyP50Ms | Metric::LatencyP99Ms => self.latency_total.count(),
             Metric::LatencyTtftP50Ms | Metric::LatencyTtftP99Ms => self.latency_ttft.count(),
             Metric::TaskSuccessRate => self.outcomes(),

@@ -129,9 +129,7 @@ pub fn ln_one_sided_msprt(d: f64, delta0: f64, variance: f64, tau2: f64) -> f64 
     let total = variance + tau2;
     let z = tau2.sqrt() * e / (variance.sqrt() * total.sqrt());
     let ln_phi = ln_normal_cdf(z);
-    std::f64::consts::LN_2
-        + 0.5 * (variance / total).ln()
-        + tau2 * e * e / (2.0 * variance * total)
+    std::f64::consts::LN_2 + 0.5 * (variance / total).ln() + tau2 * e * e / (2.0 * variance * total)
         + ln_phi
 }
 
@@ -156,43 +154,17 @@ mod tests {
 
     #[test]
     fn conditional_llr_golden() {
-        assert_close(
-            conditional_llr(3, 50, 10, 950, 2.0, 1.25),
-            0.9372315135158336,
-            1e-12,
-        );
-        assert_close(
-            conditional_llr(0, 50, 10, 950, 2.0, 1.25),
-            -0.36367644170874835,
-            1e-12,
-        );
-        assert_close(
-            conditional_llr(12, 500, 10, 500, 3.0, 1.0),
-            -2.0658905083014805,
-            1e-12,
-        );
-        assert_eq!(
-            conditional_llr(3, 50, 0, 0, 2.0, 1.25),
-            0.0,
-            "no stable: no evidence"
-        );
-        assert_eq!(
-            conditional_llr(0, 50, 0, 950, 2.0, 1.25),
-            0.0,
-            "no events: no evidence"
-        );
+        assert_close(conditional_llr(3, 50, 10, 950, 2.0, 1.25), 0.9372315135158336, 1e-12);
+        assert_close(conditional_llr(0, 50, 10, 950, 2.0, 1.25), -0.36367644170874835, 1e-12);
+        assert_close(conditional_llr(12, 500, 10, 500, 3.0, 1.0), -2.0658905083014805, 1e-12);
+        assert_eq!(conditional_llr(3, 50, 0, 0, 2.0, 1.25), 0.0, "no stable: no evidence");
+        assert_eq!(conditional_llr(0, 50, 0, 950, 2.0, 1.25), 0.0, "no events: no evidence");
     }
 
     #[test]
     fn shiryaev_roberts_golden() {
         let grid = [2.0, 5.0, 10.0];
-        let intervals = [
-            (0, 10, 2, 190),
-            (1, 10, 1, 190),
-            (4, 10, 2, 190),
-            (5, 10, 1, 190),
-            (6, 10, 2, 190),
-        ];
+        let intervals = [(0, 10, 2, 190), (1, 10, 1, 190), (4, 10, 2, 190), (5, 10, 1, 190), (6, 10, 2, 190)];
         let want = [
             0.35489169680394456,
             0.8858174222270173,
@@ -202,10 +174,8 @@ mod tests {
         ];
         let mut m = [0.0; 3];
         for (k, (&(xc, nc, xs, ns), want)) in intervals.iter().zip(want).enumerate() {
-            let llrs: Vec<f64> = grid
-                .iter()
-                .map(|&rho| conditional_llr(xc, nc, xs, ns, rho, 1.25))
-                .collect();
+            let llrs: Vec<f64> =
+                grid.iter().map(|&rho| conditional_llr(xc, nc, xs, ns, rho, 1.25)).collect();
             let got = sr_update(&mut m, sr_gamma(k as u64 + 1, 3600), &llrs);
             assert_close(got, want, 1e-12);
         }
@@ -213,21 +183,9 @@ mod tests {
 
     #[test]
     fn one_sided_msprt_golden() {
-        assert_close(
-            ln_one_sided_msprt(0.01, 0.0, 2e-5, 1e-4).exp(),
-            6.422271944955794,
-            1e-12,
-        );
-        assert_close(
-            ln_one_sided_msprt(-0.01, 0.0, 2e-5, 1e-4).exp(),
-            0.13517131009698458,
-            1e-12,
-        );
-        assert_close(
-            ln_one_sided_msprt(0.02, 0.005, 4e-5, 1e-4).exp(),
-            7.79066794213432,
-            1e-12,
-        );
+        assert_close(ln_one_sided_msprt(0.01, 0.0, 2e-5, 1e-4).exp(), 6.422271944955794, 1e-12);
+        assert_close(ln_one_sided_msprt(-0.01, 0.0, 2e-5, 1e-4).exp(), 0.13517131009698458, 1e-12);
+        assert_close(ln_one_sided_msprt(0.02, 0.005, 4e-5, 1e-4).exp(), 7.79066794213432, 1e-12);
     }
 
     #[test]
@@ -244,22 +202,10 @@ mod tests {
     #[test]
     fn bernoulli_mixture_golden() {
         let grid = [0.02, 0.05, 0.1];
-        assert_close(
-            bernoulli_mixture(3, 100, 0.01, &grid),
-            1.7909710573247148,
-            1e-12,
-        );
-        assert_close(
-            bernoulli_mixture(0, 100, 0.01, &grid),
-            0.12618798112390525,
-            1e-12,
-        );
+        assert_close(bernoulli_mixture(3, 100, 0.01, &grid), 1.7909710573247148, 1e-12);
+        assert_close(bernoulli_mixture(0, 100, 0.01, &grid), 0.12618798112390525, 1e-12);
         let grid = [0.002, 0.005, 0.01];
-        assert_close(
-            bernoulli_mixture(5, 2000, 0.001, &grid),
-            1.794988619356781,
-            1e-12,
-        );
+        assert_close(bernoulli_mixture(5, 2000, 0.001, &grid), 1.794988619356781, 1e-12);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub fn erfc(x: f64) -> f64 {
     erfc_continued_fraction(x)
 }
 
+
 /// erf(x) = 2x e^{−x²}/√π · Σ (2x²)ⁿ / (1·3·…·(2n+1)): all terms positive, no cancellation.
 fn erf_series(x: f64) -> f64 {
     let two_x2 = 2.0 * x * x;

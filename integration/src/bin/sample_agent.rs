@@ -17,9 +17,7 @@ fn serve(spec: &str) -> anyhow::Result<Behaviour> {
     let (version, opts) = spec.split_once(':').unwrap_or((spec, ""));
     let mut b = Behaviour::version(version);
     for opt in opts.split(',').filter(|o| !o.is_empty()) {
-        let (k, v) = opt
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("{opt}: give option=value"))?;
+        let (k, v) = opt.split_once('=').ok_or_else(|| anyhow::anyhow!("{opt}: give option=value"))?;
         match k {
             "error-rate" => b.error_rate = v.parse()?,
             "latency-ms" => b.latency_ms = v.parse()?,
@@ -39,10 +37,7 @@ fn parse(args: &[String]) -> anyhow::Result<(std::net::SocketAddr, Behaviour, Ve
     let mut served = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut val = || {
-            it.next()
-                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
-        };
+        let mut val = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
         match flag.as_str() {
             "--listen" => listen = val()?.parse()?,
             "--version" => b.version = val()?.clone(),
@@ -66,19 +61,12 @@ async fn main() -> anyhow::Result<()> {
     if !served.is_empty() {
         let names: Vec<String> = served.iter().map(|b| b.version.clone()).collect();
         let agent = MultiAgent::start_on(listen, served).await?;
-        println!(
-            "sample agent serving {} on http://{} (by x-fledge-version)",
-            names.join(", "),
-            agent.addr
-        );
+        println!("sample agent serving {} on http://{} (by x-fledge-version)", names.join(", "), agent.addr);
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
     let agent = Agent::start_on(listen, behaviour.clone()).await?;
-    println!(
-        "sample agent {} on http://{} ({:?})",
-        behaviour.version, agent.addr, behaviour
-    );
+    println!("sample agent {} on http://{} ({:?})", behaviour.version, agent.addr, behaviour);
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

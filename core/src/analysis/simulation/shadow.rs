@@ -14,8 +14,8 @@
 
 use super::{Change, Ending, Profile, Run, Scenario, Simulator, BASELINE, LATENCY_TABLE_BITS};
 use crate::analysis::{
-    judge, Action, AnalysisSpec, AnalysisSpecConfig, Gate, GateConfig, GateStatus, Look, Metric,
-    StepState, Threshold, Verdict, VersionStats,
+    judge, Action, AnalysisSpec, AnalysisSpecConfig, Gate, GateConfig, GateStatus, Look, Metric, StepState,
+    Threshold, Verdict, VersionStats,
 };
 use crate::bucket::Weight;
 use crate::outcome::TaskResult;
@@ -37,18 +37,10 @@ pub struct Correlation {
 /// Strong correlation: 4 % of requests fail their task on both sides (4 of stable's 5 points of task
 /// failure are shared), 0.8 % end in an error on both (0.8 of stable's 1 point of errors), half the
 /// pairs share their latency quantile.
-pub const STRONG: Correlation = Correlation {
-    shared_failure: 0.04,
-    shared_error: 0.008,
-    same_latency: 0.5,
-};
+pub const STRONG: Correlation = Correlation { shared_failure: 0.04, shared_error: 0.008, same_latency: 0.5 };
 
 /// Independent answers: the pairing gains nothing.
-pub const INDEPENDENT: Correlation = Correlation {
-    shared_failure: 0.0,
-    shared_error: 0.0,
-    same_latency: 0.0,
-};
+pub const INDEPENDENT: Correlation = Correlation { shared_failure: 0.0, shared_error: 0.0, same_latency: 0.0 };
 
 /// How a shadow row is run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,12 +57,7 @@ pub struct ShadowScenario {
 
 impl Default for ShadowScenario {
     fn default() -> Self {
-        Self {
-            percent: 10.0,
-            correlation: STRONG,
-            unpaired: false,
-            window_s: None,
-        }
+        Self { percent: 10.0, correlation: STRONG, unpaired: false, window_s: None }
     }
 }
 
@@ -85,10 +72,7 @@ pub fn shadow_spec(shadow_seconds: u64) -> Option<AnalysisSpec> {
     r.weight = None;
     r.shadow = Some(ShadowSpec::new("support_agent_v2", 10.0));
     r.shadow_seconds = Some(shadow_seconds);
-    r.analysis = Some(AnalysisOptions {
-        interval_seconds: None,
-        failure_limit: Some(1),
-    });
+    r.analysis = Some(AnalysisOptions { interval_seconds: None, failure_limit: Some(1) });
     match r.mode() {
         Ok(Mode::Automated(spec)) => Some(spec),
         _ => None,
@@ -97,19 +81,10 @@ pub fn shadow_spec(shadow_seconds: u64) -> Option<AnalysisSpec> {
 
 /// The pairing's gain, measured: one gate, judged paired (the shadow gate, during a shadowing phase
 /// of `seconds`) or unpaired (its live counterpart at a 50 % step of `seconds`); α_gate = 0.01 in both.
-pub fn one_gate_spec(
-    metric: Metric,
-    threshold: Threshold,
-    paired: bool,
-    seconds: u64,
-) -> Option<AnalysisSpec> {
+pub fn one_gate_spec(metric: Metric, threshold: Threshold, paired: bool, seconds: u64) -> Option<AnalysisSpec> {
     let gate = Gate::try_new(metric, threshold, false).ok()?;
     AnalysisSpec::try_new(AnalysisSpecConfig {
-        steps: if paired {
-            vec![100.0]
-        } else {
-            vec![50.0, 100.0]
-        },
+        steps: if paired { vec![100.0] } else { vec![50.0, 100.0] },
         step_seconds: seconds,
         min_requests: 100,
         interval_seconds: 1.0,
@@ -138,29 +113,14 @@ impl Simulator {
 
     /// One side's answer to a request; `shared` says which shared causes the request carries
     /// (task failure, error).
-    fn answer(
-        &self,
-        rng: &mut SplitMix64,
-        p: &Profile,
-        c: &Correlation,
-        shared: (bool, bool),
-        latency_index: usize,
-    ) -> Answer {
+    fn answer(&self, rng: &mut SplitMix64, p: &Profile, c: &Correlation, shared: (bool, bool), latency_index: usize) -> Answer {
         let failure = shared.0 || rng.next_f64() < own_rate(1.0 - p.success_rate, c.shared_failure);
         let error = shared.1 || rng.next_f64() < own_rate(p.error_rate, c.shared_error);
         let violation = rng.next_f64() < p.violation_rate;
-        let base = self
-            .latency
-            .get(latency_index)
-            .copied()
-            .unwrap_or(100_000.0);
+        let base = self.latency.get(latency_index).copied().unwrap_or(100_000.0);
         Answer {
             status: Some(if error { 503 } else { 200 }),
-            result: Some(if failure {
-                TaskResult::Failure
-            } else {
-                TaskResult::Success
-            }),
+            result: Some(if failure { TaskResult::Failure } else { TaskResult::Success }),
             cost: None,
             violations: Some(u32::from(violation)),
             total_us: (base * p.latency_factor) as u64,
@@ -191,13 +151,7 @@ fn record_live(s: &mut VersionStats, a: &Answer) {
 }
 
 /// One shadow row's run (see the module docs).
-pub(super) fn run(
-    sim: &Simulator,
-    sc: &Scenario,
-    sh: &ShadowScenario,
-    seed: u64,
-    mut trace: impl FnMut(u64, &Verdict),
-) -> Run {
+pub(super) fn run(sim: &Simulator, sc: &Scenario, sh: &ShadowScenario, seed: u64, mut trace: impl FnMut(u64, &Verdict)) -> Run {
     let mut rng = SplitMix64::new(seed);
     let spec = &sc.spec;
     let horizon = sh.window_s.unwrap_or(2 * spec.dwell_seconds(0) + 600);
@@ -216,16 +170,9 @@ pub(super) fn run(
         let (mut ds, mut pairs) = (VersionStats::default(), ShadowStats::default());
         for _ in 0..sc.rps {
             if rng.next_f64() < share {
-                let shared = (
-                    rng.next_f64() < c.shared_failure,
-                    rng.next_f64() < c.shared_error,
-                );
+                let shared = (rng.next_f64() < c.shared_failure, rng.next_f64() < c.shared_error);
                 let i = Simulator::latency_index(&mut rng);
-                let j = if rng.next_f64() < c.same_latency {
-                    i
-                } else {
-                    Simulator::latency_index(&mut rng)
-                };
+                let j = if rng.next_f64() < c.same_latency { i } else { Simulator::latency_index(&mut rng) };
                 let a = sim.answer(&mut rng, &sc.stable, c, shared, i);
                 let b = sim.answer(&mut rng, &canary, c, shared, j);
                 record_live(&mut ds, &a);
@@ -233,13 +180,7 @@ pub(super) fn run(
                 pairs.answered += 1;
                 pairs.record_pair(&a, &b);
             } else {
-                sim.request(
-                    &mut rng,
-                    &sc.stable,
-                    sc.stable.error_rate,
-                    (0.0, false),
-                    &mut ds,
-                );
+                sim.request(&mut rng, &sc.stable, sc.stable.error_rate, (0.0, false), &mut ds);
             }
         }
         stable_step.merge(&ds);
@@ -248,26 +189,10 @@ pub(super) fn run(
         let verdict = if sh.unpaired {
             let (s, k) = (pairs.stable_view(), pairs.canary_view());
             let (s_step, k_step) = (shadow_step.stable_view(), shadow_step.canary_view());
-            let look = Look {
-                stable: &s,
-                canary: &k,
-                stable_step: &s_step,
-                canary_step: &k_step,
-                shadow: &no_shadow,
-                shadow_step: &no_shadow,
-                scheduled: true,
-            };
+            let look = Look { stable: &s, canary: &k, stable_step: &s_step, canary_step: &k_step, shadow: &no_shadow, shadow_step: &no_shadow, scheduled: true };
             judge(spec, &state, &look, now_s * 1000)
         } else {
-            let look = Look {
-                stable: &ds,
-                canary: &empty,
-                stable_step: &stable_step,
-                canary_step: &empty,
-                shadow: &pairs,
-                shadow_step: &shadow_step,
-                scheduled: true,
-            };
+            let look = Look { stable: &ds, canary: &empty, stable_step: &stable_step, canary_step: &empty, shadow: &pairs, shadow_step: &shadow_step, scheduled: true };
             judge(spec, &state, &look, now_s * 1000)
         };
         trace(now_s, &verdict);
@@ -276,101 +201,54 @@ pub(super) fn run(
         }
         match verdict.action {
             Action::Rollback => {
-                let failing = verdict
-                    .gates
-                    .iter()
-                    .filter(|g| g.status == GateStatus::Fail)
-                    .map(|g| g.metric)
-                    .collect();
-                return Run {
-                    ending: Ending::RolledBack {
-                        step: state.step_index,
-                        at_s: now_s,
-                        failing,
-                    },
-                    step_seconds,
-                };
+                let failing = verdict.gates.iter().filter(|g| g.status == GateStatus::Fail).map(|g| g.metric).collect();
+                return Run { ending: Ending::RolledBack { step: state.step_index, at_s: now_s, failing }, step_seconds };
             }
             Action::Advance | Action::Promote => {
                 step_seconds.push(0);
-                return Run {
-                    ending: Ending::ShadowPassed { at_s: now_s },
-                    step_seconds,
-                };
+                return Run { ending: Ending::ShadowPassed { at_s: now_s }, step_seconds };
             }
             Action::Hold => {}
         }
         state = verdict.next_state;
     }
-    Run {
-        ending: Ending::TimedOut,
-        step_seconds,
-    }
+    Run { ending: Ending::TimedOut, step_seconds }
 }
 
 /// The pairing's gain at a small real difference: task success 95 % → `success` (the tolerance is
 /// 2 pp), strongly correlated pairs, 300 s of copies; the paired shadow gate and the unpaired live
 /// one, one gate each (α_gate = 0.01), dwell 600 s so that only the detectors decide in the window.
 /// Detection is counted from the first copy.
-pub fn pairing_gain_scenario(
-    base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario,
-    success: f64,
-    paired: bool,
-) -> Scenario {
+pub fn pairing_gain_scenario(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario, success: f64, paired: bool) -> Scenario {
     let drop = ((0.95 - success) * 100.0).round();
     let (name, metric) = if paired {
         (format!("shadow pairing gain: task success 95 % → {:.0} % ({drop:.0} pp drop, tolerance 2 pp), strong correlation, 300 s of copies — paired (shadow gate)", success * 100.0), Metric::ShadowTaskSuccessRate)
     } else {
         (format!("shadow pairing gain: the same at {:.0} %, judged unpaired (the live gate on both sides' answers)", success * 100.0), Metric::TaskSuccessRate)
     };
-    let mut sc = base(
-        &name,
-        Profile {
-            success_rate: success,
-            ..BASELINE
-        },
-        Some(metric),
-    );
+    let mut sc = base(&name, Profile { success_rate: success, ..BASELINE }, Some(metric));
     sc.spec = one_gate_spec(metric, Threshold::MaxDecrease(0.02), paired, 600).unwrap_or_default();
-    sc.shadow = Some(ShadowScenario {
-        unpaired: !paired,
-        window_s: Some(SHADOW_SECONDS),
-        ..ShadowScenario::default()
-    });
-    sc.change = Some(Change {
-        at_s: 0,
-        after: sc.canary,
-    });
+    sc.shadow = Some(ShadowScenario { unpaired: !paired, window_s: Some(SHADOW_SECONDS), ..ShadowScenario::default() });
+    sc.change = Some(Change { at_s: 0, after: sc.canary });
     sc
 }
 
 /// The shadow rows of the decision-quality table.
-pub(super) fn rows(
-    base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario,
-) -> Vec<(Scenario, &'static str)> {
+pub(super) fn rows(base: &dyn Fn(&str, Profile, Option<Metric>) -> Scenario) -> Vec<(Scenario, &'static str)> {
     let shadow = |name: &str, canary: Profile, watch: Option<Metric>, correlation: Correlation| {
         let mut sc = base(name, canary, watch);
         sc.spec = shadow_spec(SHADOW_SECONDS).unwrap_or_default();
-        sc.shadow = Some(ShadowScenario {
-            correlation,
-            ..ShadowScenario::default()
-        });
+        sc.shadow = Some(ShadowScenario { correlation, ..ShadowScenario::default() });
         sc
     };
     // Failing from the first copy: detection is counted from the start of the phase.
     let from_start = |mut sc: Scenario| {
-        sc.change = Some(Change {
-            at_s: 0,
-            after: sc.canary,
-        });
+        sc.change = Some(Change { at_s: 0, after: sc.canary });
         sc
     };
     let mut edge = shadow(
         "shadow: errors 1 % → 1.5 %, the regression the error proof rules out (600 s window)",
-        Profile {
-            error_rate: 0.015,
-            ..BASELINE
-        },
+        Profile { error_rate: 0.015, ..BASELINE },
         None,
         STRONG,
     );
