@@ -318,16 +318,17 @@ impl AppState {
         self.shared.data_arrived.notified().await;
     }
 
-    /// What `GET /metrics` counts besides the view and the live state.
     /// The slots of [`crate::api::IngestBody`].
     pub fn ingest_slots(&self) -> Arc<tokio::sync::Semaphore> {
         self.shared.ingest_slots.clone()
     }
 
+    /// The held config poll of each proxy that names itself.
     pub fn pollers(&self) -> &crate::pollers::Pollers {
         &self.shared.pollers
     }
 
+    /// What `GET /metrics` counts besides the view and the live state.
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
     }
